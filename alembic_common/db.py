@@ -1,0 +1,76 @@
+"""Connections: psycopg for the fast read-only checks, SQLAlchemy for Alembic.
+
+Every connection failure becomes a ``ConnectError`` whose one line names the host,
+the port and the database, and never the password.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from alembic_common.errors import ConnectError
+from alembic_common.settings import Settings, mask
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# SQLSTATEs worth waiting out while a database container starts.
+_TRANSIENT = {None, "57P03"}  # no server answer yet / "the database system is starting up"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return mask(lines[0] if lines else type(exc).__name__)
+
+
+def connect_error(settings: Settings, exc: psycopg.OperationalError) -> ConnectError:
+    """Turn a psycopg connection failure into one clear, password-free line."""
+    where = f"{settings.service}: database {settings.database!r} at {settings.host_port}"
+    state = getattr(exc, "sqlstate", None)
+    text = str(exc)
+    if state == "3D000" or ("database" in text and "does not exist" in text):
+        message = (
+            f"{where} does not exist; create it with: createdb -h {settings.host} "
+            f"-p {settings.port} -U {settings.user} {settings.database}"
+        )
+    elif state in ("28P01", "28000") or "authentication failed" in text:
+        message = f"{where}: authentication failed ({_first_line(exc).split('FATAL:')[-1].strip()})"
+    else:
+        message = f"{where} is unreachable: {_first_line(exc)}"
+    return ConnectError(message, service=settings.service)
+
+
+def _transient(exc: psycopg.OperationalError) -> bool:
+    """Worth retrying while a database container starts: no answer yet, or starting up."""
+    text = str(exc)
+    permanent = "does not exist" in text or "authentication failed" in text
+    return getattr(exc, "sqlstate", None) in _TRANSIENT and not permanent
+
+
+def connect(settings: Settings, *, wait: float = 0, autocommit: bool = True) -> psycopg.Connection:
+    """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return psycopg.connect(
+                settings.url, autocommit=autocommit, connect_timeout=settings.connect_timeout
+            )
+        except psycopg.OperationalError as exc:
+            if not _transient(exc) or time.monotonic() >= deadline:
+                raise connect_error(settings, exc) from None
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def engine(settings: Settings) -> Engine:
+    """A pool-less SQLAlchemy engine on psycopg 3 for one run."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(
+        settings.sqlalchemy_url(),
+        poolclass=NullPool,
+        connect_args={"connect_timeout": settings.connect_timeout},
+    )

@@ -1,0 +1,56 @@
+"""The one error hierarchy. The library raises these; only the CLI turns them into exits."""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """Base of every error the toolkit raises on purpose.
+
+    ``exit_code`` is 1 for operational failures and 2 for bad usage; ``service`` and
+    ``version`` say what the error is about, so the message can name them.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, service: str | None = None, version: int | None = None):
+        super().__init__(message)
+        self.service = service
+        self.version = version
+
+
+class UsageError(MigrationError):
+    """The command line or its inputs are wrong; nothing was attempted."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A connection setting or a service name cannot be used."""
+
+
+class ProductionGuardError(UsageError):
+    """A development-only action was refused in production."""
+
+
+class ConnectError(MigrationError):
+    """The database could not be reached or refused the login."""
+
+
+class StateError(MigrationError):
+    """The database's migration state does not allow the action (ahead, inconsistent, legacy gap)."""
+
+
+class LockWaitError(MigrationError):
+    """Another runner held the migration lock for longer than we were allowed to wait."""
+
+
+class LockTimeoutError(MigrationError):
+    """A migration could not take a table lock within lock_timeout, after its retries."""
+
+
+class StepError(MigrationError):
+    """A migration step failed; it was rolled back and earlier steps stay applied."""
+
+
+class ScriptError(MigrationError):
+    """A migration file cannot be loaded, or the history on disk is malformed."""

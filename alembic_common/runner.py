@@ -1,0 +1,403 @@
+"""``up``, ``down`` and ``status`` as plain functions over (Service, Settings) that return data.
+
+Each command checks its inputs, reads the database state with psycopg, and only when
+there is work to do takes the service's advisory lock, re-reads the state under it and
+hands over to Alembic. Nothing here prints or exits; progress goes through a callback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from alembic_common import db, locking
+from alembic_common.errors import (
+    LockTimeoutError,
+    MigrationError,
+    ProductionGuardError,
+    StateError,
+    StepError,
+    UsageError,
+)
+from alembic_common.services import Service, revision_id
+from alembic_common.settings import Settings, mask
+from alembic_common.state import Assessment, DbState, assess, legacy_gap, read
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+Progress = Callable[[dict[str, Any]], None]
+PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run behaves: waits, timeouts, retries, batching and environment."""
+
+    wait: float = 0.0
+    lock_wait: float = locking.DEFAULT_LOCK_WAIT
+    lock_timeout: float = 5.0
+    statement_timeout: float = 0.0
+    retries: int = 3
+    atomic: bool = False
+    environment: str = "development"
+    allow_production: bool = False
+
+
+@dataclass
+class RunResult:
+    """What an ``up`` or ``down`` did."""
+
+    service: str
+    database: str
+    action: str
+    before: int | None
+    after: int | None
+    steps: list[int] = field(default_factory=list)
+    adopted: list[int] = field(default_factory=list)
+
+    @property
+    def noop(self) -> bool:
+        return not self.steps and not self.adopted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "noop": self.noop}
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    version: int
+    description: str
+    applied: bool
+    applied_at: str | None
+
+
+@dataclass(frozen=True)
+class Status:
+    """Every version the code knows, and where the database stands."""
+
+    service: str
+    database: str
+    current: int | None
+    head: int | None
+    migrations: list[MigrationStatus]
+    pending: list[int]
+    unknown: list[int]
+    legacy: bool
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True unless the database is ahead of the code or its two tables disagree."""
+        return not self.unknown and self.problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "migrations": [asdict(m) for m in self.migrations],
+            "consistent": self.problem is None,
+            "ahead": bool(self.unknown),
+        }
+
+
+def _read(settings: Settings, disk: list[int], wait: float = 0) -> tuple[DbState, Assessment]:
+    with db.connect(settings, wait=wait) as conn:
+        state = read(conn)
+    return state, assess(disk, state)
+
+
+def check_version(service: Service, disk: list[int], version: int) -> None:
+    """Refuse a version that no migration file has."""
+    if version in disk:
+        return
+    head = max(disk, default=0)
+    if version > head:
+        raise UsageError(
+            f"{service.name}: version {version} lies beyond the head ({head})",
+            service=service.name,
+            version=version,
+        )
+    raise UsageError(
+        f"{service.name}: no migration has version {version} (known: {disk[0]}..{head})",
+        service=service.name,
+        version=version,
+    )
+
+
+def refuse_unusable(service: Service, found: Assessment) -> None:
+    """Stop when the database is ahead of the code or its history tables disagree."""
+    if found.unknown:
+        raise StateError(
+            f"{service.name}: the database is at version {max(found.unknown)} but this code knows "
+            f"only up to {found.head}; unknown versions {found.unknown}. Deploy the newer release "
+            "(or roll back with it) instead",
+            service=service.name,
+            version=max(found.unknown),
+        )
+    if found.problem:
+        raise StateError(
+            f"{service.name}: {found.problem}; fix the history before migrating",
+            service=service.name,
+        )
+
+
+def refuse_production(service: Service, action: str, options: RunOptions) -> None:
+    """Development-only actions stop here in production unless explicitly allowed."""
+    if options.environment == PRODUCTION and not options.allow_production:
+        raise ProductionGuardError(
+            f"{service.name}: refusing '{action}' in production (APP_ENV/--env is production); "
+            "pass --allow-production if you really mean it",
+            service=service.name,
+        )
+
+
+def _pending_to(found: Assessment, target: int | None) -> list[int]:
+    return [v for v in found.pending if target is None or v <= target]
+
+
+def up(
+    service: Service,
+    settings: Settings,
+    target: int | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Progress | None = None,
+) -> RunResult:
+    """Apply pending migrations (up to ``target``), adopting a legacy database first."""
+    disk = service.disk_versions()
+    if target is not None:
+        check_version(service, disk, target)
+    _, found = _read(settings, disk, wait=options.wait)
+    refuse_unusable(service, found)
+    result = RunResult(service.name, settings.display, "up", found.current, found.current)
+    if not found.legacy and not _pending_to(found, target):
+        return result  # the fast path: no Alembic, no SQLAlchemy, no lock
+    service.migrations  # noqa: B018 - load every file now, so a broken one is named up front
+    with locking.advisory_lock(settings, wait=options.lock_wait, on_wait=progress) as lock_conn:
+        state = read(lock_conn)
+        found = assess(disk, state)
+        refuse_unusable(service, found)
+        result.before = found.current
+        if found.legacy:
+            result.adopted = _adopt(service, settings, state, disk, progress)
+            found = assess(disk, read(lock_conn))
+        plan = _pending_to(found, target)
+        if plan:
+            from alembic import command
+
+            destination = revision_id(target) if target is not None else "head"
+            result.steps = _run_alembic(
+                service,
+                settings,
+                options,
+                progress,
+                plan,
+                lock_conn,
+                lambda cfg: command.upgrade(cfg, destination),
+            )
+        result.after = assess(disk, read(lock_conn)).current
+    return result
+
+
+def down(
+    service: Service,
+    settings: Settings,
+    version: int,
+    options: RunOptions = RunOptions(),
+    progress: Progress | None = None,
+) -> RunResult:
+    """Roll back ``version`` and every later one, newest first (development only)."""
+    refuse_production(service, "down", options)
+    disk = service.disk_versions()
+    check_version(service, disk, version)
+    _, found = _read(settings, disk, wait=options.wait)
+    refuse_unusable(service, found)
+    service.migrations  # noqa: B018
+    with locking.advisory_lock(settings, wait=options.lock_wait, on_wait=progress) as lock_conn:
+        found = assess(disk, read(lock_conn))
+        refuse_unusable(service, found)
+        if found.legacy:
+            raise StateError(
+                f"{service.name}: this database was made by the previous migration system; "
+                "run 'up' once to adopt it before rolling back",
+                service=service.name,
+            )
+        if version not in found.applied:
+            raise StateError(
+                f"{service.name}: version {version} is not applied (the database is at "
+                f"{found.current if found.current is not None else 'no version'}); nothing to roll back",
+                service=service.name,
+                version=version,
+            )
+        from alembic import command
+
+        below = [v for v in disk if v < version]
+        destination = revision_id(below[-1]) if below else "base"
+        plan = sorted((v for v in found.applied if v >= version), reverse=True)
+        result = RunResult(service.name, settings.display, "down", found.current, found.current)
+        result.steps = _run_alembic(
+            service,
+            settings,
+            options,
+            progress,
+            plan,
+            lock_conn,
+            lambda cfg: command.downgrade(cfg, destination),
+        )
+        result.after = assess(disk, read(lock_conn)).current
+    return result
+
+
+def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
+    """Every version the code knows, applied or pending, and the database's flags."""
+    migrations = service.migrations
+    state, found = _read(settings, [m.version for m in migrations], wait=wait)
+    rows = []
+    for m in migrations:
+        recorded = state.recorded.get(m.version)
+        applied = m.version in found.applied or (found.legacy and recorded is not None)
+        applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
+        rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
+    return Status(
+        service.name,
+        settings.display,
+        found.current,
+        found.head,
+        rows,
+        found.pending,
+        found.unknown,
+        found.legacy,
+        found.problem,
+    )
+
+
+def _adopt(
+    service: Service,
+    settings: Settings,
+    state: DbState,
+    disk: list[int],
+    progress: Progress | None,
+) -> list[int]:
+    """Record Alembic's state for a database the previous system made, running nothing."""
+    gap = legacy_gap(disk, state)
+    if gap:
+        raise StateError(
+            f"{service.name}: the legacy schema_migrations skips version(s) {gap} below "
+            f"{max(state.recorded)}; refusing to adopt a history with holes",
+            service=service.name,
+            version=gap[0],
+        )
+    from alembic import command
+
+    top = max(state.recorded)
+    with db.engine(settings).connect() as conn:
+        command.stamp(service.config(connection=conn), revision_id(top))
+    if progress is not None:
+        progress({"event": "adopted", "service": service.name, "versions": sorted(state.recorded)})
+    return sorted(state.recorded)
+
+
+def _run_alembic(
+    service: Service,
+    settings: Settings,
+    options: RunOptions,
+    progress: Progress | None,
+    plan: list[int],
+    lock_conn: psycopg.Connection,
+    run: Callable[[Config], None],
+) -> list[int]:
+    """Run one Alembic command, retrying lock timeouts; return the versions it committed."""
+    from sqlalchemy.exc import DBAPIError
+
+    committed: list[int] = []
+    for attempt in range(options.retries + 1):
+        done: list[int] = []
+
+        def on_step(event: dict[str, Any], done: list[int] = done) -> None:
+            done.append(event["version"])
+            if progress is not None:
+                progress({"event": event["action"], "service": service.name, **event})
+
+        engine = db.engine(settings)
+        try:
+            with engine.connect() as conn:
+                run(
+                    service.config(
+                        connection=conn,
+                        atomic=options.atomic,
+                        lock_timeout_ms=int(options.lock_timeout * 1000),
+                        statement_timeout_ms=int(options.statement_timeout * 1000),
+                        on_step=on_step,
+                    )
+                )
+            return committed + done
+        except MigrationError:
+            raise
+        except Exception as exc:
+            if not options.atomic:
+                committed += done
+            remaining = plan[len(committed) :] if not options.atomic else plan
+            version = remaining[0] if remaining else None
+            orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+            if isinstance(orig, psycopg.errors.LockNotAvailable):
+                if attempt < options.retries:
+                    delay = min(8.0, 0.25 * 2**attempt)
+                    if progress is not None:
+                        progress(
+                            {
+                                "event": "lock_retry",
+                                "service": service.name,
+                                "version": version,
+                                "attempt": attempt + 1,
+                                "delay_s": delay,
+                            }
+                        )
+                    time.sleep(delay)
+                    continue
+                raise LockTimeoutError(
+                    f"{service.name}: version {version} could not take a lock within "
+                    f"{options.lock_timeout:g}s after {options.retries + 1} attempts "
+                    f"({_lock_holders(lock_conn)}); it was rolled back",
+                    service=service.name,
+                    version=version,
+                ) from exc
+            raise StepError(
+                _step_failure(service, version, options, exc, orig),
+                service=service.name,
+                version=version,
+            ) from exc
+        finally:
+            engine.dispose()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _step_failure(
+    service: Service, version: int | None, options: RunOptions, exc: Exception, orig: Any
+) -> str:
+    cause = orig if orig is not None else exc
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    detail = mask(lines[0]) if lines else type(cause).__name__
+    if isinstance(cause, psycopg.errors.QueryCanceled):
+        detail = f"statement_timeout ({options.statement_timeout:g}s) cancelled it: {detail}"
+    kept = "nothing was applied (--atomic)" if options.atomic else "earlier versions stay applied"
+    return f"{service.name}: version {version} failed and was rolled back ({kept}): {detail}"
+
+
+def _lock_holders(conn: psycopg.Connection) -> str:
+    """Which sessions hold locks on this database's tables, as far as PostgreSQL can tell."""
+    rows = conn.execute(
+        """
+        SELECT DISTINCT l.relation::regclass::text, a.pid, coalesce(a.state, '?')
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.granted AND l.locktype = 'relation' AND l.relation >= 16384
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND a.pid <> pg_backend_pid()
+        ORDER BY 1 LIMIT 3
+        """
+    ).fetchall()
+    if not rows:
+        return "the holder had gone by the time we looked"
+    return "; ".join(f"table {t} held by pid {p} ({s})" for t, p, s in rows)

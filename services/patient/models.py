@@ -1,0 +1,83 @@
+"""SQLAlchemy models of the patient service at head: what autogenerate compares against."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Identity,
+    Index,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BLOOD_TYPES = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-", "Rh-null")
+LANGUAGES = ("en", "fr", "ar", "es")
+MARITAL_STATUSES = ("single", "married", "divorced", "widowed", "separated", "other")
+GENDERS = ("male", "female", "other", "unknown")
+
+
+def _optional_in(column: str, values: tuple[str, ...]) -> str:
+    listed = ", ".join(repr(v) for v in values)
+    return f"{column} IS NULL OR {column} = '' OR {column} IN ({listed})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    """A patient of one healthcare entity; ``patient_id`` is the entity's own patient code."""
+
+    __tablename__ = "patients"
+    __table_args__ = (
+        UniqueConstraint(
+            "healthcare_entity_id", "patient_id", name="patients_entity_patient_id_key"
+        ),
+        CheckConstraint(_optional_in("gender", GENDERS), name="patients_gender_check"),
+        CheckConstraint(_optional_in("blood_type", BLOOD_TYPES), name="patients_blood_type_check"),
+        CheckConstraint(
+            _optional_in("preferred_language", LANGUAGES), name="patients_preferred_language_check"
+        ),
+        CheckConstraint(
+            _optional_in("marital_status", MARITAL_STATUSES), name="patients_marital_status_check"
+        ),
+        Index("idx_patients_entity_name", "healthcare_entity_id", "last_name", "first_name"),
+        Index("idx_patients_email", "email"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    healthcare_entity_id: Mapped[int] = mapped_column(BigInteger)
+    patient_id: Mapped[str] = mapped_column(Text)
+    first_name: Mapped[str] = mapped_column(Text)
+    last_name: Mapped[str] = mapped_column(Text)
+    date_of_birth: Mapped[date] = mapped_column(Date)
+    gender: Mapped[str | None] = mapped_column(Text)
+    # International format (+1, +212, +33 ...) since version 4.
+    phone: Mapped[str | None] = mapped_column(Text)
+    # The number exactly as entered before version 4, kept so that version 4 can be undone.
+    phone_original: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    address: Mapped[str | None] = mapped_column(Text)
+    city: Mapped[str | None] = mapped_column(Text)
+    province_state: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str] = mapped_column(Text)
+    emergency_contact_name: Mapped[str | None] = mapped_column(Text)
+    emergency_contact_phone: Mapped[str | None] = mapped_column(Text)
+    emergency_contact_relationship: Mapped[str | None] = mapped_column(Text)
+    emergency_contact_address: Mapped[str | None] = mapped_column(Text)
+    blood_type: Mapped[str | None] = mapped_column(Text)
+    preferred_language: Mapped[str | None] = mapped_column(Text)
+    marital_status: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+target_metadata = Base.metadata
