@@ -275,6 +275,8 @@ def up(
 ) -> None:
     """Apply pending migrations (all, or up to --version)."""
     service = _service(ctx)
+    if version is not None:  # usage errors come before any connection is made
+        runner.check_version(service, service.disk_versions(), version)
     settings = _settings(
         service, url, host, port, user, password, password_file, database, connect_timeout
     )
@@ -333,7 +335,9 @@ def down(
         environment=_environment(env),
         allow_production=allow_production,
     )
-    runner.refuse_production(service, "down", options)  # before any connection is made
+    # Usage errors and the production guard come before any connection is made.
+    runner.check_version(service, service.disk_versions(), version)
+    runner.refuse_production(service, "down", options)
     settings = _settings(
         service, url, host, port, user, password, password_file, database, connect_timeout
     )

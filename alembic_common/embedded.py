@@ -7,6 +7,7 @@ and costs no import of the server package.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -81,10 +82,9 @@ def ensure_database(server: str, database: str) -> None:
     with psycopg.connect(server, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
             return
-        try:
+        # A concurrent first run may create it between our check and our CREATE.
+        with contextlib.suppress(errors.DuplicateDatabase, errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        except (errors.DuplicateDatabase, errors.UniqueViolation):
-            pass  # a concurrent first run created it
 
 
 def url_for(service: str, pgdata: Path) -> str:

@@ -11,6 +11,7 @@ import importlib.util
 import re
 import sys
 import traceback
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -123,7 +124,8 @@ class Service:
 
     def metadata(self) -> MetaData:
         """The service's SQLAlchemy metadata (``target_metadata`` in ``models.py``)."""
-        module_name = f"_migrate_models_{self.name}"
+        # Unique per folder: two checkouts of one service must not share a cached module.
+        module_name = f"_migrate_models_{self.name}_{zlib.crc32(str(self.path).encode()):08x}"
         if module_name not in sys.modules:
             spec = importlib.util.spec_from_file_location(module_name, self.path / "models.py")
             if spec is None or spec.loader is None:

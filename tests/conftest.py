@@ -1,0 +1,155 @@
+"""Fixtures: a real PostgreSQL server, a fresh database per test, and CLI helpers.
+
+The server is ``TEST_DATABASE_URL`` when set (the tests create and drop their own
+databases on it), else the embedded server under ``.pgdata/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from alembic_common import embedded, services
+from alembic_common.cli import app
+from alembic_common.settings import Settings, normalize_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = sorted(services.discover(ROOT))
+CONNECTION_VARS = ("DATABASE_URL", "APP_ENV", "PGPASSWORD", "MIGRATE_ROOT", "MIGRATE_DEBUG")
+
+
+def _server_url() -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return normalize_url(os.environ["TEST_DATABASE_URL"])
+    return embedded.server_url(embedded.data_dir(ROOT))
+
+
+@pytest.fixture(scope="session")
+def server() -> str:
+    """URL of the PostgreSQL server the tests run against (its maintenance database)."""
+    return _server_url()
+
+
+def with_database(url: str, database: str) -> str:
+    return Settings("test", url, "test").for_database(database).url
+
+
+def create_database(server: str, name: str | None = None) -> str:
+    """Create an empty database and return its URL."""
+    name = name or f"mt_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server, name)
+
+
+def drop_database(server: str, url: str) -> None:
+    name = Settings("test", url, "test").database
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def db(server: str) -> Iterator[str]:
+    """A fresh, empty database for this test; dropped afterwards."""
+    url = create_database(server)
+    yield url
+    drop_database(server, url)
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No connection setting leaks in from the developer's shell."""
+    for name in list(os.environ):
+        if (
+            name in CONNECTION_VARS
+            or name.endswith("_DATABASE_URL")
+            or name.endswith("_DATABASE_URLS")
+        ):
+            monkeypatch.delenv(name, raising=False)
+
+
+def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Run one statement on ``url`` and return its rows (empty for statements without any)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def history(url: str) -> list[int]:
+    """Versions recorded in schema_migrations (none when the table does not exist)."""
+    if query(url, "SELECT to_regclass('schema_migrations')") == [(None,)]:
+        return []
+    return [r[0] for r in query(url, "SELECT version FROM schema_migrations ORDER BY version")]
+
+
+def alembic_head(url: str) -> list[str]:
+    return [r[0] for r in query(url, "SELECT version_num FROM alembic_version")]
+
+
+def tables(url: str) -> set[str]:
+    rows = query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    return {r[0] for r in rows}
+
+
+def settings(service: str, url: str) -> Settings:
+    return Settings(service, url, "--url")
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """Invoke the migrate CLI in-process, as a user would type it."""
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def run_script(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python scripts/migrate.py`` in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARS}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "migrate.py"), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of the repository's services/ in a temporary root, free to be changed."""
+    shutil.copytree(
+        ROOT / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return tmp_path
+
+
+def copied_service(root: Path, name: str) -> services.Service:
+    return services.get(name, root)

@@ -1,0 +1,145 @@
+"""The schema_migrations bridge: rows written and removed in the same transaction as each step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import (
+    ROOT,
+    SERVICES,
+    alembic_head,
+    copied_service,
+    history,
+    query,
+    settings,
+    tables,
+)
+
+from alembic_common import runner, services
+from alembic_common.errors import StepError
+
+EXPECTED_TABLES = {
+    "user": {"healthcare_entities", "users"},
+    "patient": {"patients"},
+    "appointment": {"appointments"},
+}
+
+
+def test_the_three_services_are_discovered() -> None:
+    assert SERVICES == ["appointment", "patient", "user"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_up_records_one_row_per_version_with_its_docstring(name: str, db: str) -> None:
+    service = services.get(name, ROOT)
+    result = runner.up(service, settings(name, db))
+    versions = [m.version for m in service.migrations]
+    assert result.steps == versions
+    assert history(db) == versions
+    assert alembic_head(db) == [service.migrations[-1].revision]
+    rows = dict(query(db, "SELECT version, description FROM schema_migrations"))
+    assert rows == {m.version: m.description for m in service.migrations}
+    assert EXPECTED_TABLES[name] <= tables(db)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_stairway_up_down_up_through_every_version(name: str, db: str) -> None:
+    service = services.get(name, ROOT)
+    conf = settings(name, db)
+    versions = [m.version for m in service.migrations]
+    for version in versions:
+        runner.up(service, conf, target=version)
+        assert history(db) == versions[: versions.index(version) + 1]
+        runner.down(service, conf, version)
+        assert history(db) == versions[: versions.index(version)], f"after down {version}"
+        runner.up(service, conf, target=version)
+        assert alembic_head(db) == [f"{version:04d}"]
+    runner.down(service, conf, versions[0])
+    assert history(db) == []
+    assert alembic_head(db) == []
+    assert tables(db) == {"schema_migrations", "alembic_version"}
+
+
+def test_down_in_the_middle_rolls_back_that_version_and_later(db: str) -> None:
+    service = services.get("patient", ROOT)
+    conf = settings("patient", db)
+    runner.up(service, conf)
+    result = runner.down(service, conf, 2)
+    assert result.steps == [4, 3, 2]
+    assert history(db) == [1]
+    assert alembic_head(db) == ["0001"]
+    columns = {
+        r[0]
+        for r in query(
+            db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'patients'"
+        )
+    }
+    assert "emergency_contact_address" not in columns
+    assert "phone_original" not in columns
+
+
+def test_up_to_a_version_stops_there(db: str) -> None:
+    service = services.get("patient", ROOT)
+    runner.up(service, settings("patient", db), target=2)
+    assert history(db) == [1, 2]
+    assert runner.status(service, settings("patient", db)).pending == [3, 4]
+
+
+def _add_failing_migration(root: Path) -> None:
+    versions = root / "services" / "patient" / "migrations" / "versions"
+    (versions / "0005_broken_step.py").write_text(
+        '"""A step that fails halfway"""\n'
+        "from alembic import op\n"
+        'revision = "0005"\ndown_revision = "0004"\nbranch_labels = None\ndepends_on = None\n\n'
+        "def upgrade():\n"
+        '    op.execute("CREATE TABLE half_done (id int)")\n'
+        '    op.execute("SELECT 1 / 0")\n\n'
+        "def downgrade():\n"
+        '    op.execute("DROP TABLE half_done")\n'
+    )
+
+
+def test_failing_step_rolls_back_with_its_row_and_keeps_earlier_steps(
+    project_copy: Path, db: str
+) -> None:
+    _add_failing_migration(project_copy)
+    service = copied_service(project_copy, "patient")
+    with pytest.raises(StepError) as failure:
+        runner.up(service, settings("patient", db))
+    assert "version 5" in str(failure.value) and "division by zero" in str(failure.value)
+    assert failure.value.version == 5
+    assert history(db) == [1, 2, 3, 4]
+    assert alembic_head(db) == ["0004"]
+    assert "half_done" not in tables(db)
+    report = runner.status(service, settings("patient", db))
+    assert report.ok and report.current == 4 and report.pending == [5]
+
+
+def test_plain_alembic_keeps_the_history_too(db: str) -> None:
+    ini = str(ROOT / "services" / "patient" / "alembic.ini")
+    env = {"PATIENT_DATABASE_URL": db, "PATH": "/usr/bin:/bin"}
+    alembic = [sys.executable, "-m", "alembic", "-c", ini]
+    up = subprocess.run([*alembic, "upgrade", "head"], env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    assert history(db) == [1, 2, 3, 4]
+    down = subprocess.run(
+        [*alembic, "-x", f"url={db}", "downgrade", "-1"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert down.returncode == 0, down.stderr
+    assert history(db) == [1, 2, 3]
+    assert alembic_head(db) == ["0003"]
+
+
+def test_a_fourth_service_is_just_a_folder(project_copy: Path, db: str) -> None:
+    (project_copy / "services" / "user").rename(project_copy / "services" / "billing")
+    assert sorted(services.discover(project_copy)) == ["appointment", "billing", "patient"]
+    billing = copied_service(project_copy, "billing")
+    runner.up(billing, settings("billing", db))
+    assert history(db) == [1]
+    assert {"healthcare_entities", "users"} <= tables(db)

@@ -1,0 +1,194 @@
+"""The migrate command line: actions, output, connection precedence and exit codes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import alembic_head, history, query, run_cli, run_script
+
+from alembic_common.settings import HostOptions, explicit_url, resolve
+
+
+def test_up_status_down_through_the_cli(db: str) -> None:
+    up = run_cli("patient", "up", "--url", db)
+    assert up.exit_code == 0, up.output
+    assert "applied 1, 2, 3, 4" in up.stdout
+    assert "applied version 3" in up.stderr
+    again = run_cli("patient", "up", "--url", db)
+    assert again.exit_code == 0 and "nothing to do" in again.stdout
+    down = run_cli("patient", "down", "--version", "3", "--url", db)
+    assert down.exit_code == 0, down.output
+    assert history(db) == [1, 2]
+    status = run_cli("patient", "status", "--url", db)
+    assert status.exit_code == 0
+    assert "current:  2" in status.stdout and "pending" in status.stdout
+
+
+def test_status_json_shape(db: str) -> None:
+    run_cli("patient", "up", "--version", "2", "--url", db)
+    result = run_cli("patient", "status", "--json", "--url", db)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["service"] == "patient"
+    assert report["current"] == 2 and report["head"] == 4
+    assert [m["version"] for m in report["migrations"]] == [1, 2, 3, 4]
+    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False]
+    applied_at = report["migrations"][0]["applied_at"]
+    assert applied_at is not None and applied_at[:4].isdigit() and "T" in applied_at
+    assert report["migrations"][2]["applied_at"] is None
+    assert report["consistent"] is True and report["ahead"] is False
+
+
+def test_status_flags_a_database_ahead_of_the_code(db: str) -> None:
+    run_cli("patient", "up", "--url", db)
+    query(db, "INSERT INTO schema_migrations (version, description) VALUES (5, 'from the future')")
+    query(db, "UPDATE alembic_version SET version_num = '0005'")
+    result = run_cli("patient", "status", "--json", "--url", db)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["unknown"] == [5] and report["ahead"] is True
+    up = run_cli("patient", "up", "--url", db)
+    assert up.exit_code == 1
+    assert "database is at version 5 but this code knows only up to 4" in up.stderr
+    assert history(db) == [1, 2, 3, 4, 5]
+
+
+def test_status_flags_disagreeing_tables(db: str) -> None:
+    run_cli("patient", "up", "--url", db)
+    query(db, "DELETE FROM schema_migrations WHERE version = 3")
+    result = run_cli("patient", "status", "--url", db)
+    assert result.exit_code == 1
+    assert "INCONSISTENT" in result.stdout and "lacks [3]" in result.stdout
+    up = run_cli("patient", "up", "--url", db)
+    assert up.exit_code == 1 and "lacks [3]" in up.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["nosuch", "up"], 2, "valid services: appointment, patient, user"),
+        (["patient", "down"], 2, "down needs --version N"),
+        (["patient", "up", "--version", "two"], 2, "Invalid value for '--version'"),
+        (["patient", "down", "--version", "1.5"], 2, "Invalid value for '--version'"),
+        (["patient", "up", "--version", "9"], 2, "version 9 lies beyond the head (4)"),
+        (["patient", "up", "--version", "0"], 2, "no migration has version 0"),
+        (["patient", "up", "--url", "http://example.org/db"], 2, "unsupported URL scheme 'http'"),
+        (["patient", "up", "--url", "postgresql://h:notaport/db"], 2, "malformed database URL"),
+        (["patient", "up", "--url", "not a url"], 2, "malformed database URL"),
+        (["patient", "frobnicate"], 2, "No such command 'frobnicate'"),
+        (["patient", "up", "--bogus"], 2, "No such option: --bogus"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args: list[str], code: int, message: str) -> None:
+    result = run_cli(*args)
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("migrate: error: ") and message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_down_of_a_version_not_applied_is_exit_1_and_changes_nothing(db: str) -> None:
+    run_cli("patient", "up", "--version", "2", "--url", db)
+    result = run_cli("patient", "down", "--version", "3", "--url", db)
+    assert result.exit_code == 1
+    assert "version 3 is not applied (the database is at 2)" in result.stderr
+    assert history(db) == [1, 2]
+
+
+def test_unreachable_host_names_host_and_port_within_the_timeout() -> None:
+    started = time.monotonic()
+    result = run_cli(
+        "patient",
+        "up",
+        "--url",
+        "postgresql://postgres@10.255.255.1:5432/x",
+        "--connect-timeout",
+        "2",
+    )
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    assert "10.255.255.1:5432" in result.stderr and "unreachable" in result.stderr
+    refused = run_cli("patient", "status", "--url", "postgresql://postgres@127.0.0.1:1/x")
+    assert refused.exit_code == 1 and "127.0.0.1:1" in refused.stderr
+
+
+def test_missing_database_says_how_to_create_it(server: str) -> None:
+    from conftest import with_database
+
+    result = run_cli("patient", "up", "--url", with_database(server, "no_such_db_here"))
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr and "createdb" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_broken_migration_file_is_named(project_copy: Path, db: str) -> None:
+    broken = project_copy / "services" / "patient" / "migrations" / "versions" / "0005_broken.py"
+    broken.write_text(
+        '"""Broken"""\nrevision = "0005"\ndown_revision = "0004"\nimport no_such_module\n'
+    )
+    result = run_script("patient", "up", "--url", db, env={"MIGRATE_ROOT": str(project_copy)})
+    assert result.returncode == 1, result.stderr
+    assert "0005_broken.py" in result.stderr and "no_such_module" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert history(db) == []
+
+
+def test_debug_shows_the_traceback(db: str) -> None:
+    result = run_cli("patient", "down", "--version", "1", "--url", db, "--debug")
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr and "not applied" in result.stderr
+
+
+def test_help_explains_the_commands() -> None:
+    top = run_cli("--help")
+    assert top.exit_code == 0
+    assert "SERVICE" in top.stdout and "up" in top.stdout and "status" in top.stdout
+    up = run_cli("patient", "up", "--help")
+    assert "--version" in up.stdout and "--wait" in up.stdout and "--url" in up.stdout
+
+
+# Connection precedence: --url > <SERVICE>_DATABASE_URL > DATABASE_URL > --host... > embedded.
+
+A, B, C = "postgresql://a@h1/a", "postgres://b@h2/b", "postgresql://c@h3/c"
+
+
+def test_precedence_order() -> None:
+    env = {"PATIENT_DATABASE_URL": B, "DATABASE_URL": C}
+    host = HostOptions(host="h4")
+    assert explicit_url("patient", url=A, host=host, environ=env) == (A, "--url")
+    assert explicit_url("patient", host=host, environ=env) == (
+        "postgresql://b@h2/b",
+        "PATIENT_DATABASE_URL",
+    )
+    assert explicit_url("patient", host=host, environ={"DATABASE_URL": C}) == (C, "DATABASE_URL")
+    assert explicit_url("user", environ={"PATIENT_DATABASE_URL": B}) is None
+    url, source = explicit_url("patient", host=host, environ={}) or ("", "")
+    assert url == "postgresql://postgres:postgres@h4:5432/patient_service_db"
+    assert source.startswith("--host")
+
+
+def test_seed_defaults_fill_in_the_host_flags() -> None:
+    conf = resolve("appointment", host=HostOptions(port=6543), environ={})
+    assert conf.host == "localhost" and conf.port == 6543 and conf.user == "postgres"
+    assert conf.database == "appointment_service_db" and conf.password == "postgres"
+    assert "postgres:***@" in conf.display
+
+
+def test_per_service_variable_beats_database_url_end_to_end(server: str, db: str) -> None:
+    from conftest import create_database, drop_database
+
+    other = create_database(server)
+    try:
+        result = run_cli("patient", "up", env={"PATIENT_DATABASE_URL": db, "DATABASE_URL": other})
+        assert result.exit_code == 0, result.output
+        assert history(db) == [1, 2, 3, 4]
+        assert query(other, "SELECT to_regclass('schema_migrations')") == [(None,)]
+        via_url = run_cli("user", "up", "--url", other, env={"DATABASE_URL": db})
+        assert via_url.exit_code == 0 and alembic_head(other) == ["0001"]
+    finally:
+        drop_database(server, other)

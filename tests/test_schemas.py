@@ -1,0 +1,154 @@
+"""The services' schemas behave as the seed describes, and patient v2-v4 round-trip losslessly."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import ROOT, query, settings
+
+from alembic_common import runner, services
+
+
+def migrate(name: str, url: str, target: int | None = None) -> None:
+    runner.up(services.get(name, ROOT), settings(name, url), target=target)
+
+
+def rollback(name: str, url: str, version: int) -> None:
+    runner.down(services.get(name, ROOT), settings(name, url), version)
+
+
+def test_user_schema_enforces_tenancy_and_checks(db: str) -> None:
+    migrate("user", db)
+    (entity,) = query(
+        db,
+        "INSERT INTO healthcare_entities (name, type, country) VALUES ('CHU Rabat', 'hospital', 'Morocco') RETURNING id",
+    )[0]
+    insert_user = "INSERT INTO users (healthcare_entity_id, email, password_hash, first_name, last_name, role) VALUES (%s, %s, 'x', 'A', 'B', %s)"
+    query(db, insert_user, (entity, "a@chu.ma", "doctor"))
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        query(db, insert_user, (entity, "a@chu.ma", "nurse"))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(db, insert_user, (entity, "b@chu.ma", "wizard"))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        query(db, insert_user, (entity + 1, "c@chu.ma", "nurse"))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(
+            db,
+            "INSERT INTO healthcare_entities (name, type, country) VALUES ('X', 'clinic', 'Spain')",
+        )
+
+
+def test_updated_at_trigger_moves_on_update(db: str) -> None:
+    migrate("user", db)
+    query(
+        db,
+        "INSERT INTO healthcare_entities (name, type, country, updated_at) VALUES ('C', 'clinic', 'France', '2000-01-01')",
+    )
+    query(db, "UPDATE healthcare_entities SET city = 'Lyon'")
+    (year,) = query(db, "SELECT extract(year FROM updated_at)::int FROM healthcare_entities")[0]
+    assert year >= 2026
+
+
+def test_patient_optional_fields_accept_null_empty_or_listed(db: str) -> None:
+    migrate("patient", db, target=1)
+    insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, blood_type, preferred_language, marital_status) VALUES (1, %s, 'A', 'B', '1990-01-01', 'Canada', %s, %s, %s)"
+    query(db, insert, ("P1", None, None, None))
+    query(db, insert, ("P2", "", "", ""))
+    query(db, insert, ("P3", "O+", "fr", "married"))
+    for bad in (
+        ("P4", "Z+", None, None),
+        ("P5", None, "xx", None),
+        ("P6", None, None, "complicated"),
+    ):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            query(db, insert, bad)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        query(db, insert, ("P1", None, None, None))
+    query(
+        db,
+        "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country) VALUES (2, 'P1', 'A', 'B', '1990-01-01', 'USA')",
+    )
+
+
+def test_v3_allows_rh_null_and_its_downgrade_keeps_those_rows(db: str) -> None:
+    migrate("patient", db, target=2)
+    rh_null = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, blood_type) VALUES (1, %s, 'A', 'B', '1990-01-01', 'France', 'Rh-null')"
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(db, rh_null, ("R0",))
+    migrate("patient", db, target=3)
+    query(db, rh_null, ("R1",))
+    rollback("patient", db, 3)
+    assert query(db, "SELECT blood_type FROM patients") == [("Rh-null",)]
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(db, rh_null, ("R2",))  # the narrower rule binds new rows again
+    (validated,) = query(
+        db, "SELECT convalidated FROM pg_constraint WHERE conname = 'patients_blood_type_check'"
+    )[0]
+    assert validated is False
+    query(db, "DELETE FROM patients")
+    migrate("patient", db, target=3)
+    rollback("patient", db, 3)
+    (validated,) = query(
+        db, "SELECT convalidated FROM pg_constraint WHERE conname = 'patients_blood_type_check'"
+    )[0]
+    assert validated is True
+
+
+PHONES = [
+    ("Canada", "(514) 555-0100", "+15145550100"),
+    ("Canada", "1-514-555-0101", "+15145550101"),
+    ("USA", "212.555.0102", "+12125550102"),
+    ("USA", "+1 (212) 555-0103", "+12125550103"),
+    ("Morocco", "06 12 34 56 78", "+212612345678"),
+    ("Morocco", "+212 6 12 34 56 79", "+212612345679"),
+    ("France", "01 23 45 67 89", "+33123456789"),
+    ("France", "0033 1 23 45 67 88", "+33123456788"),
+    ("Spain", "912 345 678", "912 345 678"),
+    ("France", "", ""),
+    ("USA", None, None),
+]
+
+
+def test_v4_converts_phones_and_its_downgrade_restores_every_original(db: str) -> None:
+    migrate("patient", db, target=3)
+    for i, (country, phone, _) in enumerate(PHONES):
+        query(
+            db,
+            "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone, updated_at) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s, '2020-02-02')",
+            (f"P{i}", country, phone),
+        )
+    before = query(db, "SELECT * FROM patients ORDER BY id")
+    migrate("patient", db, target=4)
+    converted = [r[0] for r in query(db, "SELECT phone FROM patients ORDER BY id")]
+    assert converted == [expected for _, _, expected in PHONES]
+    rollback("patient", db, 4)
+    assert query(db, "SELECT * FROM patients ORDER BY id") == before
+
+
+def test_v4_downgrade_keeps_numbers_changed_after_the_upgrade(db: str) -> None:
+    migrate("patient", db, target=3)
+    insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
+    query(db, insert, ("OLD", "France", "01 23 45 67 89"))
+    migrate("patient", db, target=4)
+    query(db, "UPDATE patients SET phone = '+33698765432' WHERE patient_id = 'OLD'")
+    query(db, insert, ("NEW", "Morocco", "+212612345678"))
+    rollback("patient", db, 4)
+    assert dict(query(db, "SELECT patient_id, phone FROM patients")) == {
+        "OLD": "0698765432",
+        "NEW": "0612345678",
+    }
+
+
+def test_appointments_reject_double_booking_and_backwards_times(db: str) -> None:
+    migrate("appointment", db)
+    insert = "INSERT INTO appointments (healthcare_entity_id, patient_id, provider_id, starts_at, ends_at, status) VALUES (1, %s, %s, %s, %s, %s)"
+    query(db, insert, (1, 7, "2026-12-01 09:00Z", "2026-12-01 09:30Z", "scheduled"))
+    with pytest.raises(psycopg.errors.ExclusionViolation):
+        query(db, insert, (2, 7, "2026-12-01 09:15Z", "2026-12-01 09:45Z", "confirmed"))
+    query(db, insert, (2, 8, "2026-12-01 09:15Z", "2026-12-01 09:45Z", "confirmed"))
+    query(db, insert, (3, 7, "2026-12-01 09:15Z", "2026-12-01 09:45Z", "cancelled"))
+    query(db, insert, (4, 7, "2026-12-01 09:30Z", "2026-12-01 10:00Z", "scheduled"))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(db, insert, (5, 9, "2026-12-01 10:00Z", "2026-12-01 09:00Z", "scheduled"))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(db, insert, (5, 9, "2026-12-02 10:00Z", "2026-12-02 11:00Z", "lost"))

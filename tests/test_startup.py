@@ -1,0 +1,66 @@
+"""The startup hook, waiting for a database that is still starting, and the no-op fast path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, history, run_cli
+from relay import DelayedRelay
+
+from alembic_common import run_migrations
+from alembic_common.errors import ConnectError
+from alembic_common.settings import Settings
+
+
+def via_relay(url: str, port: int) -> str:
+    """The same database reached through the relay's TCP port."""
+    conf = Settings("x", url, "test")
+    return f"postgresql://{conf.user}@127.0.0.1:{port}/{conf.database}"
+
+
+def test_run_migrations_brings_a_service_to_head_once(db: str) -> None:
+    first = run_migrations("user", db)
+    assert first.steps == [1] and history(db) == [1]
+    second = run_migrations("user", db)
+    assert second.noop and second.after == 1
+
+
+def test_wait_rides_out_a_database_that_is_still_starting(db: str) -> None:
+    with DelayedRelay(db, delay=1.5) as relay:
+        started = time.monotonic()
+        result = run_migrations("patient", via_relay(db, relay.port), wait=20)
+        assert time.monotonic() - started >= 1.4
+    assert result.after == 4 and history(db) == [1, 2, 3, 4]
+
+
+def test_wait_is_bounded(db: str) -> None:
+    with DelayedRelay(db, delay=30) as relay:
+        started = time.monotonic()
+        with pytest.raises(ConnectError) as failure:
+            run_migrations("patient", via_relay(db, relay.port), wait=1.5)
+        assert 1.4 <= time.monotonic() - started < 6
+    assert f"127.0.0.1:{relay.port}" in str(failure.value)
+
+
+def test_cli_up_wait(db: str) -> None:
+    with DelayedRelay(db, delay=1.0) as relay:
+        result = run_cli("appointment", "up", "--wait", "15", "--url", via_relay(db, relay.port))
+    assert result.exit_code == 0, result.output
+    assert history(db) == [1]
+
+
+def test_noop_up_imports_neither_alembic_nor_sqlalchemy(db: str) -> None:
+    run_migrations("patient", db)
+    probe = (
+        "import sys\n"
+        "from alembic_common.cli import main\n"
+        f"sys.argv = ['migrate', 'patient', 'up', '--url', {db!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().endswith("0 []"), out.stdout + out.stderr
