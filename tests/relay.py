@@ -73,3 +73,17 @@ class DelayedRelay:
                 upstream = _target(self.url)
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+class SilentServer:
+    """A loopback port that accepts TCP connections and never answers: a hung server."""
+
+    def __enter__(self) -> SilentServer:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)  # the kernel completes handshakes; nobody ever replies
+        self.port = int(self._sock.getsockname()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
