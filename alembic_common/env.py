@@ -100,7 +100,8 @@ def _connection(
     logging.getLogger("alembic").setLevel(logging.INFO)
 
     resolved = settings.resolve(service.name, url=x_args.get("url"))
-    stack.enter_context(locking.advisory_lock(resolved))
+    lock_conn = stack.enter_context(db.connect(resolved))
+    stack.enter_context(locking.advisory_lock(lock_conn, service.name))
     engine = db.engine(resolved)
     stack.callback(engine.dispose)
     return stack.enter_context(engine.connect())

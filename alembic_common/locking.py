@@ -1,6 +1,7 @@
 """The per-service migration lock: a session-level advisory lock on its own connection.
 
-It lives on a dedicated autocommit connection, never the migration connection, so
+It lives on a dedicated autocommit connection (the one that read the state), never the
+migration connection, so
 ``CREATE INDEX CONCURRENTLY`` inside ``autocommit_block()`` cannot deadlock against it.
 Waiting uses ``lock_timeout`` on ``pg_advisory_lock``, so a waiter wakes the moment the
 holder lets go, and gives up after its own bound.
@@ -16,9 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from alembic_common.db import connect
 from alembic_common.errors import LockWaitError, StateError
-from alembic_common.settings import Settings
 
 # First half of the two-int advisory key: "MG" marks the toolkit's locks.
 LOCK_CLASS = 0x4D47
@@ -44,36 +43,27 @@ def lock_holder(conn: psycopg.Connection, key: tuple[int, int]) -> int | None:
 
 @contextmanager
 def advisory_lock(
-    settings: Settings,
+    conn: psycopg.Connection,
+    service: str,
     *,
     wait: float = DEFAULT_LOCK_WAIT,
     on_wait: Callable[[dict[str, Any]], None] | None = None,
-) -> Iterator[psycopg.Connection]:
-    """Hold the service's migration lock for the duration of the block.
-
-    Yields the lock's own connection, which callers may use for diagnostics.
-    """
-    key = lock_key(settings.service)
-    conn = connect(settings)
+) -> Iterator[None]:
+    """Hold ``service``'s migration lock on ``conn`` (autocommit) for the block."""
+    key = lock_key(service)
+    _acquire(conn, service, key, wait, on_wait)
     try:
-        _acquire(conn, settings, key, wait, on_wait)
-    except BaseException:
-        conn.close()
-        raise
-    try:
-        yield conn
+        yield
     finally:
-        try:
+        if not conn.closed:
             released = conn.execute("SELECT pg_advisory_unlock(%s, %s)", key).fetchone()
-        finally:
-            conn.close()
-        if not (released and released[0]):
-            raise StateError(f"{settings.service}: the migration lock was lost during the run")
+            if not (released and released[0]):
+                raise StateError(f"{service}: the migration lock was lost during the run")
 
 
 def _acquire(
     conn: psycopg.Connection,
-    settings: Settings,
+    service: str,
     key: tuple[int, int],
     wait: float,
     on_wait: Callable[[dict[str, Any]], None] | None,
@@ -87,16 +77,16 @@ def _acquire(
         on_wait({"event": "lock_wait", "holder_pid": holder, "wait_s": wait})
     if wait <= 0:
         raise LockWaitError(
-            f"{settings.service}: another migration run (pid {holder}) holds the lock",
-            service=settings.service,
+            f"{service}: another migration run (pid {holder}) holds the lock",
+            service=service,
         )
     conn.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")
     try:
         conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
     except errors.LockNotAvailable:
         raise LockWaitError(
-            f"{settings.service}: waited {wait:g}s for the migration lock held by "
+            f"{service}: waited {wait:g}s for the migration lock held by "
             f"pid {lock_holder(conn, key)}; giving up (raise --lock-wait to wait longer)",
-            service=settings.service,
+            service=service,
         ) from None
     conn.execute("RESET lock_timeout")

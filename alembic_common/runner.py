@@ -104,12 +104,6 @@ class Status:
         }
 
 
-def _read(settings: Settings, disk: list[int], wait: float = 0) -> tuple[DbState, Assessment]:
-    with db.connect(settings, wait=wait) as conn:
-        state = read(conn)
-    return state, assess(disk, state)
-
-
 def check_version(service: Service, disk: list[int], version: int) -> None:
     """Refuse a version that no migration file has."""
     if version in disk:
@@ -170,35 +164,40 @@ def up(
     disk = service.disk_versions()
     if target is not None:
         check_version(service, disk, target)
-    _, found = _read(settings, disk, wait=options.wait)
-    refuse_unusable(service, found)
-    result = RunResult(service.name, settings.display, "up", found.current, found.current)
-    if not found.legacy and not _pending_to(found, target):
-        return result  # the fast path: no Alembic, no SQLAlchemy, no lock
-    service.migrations  # noqa: B018 - load every file now, so a broken one is named up front
-    with locking.advisory_lock(settings, wait=options.lock_wait, on_wait=progress) as lock_conn:
-        state = read(lock_conn)
-        found = assess(disk, state)
+    with db.connect(settings, wait=options.wait) as conn:
+        found = assess(disk, read(conn))
         refuse_unusable(service, found)
-        result.before = found.current
-        if found.legacy:
-            result.adopted = _adopt(service, settings, state, disk, progress)
-            found = assess(disk, read(lock_conn))
-        plan = _pending_to(found, target)
-        if plan:
-            from alembic import command
+        result = RunResult(service.name, settings.display, "up", found.current, found.current)
+        if not found.legacy and not _pending_to(found, target):
+            return result  # the fast path: no Alembic, no SQLAlchemy, no lock
+        with locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress):
+            state = read(conn)
+            found = assess(disk, state)
+            refuse_unusable(service, found)
+            result.before = result.after = found.current
+            if not found.legacy and not _pending_to(found, target):
+                return result  # another replica did the work while we waited
+            # Load every file before changing anything, so a broken one is named up front;
+            # replicas that only waited never pay for importing Alembic.
+            service.migrations  # noqa: B018
+            if found.legacy:
+                result.adopted = _adopt(service, settings, state, disk, progress)
+                found = assess(disk, read(conn))
+            plan = _pending_to(found, target)
+            if plan:
+                from alembic import command
 
-            destination = revision_id(target) if target is not None else "head"
-            result.steps = _run_alembic(
-                service,
-                settings,
-                options,
-                progress,
-                plan,
-                lock_conn,
-                lambda cfg: command.upgrade(cfg, destination),
-            )
-        result.after = assess(disk, read(lock_conn)).current
+                destination = revision_id(target) if target is not None else "head"
+                result.steps = _run_alembic(
+                    service,
+                    settings,
+                    options,
+                    progress,
+                    plan,
+                    conn,
+                    lambda cfg: command.upgrade(cfg, destination),
+                )
+            result.after = assess(disk, read(conn)).current
     return result
 
 
@@ -213,48 +212,51 @@ def down(
     refuse_production(service, "down", options)
     disk = service.disk_versions()
     check_version(service, disk, version)
-    _, found = _read(settings, disk, wait=options.wait)
-    refuse_unusable(service, found)
-    service.migrations  # noqa: B018
-    with locking.advisory_lock(settings, wait=options.lock_wait, on_wait=progress) as lock_conn:
-        found = assess(disk, read(lock_conn))
-        refuse_unusable(service, found)
-        if found.legacy:
-            raise StateError(
-                f"{service.name}: this database was made by the previous migration system; "
-                "run 'up' once to adopt it before rolling back",
-                service=service.name,
-            )
-        if version not in found.applied:
-            raise StateError(
-                f"{service.name}: version {version} is not applied (the database is at "
-                f"{found.current if found.current is not None else 'no version'}); nothing to roll back",
-                service=service.name,
-                version=version,
-            )
-        from alembic import command
+    with db.connect(settings, wait=options.wait) as conn:
+        refuse_unusable(service, assess(disk, read(conn)))
+        service.migrations  # noqa: B018 - name a broken file before anything changes
+        with locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress):
+            found = assess(disk, read(conn))
+            refuse_unusable(service, found)
+            if found.legacy:
+                raise StateError(
+                    f"{service.name}: this database was made by the previous migration system; "
+                    "run 'up' once to adopt it before rolling back",
+                    service=service.name,
+                )
+            if version not in found.applied:
+                current = found.current if found.current is not None else "no version"
+                raise StateError(
+                    f"{service.name}: version {version} is not applied (the database is at "
+                    f"{current}); nothing to roll back",
+                    service=service.name,
+                    version=version,
+                )
+            from alembic import command
 
-        below = [v for v in disk if v < version]
-        destination = revision_id(below[-1]) if below else "base"
-        plan = sorted((v for v in found.applied if v >= version), reverse=True)
-        result = RunResult(service.name, settings.display, "down", found.current, found.current)
-        result.steps = _run_alembic(
-            service,
-            settings,
-            options,
-            progress,
-            plan,
-            lock_conn,
-            lambda cfg: command.downgrade(cfg, destination),
-        )
-        result.after = assess(disk, read(lock_conn)).current
+            below = [v for v in disk if v < version]
+            destination = revision_id(below[-1]) if below else "base"
+            plan = sorted((v for v in found.applied if v >= version), reverse=True)
+            result = RunResult(service.name, settings.display, "down", found.current, found.current)
+            result.steps = _run_alembic(
+                service,
+                settings,
+                options,
+                progress,
+                plan,
+                conn,
+                lambda cfg: command.downgrade(cfg, destination),
+            )
+            result.after = assess(disk, read(conn)).current
     return result
 
 
 def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
     """Every version the code knows, applied or pending, and the database's flags."""
     migrations = service.migrations
-    state, found = _read(settings, [m.version for m in migrations], wait=wait)
+    with db.connect(settings, wait=wait) as conn:
+        state = read(conn)
+    found = assess([m.version for m in migrations], state)
     rows = []
     for m in migrations:
         recorded = state.recorded.get(m.version)
