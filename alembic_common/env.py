@@ -17,6 +17,7 @@ import logging
 from contextlib import ExitStack
 from typing import Any
 
+from alembic_common.history import CREATE as CREATE_HISTORY
 from alembic_common.history import OWN_TABLES, ensure_table, make_recorder
 from alembic_common.services import Service, service_for_env
 
@@ -42,16 +43,21 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
     }
 
 
+def session_settings(attributes: dict[str, Any]) -> list[str]:
+    """The timeouts every migration session runs under."""
+    lock_ms = int(attributes.get("lock_timeout_ms", DEFAULT_LOCK_TIMEOUT_MS))
+    statement_ms = int(attributes.get("statement_timeout_ms", 0))
+    return [f"SET lock_timeout = {lock_ms}", f"SET statement_timeout = {statement_ms}"]
+
+
 def prepare_session(conn: Any, attributes: dict[str, Any]) -> None:
     """Create the history table and set the session timeouts, then commit.
 
     Committing matters: Alembic treats an already-open transaction as external and
     would silently stop running one transaction per migration.
     """
-    lock_ms = int(attributes.get("lock_timeout_ms", DEFAULT_LOCK_TIMEOUT_MS))
-    statement_ms = int(attributes.get("statement_timeout_ms", 0))
-    conn.exec_driver_sql(f"SET lock_timeout = {lock_ms}")
-    conn.exec_driver_sql(f"SET statement_timeout = {statement_ms}")
+    for statement in session_settings(attributes):
+        conn.exec_driver_sql(statement)
     ensure_table(conn)
     conn.commit()
 
@@ -70,6 +76,8 @@ def run(env_file: str) -> None:
             dialect_opts={"paramstyle": "named"},
             **options,
         )
+        for statement in [*session_settings(attributes), CREATE_HISTORY]:
+            context.execute(statement)  # what prepare_session does online, shown in the plan
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -107,7 +107,9 @@ def make_recorder(on_step: Callable[[dict[str, Any]], None] | None = None) -> Re
         elif step.is_upgrade:
             (revision,) = step.up_revision_ids
             version = version_of(revision)
-            values = {"description": describe(step.up_revision), "duration_ms": duration_ms}
+            values: dict[str, Any] = {"description": describe(step.up_revision)}
+            if not ctx.as_sql:  # a plan has no duration to record
+                values["duration_ms"] = duration_ms
             _run(ctx, insert(table).values(version=version, **values), 1)
             event = {"action": "applied", "version": version, "duration_ms": duration_ms}
         else:

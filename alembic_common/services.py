@@ -77,11 +77,11 @@ class Service:
         found = (VERSION_FILE.match(p.name) for p in self.versions_dir.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def config(self, **attributes: Any) -> Config:
+    def config(self, output_buffer: Any = None, **attributes: Any) -> Config:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""
         from alembic.config import Config
 
-        cfg = Config(str(self.ini))
+        cfg = Config(str(self.ini), output_buffer=output_buffer)
         cfg.attributes.update(attributes)
         cfg.attributes.setdefault("service", self.name)
         return cfg

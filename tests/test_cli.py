@@ -25,7 +25,7 @@ def test_up_status_down_through_the_cli(db: str) -> None:
     assert history(db) == [1, 2]
     status = run_cli("patient", "status", "--url", db)
     assert status.exit_code == 0
-    assert "current:  2" in status.stdout and "pending" in status.stdout
+    assert "patient: version 2 of 4" in status.stdout and "pending" in status.stdout
 
 
 def test_status_json_shape(db: str) -> None:

@@ -1,0 +1,285 @@
+"""Developer workflow: new revisions, and comparing models, migrations and live databases.
+
+``check`` and ``diff`` look two ways: the models against the database (Alembic's
+autogenerate), and, for a live database, the database against what the migrations make
+at its version (a catalog snapshot, which also sees CHECKs, triggers and functions that
+autogenerate ignores). Throwaway databases live on ``MIGRATE_SCRATCH_SERVER`` or the
+embedded server, and are always dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from alembic_common import db, embedded, runner, schema
+from alembic_common.env import include_name
+from alembic_common.errors import StateError, UsageError
+from alembic_common.services import Service, revision_id
+from alembic_common.settings import Settings, normalize_url
+from alembic_common.state import assess, read
+
+
+@contextlib.contextmanager
+def scratch_database(service: Service) -> Iterator[Settings]:
+    """A throwaway empty database for ``service``, dropped afterwards whatever happens."""
+    raw = os.environ.get("MIGRATE_SCRATCH_SERVER")
+    server = normalize_url(raw) if raw else embedded.server_url(embedded.data_dir())
+    name = f"scratch_{service.name}_{uuid.uuid4().hex[:10]}"
+    admin = Settings(service.name, server, "scratch")
+    with db.connect(admin) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin.for_database(name)
+    finally:
+        with db.connect(admin) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def at_version(service: Service, settings: Settings, version: int | None) -> None:
+    """Bring an empty scratch database to ``version`` (None: leave it empty)."""
+    if version is not None:
+        runner.up(service, settings, target=version)
+
+
+# --- models against a database ----------------------------------------------------------
+
+
+def _migration_context(conn: Any, service: Service) -> Any:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(
+        conn,
+        opts={
+            "target_metadata": service.metadata(),
+            "include_name": include_name,
+            "compare_type": True,
+        },
+    )
+
+
+def model_diffs(service: Service, settings: Settings) -> list[str]:
+    """How the database differs from the models, one readable line per difference."""
+    from alembic.autogenerate import compare_metadata
+
+    engine = db.engine(settings)
+    try:
+        with engine.connect() as conn:
+            diffs = compare_metadata(_migration_context(conn, service), service.metadata())
+    finally:
+        engine.dispose()
+    return [describe_diff(d) for d in _flatten(diffs)]
+
+
+def model_ops_code(service: Service, settings: Settings) -> str:
+    """Alembic operations that would bring the database to match the models ('' if none)."""
+    from alembic.autogenerate import produce_migrations, render_python_code
+
+    engine = db.engine(settings)
+    try:
+        with engine.connect() as conn:
+            ops = produce_migrations(_migration_context(conn, service), service.metadata())
+    finally:
+        engine.dispose()
+    if ops.upgrade_ops is None or ops.upgrade_ops.is_empty():
+        return ""
+    code = render_python_code(ops.upgrade_ops)
+    return "\n".join(line.strip() for line in code.splitlines() if line.strip())
+
+
+def _flatten(diffs: list[Any]) -> list[tuple[Any, ...]]:
+    flat: list[tuple[Any, ...]] = []
+    for d in diffs:
+        flat.extend(d if isinstance(d, list) else [d])
+    return flat
+
+
+def describe_diff(diff: tuple[Any, ...]) -> str:
+    """One autogenerate difference in words."""
+    kind = diff[0]
+    in_models, in_db = (
+        "in the models, missing from the database",
+        "in the database, not in the models",
+    )
+    if kind in ("add_table", "remove_table"):
+        return f"table {diff[1].name}: {in_models if kind == 'add_table' else in_db}"
+    if kind in ("add_column", "remove_column"):
+        column = diff[3]
+        where = in_models if kind == "add_column" else in_db
+        return f"column {diff[2]}.{column.name} ({column.type}): {where}"
+    if kind in ("add_index", "remove_index"):
+        index = diff[1]
+        columns = ", ".join(c.name for c in index.columns) or "expressions"
+        where = in_models if kind == "add_index" else in_db
+        return f"index {index.name} on {index.table.name}({columns}): {where}"
+    if kind in ("add_constraint", "remove_constraint", "add_fk", "remove_fk"):
+        constraint = diff[1]
+        where = in_models if kind.startswith("add") else in_db
+        return f"constraint {constraint.name} on {constraint.table.name}: {where}"
+    if kind.startswith("modify_"):
+        _, _, table, column, _, old, new = diff
+        what = kind.removeprefix("modify_")
+        return f"column {table}.{column}: {what} is {old} in the database, {new} in the models"
+    return f"{kind}: {diff[1:]}"
+
+
+# --- check and diff ---------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """What ``check``/``diff`` found."""
+
+    service: str
+    database: str
+    version: int | None
+    head: int | None
+    model_differences: list[str] = field(default_factory=list)
+    schema_drift: list[schema.Drift] = field(default_factory=list)
+    operations: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.version == self.head and not self.model_differences and not self.schema_drift
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema_drift"] = [d.describe() for d in self.schema_drift]
+        data["drift_sql"] = [d.sql() for d in self.schema_drift]
+        data["ok"] = self.ok
+        return data
+
+
+def compare(service: Service, settings: Settings | None, *, operations: bool = False) -> Comparison:
+    """Compare the models with a database at head (a scratch one when ``settings`` is None).
+
+    With a live database, also compare its catalog with what the migrations make at its
+    version, to catch hand-made drift that autogenerate cannot see.
+    """
+    head = service.head
+    if settings is None:
+        with scratch_database(service) as scratch:
+            at_version(service, scratch, head)
+            return _compare_models(service, scratch, head, head, operations)
+    with db.connect(settings) as conn:
+        found = assess([m.version for m in service.migrations], read(conn))
+        actual = schema.snapshot(conn)
+    if found.unknown or found.problem or found.legacy:
+        runner.refuse_unusable(service, found)
+        raise StateError(f"{service.name}: run 'up' once to adopt the legacy history first")
+    result = _compare_models(service, settings, found.current, head, operations)
+    with scratch_database(service) as scratch:
+        at_version(service, scratch, found.current)
+        with db.connect(scratch) as conn:
+            expected = schema.snapshot(conn)
+    result.schema_drift = schema.compare(expected, actual)
+    return result
+
+
+def _compare_models(
+    service: Service, settings: Settings, version: int | None, head: int | None, operations: bool
+) -> Comparison:
+    result = Comparison(service.name, settings.display, version, head)
+    result.model_differences = model_diffs(service, settings)
+    if operations:
+        result.operations = model_ops_code(service, settings)
+    return result
+
+
+# --- revision ---------------------------------------------------------------------------
+
+
+def revision(
+    service: Service, message: str, *, autogenerate: bool, settings: Settings | None = None
+) -> Path:
+    """Write the next numbered migration; with ``autogenerate``, fill it from the models.
+
+    Refuses when the history has more than one head (two branches numbered alike).
+    """
+    if not message.strip():
+        raise UsageError(f"{service.name}: revision needs a message (-m 'what it does')")
+    migrations = service.migrations  # raises on multiple heads
+    version = (migrations[-1].version if migrations else 0) + 1
+    if not autogenerate:
+        return _write_revision(service, message, version, None)
+    if settings is None:
+        with scratch_database(service) as scratch:
+            at_version(service, scratch, service.head)
+            return _write_revision(service, message, version, scratch)
+    with db.connect(settings) as conn:
+        found = assess([m.version for m in migrations], read(conn))
+    if found.current != service.head or not found.consistent:
+        raise StateError(
+            f"{service.name}: autogenerate needs a database at head ({service.head}); "
+            f"{settings.display} is at {found.current}: run 'up' first or omit --url",
+            service=service.name,
+        )
+    return _write_revision(service, message, version, settings)
+
+
+def _write_revision(
+    service: Service, message: str, version: int, settings: Settings | None
+) -> Path:
+    from alembic import command
+
+    empty: list[bool] = []
+
+    def skip_empty(context: Any, revision: Any, directives: list[Any]) -> None:
+        if directives and directives[0].upgrade_ops.is_empty():
+            empty.append(True)
+            directives[:] = []
+
+    with contextlib.ExitStack() as stack:
+        attributes: dict[str, Any] = {}
+        if settings is not None:
+            engine = db.engine(settings)
+            stack.callback(engine.dispose)
+            attributes = {
+                "connection": stack.enter_context(engine.connect()),
+                "process_revision_directives": skip_empty,
+            }
+        cfg = service.config(**attributes)
+        with contextlib.redirect_stdout(io.StringIO()):
+            script = command.revision(
+                cfg, message=message, autogenerate=settings is not None, rev_id=revision_id(version)
+            )
+    if empty or script is None:
+        raise StateError(
+            f"{service.name}: the models match the migrations; nothing to generate "
+            "(omit --autogenerate for an empty migration)",
+            service=service.name,
+        )
+    return Path(script.path)  # type: ignore[union-attr]
+
+
+def table_estimates(settings: Settings, tables: set[str]) -> dict[str, int | None]:
+    """Estimated rows per table: planner statistics, else the live-tuple counter."""
+    if not tables:
+        return {}
+    with db.connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint"
+            " ELSE coalesce(s.n_live_tup, 0) END"
+            " FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s)",
+            [sorted(tables)],
+        ).fetchall()
+    return dict.fromkeys(tables) | dict(rows)
+
+
+def current_version(service: Service, settings: Settings) -> int | None:
+    """The database's version, refusing a database ahead of the code or inconsistent."""
+    with db.connect(settings) as conn:
+        found = assess(service.disk_versions(), read(conn))
+    runner.refuse_unusable(service, found)
+    return found.current
