@@ -40,6 +40,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
         "on_version_apply": make_recorder(attributes.get("on_step")),
         "include_name": include_name,
         "compare_type": True,
+        "process_revision_directives": attributes.get("process_revision_directives"),
     }
 
 

@@ -124,10 +124,13 @@ class Service:
 
     def metadata(self) -> MetaData:
         """The service's SQLAlchemy metadata (``target_metadata`` in ``models.py``)."""
-        # Unique per folder: two checkouts of one service must not share a cached module.
-        module_name = f"_migrate_models_{self.name}_{zlib.crc32(str(self.path).encode()):08x}"
+        # Unique per file and version of it: two checkouts of one service, or a model edited
+        # while a process runs (revision --autogenerate in tests), must not share a module.
+        path = self.path / "models.py"
+        stamp = f"{path}:{path.stat().st_mtime_ns if path.exists() else 0}"
+        module_name = f"_migrate_models_{self.name}_{zlib.crc32(stamp.encode()):08x}"
         if module_name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(module_name, self.path / "models.py")
+            spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is None or spec.loader is None:
                 raise ScriptError(f"{self.path / 'models.py'} is missing", service=self.name)
             module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,275 @@
+"""The authoring workflow: revision --autogenerate, check/diff, plan and lint, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from conftest import ROOT, copied_service, history, query, run_cli, settings
+
+from alembic_common import db as dbmod
+from alembic_common import runner, schema, services
+from alembic_common.errors import ScriptError
+
+PATIENT_MODELS = Path("services") / "patient" / "models.py"
+
+
+@pytest.fixture
+def scratch_env(server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Throwaway databases go to the test server."""
+    monkeypatch.setenv("MIGRATE_SCRATCH_SERVER", server)
+    return {"MIGRATE_SCRATCH_SERVER": server}
+
+
+def _edit_models(root: Path, after: str, added: str) -> None:
+    path = root / PATIENT_MODELS
+    text = path.read_text()
+    assert after in text
+    path.write_text(text.replace(after, after + "\n" + added, 1))
+
+
+def test_autogenerate_a_column_then_an_index(
+    project_copy: Path, db: str, scratch_env: dict[str, str]
+) -> None:
+    env = {"MIGRATE_ROOT": str(project_copy), **scratch_env}
+    _edit_models(
+        project_copy,
+        "    marital_status: Mapped[str | None] = mapped_column(Text)",
+        "    allergies: Mapped[str | None] = mapped_column(Text)",
+    )
+    made = run_cli("patient", "revision", "-m", "Add patient allergies", "--autogenerate", env=env)
+    assert made.exit_code == 0, made.output
+    path = Path(made.stdout.strip())
+    assert path.name == "0005_add_patient_allergies.py"
+    source = path.read_text()
+    assert 'revision: str = "0005"' in source and 'down_revision: str | None = "0004"' in source
+    assert "op.add_column('patients', sa.Column('allergies'" in source
+
+    _edit_models(
+        project_copy,
+        '        Index("idx_patients_email", "email"),',
+        '        Index("idx_patients_allergies", "allergies"),',
+    )
+    second = run_cli("patient", "revision", "-m", "Index allergies", "--autogenerate", env=env)
+    assert second.exit_code == 0, second.output
+    assert Path(second.stdout.strip()).name == "0006_index_allergies.py"
+    assert "create_index('idx_patients_allergies'" in Path(second.stdout.strip()).read_text()
+
+    assert run_cli("patient", "up", "--url", db, env=env).exit_code == 0
+    assert history(db) == [1, 2, 3, 4, 5, 6]
+    assert query(db, "SELECT description FROM schema_migrations WHERE version = 5") == [
+        ("Add patient allergies",)
+    ]
+    assert run_cli("patient", "down", "--version", "5", "--url", db, env=env).exit_code == 0
+    assert query(
+        db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'allergies'"
+    ) == [(0,)]
+    assert run_cli("patient", "up", "--url", db, env=env).exit_code == 0
+    checked = run_cli("patient", "check", "--url", db, env=env)
+    assert checked.exit_code == 0, checked.output
+    assert run_cli("patient", "check", env=env).exit_code == 0
+
+    nothing = run_cli("patient", "revision", "-m", "Nothing new", "--autogenerate", env=env)
+    assert nothing.exit_code == 1 and "nothing to generate" in nothing.stderr
+    assert not list((path.parent).glob("0007_*"))
+
+
+def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
+    made = run_cli(
+        "patient", "revision", "-m", "Backfill something!", env={"MIGRATE_ROOT": str(project_copy)}
+    )
+    assert made.exit_code == 0, made.output
+    path = Path(made.stdout.strip())
+    assert path.name == "0005_backfill_something.py"
+    assert (
+        copied_service(project_copy, "patient").migrations[-1].description == "Backfill something!"
+    )
+
+
+def _second_head(root: Path) -> None:
+    versions = root / "services" / "patient" / "migrations" / "versions"
+    for rev, name in (("0005", "one"), ("0006", "two")):
+        (versions / f"{rev}_{name}.py").write_text(
+            f'"""Branch {name}"""\nrevision = "{rev}"\ndown_revision = "0004"\n'
+            "branch_labels = None\ndepends_on = None\n"
+            "def upgrade():\n    pass\ndef downgrade():\n    pass\n"
+        )
+
+
+def test_multiple_heads_are_refused(project_copy: Path, db: str) -> None:
+    _second_head(project_copy)
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    made = run_cli("patient", "revision", "-m", "More", env=env)
+    assert made.exit_code == 1 and "2 heads" in made.stderr
+    assert not list((project_copy / "services/patient/migrations/versions").glob("0007_*"))
+    assert run_cli("patient", "lint", "--all", env=env).exit_code == 1  # what CI runs
+    with pytest.raises(ScriptError):
+        runner.up(copied_service(project_copy, "patient"), settings("patient", db))
+    assert history(db) == []
+
+
+def test_check_passes_at_head_and_fails_on_hand_made_drift(
+    db: str, scratch_env: dict[str, str]
+) -> None:
+    run_cli("patient", "up", "--url", db)
+    clean = run_cli("patient", "check", "--url", db)
+    assert clean.exit_code == 0, clean.output
+    query(db, "DROP INDEX idx_patients_email")
+    query(db, "ALTER TABLE patients ADD COLUMN shoe_size int")
+    query(db, "ALTER TABLE patients DROP CONSTRAINT patients_gender_check")
+    drifted = run_cli("patient", "check", "--url", db)
+    assert drifted.exit_code == 1
+    out = drifted.stdout
+    assert (
+        "index idx_patients_email on patients(email): in the models, missing from the database"
+        in out
+    )
+    assert "column patients.shoe_size" in out and "in the database, not in the models" in out
+    assert (
+        "missing constraint patients.patients_gender_check" in out
+    )  # autogenerate cannot see this
+    diff = run_cli("patient", "diff", "--url", db, "--json")
+    report = json.loads(diff.stdout)
+    assert "op.create_index('idx_patients_email'" in report["operations"]
+    assert "op.drop_column('patients', 'shoe_size')" in report["operations"]
+    assert any("ADD CONSTRAINT patients_gender_check CHECK" in s for s in report["drift_sql"])
+    for statement in report["drift_sql"]:  # the suggested SQL really repairs the drift
+        query(db, statement)
+    assert run_cli("patient", "check", "--url", db).exit_code == 0
+
+
+def test_check_reports_a_database_behind_head(db: str, scratch_env: dict[str, str]) -> None:
+    run_cli("patient", "up", "--version", "2", "--url", db)
+    result = run_cli("patient", "check", "--url", db)
+    assert result.exit_code == 1 and "not at head" in result.stdout
+
+
+def _captured_statements(action) -> list[str]:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(" ".join(statement.replace("%%", "%").split()))  # driver-level escaping
+
+    sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.Engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_plan_shows_what_up_then_runs_and_changes_nothing(db: str) -> None:
+    service = services.get("patient", ROOT)
+    runner.up(service, settings("patient", db), target=2)
+    query(
+        db,
+        "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country) SELECT 1, 'P' || g, 'A', 'B', '1990-01-01', 'USA' FROM generate_series(1, 500) g",
+    )
+    query(db, "ANALYZE patients")
+    with dbmod.connect(settings("patient", db)) as conn:
+        before = schema.snapshot(conn)
+    result = run_cli("patient", "plan", "--url", db, "--json")
+    assert result.exit_code == 0, result.output
+    with dbmod.connect(settings("patient", db)) as conn:
+        assert schema.snapshot(conn) == before
+    assert history(db) == [1, 2]
+    plan = json.loads(result.stdout)
+    assert [v["version"] for v in plan["versions"]] == [3, 4]
+    statements = [s for v in plan["versions"] for s in v["statements"]]
+    assert any(
+        "INSERT INTO schema_migrations" in s["sql"] and "(4, 'Move patient phone" in s["sql"]
+        for s in statements
+    )
+    update = next(s for s in statements if s["sql"].startswith("UPDATE patients"))
+    assert (
+        update["lock"] == "ROW EXCLUSIVE"
+        and update["table"] == "patients"
+        and update["rows"] == 500
+    )
+    validate = next(s for s in statements if "VALIDATE CONSTRAINT" in s["sql"])
+    assert validate["lock"] == "SHARE UPDATE EXCLUSIVE"
+
+    ran = _captured_statements(lambda: runner.up(service, settings("patient", db)))
+    own = [
+        " ".join(s["sql"].rstrip(";").split())
+        for s in statements
+        if not re.search(r"alembic_version|schema_migrations", s["sql"])
+        and s["sql"] not in ("BEGIN;", "COMMIT;")
+    ]
+    position = 0
+    for statement in own:  # every planned statement ran, in the planned order
+        assert statement in ran[position:], f"planned but not run: {statement[:80]}"
+        position = ran.index(statement, position) + 1
+
+
+def test_plan_down_and_plan_from_base() -> None:
+    down = run_cli("patient", "plan", "--down", "--version", "3", "--sql")
+    assert down.exit_code == 0, down.output
+    assert "-- version 4:" in down.stdout and "-- version 3:" in down.stdout
+    assert "DELETE FROM schema_migrations WHERE schema_migrations.version = 4" in down.stdout
+    assert down.stdout.index("-- version 4:") < down.stdout.index("-- version 3:")
+    full = run_cli("user", "plan", "--sql")
+    assert (
+        "CREATE TABLE healthcare_entities" in full.stdout
+        and "INSERT INTO schema_migrations" in full.stdout
+    )
+    assert run_cli("patient", "plan", "--down").exit_code == 2
+
+
+DANGEROUS = '''"""Dangerous sample"""
+from alembic import op
+import sqlalchemy as sa
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+{accepted}
+def upgrade():
+    op.create_index("idx_patients_city", "patients", ["city"])
+    op.add_column("patients", sa.Column("mrn", sa.Text(), nullable=False))
+    op.drop_column("patients", "email")
+
+def downgrade():
+    pass
+'''
+
+
+def test_lint_flags_dangerous_migrations(project_copy: Path) -> None:
+    path = project_copy / "services/patient/migrations/versions/0005_dangerous.py"
+    path.write_text(DANGEROUS.format(accepted=""))
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    result = run_cli("patient", "lint", "--all", "--json", env=env)
+    assert result.exit_code == 1
+    rules = {
+        (f["version"], f["rule"])
+        for f in json.loads(result.stdout)["findings"]
+        if not f["accepted"]
+    }
+    assert rules == {
+        (5, "require-concurrent-index-creation"),
+        (5, "adding-required-field"),  # NOT NULL without a default
+        (5, "ban-drop-column"),
+    }
+    text = run_cli("patient", "lint", "--all", env=env).stdout
+    assert "patient 5: require-concurrent-index-creation" in text
+    assert "CREATE INDEX idx_patients_city ON patients (city)" in text
+
+    path.write_text(
+        DANGEROUS.format(
+            accepted='lint_accepted = {"ban-drop-column": "email moved to the contacts service in 0004"}'
+        )
+    )
+    accepted = run_cli("patient", "lint", "--all", env=env)
+    assert (
+        "accepted ban-drop-column: email moved to the contacts service in 0004" in accepted.stdout
+    )
+    assert accepted.exit_code == 1  # the other findings still stand
+
+
+@pytest.mark.parametrize("name", sorted(services.discover(ROOT)))
+def test_every_migration_in_the_repo_is_lint_clean_or_explained(name: str) -> None:
+    result = run_cli(name, "lint", "--all")
+    assert result.exit_code == 0, result.output
