@@ -13,9 +13,11 @@ import inspect
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +25,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.core import TyperGroup
 
-from alembic_common import runner, services
+from alembic_common import fleet, runner, services
 from alembic_common.errors import MigrationError, UsageError
 from alembic_common.locking import DEFAULT_LOCK_WAIT
 from alembic_common.services import Service
@@ -115,21 +117,34 @@ app = typer.Typer(
 )
 
 
+ALL = "all"
+
+
 @dataclass
 class Context:
-    service: Service
+    service: Service | None  # None for "all"
 
 
 def _service(ctx: typer.Context) -> Service:
-    return ctx.ensure_object(Context).service  # type: ignore[no-any-return]
+    """The command's service; 'all' is refused by commands that work on one service."""
+    service = ctx.ensure_object(Context).service
+    if service is None:
+        raise UsageError(f"'all' works with 'up' and 'status' only, not '{ctx.info_name}'")
+    return service  # type: ignore[no-any-return]
+
+
+def _is_all(ctx: typer.Context) -> bool:
+    return ctx.ensure_object(Context).service is None
 
 
 @app.callback()
 def _main(
     ctx: typer.Context,
-    service: Annotated[str, typer.Argument(help="Service name: a folder under services/.")],
+    service: Annotated[
+        str, typer.Argument(help="Service name (a folder under services/), or 'all' for up/status.")
+    ],
 ) -> None:
-    ctx.obj = Context(services.get(service))
+    ctx.obj = Context(None if service == ALL else services.get(service))
 
 
 # --- connection options, shared by every command -----------------------------------------
@@ -139,7 +154,7 @@ def _main(
 class Connection:
     """The connection flags as typed; resolved only when a command needs a database."""
 
-    url: str | None = None
+    url: tuple[str, ...] = ()
     host: str | None = None
     port: int | None = None
     user: str | None = None
@@ -151,11 +166,13 @@ class Connection:
     def _hosts(self) -> HostOptions:
         return HostOptions(self.host, self.port, self.user, self.password, self.database)
 
-    def settings(self, service: Service) -> Settings:
+    def settings(self, service: Service, url: str | None = None) -> Settings:
         """Resolve in the documented order, down to the embedded server (and say so)."""
+        if url is None and len(self.url) > 1:
+            raise UsageError(f"{service.name}: this command takes one --url, not {len(self.url)}")
         resolved = resolve(
             service.name,
-            url=self.url,
+            url=url or (self.url[0] if self.url else None),
             host=self._hosts(),
             password_file=self.password_file,
             connect_timeout=self.connect_timeout,
@@ -170,16 +187,31 @@ class Connection:
 
     def explicit(self, service: Service) -> Settings | None:
         """The settings only if the user named a database; never the embedded default."""
-        if explicit_url(service.name, url=self.url, host=self._hosts()) is None:
+        first = self.url[0] if self.url else None
+        if explicit_url(service.name, url=first, host=self._hosts()) is None:
             return None
         return self.settings(service)
+
+    def targets(self, service: Service) -> list[Settings]:
+        """Every database of the service: --url given more than once, or <SERVICE>_DATABASE_URLS."""
+        urls = list(self.url)
+        if not urls:
+            listed = os.environ.get(f"{service.name.upper()}_DATABASE_URLS", "")
+            urls = [u.strip() for u in listed.split(",") if u.strip()]
+        if len(urls) <= 1:
+            return [self.settings(service, urls[0] if urls else None)]
+        return [self.settings(service, u) for u in urls]
 
 
 _CONNECTION_OPTIONS = [
     (
         "url",
-        str | None,
-        typer.Option("--url", help="postgresql:// or postgres:// URL; overrides the environment."),
+        list[str] | None,
+        typer.Option(
+            "--url",
+            help="postgresql:// or postgres:// URL; overrides the environment. "
+            "Repeat it to run against several databases of one service.",
+        ),
     ),
     ("host", str | None, typer.Option(help="Database host (default localhost).")),
     ("port", int | None, typer.Option(help="Database port (default 5432).")),
@@ -208,9 +240,8 @@ def with_connection(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command the shared connection options, gathered into ``conn: Connection``."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "conn"]
-    defaults = {f.name: f.default for f in Connection.__dataclass_fields__.values()} | {
-        "debug": False
-    }
+    defaults = {f.name: f.default for f in Connection.__dataclass_fields__.values()}
+    defaults |= {"debug": False, "url": None}
     added = [
         inspect.Parameter(
             name,
@@ -225,6 +256,7 @@ def with_connection(command: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         kwargs.pop("debug", None)  # read from argv by OneLineErrors, before parsing can fail
         fields = {name: kwargs.pop(name) for name, _, _ in _CONNECTION_OPTIONS if name != "debug"}
+        fields["url"] = tuple(fields["url"] or ())
         command(*args, conn=Connection(**fields), **kwargs)
 
     params = own + added
@@ -250,25 +282,55 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
-def _progress(event: dict[str, Any]) -> None:
-    """Render runner events as short lines on stderr."""
+@dataclass(frozen=True)
+class Reporter:
+    """Turns runner events into short lines on stderr and, with --events, JSON lines.
+
+    Picklable, so worker processes of 'all up' and multi-target runs report the same way.
+    Each JSON line is one write to a file opened for appending: lines from several
+    processes never interleave.
+    """
+
+    events: str | None = None
+    quiet: bool = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.quiet:
+            line = _describe(event)
+            if line:
+                _err(line)
+        if self.events:
+            record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **event}
+            text = mask(json.dumps(record, default=str)) + "\n"
+            if self.events == "-":
+                sys.stderr.write(text)
+            else:
+                with open(self.events, "a", encoding="utf-8") as sink:
+                    sink.write(text)
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self({"event": name, **fields})
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    """The human line for an event, if it deserves one."""
     kind = event["event"]
     svc = event.get("service", "")
+    where = f" [{event['target']}]" if event.get("target") else ""
     if kind == "lock_wait":
-        _err(
-            f"waiting up to {event['wait_s']:g}s for the migration lock held by pid {event['holder_pid']}"
-        )
-    elif kind == "applied":
-        _err(f"{svc}: applied version {event['version']} ({event['duration_ms']} ms)")
-    elif kind == "rolled_back":
-        _err(f"{svc}: rolled back version {event['version']} ({event['duration_ms']} ms)")
-    elif kind == "adopted":
-        _err(f"{svc}: adopted legacy history {event['versions']} from schema_migrations")
-    elif kind == "lock_retry":
-        _err(
-            f"{svc}: version {event['version']} hit lock_timeout; retry {event['attempt']} "
+        return f"waiting up to {event['wait_s']:g}s for the migration lock held by pid {event['holder_pid']}"
+    if kind == "applied":
+        return f"{svc}{where}: applied version {event['version']} ({event['duration_ms']} ms)"
+    if kind == "rolled_back":
+        return f"{svc}{where}: rolled back version {event['version']} ({event['duration_ms']} ms)"
+    if kind == "adopted":
+        return f"{svc}{where}: adopted legacy history {event['versions']} from schema_migrations"
+    if kind == "lock_retry":
+        return (
+            f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "
             f"in {event['delay_s']:g}s"
         )
+    return None
 
 
 def _emit(result: runner.RunResult, as_json: bool) -> None:
@@ -321,6 +383,19 @@ Env = Annotated[
 # --- commands -----------------------------------------------------------------------------
 
 
+Events = Annotated[
+    str | None,
+    typer.Option("--events", help="Write run events as JSON lines to this file ('-' for stderr)."),
+]
+MetricsFile = Annotated[
+    Path | None,
+    typer.Option(help="Write Prometheus textfile metrics here (node_exporter textfile collector)."),
+]
+Jobs = Annotated[
+    int, typer.Option(help="Databases migrated in parallel (all, or several --url).", min=1)
+]
+
+
 @app.command()
 @with_connection
 def up(
@@ -338,12 +413,12 @@ def up(
         bool,
         typer.Option("--atomic", help="Apply the whole batch in one transaction: all or none."),
     ] = False,
+    jobs: Jobs = 4,
+    events: Events = None,
+    metrics_file: MetricsFile = None,
     as_json: Json = False,
 ) -> None:
-    """Apply pending migrations (all, or up to --version)."""
-    service = _service(ctx)
-    if version is not None:  # usage errors come before any connection is made
-        runner.check_version(service, service.disk_versions(), version)
+    """Apply pending migrations (all, or up to --version); 'all up' does every service in order."""
     options = runner.RunOptions(
         wait=wait,
         lock_wait=lock_wait,
@@ -352,7 +427,230 @@ def up(
         retries=retries,
         atomic=atomic,
     )
-    _emit(runner.up(service, conn.settings(service), version, options, _progress), as_json)
+    reporter = Reporter(events, quiet=as_json)
+    if _is_all(ctx):
+        if version is not None or conn.url:
+            raise UsageError(
+                "'all up' takes neither --version nor --url: each service uses its own settings"
+            )
+        _all_up(conn, options, jobs, reporter, metrics_file, as_json)
+        return
+    service = _service(ctx)
+    if version is not None:  # usage errors come before any connection is made
+        runner.check_version(service, service.disk_versions(), version)
+    targets = conn.targets(service)
+    started = time.time()
+    reporter.emit(
+        "run_started", action="up", service=service.name, targets=[t.label for t in targets]
+    )
+    if len(targets) > 1:
+        jobs_list = [fleet.Job(service.name, t, version) for t in targets]
+        outcomes = _fleet(
+            jobs_list, fleet.up_work, jobs, reporter, stop_on_failure=False, options=options
+        )
+        _finish(reporter, "up", outcomes, started, metrics_file, as_json)
+        return
+    try:
+        result = runner.up(service, targets[0], version, options, reporter)
+    except MigrationError as exc:
+        outcome = fleet.Outcome(
+            service.name,
+            targets[0].display,
+            "failed",
+            error=str(exc),
+            exit_code=exc.exit_code,
+            seconds=time.time() - started,
+        )
+        _record(reporter, "up", [(targets[0], outcome)], started, metrics_file)
+        raise
+    outcome = fleet.Outcome(
+        service.name, targets[0].display, "ok", result.to_dict(), seconds=time.time() - started
+    )
+    _record(reporter, "up", [(targets[0], outcome)], started, metrics_file)
+    _emit(result, as_json)
+
+
+def _fleet(
+    jobs_list: list[fleet.Job],
+    work: Any,
+    parallel: int,
+    reporter: Reporter,
+    *,
+    stop_on_failure: bool,
+    **extra: Any,
+) -> list[tuple[Settings, fleet.Outcome]]:
+    """Run jobs with a progress bar on stderr; pair each outcome with its target."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # No auto-refresh thread: workers are forked, and a thread holding a lock at fork time
+    # would leave that lock held forever in the child.
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=True,
+        disable=reporter.quiet or not sys.stderr.isatty(),
+    )
+    with bar:
+        task = bar.add_task("databases", total=len(jobs_list))
+
+        def advance(index: int, outcome: fleet.Outcome) -> None:
+            bar.advance(task)
+            bar.refresh()
+
+        root = Path(services.services_dir()).parent
+        outcomes = fleet.run(
+            jobs_list,
+            work,
+            root=root,
+            parallel=parallel,
+            stop_on_failure=stop_on_failure,
+            progress=reporter,
+            on_outcome=advance,
+            **extra,
+        )
+    return list(zip([j.settings for j in jobs_list], outcomes, strict=True))
+
+
+def _record(
+    reporter: Reporter,
+    action: str,
+    pairs: list[tuple[Settings, fleet.Outcome]],
+    started: float,
+    metrics_file: Path | None,
+) -> None:
+    """Emit failure and finish events, and write the metrics file."""
+    for settings, outcome in pairs:
+        if not outcome.ok:
+            reporter.emit(
+                "failed",
+                action=action,
+                service=outcome.service,
+                target=settings.label,
+                state=outcome.state,
+                cause=outcome.error,
+            )
+    ok = all(o.ok for _, o in pairs)
+    reporter.emit(
+        "run_finished",
+        action=action,
+        ok=ok,
+        seconds=round(time.time() - started, 3),
+        failed=sum(not o.ok for _, o in pairs),
+        targets=len(pairs),
+    )
+    if metrics_file is not None:
+        _write_metrics(metrics_file, pairs)
+
+
+def _write_metrics(path: Path, pairs: list[tuple[Settings, fleet.Outcome]]) -> None:
+    """Re-read each target's state and write the textfile atomically (rename into place)."""
+    from alembic_common import metrics
+
+    samples = []
+    for settings, outcome in pairs:
+        service = services.get(outcome.service)
+        head = service.head
+        try:
+            report = runner.status(service, settings)
+            current, pending = report.current, len(report.pending)
+        except MigrationError:
+            current, pending = None, None
+        samples.append(
+            metrics.Sample(
+                service.name,
+                settings.label,
+                current,
+                head,
+                pending,
+                outcome.ok,
+                outcome.seconds,
+                time.time(),
+            )
+        )
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(metrics.render(samples))
+    temporary.replace(path)
+
+
+def _finish(
+    reporter: Reporter,
+    action: str,
+    pairs: list[tuple[Settings, fleet.Outcome]],
+    started: float,
+    metrics_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Summarise a fleet run per target; exit 1 if any target failed."""
+    _record(reporter, action, pairs, started, metrics_file)
+    if as_json:
+        _json(
+            {
+                "action": action,
+                "ok": all(o.ok for _, o in pairs),
+                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+            }
+        )
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"{action}: {len(pairs)} database(s)", title_justify="left")
+        for column in ("service", "target", "result", "versions", "seconds", "detail"):
+            table.add_column(column, overflow="fold")
+        for settings, o in pairs:
+            r = o.result or {}
+            before, after = (
+                ("empty" if v is None else v) for v in (r.get("before"), r.get("after"))
+            )
+            moved = f"{before} -> {after}" if r else "-"
+            table.add_row(
+                o.service, settings.label, o.state, moved, f"{o.seconds:.2f}", escape(o.error or "")
+            )
+        _console().print(table)
+    failed = [o for _, o in pairs if not o.ok]
+    if failed:
+        worst = max(o.exit_code for o in failed) or 1
+        raise typer.Exit(worst)
+
+
+def _all_up(
+    conn: Connection,
+    options: runner.RunOptions,
+    jobs: int,
+    reporter: Reporter,
+    metrics_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Every service to head, in dependency order, independent ones in parallel."""
+    from alembic_common import deps
+
+    known = services.discover()
+    targets = {name: conn.settings(service) for name, service in known.items()}
+    pending = {}
+    for name, service in known.items():
+        report = runner.status(service, targets[name])
+        pending[name] = report.pending
+    started = time.time()
+    reporter.emit(
+        "run_started", action="up", service=ALL, targets=[t.label for t in targets.values()]
+    )
+    segments = deps.segments(known, pending)
+    jobs_list = [
+        fleet.Job(seg.service, targets[seg.service], seg.target, frozenset(seg.after))
+        for seg in segments
+    ]
+    done = _fleet(jobs_list, fleet.up_work, jobs, reporter, stop_on_failure=True, options=options)
+    per_service = {name: [o for _, o in done if o.service == name] for name in known}
+    pairs = [
+        (targets[name], fleet.merge(name, targets[name], found, known[name].head))
+        for name, found in per_service.items()
+    ]
+    _finish(reporter, "up", pairs, started, metrics_file, as_json)
 
 
 @app.command()
@@ -374,6 +672,8 @@ def down(
     lock_timeout: LockTimeout = 5.0,
     statement_timeout: StatementTimeout = 0,
     retries: Retries = 3,
+    events: Events = None,
+    metrics_file: MetricsFile = None,
     as_json: Json = False,
 ) -> None:
     """Roll back --version N and every later version, newest first (development only)."""
@@ -394,21 +694,215 @@ def down(
     # Usage errors and the production guard come before any connection is made.
     runner.check_version(service, service.disk_versions(), version)
     runner.refuse_production(service, "down", options)
-    _emit(runner.down(service, conn.settings(service), version, options, _progress), as_json)
+    settings = conn.settings(service)
+    reporter = Reporter(events, quiet=as_json)
+    started = time.time()
+    reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
+    try:
+        result = runner.down(service, settings, version, options, reporter)
+    except MigrationError as exc:
+        failed = fleet.Outcome(
+            service.name,
+            settings.display,
+            "failed",
+            error=str(exc),
+            exit_code=exc.exit_code,
+            seconds=time.time() - started,
+        )
+        _record(reporter, "down", [(settings, failed)], started, metrics_file)
+        raise
+    done = fleet.Outcome(
+        service.name, settings.display, "ok", result.to_dict(), seconds=time.time() - started
+    )
+    _record(reporter, "down", [(settings, done)], started, metrics_file)
+    _emit(result, as_json)
 
 
 @app.command()
 @with_connection
-def status(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
-    """List every version with its state; exit 1 if the database is ahead or inconsistent."""
+def status(
+    ctx: typer.Context,
+    conn: Connection,
+    jobs: Jobs = 4,
+    metrics_file: MetricsFile = None,
+    as_json: Json = False,
+) -> None:
+    """List every version with its state; exit 1 if the database is ahead or inconsistent.
+
+    'all status' shows every service in one table and exits 1 if any is behind, ahead,
+    inconsistent or waiting on another service.
+    """
+    if _is_all(ctx):
+        _all_status(conn, metrics_file, as_json)
+        return
     service = _service(ctx)
-    report = runner.status(service, conn.settings(service))
+    targets = conn.targets(service)
+    if len(targets) > 1:
+        jobs_list = [fleet.Job(service.name, t) for t in targets]
+        pairs = _fleet(
+            jobs_list, fleet.status_work, jobs, Reporter(quiet=True), stop_on_failure=False
+        )
+        _print_target_status(service, pairs, as_json)
+        if metrics_file is not None:
+            _write_metrics(metrics_file, pairs)
+        if not all(o.ok and not o.result["unknown"] and o.result["consistent"] for _, o in pairs):
+            raise typer.Exit(1)
+        return
+    report = runner.status(service, targets[0])
+    if metrics_file is not None:
+        _write_metrics(
+            metrics_file, [(targets[0], fleet.Outcome(service.name, targets[0].display, "ok"))]
+        )
     if as_json:
         _json(report.to_dict())
     else:
         _print_status(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _print_target_status(
+    service: Service, pairs: list[tuple[Settings, fleet.Outcome]], as_json: bool
+) -> None:
+    if as_json:
+        _json(
+            {
+                "service": service.name,
+                "head": service.head,
+                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+            }
+        )
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"{service.name}: {len(pairs)} database(s), head {service.head}", title_justify="left"
+    )
+    for column in ("target", "current", "pending", "state"):
+        table.add_column(column)
+    for settings, o in pairs:
+        r = o.result or {}
+        state = o.error or ("ahead" if r.get("unknown") else r.get("problem") or "ok")
+        table.add_row(
+            settings.label,
+            str(r.get("current", "-")),
+            str(r.get("pending", "-")),
+            escape(str(state)),
+        )
+    _console().print(table)
+
+
+def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> None:
+    """One table for the whole platform: versions, pending work and unmet requirements."""
+    from alembic_common import deps
+
+    known = services.discover()
+    deps.graph(known)  # declared dependencies are valid and acyclic
+    targets = {name: conn.settings(service) for name, service in known.items()}
+    rows = []
+    for name, service in known.items():
+        try:
+            report = runner.status(service, targets[name])
+        except MigrationError as exc:
+            rows.append(
+                {"service": name, "database": targets[name].display, "error": str(exc), "ok": False}
+            )
+            continue
+        waiting = deps.unmet(service, report.pending, lambda other: targets[other], known)
+        behind = bool(report.pending)
+        rows.append(
+            {
+                "service": name,
+                "database": report.database,
+                "current": report.current,
+                "head": report.head,
+                "pending": report.pending,
+                "unknown": report.unknown,
+                "problem": report.problem,
+                "legacy": report.legacy,
+                "unmet": waiting,
+                "ok": report.ok and not behind and not waiting,
+            }
+        )
+    if metrics_file is not None:
+        pairs = [
+            (
+                targets[r["service"]],
+                fleet.Outcome(
+                    r["service"],
+                    targets[r["service"]].display,
+                    "ok" if "error" not in r else "failed",
+                ),
+            )
+            for r in rows
+        ]
+        _write_metrics(metrics_file, pairs)
+    if as_json:
+        _json({"ok": all(r["ok"] for r in rows), "services": rows})
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title="platform", title_justify="left")
+        for column in ("service", "current", "head", "pending", "state"):
+            table.add_column(column)
+        for r in rows:
+            if "error" in r:
+                table.add_row(r["service"], "-", "-", "-", escape(r["error"]))
+                continue
+            state = (
+                f"AHEAD {r['unknown']}"
+                if r["unknown"]
+                else r["problem"]
+                or (
+                    "; ".join(r["unmet"])
+                    if r["unmet"]
+                    else ("behind" if r["pending"] else "at head")
+                )
+            )
+            current = "-" if r["current"] is None else str(r["current"])
+            table.add_row(
+                r["service"],
+                current,
+                str(r["head"]),
+                escape(str(r["pending"] or "-")),
+                escape(state),
+            )
+        _console().print(table)
+    if not all(r["ok"] for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+@with_connection
+def seed(
+    ctx: typer.Context,
+    conn: Connection,
+    profile: Annotated[
+        str, typer.Option(help="Seed profile: a file in services/<name>/seeds/.")
+    ] = "demo",
+    env: Env = None,
+    allow_production: Annotated[
+        bool,
+        typer.Option(
+            "--allow-production", help="Permit seeding when the environment is production."
+        ),
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Load idempotent demo data; running it twice changes nothing the second time."""
+    from alembic_common import seeding
+
+    service = _service(ctx)
+    options = runner.RunOptions(environment=_environment(env), allow_production=allow_production)
+    runner.refuse_production(service, "seed", options)
+    seeding.load(service, profile)  # a missing profile is a usage error, before connecting
+    result = seeding.seed(service, conn.settings(service), profile, options)
+    if as_json:
+        _json(result.to_dict())
+    else:
+        typer.echo(f"{service.name}: seed {profile!r} inserted {result.inserted} row(s)")
 
 
 def _print_status(report: runner.Status) -> None:

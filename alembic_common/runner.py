@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from alembic_common import db, locking
+from alembic_common import db, deps, locking, services
 from alembic_common.errors import (
     LockTimeoutError,
     MigrationError,
@@ -24,7 +24,7 @@ from alembic_common.errors import (
     UsageError,
 )
 from alembic_common.services import Service, revision_id
-from alembic_common.settings import Settings, mask
+from alembic_common.settings import Settings, mask, resolve
 from alembic_common.state import Assessment, DbState, assess, legacy_gap, read
 
 if TYPE_CHECKING:
@@ -104,6 +104,13 @@ class Status:
         }
 
 
+def tagged(progress: Progress | None, service: str, settings: Settings) -> Progress | None:
+    """Stamp every event with the service and the target it concerns (never a credential)."""
+    if progress is None:
+        return None
+    return lambda event: progress({"service": service, "target": settings.label, **event})
+
+
 def check_version(service: Service, disk: list[int], version: int) -> None:
     """Refuse a version that no migration file has."""
     if version in disk:
@@ -153,14 +160,26 @@ def _pending_to(found: Assessment, target: int | None) -> list[int]:
     return [v for v in found.pending if target is None or v <= target]
 
 
+def peer_settings(service: Service) -> Callable[[str], Settings]:
+    """How ``up`` finds another service's database: that service's own settings."""
+    root = service.path.parent.parent
+    return lambda other: resolve(other, root=root)
+
+
 def up(
     service: Service,
     settings: Settings,
     target: int | None = None,
     options: RunOptions = RunOptions(),
     progress: Progress | None = None,
+    peers: Callable[[str], Settings] | None = None,
 ) -> RunResult:
-    """Apply pending migrations (up to ``target``), adopting a legacy database first."""
+    """Apply pending migrations (up to ``target``), adopting a legacy database first.
+
+    Versions that declare ``requires`` are checked against the other services' databases
+    (found through ``peers``, by default their own connection settings) before anything runs.
+    """
+    progress = tagged(progress, service.name, settings)
     disk = service.disk_versions()
     if target is not None:
         check_version(service, disk, target)
@@ -187,6 +206,9 @@ def up(
             if plan:
                 from alembic import command
 
+                known = services.discover(service.path.parent.parent)
+                deps.refuse_unmet(service, plan, peers or peer_settings(service), known)
+
                 destination = revision_id(target) if target is not None else "head"
                 result.steps = _run_alembic(
                     service,
@@ -210,6 +232,7 @@ def down(
 ) -> RunResult:
     """Roll back ``version`` and every later one, newest first (development only)."""
     refuse_production(service, "down", options)
+    progress = tagged(progress, service.name, settings)
     disk = service.disk_versions()
     check_version(service, disk, version)
     with db.connect(settings, wait=options.wait) as conn:
@@ -298,7 +321,7 @@ def _adopt(
     with db.engine(settings).connect() as conn:
         command.stamp(service.config(connection=conn), revision_id(top))
     if progress is not None:
-        progress({"event": "adopted", "service": service.name, "versions": sorted(state.recorded)})
+        progress({"event": "adopted", "versions": sorted(state.recorded)})
     return sorted(state.recorded)
 
 
@@ -321,7 +344,8 @@ def _run_alembic(
         def on_step(event: dict[str, Any], done: list[int] = done) -> None:
             done.append(event["version"])
             if progress is not None:
-                progress({"event": event["action"], "service": service.name, **event})
+                details = {k: v for k, v in event.items() if k != "action"}
+                progress({"event": event["action"], **details})
 
         engine = db.engine(settings)
         try:
@@ -351,7 +375,6 @@ def _run_alembic(
                         progress(
                             {
                                 "event": "lock_retry",
-                                "service": service.name,
                                 "version": version,
                                 "attempt": attempt + 1,
                                 "delay_s": delay,

@@ -12,7 +12,7 @@ import re
 import sys
 import traceback
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,7 @@ class Migration:
     revision: str
     description: str
     path: Path
+    requires: dict[str, int] = field(default_factory=dict)  # other service -> version
 
 
 def describe(script: Script) -> str:
@@ -115,7 +116,8 @@ class Service:
                     f"{path.name}: revision id {rev.revision!r} must match the file name's number",
                     service=self.name,
                 )
-            result.append(Migration(version, rev.revision, describe(rev), path))
+            requires = _requires(rev, self.name)
+            result.append(Migration(version, rev.revision, describe(rev), path, requires))
         return result
 
     @property
@@ -141,6 +143,20 @@ class Service:
                 del sys.modules[module_name]
                 raise ScriptError(_load_failure(self, exc), service=self.name) from exc
         return sys.modules[module_name].target_metadata
+
+
+def _requires(script: Script, service: str) -> dict[str, int]:
+    """A revision's ``requires = {"patient": 1}``: versions other services must have reached."""
+    declared = getattr(script.module, "requires", None) or {}
+    if not isinstance(declared, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in declared.items()
+    ):
+        raise ScriptError(
+            f"{Path(script.path).name}: requires must map service names to versions, "
+            f'e.g. requires = {{"patient": 1}}',
+            service=service,
+        )
+    return dict(declared)
 
 
 def _load_failure(service: Service, exc: BaseException) -> str:

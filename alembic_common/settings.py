@@ -87,6 +87,11 @@ class Settings:
         return f"{self.host}:{self.port}"
 
     @property
+    def label(self) -> str:
+        """host:port/database: names the target without any credential (metrics, summaries)."""
+        return f"{self.host_port}/{self.database}"
+
+    @property
     def database(self) -> str:
         return urlsplit(self.url).path.lstrip("/") or "postgres"
 

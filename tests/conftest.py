@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from alembic_common import embedded, services
+from alembic_common import embedded, runner, services
 from alembic_common.cli import app
 from alembic_common.settings import Settings, normalize_url
 
@@ -80,6 +80,45 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             or name.endswith("_DATABASE_URLS")
         ):
             monkeypatch.delenv(name, raising=False)
+
+
+# Databases of the services others require (appointment requires patient and user), at head,
+# made once per session; tests hand them to runner.up(peers=...) or to the CLI's environment.
+PEER_URLS: dict[str, str] = {}
+REQUIRED = sorted(
+    {o for n in SERVICES for m in services.get(n, ROOT).migrations for o in m.requires}
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def peer_databases(server: str) -> Iterator[None]:
+    for name in REQUIRED:
+        PEER_URLS[name] = create_database(server)
+        runner.up(services.get(name, ROOT), Settings(name, PEER_URLS[name], "test"))
+    yield
+    for url in PEER_URLS.values():
+        drop_database(server, url)
+
+
+def peers(other: str) -> Settings:
+    """The session's peer database of another service."""
+    return Settings(other, PEER_URLS[other], "peer")
+
+
+def peer_env() -> dict[str, str]:
+    """<SERVICE>_DATABASE_URL for every required service, for CLI runs."""
+    return {f"{name.upper()}_DATABASE_URL": url for name, url in PEER_URLS.items()}
+
+
+def up(name: str, url: str, target: int | None = None, **options: Any) -> runner.RunResult:
+    """runner.up for a repo service, with the session's peers."""
+    return runner.up(
+        services.get(name, ROOT),
+        Settings(name, url, "--url"),
+        target,
+        runner.RunOptions(**options),
+        peers=peers,
+    )
 
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:

@@ -13,6 +13,7 @@ from conftest import (
     alembic_head,
     copied_service,
     history,
+    peers,
     query,
     settings,
     tables,
@@ -35,7 +36,7 @@ def test_the_three_services_are_discovered() -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_up_records_one_row_per_version_with_its_docstring(name: str, db: str) -> None:
     service = services.get(name, ROOT)
-    result = runner.up(service, settings(name, db))
+    result = runner.up(service, settings(name, db), peers=peers)
     versions = [m.version for m in service.migrations]
     assert result.steps == versions
     assert history(db) == versions
@@ -51,11 +52,11 @@ def test_stairway_up_down_up_through_every_version(name: str, db: str) -> None:
     conf = settings(name, db)
     versions = [m.version for m in service.migrations]
     for version in versions:
-        runner.up(service, conf, target=version)
+        runner.up(service, conf, target=version, peers=peers)
         assert history(db) == versions[: versions.index(version) + 1]
         runner.down(service, conf, version)
         assert history(db) == versions[: versions.index(version)], f"after down {version}"
-        runner.up(service, conf, target=version)
+        runner.up(service, conf, target=version, peers=peers)
         assert alembic_head(db) == [f"{version:04d}"]
     runner.down(service, conf, versions[0])
     assert history(db) == []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import ROOT, query, settings
+from conftest import ROOT, peers, query, settings
 
 from alembic_common import runner, services
 
 
 def migrate(name: str, url: str, target: int | None = None) -> None:
-    runner.up(services.get(name, ROOT), settings(name, url), target=target)
+    runner.up(services.get(name, ROOT), settings(name, url), target=target, peers=peers)
 
 
 def rollback(name: str, url: str, version: int) -> None:

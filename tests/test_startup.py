@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, history, run_cli
+from conftest import ROOT, history, peer_env, run_cli
 from relay import DelayedRelay
 
 from alembic_common import run_migrations
@@ -47,7 +47,9 @@ def test_wait_is_bounded(db: str) -> None:
 
 def test_cli_up_wait(db: str) -> None:
     with DelayedRelay(db, delay=1.0) as relay:
-        result = run_cli("appointment", "up", "--wait", "15", "--url", via_relay(db, relay.port))
+        result = run_cli(
+            "appointment", "up", "--wait", "15", "--url", via_relay(db, relay.port), env=peer_env()
+        )
     assert result.exit_code == 0, result.output
     assert history(db) == [1]
 

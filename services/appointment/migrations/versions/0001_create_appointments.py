@@ -22,6 +22,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Appointments refer to patients and providers (users) by id: those services' tables must exist.
+requires = {"patient": 1, "user": 1}
+
 
 def upgrade() -> None:
     op.create_table(
