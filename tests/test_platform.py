@@ -1,0 +1,337 @@
+"""The whole platform: all up/status, cross-service requires, seeds, compose, many targets, events."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import (
+    ROOT,
+    alembic_head,
+    create_database,
+    drop_database,
+    history,
+    query,
+    run_cli,
+)
+
+from alembic_common.settings import Settings
+
+SERVICES = ("user", "patient", "appointment")
+
+
+@pytest.fixture
+def platform(server: str) -> dict[str, str]:
+    """A fresh database per service, named by <SERVICE>_DATABASE_URL."""
+    urls = {name: create_database(server) for name in SERVICES}
+    yield {f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()}
+    for url in urls.values():
+        drop_database(server, url)
+
+
+def _url(env: dict[str, str], name: str) -> str:
+    return env[f"{name.upper()}_DATABASE_URL"]
+
+
+def _events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _metrics(path: Path) -> dict[tuple[str, str, str], float]:
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r'^(\w+)\{service="([^"]+)",target="([^"]+)"\} (\S+)$', line)
+        if match:
+            found[match.group(1), match.group(2), match.group(3)] = float(match.group(4))
+    return found
+
+
+def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_path: Path) -> None:
+    events_file, metrics_file = tmp_path / "events.jsonl", tmp_path / "migrate.prom"
+    status = run_cli("all", "status", "--json", env=platform)
+    assert status.exit_code == 1  # everything is behind
+    waiting = {s["service"]: s["unmet"] for s in json.loads(status.stdout)["services"]}
+    assert any("appointment 1 requires patient 1" in u for u in waiting["appointment"])
+
+    result = run_cli(
+        "all",
+        "up",
+        "--jobs",
+        "2",
+        "--events",
+        str(events_file),
+        "--metrics-file",
+        str(metrics_file),
+        env=platform,
+    )
+    assert result.exit_code == 0, result.output
+    assert history(_url(platform, "user")) == [1]
+    assert history(_url(platform, "patient")) == [1, 2, 3, 4]
+    assert history(_url(platform, "appointment")) == [1]
+
+    events = _events(events_file)
+    assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
+    assert events[-1]["ok"] is True
+    applied = [(e["service"], e["version"]) for e in events if e["event"] == "applied"]
+    assert sorted(applied) == sorted(
+        [
+            ("user", 1),
+            ("patient", 1),
+            ("patient", 2),
+            ("patient", 3),
+            ("patient", 4),
+            ("appointment", 1),
+        ]
+    )
+    order = {pair: i for i, pair in enumerate(applied)}
+    assert order[("appointment", 1)] > order[("patient", 1)]
+    assert order[("appointment", 1)] > order[("user", 1)]
+    assert all(isinstance(e["duration_ms"], int) for e in events if e["event"] == "applied")
+    text = events_file.read_text()
+    assert "password" not in text.lower()
+
+    figures = _metrics(metrics_file)
+    for name in SERVICES:
+        label = Settings(name, _url(platform, name), "t").label
+        head = {"user": 1, "patient": 4, "appointment": 1}[name]
+        assert figures["migrate_current_version", name, label] == head
+        assert figures["migrate_head_version", name, label] == head
+        assert figures["migrate_pending_migrations", name, label] == 0
+        assert figures["migrate_last_run_success", name, label] == 1
+    assert "# TYPE migrate_current_version gauge" in metrics_file.read_text()
+
+    again = run_cli("all", "status", env=platform)
+    assert again.exit_code == 0, again.output
+
+
+def test_appointment_refuses_while_patient_is_behind(platform: dict[str, str]) -> None:
+    assert run_cli("user", "up", env=platform).exit_code == 0
+    refused = run_cli("appointment", "up", env=platform)
+    assert refused.exit_code == 1
+    assert "appointment 1 requires patient 1 (patient is at no version)" in refused.stderr
+    assert "user" not in refused.stderr.split("requires patient")[1]  # user is satisfied
+    assert history(_url(platform, "appointment")) == []
+    assert run_cli("patient", "up", "--version", "1", env=platform).exit_code == 0
+    result = run_cli("appointment", "up", env=platform)
+    assert result.exit_code == 0, result.output
+    assert alembic_head(_url(platform, "appointment")) == ["0001"]
+
+
+def test_a_declared_cycle_is_rejected_and_named(
+    project_copy: Path, platform: dict[str, str]
+) -> None:
+    first = project_copy / "services/patient/migrations/versions/0001_create_patients.py"
+    first.write_text(
+        first.read_text().replace(
+            "depends_on: str | Sequence[str] | None = None\n",
+            'depends_on: str | Sequence[str] | None = None\nrequires = {"appointment": 1}\n',
+            1,
+        )
+    )
+    env = {**platform, "MIGRATE_ROOT": str(project_copy)}
+    for args in (["all", "status"], ["all", "up"], ["patient", "up"]):
+        result = run_cli(*args, env=env)
+        assert result.exit_code == 1, result.output
+        assert (
+            "dependency cycle between services: appointment 1 -> patient 1 -> appointment 1"
+            in result.stderr
+        )
+    assert history(_url(platform, "patient")) == []
+
+
+def test_all_up_stops_scheduling_after_a_failure(platform: dict[str, str]) -> None:
+    query(_url(platform, "patient"), "CREATE TABLE patients (id int)")  # v1 will collide with it
+    result = run_cli("all", "up", "--jobs", "1", "--json", env=platform)
+    assert result.exit_code == 1
+    report = {t["service"]: t for t in json.loads(result.stdout)["targets"]}
+    assert report["patient"]["state"] == "failed" and "already exists" in report["patient"]["error"]
+    assert report["appointment"]["state"] in ("skipped", "not run")
+    assert history(_url(platform, "appointment")) == []
+
+
+def test_seeding_is_idempotent_and_fits_each_country(platform: dict[str, str]) -> None:
+    assert run_cli("all", "up", env=platform).exit_code == 0
+    first = {name: run_cli(name, "seed", "--json", env=platform) for name in SERVICES}
+    assert all(r.exit_code == 0 for r in first.values()), {k: r.output for k, r in first.items()}
+    assert {k: json.loads(r.stdout)["inserted"] for k, r in first.items()} == {
+        "user": 12,
+        "patient": 8,
+        "appointment": 6,
+    }
+    patients = _url(platform, "patient")
+    snapshot = {
+        name: query(
+            _url(platform, name),
+            "SELECT * FROM "
+            + {"user": "users", "patient": "patients", "appointment": "appointments"}[name]
+            + " ORDER BY id",
+        )
+        for name in SERVICES
+    }
+    second = {name: run_cli(name, "seed", "--json", env=platform) for name in SERVICES}
+    assert {k: json.loads(r.stdout)["inserted"] for k, r in second.items()} == dict.fromkeys(
+        SERVICES, 0
+    )
+    assert snapshot["patient"] == query(patients, "SELECT * FROM patients ORDER BY id")
+    assert snapshot["user"] == query(_url(platform, "user"), "SELECT * FROM users ORDER BY id")
+
+    entities = dict(query(_url(platform, "user"), "SELECT id, country FROM healthcare_entities"))
+    assert sorted(entities.values()) == ["Canada", "France", "Morocco", "USA"]
+    prefixes = {"Canada": "+1", "USA": "+1", "Morocco": "+212", "France": "+33"}
+    postal = {
+        "Canada": r"^[A-Z]\d[A-Z] \d[A-Z]\d$",
+        "USA": r"^\d{5}$",
+        "Morocco": r"^\d{5}$",
+        "France": r"^\d{5}$",
+    }
+    languages = {
+        "Canada": {"fr", "en"},
+        "USA": {"en", "es"},
+        "Morocco": {"ar", "fr"},
+        "France": {"fr"},
+    }
+    rows = query(
+        patients,
+        "SELECT healthcare_entity_id, country, phone, postal_code, preferred_language FROM patients",
+    )
+    assert len(rows) == 8
+    for entity, country, phone, code, language in rows:
+        assert entities[entity] == country
+        assert phone.startswith(prefixes[country]) and phone[1:].isdigit(), phone
+        assert re.match(postal[country], code), (country, code)
+        assert language in languages[country]
+    # The patient seed needs schema version 4, and says so on an older database.
+    older = run_cli("patient", "down", "--version", "4", env=platform)
+    assert older.exit_code == 0
+    refused = run_cli("patient", "seed", env=platform)
+    assert refused.exit_code == 1 and "needs schema version 4" in refused.stderr
+
+
+def test_seed_refuses_production_unless_allowed(platform: dict[str, str]) -> None:
+    run_cli("user", "up", env=platform)
+    refused = run_cli("user", "seed", env={**platform, "APP_ENV": "production"})
+    assert refused.exit_code == 2 and "production" in refused.stderr
+    assert query(_url(platform, "user"), "SELECT count(*) FROM users") == [(0,)]
+    allowed = run_cli(
+        "user", "seed", "--allow-production", env={**platform, "APP_ENV": "production"}
+    )
+    assert allowed.exit_code == 0
+
+
+def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) -> None:
+    urls = [create_database(server) for _ in range(20)]
+    try:
+        broken = urls[7]
+        query(broken, "CREATE TABLE patients (id int)")
+        events_file, metrics_file = tmp_path / "events.jsonl", tmp_path / "metrics.prom"
+        env = {"PATIENT_DATABASE_URLS": ",".join(urls)}
+        result = run_cli(
+            "patient",
+            "up",
+            "--jobs",
+            "4",
+            "--json",
+            "--events",
+            str(events_file),
+            "--metrics-file",
+            str(metrics_file),
+            env=env,
+        )
+        assert result.exit_code == 1
+        report = json.loads(result.stdout)
+        states = [t["state"] for t in report["targets"]]
+        assert states.count("ok") == 19 and states[7] == "failed"
+        for url in urls:
+            assert history(url) == ([] if url == broken else [1, 2, 3, 4])
+        events = _events(events_file)
+        failures = [e for e in events if e["event"] == "failed"]
+        assert len(failures) == 1 and failures[0]["target"] == Settings("p", broken, "t").label
+        assert "version 1" in failures[0]["cause"]
+        applied = [e for e in events if e["event"] == "applied"]
+        assert len(applied) == 19 * 4
+        assert events[-1]["event"] == "run_finished" and events[-1]["failed"] == 1
+        figures = _metrics(metrics_file)
+        label = Settings("p", broken, "t").label
+        assert figures["migrate_last_run_success", "patient", label] == 0
+        assert figures["migrate_pending_migrations", "patient", label] == 4
+        good = Settings("p", urls[0], "t").label
+        assert figures["migrate_current_version", "patient", good] == 4
+        status = run_cli("patient", "status", "--json", *sum((["--url", u] for u in urls[:3]), []))
+        assert status.exit_code == 0 and len(json.loads(status.stdout)["targets"]) == 3
+    finally:
+        for url in urls:
+            drop_database(server, url)
+
+
+# docker-compose: no engine here, so check the file and run each job's command for real.
+
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def _interpolate(value: str) -> str:
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), value)
+
+
+def test_compose_wires_databases_jobs_and_apps() -> None:
+    for name in SERVICES:
+        db, job, app = COMPOSE[f"{name}-db"], COMPOSE[f"{name}-migrate"], COMPOSE[f"{name}-service"]
+        assert db["container_name"] == f"healthcare-{name}-db"
+        database = f"{name}_service_db"
+        assert db["environment"]["POSTGRES_DB"] == database
+        assert "pg_isready" in " ".join(db["healthcheck"]["test"]) and database in " ".join(
+            db["healthcheck"]["test"]
+        )
+        volume = db["volumes"][0].split(":")[0]
+        assert volume in yaml.safe_load((ROOT / "docker-compose.yml").read_text())["volumes"]
+        assert job["build"] == "."
+        assert job["command"] == ["python", "scripts/migrate.py", name, "up", "--wait", "60"]
+        assert f"@{name}-db:5432/{database}" in job["environment"][f"{name.upper()}_DATABASE_URL"]
+        assert job["depends_on"][f"{name}-db"] == {"condition": "service_healthy"}
+        assert app["depends_on"][f"{name}-migrate"] == {
+            "condition": "service_completed_successfully"
+        }
+    appointment = COMPOSE["appointment-migrate"]["depends_on"]
+    for needed in ("patient", "user"):
+        assert appointment[f"{needed}-migrate"] == {"condition": "service_completed_successfully"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER (?!root)\w+", dockerfile, re.M), "the image must not run as root"
+    install = re.search(r"^RUN pip install (.+)$", dockerfile, re.M)
+    assert install and install.group(1).strip() == ".", "runtime dependencies only (no extras)"
+
+
+def _job_order() -> list[str]:
+    jobs = [n for n in COMPOSE if n.endswith("-migrate")]
+    order: list[str] = []
+    while len(order) < len(jobs):
+        for job in jobs:
+            needs = [d for d in COMPOSE[job].get("depends_on", {}) if d.endswith("-migrate")]
+            if job not in order and all(n in order for n in needs):
+                order.append(job)
+    return order
+
+
+def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, str]) -> None:
+    hosts = {f"{name}-db": _url(platform, name) for name in SERVICES}
+    for job in _job_order():
+        spec = COMPOSE[job]
+        env = {"PATH": os.environ["PATH"]}
+        for key, value in spec["environment"].items():
+            url = _interpolate(value)
+            host = re.match(r"postgresql://[^@]*@([\w-]+):5432/", url).group(1)
+            env[key] = hosts[host]  # the only change: the compose hostname -> a local database
+        command = [
+            sys.executable if spec["command"][0] == "python" else spec["command"][0],
+            *spec["command"][1:],
+        ]
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{job}: {done.stderr}"
+    assert history(_url(platform, "appointment")) == [1]
+    assert history(_url(platform, "patient")) == [1, 2, 3, 4]
