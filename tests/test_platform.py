@@ -262,7 +262,9 @@ def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) ->
         assert figures["migrate_pending_migrations", "patient", label] == 4
         good = Settings("p", urls[0], "t").label
         assert figures["migrate_current_version", "patient", good] == 4
-        status = run_cli("patient", "status", "--json", *sum((["--url", u] for u in urls[:3]), []))
+        status = run_cli(
+            "patient", "status", "--json", *[arg for u in urls[:3] for arg in ("--url", u)]
+        )
         assert status.exit_code == 0 and len(json.loads(status.stdout)["targets"]) == 3
     finally:
         for url in urls:
