@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +57,7 @@ Work = Callable[[services.Service, Settings, int | None], Any]
 @dataclass
 class _Task:
     work: Work
-    root: Path
+    service: services.Service
     job: Job
     progress: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -66,9 +66,8 @@ class _Task:
         started = time.perf_counter()
         job = self.job
         try:
-            service = services.get(job.service, self.root)
             value = self.work(
-                service, job.settings, job.target, progress=self.progress, **self.extra
+                self.service, job.settings, job.target, progress=self.progress, **self.extra
             )
             data = value.to_dict() if hasattr(value, "to_dict") else value
             return Outcome(
@@ -131,8 +130,12 @@ def run(
             return None
         return all(n in outcomes for n in needs)
 
+    # One Service object per service, shared by its jobs: the history is read from disk
+    # once, not once per database.
+    loaded = {name: services.get(name, root) for name in {j.service for j in jobs}}
+
     def task(index: int) -> _Task:
-        return _Task(work, root, jobs[index], progress, extra)
+        return _Task(work, loaded[jobs[index].service], jobs[index], progress, extra)
 
     if parallel <= 1 or len(jobs) <= 1:
         while todo and not stopped:
@@ -145,6 +148,7 @@ def run(
             else:
                 finish(index, task(index)())
     else:
+        _preload(loaded.values())
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
             running: dict[Future[Outcome], int] = {}
@@ -198,6 +202,15 @@ def merge(service: str, settings: Settings, parts: list[Outcome], head: int | No
         failed.exit_code if failed else 0,
         sum(p.seconds for p in parts),
     )
+
+
+def _preload(loaded: Iterable[services.Service]) -> None:
+    """Import Alembic and read the histories once here, so every forked worker starts with them."""
+    import alembic.command  # noqa: F401
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+
+    for service in loaded:
+        service.migrations  # noqa: B018
 
 
 def _skipped(job: Job) -> Outcome:
