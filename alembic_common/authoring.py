@@ -47,9 +47,21 @@ def scratch_database(service: Service) -> Iterator[Settings]:
 
 
 def at_version(service: Service, settings: Settings, version: int | None) -> None:
-    """Bring an empty scratch database to ``version`` (None: leave it empty)."""
-    if version is not None:
-        runner.up(service, settings, target=version)
+    """Bring an empty scratch database to ``version`` (None: leave it empty).
+
+    Plain Alembic, on purpose: a throwaway copy needs no lock, no held contract steps and
+    no other service's database.
+    """
+    if version is None:
+        return
+    from alembic import command
+
+    engine = db.engine(settings)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(service.config(connection=conn), revision_id(version))
+    finally:
+        engine.dispose()
 
 
 # --- models against a database ----------------------------------------------------------

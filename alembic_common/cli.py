@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +76,8 @@ class OneLineErrors(TyperGroup):
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
         secrets = secrets_in(argv, os.environ)
+        if not debug:  # library warnings would break the one-line error contract
+            warnings.simplefilter("ignore")
 
         def fail(message: str, code: int) -> None:
             if debug:
@@ -325,6 +328,13 @@ def _describe(event: dict[str, Any]) -> str | None:
         return f"{svc}{where}: rolled back version {event['version']} ({event['duration_ms']} ms)"
     if kind == "adopted":
         return f"{svc}{where}: adopted legacy history {event['versions']} from schema_migrations"
+    if kind == "backfill":
+        filled = int(event["fraction"] * 20)
+        eta = f", ETA {event['eta_s']:g}s" if event.get("eta_s") is not None else ""
+        return (
+            f"{svc}{where}: backfill {event['table']} [{'#' * filled}{'.' * (20 - filled)}] "
+            f"{event['fraction']:.0%} {event['rows_done']:,} rows, {event['rows_per_s']:,} rows/s{eta}"
+        )
     if kind == "lock_retry":
         return (
             f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "
@@ -338,13 +348,24 @@ def _emit(result: runner.RunResult, as_json: bool) -> None:
         _json(result.to_dict())
         return
     name = result.service
+    held = (
+        f"; version(s) {', '.join(map(str, result.held))} held for contract "
+        "(run 'up --contract' once no old release is running)"
+        if result.held
+        else ""
+    )
     if result.noop:
-        typer.echo(f"{name}: at version {result.after}; nothing to do")
+        typer.echo(f"{name}: at version {result.after}; nothing to do{held}")
+        return
+    if result.adopted and not result.steps:
+        typer.echo(
+            f"{name}: adopted the legacy history {result.adopted}; at version {result.after}{held}"
+        )
         return
     verb = "applied" if result.action == "up" else "rolled back"
     steps = ", ".join(map(str, result.steps)) or "nothing"
     before, after = (v if v is not None else "empty" for v in (result.before, result.after))
-    typer.echo(f"{name}: {before} -> {after} ({verb} {steps})")
+    typer.echo(f"{name}: {before} -> {after} ({verb} {steps}){held}")
 
 
 def _environment(env: str | None) -> str:
@@ -413,6 +434,13 @@ def up(
         bool,
         typer.Option("--atomic", help="Apply the whole batch in one transaction: all or none."),
     ] = False,
+    contract: Annotated[
+        bool,
+        typer.Option(
+            "--contract",
+            help="Also run contract steps (drop/rename old columns): only once no old release runs.",
+        ),
+    ] = False,
     jobs: Jobs = 4,
     events: Events = None,
     metrics_file: MetricsFile = None,
@@ -426,6 +454,7 @@ def up(
         statement_timeout=statement_timeout,
         retries=retries,
         atomic=atomic,
+        contract=contract,
     )
     reporter = Reporter(events, quiet=as_json)
     if _is_all(ctx):
@@ -793,6 +822,21 @@ def _print_target_status(
     _console().print(table)
 
 
+def _platform_state(row: dict[str, Any]) -> str:
+    """One service's state in words, worst first."""
+    if row["unknown"]:
+        return f"AHEAD {row['unknown']}"
+    if row["problem"]:
+        return str(row["problem"])
+    if row["unmet"]:
+        return "; ".join(row["unmet"])
+    if set(row["pending"]) - set(row["held"]):
+        return "behind"
+    if row["held"]:
+        return f"at head but contract {row['held']} held ('up --contract')"
+    return "at head"
+
+
 def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> None:
     """One table for the whole platform: versions, pending work and unmet requirements."""
     from alembic_common import deps
@@ -809,8 +853,9 @@ def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> N
                 {"service": name, "database": targets[name].display, "error": str(exc), "ok": False}
             )
             continue
-        waiting = deps.unmet(service, report.pending, lambda other: targets[other], known)
-        behind = bool(report.pending)
+        runnable = [v for v in report.pending if v not in report.held]
+        waiting = deps.unmet(service, runnable, lambda other: targets[other], known)
+        behind = report.behind
         rows.append(
             {
                 "service": name,
@@ -822,6 +867,7 @@ def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> N
                 "problem": report.problem,
                 "legacy": report.legacy,
                 "unmet": waiting,
+                "held": report.held,
                 "ok": report.ok and not behind and not waiting,
             }
         )
@@ -851,16 +897,7 @@ def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> N
             if "error" in r:
                 table.add_row(r["service"], "-", "-", "-", escape(r["error"]))
                 continue
-            state = (
-                f"AHEAD {r['unknown']}"
-                if r["unknown"]
-                else r["problem"]
-                or (
-                    "; ".join(r["unmet"])
-                    if r["unmet"]
-                    else ("behind" if r["pending"] else "at head")
-                )
-            )
+            state = _platform_state(r)
             current = "-" if r["current"] is None else str(r["current"])
             table.add_row(
                 r["service"],
@@ -917,6 +954,8 @@ def _print_status(report: runner.Status) -> None:
         table.add_column(column, justify="right" if column == "version" else "left")
     for m in report.migrations:
         state = "applied" if m.applied else "[yellow]pending[/]"
+        if m.version in report.held:
+            state = "[cyan]held (contract)[/]"
         applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
         table.add_row(str(m.version), state, applied_at, escape(m.description))
     console = _console()
@@ -1014,6 +1053,9 @@ def plan(
     to_down: Annotated[
         bool, typer.Option("--down", help="Plan the rollback of --version and later.")
     ] = False,
+    contract: Annotated[
+        bool, typer.Option("--contract", help="Include contract steps, as 'up --contract' would.")
+    ] = False,
     sql: Annotated[
         bool, typer.Option("--sql", help="Print a plain SQL script instead of a table.")
     ] = False,
@@ -1040,6 +1082,11 @@ def plan(
         start, end = current, (below[-1] if below else None)
     else:
         start, end = current, (version if version is not None else max(disk))
+        # Plan what 'up' would run: it holds contract steps back unless --contract.
+        steps = [m.version for m in service.migrations if m.phase == "contract"]
+        wanted = [v for v in disk if (start or 0) < v <= end]
+        runnable, _ = runner.split_held(wanted, steps, contract)
+        end = runnable[-1] if runnable else start
     if (start or 0) == (end or 0) or (not to_down and (start or 0) > (end or 0)):
         result = planning.Plan(service.name, "down" if to_down else "up", start, end, [], [])
     else:

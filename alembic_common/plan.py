@@ -82,6 +82,11 @@ _LOCKS: list[tuple[re.Pattern[str], str, str]] = [
             "blocks reads and writes",
         ),
         (
+            r"^WITH\s.*?\bUPDATE\s+(?:ONLY\s+)?(\S+)",
+            "ROW EXCLUSIVE",
+            "one batch: locks the rows it changes until that batch commits",
+        ),
+        (
             r"^UPDATE\s+(?:ONLY\s+)?(\S+)",
             "ROW EXCLUSIVE",
             "locks every row it changes until commit",

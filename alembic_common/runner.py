@@ -46,6 +46,7 @@ class RunOptions:
     atomic: bool = False
     environment: str = "development"
     allow_production: bool = False
+    contract: bool = False  # also run contract steps (once no old release is running)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunResult:
     after: int | None
     steps: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)  # pending contract steps not run
 
     @property
     def noop(self) -> bool:
@@ -89,6 +91,12 @@ class Status:
     unknown: list[int]
     legacy: bool
     problem: str | None
+    held: list[int] = field(default_factory=list)  # pending, held back until 'up --contract'
+
+    @property
+    def behind(self) -> bool:
+        """Pending work that a plain 'up' would do (held contract steps don't count)."""
+        return bool(set(self.pending) - set(self.held))
 
     @property
     def ok(self) -> bool:
@@ -101,6 +109,7 @@ class Status:
             "migrations": [asdict(m) for m in self.migrations],
             "consistent": self.problem is None,
             "ahead": bool(self.unknown),
+            "behind": self.behind,
         }
 
 
@@ -160,6 +169,16 @@ def _pending_to(found: Assessment, target: int | None) -> list[int]:
     return [v for v in found.pending if target is None or v <= target]
 
 
+def split_held(
+    plan: list[int], contract_steps: list[int], contract: bool
+) -> tuple[list[int], list[int]]:
+    """Cut a plan before its first contract step unless contract steps are allowed."""
+    if contract:
+        return plan, []
+    first = next((i for i, v in enumerate(plan) if v in contract_steps), len(plan))
+    return plan[:first], plan[first:]
+
+
 def peer_settings(service: Service) -> Callable[[str], Settings]:
     """How ``up`` finds another service's database: that service's own settings."""
     root = service.path.parent.parent
@@ -187,7 +206,11 @@ def up(
         found = assess(disk, read(conn))
         refuse_unusable(service, found)
         result = RunResult(service.name, settings.display, "up", found.current, found.current)
-        if not found.legacy and not _pending_to(found, target):
+        pending = _pending_to(found, target)
+        plan, result.held = split_held(
+            pending, service.contract_versions(pending), options.contract
+        )
+        if not found.legacy and not plan:
             return result  # the fast path: no Alembic, no SQLAlchemy, no lock
         with locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress):
             state = read(conn)
@@ -198,18 +221,19 @@ def up(
                 return result  # another replica did the work while we waited
             # Load every file before changing anything, so a broken one is named up front;
             # replicas that only waited never pay for importing Alembic.
-            service.migrations  # noqa: B018
+            contract_steps = [m.version for m in service.migrations if m.phase == "contract"]
             if found.legacy:
                 result.adopted = _adopt(service, settings, state, disk, progress)
                 found = assess(disk, read(conn))
-            plan = _pending_to(found, target)
+            plan, result.held = split_held(
+                _pending_to(found, target), contract_steps, options.contract
+            )
             if plan:
                 from alembic import command
 
                 known = services.discover(service.path.parent.parent)
                 deps.refuse_unmet(service, plan, peers or peer_settings(service), known)
-
-                destination = revision_id(target) if target is not None else "head"
+                destination = revision_id(plan[-1])
                 result.steps = _run_alembic(
                     service,
                     settings,
@@ -220,6 +244,8 @@ def up(
                     lambda cfg: command.upgrade(cfg, destination),
                 )
             result.after = assess(disk, read(conn)).current
+    if result.held and progress is not None:
+        progress({"event": "held", "versions": result.held})
     return result
 
 
@@ -286,6 +312,8 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         applied = m.version in found.applied or (found.legacy and recorded is not None)
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
         rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
+    contract_steps = [m.version for m in migrations if m.phase == "contract"]
+    _, held = split_held(found.pending, contract_steps, contract=False)
     return Status(
         service.name,
         settings.display,
@@ -296,6 +324,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         found.unknown,
         found.legacy,
         found.problem,
+        held,
     )
 
 
@@ -357,6 +386,7 @@ def _run_alembic(
                         lock_timeout_ms=int(options.lock_timeout * 1000),
                         statement_timeout_ms=int(options.statement_timeout * 1000),
                         on_step=on_step,
+                        on_progress=progress,
                     )
                 )
             return committed + done

@@ -53,3 +53,67 @@ def add_check_constraint(table: str, name: str, condition: str, *, replace: bool
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}")
     op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID")
     validate_constraint(table, name)
+
+
+@contextmanager
+def outside_transaction() -> Iterator[None]:
+    """Run the block in autocommit mode (CONCURRENTLY cannot run inside a transaction)."""
+    from alembic import op
+
+    ctx = op.get_context()
+    if not ctx.opts.get("transaction_per_migration", False):
+        raise RuntimeError("CONCURRENTLY needs its own transaction: do not run this under --atomic")
+    with ctx.autocommit_block():
+        yield
+
+
+def create_index_concurrently(
+    name: str, table: str, columns: str, *, unique: bool = False, where: str | None = None
+) -> None:
+    """CREATE INDEX CONCURRENTLY, first dropping an INVALID index a failed attempt left behind.
+
+    ``columns`` is the SQL between the parentheses, e.g. ``"healthcare_entity_id, email"``.
+    """
+    from alembic import op
+
+    with outside_transaction():
+        # A failed CONCURRENTLY build leaves an INVALID index that IF NOT EXISTS would keep.
+        op.execute(
+            f"""
+            DO $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE c.relname = '{name}' AND NOT i.indisvalid) THEN
+                    RAISE NOTICE 'dropping invalid index {name} left by an earlier attempt';
+                    EXECUTE 'DROP INDEX IF EXISTS {name}';
+                END IF;
+            END
+            $$"""
+        )
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        predicate = f" WHERE {where}" if where else ""
+        op.execute(
+            f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns}){predicate}"
+        )
+
+
+def drop_index_concurrently(name: str) -> None:
+    """DROP INDEX CONCURRENTLY: readers and writers of the table go on."""
+    from alembic import op
+
+    with outside_transaction():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+
+
+def set_not_null(table: str, column: str) -> None:
+    """NOT NULL without a long scan under ACCESS EXCLUSIVE: via a validated CHECK.
+
+    PostgreSQL (12+) skips the table scan of SET NOT NULL when a valid CHECK proves it.
+    """
+    from alembic import op
+
+    check = f"{table}_{column}_not_null"
+    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID")
+    validate_constraint(table, check)
+    op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
+    op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {check}")

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
 VERSION_FILE = re.compile(r"^(\d{4,})_[a-z0-9_]+\.py$")
+PHASES = {"expand", "contract"}
+# Read straight from a file's text, so a no-op start knows without importing Alembic.
+_CONTRACT_LINE = re.compile(r"""^phase(\s*:\s*str)?\s*=\s*["']contract["']""", re.MULTILINE)
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {"all"}
 
@@ -51,6 +54,7 @@ class Migration:
     description: str
     path: Path
     requires: dict[str, int] = field(default_factory=dict)  # other service -> version
+    phase: str = "expand"  # "contract": held back from a plain up (see RunOptions.contract)
 
 
 def describe(script: Script) -> str:
@@ -73,10 +77,18 @@ class Service:
     def versions_dir(self) -> Path:
         return self.path / "migrations" / "versions"
 
+    def _files(self) -> dict[int, Path]:
+        found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
+        return {int(m.group(1)): p for m, p in found if m}
+
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone, without importing anything."""
-        found = (VERSION_FILE.match(p.name) for p in self.versions_dir.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
+        return sorted(self._files())
+
+    def contract_versions(self, versions: list[int]) -> list[int]:
+        """Which of ``versions`` are contract steps, read from the files' text."""
+        files = self._files()
+        return [v for v in versions if v in files and _CONTRACT_LINE.search(files[v].read_text())]
 
     def config(self, output_buffer: Any = None, **attributes: Any) -> Config:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""
@@ -117,7 +129,12 @@ class Service:
                     service=self.name,
                 )
             requires = _requires(rev, self.name)
-            result.append(Migration(version, rev.revision, describe(rev), path, requires))
+            phase = getattr(rev.module, "phase", "expand")
+            if phase not in PHASES:
+                raise ScriptError(
+                    f"{path.name}: phase must be one of {sorted(PHASES)}", service=self.name
+                )
+            result.append(Migration(version, rev.revision, describe(rev), path, requires, phase))
         return result
 
     @property

@@ -85,6 +85,10 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # Databases of the services others require (appointment requires patient and user), at head,
 # made once per session; tests hand them to runner.up(peers=...) or to the CLI's environment.
 PEER_URLS: dict[str, str] = {}
+# Versions in the repo today; tests that add a migration use PATIENT_HEAD + 1.
+PATIENT_HEAD = services.get("patient", ROOT).head or 0
+# Plain `up` holds contract steps back; tests that mean "all the way" say so.
+CONTRACT = runner.RunOptions(contract=True)
 REQUIRED = sorted(
     {o for n in SERVICES for m in services.get(n, ROOT).migrations for o in m.requires}
 )

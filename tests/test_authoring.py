@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-from conftest import ROOT, copied_service, history, query, run_cli, settings
+from conftest import PATIENT_HEAD, ROOT, copied_service, history, query, run_cli, settings
 
 from alembic_common import db as dbmod
 from alembic_common import runner, schema, services
@@ -40,12 +40,14 @@ def test_autogenerate_a_column_then_an_index(
         "    marital_status: Mapped[str | None] = mapped_column(Text)",
         "    allergies: Mapped[str | None] = mapped_column(Text)",
     )
+    first, second_version = PATIENT_HEAD + 1, PATIENT_HEAD + 2
     made = run_cli("patient", "revision", "-m", "Add patient allergies", "--autogenerate", env=env)
     assert made.exit_code == 0, made.output
     path = Path(made.stdout.strip())
-    assert path.name == "0005_add_patient_allergies.py"
+    assert path.name == f"{first:04d}_add_patient_allergies.py"
     source = path.read_text()
-    assert 'revision: str = "0005"' in source and 'down_revision: str | None = "0004"' in source
+    assert f'revision: str = "{first:04d}"' in source
+    assert f'down_revision: str | None = "{PATIENT_HEAD:04d}"' in source
     assert "op.add_column('patients', sa.Column('allergies'" in source
 
     _edit_models(
@@ -55,26 +57,26 @@ def test_autogenerate_a_column_then_an_index(
     )
     second = run_cli("patient", "revision", "-m", "Index allergies", "--autogenerate", env=env)
     assert second.exit_code == 0, second.output
-    assert Path(second.stdout.strip()).name == "0006_index_allergies.py"
+    assert Path(second.stdout.strip()).name == f"{second_version:04d}_index_allergies.py"
     assert "create_index('idx_patients_allergies'" in Path(second.stdout.strip()).read_text()
 
-    assert run_cli("patient", "up", "--url", db, env=env).exit_code == 0
-    assert history(db) == [1, 2, 3, 4, 5, 6]
-    assert query(db, "SELECT description FROM schema_migrations WHERE version = 5") == [
+    assert run_cli("patient", "up", "--contract", "--url", db, env=env).exit_code == 0
+    assert history(db) == list(range(1, second_version + 1))
+    assert query(db, "SELECT description FROM schema_migrations WHERE version = %s", [first]) == [
         ("Add patient allergies",)
     ]
-    assert run_cli("patient", "down", "--version", "5", "--url", db, env=env).exit_code == 0
+    assert run_cli("patient", "down", "--version", str(first), "--url", db, env=env).exit_code == 0
     assert query(
         db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'allergies'"
     ) == [(0,)]
-    assert run_cli("patient", "up", "--url", db, env=env).exit_code == 0
+    assert run_cli("patient", "up", "--contract", "--url", db, env=env).exit_code == 0
     checked = run_cli("patient", "check", "--url", db, env=env)
     assert checked.exit_code == 0, checked.output
     assert run_cli("patient", "check", env=env).exit_code == 0
 
     nothing = run_cli("patient", "revision", "-m", "Nothing new", "--autogenerate", env=env)
     assert nothing.exit_code == 1 and "nothing to generate" in nothing.stderr
-    assert not list((path.parent).glob("0007_*"))
+    assert not list((path.parent).glob(f"{second_version + 1:04d}_*"))
 
 
 def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
@@ -83,7 +85,7 @@ def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
     )
     assert made.exit_code == 0, made.output
     path = Path(made.stdout.strip())
-    assert path.name == "0005_backfill_something.py"
+    assert path.name == f"{PATIENT_HEAD + 1:04d}_backfill_something.py"
     assert (
         copied_service(project_copy, "patient").migrations[-1].description == "Backfill something!"
     )
@@ -91,9 +93,9 @@ def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
 
 def _second_head(root: Path) -> None:
     versions = root / "services" / "patient" / "migrations" / "versions"
-    for rev, name in (("0005", "one"), ("0006", "two")):
+    for rev, name in ((f"{PATIENT_HEAD + 1:04d}", "one"), (f"{PATIENT_HEAD + 2:04d}", "two")):
         (versions / f"{rev}_{name}.py").write_text(
-            f'"""Branch {name}"""\nrevision = "{rev}"\ndown_revision = "0004"\n'
+            f'"""Branch {name}"""\nrevision = "{rev}"\ndown_revision = "{PATIENT_HEAD:04d}"\n'
             "branch_labels = None\ndepends_on = None\n"
             "def upgrade():\n    pass\ndef downgrade():\n    pass\n"
         )
@@ -104,7 +106,9 @@ def test_multiple_heads_are_refused(project_copy: Path, db: str) -> None:
     env = {"MIGRATE_ROOT": str(project_copy)}
     made = run_cli("patient", "revision", "-m", "More", env=env)
     assert made.exit_code == 1 and "2 heads" in made.stderr
-    assert not list((project_copy / "services/patient/migrations/versions").glob("0007_*"))
+    assert not list(
+        (project_copy / "services/patient/migrations/versions").glob(f"{PATIENT_HEAD + 3:04d}_*")
+    )
     assert run_cli("patient", "lint", "--all", env=env).exit_code == 1  # what CI runs
     with pytest.raises(ScriptError):
         runner.up(copied_service(project_copy, "patient"), settings("patient", db))
@@ -114,7 +118,7 @@ def test_multiple_heads_are_refused(project_copy: Path, db: str) -> None:
 def test_check_passes_at_head_and_fails_on_hand_made_drift(
     db: str, scratch_env: dict[str, str]
 ) -> None:
-    run_cli("patient", "up", "--url", db)
+    run_cli("patient", "up", "--contract", "--url", db)
     clean = run_cli("patient", "check", "--url", db)
     assert clean.exit_code == 0, clean.output
     query(db, "DROP INDEX idx_patients_email")
@@ -166,7 +170,9 @@ def test_plan_shows_what_up_then_runs_and_changes_nothing(db: str) -> None:
     runner.up(service, settings("patient", db), target=2)
     query(
         db,
-        "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country) SELECT 1, 'P' || g, 'A', 'B', '1990-01-01', 'USA' FROM generate_series(1, 500) g",
+        "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
+        " date_of_birth, country, phone) SELECT 1, 'P' || g, 'A', 'B', '1990-01-01', 'USA',"
+        " '212-555-' || lpad(g::text, 4, '0') FROM generate_series(1, 500) g",
     )
     query(db, "ANALYZE patients")
     with dbmod.connect(settings("patient", db)) as conn:
@@ -177,18 +183,17 @@ def test_plan_shows_what_up_then_runs_and_changes_nothing(db: str) -> None:
         assert schema.snapshot(conn) == before
     assert history(db) == [1, 2]
     plan = json.loads(result.stdout)
-    assert [v["version"] for v in plan["versions"]] == [3, 4]
+    assert [v["version"] for v in plan["versions"]] == [3, 4]  # 5 is a contract step: held
     statements = [s for v in plan["versions"] for s in v["statements"]]
     assert any(
-        "INSERT INTO schema_migrations" in s["sql"] and "(4, 'Move patient phone" in s["sql"]
+        "INSERT INTO schema_migrations" in s["sql"] and "(4, 'Add phone_international" in s["sql"]
         for s in statements
     )
-    update = next(s for s in statements if s["sql"].startswith("UPDATE patients"))
+    batch = next(s for s in statements if s["sql"].startswith("WITH batch AS"))
     assert (
-        update["lock"] == "ROW EXCLUSIVE"
-        and update["table"] == "patients"
-        and update["rows"] == 500
+        batch["lock"] == "ROW EXCLUSIVE" and batch["table"] == "patients" and batch["rows"] == 500
     )
+    assert "one batch" in batch["effect"]
     validate = next(s for s in statements if "VALIDATE CONSTRAINT" in s["sql"])
     assert validate["lock"] == "SHARE UPDATE EXCLUSIVE"
 
@@ -196,13 +201,16 @@ def test_plan_shows_what_up_then_runs_and_changes_nothing(db: str) -> None:
     own = [
         " ".join(s["sql"].rstrip(";").split())
         for s in statements
-        if not re.search(r"alembic_version|schema_migrations", s["sql"])
+        if not re.search(r"alembic_version|schema_migrations|_migrate_backfill", s["sql"])
         and s["sql"] not in ("BEGIN;", "COMMIT;")
-    ]
+    ]  # the backfill's batches run on the raw driver connection, with their own bounds
     position = 0
     for statement in own:  # every planned statement ran, in the planned order
         assert statement in ran[position:], f"planned but not run: {statement[:80]}"
         position = ran.index(statement, position) + 1
+    assert query(
+        db, "SELECT count(*) FROM patients WHERE phone_international LIKE '+1212555%'"
+    ) == [(500,)]
 
 
 def test_plan_down_and_plan_from_base() -> None:
@@ -222,8 +230,8 @@ def test_plan_down_and_plan_from_base() -> None:
 DANGEROUS = '''"""Dangerous sample"""
 from alembic import op
 import sqlalchemy as sa
-revision = "0005"
-down_revision = "0004"
+revision = "{new}"
+down_revision = "{old}"
 branch_labels = None
 depends_on = None
 {accepted}
@@ -238,8 +246,10 @@ def downgrade():
 
 
 def test_lint_flags_dangerous_migrations(project_copy: Path) -> None:
-    path = project_copy / "services/patient/migrations/versions/0005_dangerous.py"
-    path.write_text(DANGEROUS.format(accepted=""))
+    new = PATIENT_HEAD + 1
+    path = project_copy / f"services/patient/migrations/versions/{new:04d}_dangerous.py"
+    numbers = {"new": f"{new:04d}", "old": f"{new - 1:04d}"}
+    path.write_text(DANGEROUS.format(accepted="", **numbers))
     env = {"MIGRATE_ROOT": str(project_copy)}
     result = run_cli("patient", "lint", "--all", "--json", env=env)
     assert result.exit_code == 1
@@ -249,17 +259,18 @@ def test_lint_flags_dangerous_migrations(project_copy: Path) -> None:
         if not f["accepted"]
     }
     assert rules == {
-        (5, "require-concurrent-index-creation"),
-        (5, "adding-required-field"),  # NOT NULL without a default
-        (5, "ban-drop-column"),
+        (new, "require-concurrent-index-creation"),
+        (new, "adding-required-field"),  # NOT NULL without a default
+        (new, "ban-drop-column"),
     }
     text = run_cli("patient", "lint", "--all", env=env).stdout
-    assert "patient 5: require-concurrent-index-creation" in text
+    assert f"patient {new}: require-concurrent-index-creation" in text
     assert "CREATE INDEX idx_patients_city ON patients (city)" in text
 
     path.write_text(
         DANGEROUS.format(
-            accepted='lint_accepted = {"ban-drop-column": "email moved to the contacts service in 0004"}'
+            accepted='lint_accepted = {"ban-drop-column": "email moved to the contacts service in 0004"}',
+            **numbers,
         )
     )
     accepted = run_cli("patient", "lint", "--all", env=env)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    CONTRACT,
+    PATIENT_HEAD,
     ROOT,
     SERVICES,
     alembic_head,
@@ -36,7 +38,7 @@ def test_the_three_services_are_discovered() -> None:
 @pytest.mark.parametrize("name", SERVICES)
 def test_up_records_one_row_per_version_with_its_docstring(name: str, db: str) -> None:
     service = services.get(name, ROOT)
-    result = runner.up(service, settings(name, db), peers=peers)
+    result = runner.up(service, settings(name, db), options=CONTRACT, peers=peers)
     versions = [m.version for m in service.migrations]
     assert result.steps == versions
     assert history(db) == versions
@@ -52,11 +54,11 @@ def test_stairway_up_down_up_through_every_version(name: str, db: str) -> None:
     conf = settings(name, db)
     versions = [m.version for m in service.migrations]
     for version in versions:
-        runner.up(service, conf, target=version, peers=peers)
+        runner.up(service, conf, target=version, options=CONTRACT, peers=peers)
         assert history(db) == versions[: versions.index(version) + 1]
         runner.down(service, conf, version)
         assert history(db) == versions[: versions.index(version)], f"after down {version}"
-        runner.up(service, conf, target=version, peers=peers)
+        runner.up(service, conf, target=version, options=CONTRACT, peers=peers)
         assert alembic_head(db) == [f"{version:04d}"]
     runner.down(service, conf, versions[0])
     assert history(db) == []
@@ -67,9 +69,9 @@ def test_stairway_up_down_up_through_every_version(name: str, db: str) -> None:
 def test_down_in_the_middle_rolls_back_that_version_and_later(db: str) -> None:
     service = services.get("patient", ROOT)
     conf = settings("patient", db)
-    runner.up(service, conf)
+    runner.up(service, conf, options=CONTRACT)
     result = runner.down(service, conf, 2)
-    assert result.steps == [4, 3, 2]
+    assert result.steps == [5, 4, 3, 2]
     assert history(db) == [1]
     assert alembic_head(db) == ["0001"]
     columns = {
@@ -86,15 +88,16 @@ def test_up_to_a_version_stops_there(db: str) -> None:
     service = services.get("patient", ROOT)
     runner.up(service, settings("patient", db), target=2)
     assert history(db) == [1, 2]
-    assert runner.status(service, settings("patient", db)).pending == [3, 4]
+    assert runner.status(service, settings("patient", db)).pending == [3, 4, 5]
 
 
 def _add_failing_migration(root: Path) -> None:
     versions = root / "services" / "patient" / "migrations" / "versions"
-    (versions / "0005_broken_step.py").write_text(
+    new, old = PATIENT_HEAD + 1, PATIENT_HEAD
+    (versions / f"{new:04d}_broken_step.py").write_text(
         '"""A step that fails halfway"""\n'
         "from alembic import op\n"
-        'revision = "0005"\ndown_revision = "0004"\nbranch_labels = None\ndepends_on = None\n\n'
+        f'revision = "{new:04d}"\ndown_revision = "{old:04d}"\nbranch_labels = None\ndepends_on = None\n\n'
         "def upgrade():\n"
         '    op.execute("CREATE TABLE half_done (id int)")\n'
         '    op.execute("SELECT 1 / 0")\n\n'
@@ -109,14 +112,15 @@ def test_failing_step_rolls_back_with_its_row_and_keeps_earlier_steps(
     _add_failing_migration(project_copy)
     service = copied_service(project_copy, "patient")
     with pytest.raises(StepError) as failure:
-        runner.up(service, settings("patient", db))
-    assert "version 5" in str(failure.value) and "division by zero" in str(failure.value)
-    assert failure.value.version == 5
-    assert history(db) == [1, 2, 3, 4]
-    assert alembic_head(db) == ["0004"]
+        runner.up(service, settings("patient", db), options=CONTRACT)
+    broken = PATIENT_HEAD + 1
+    assert f"version {broken}" in str(failure.value) and "division by zero" in str(failure.value)
+    assert failure.value.version == broken
+    assert history(db) == list(range(1, broken))
+    assert alembic_head(db) == [f"{broken - 1:04d}"]
     assert "half_done" not in tables(db)
     report = runner.status(service, settings("patient", db))
-    assert report.ok and report.current == 4 and report.pending == [5]
+    assert report.ok and report.current == broken - 1 and report.pending == [broken]
 
 
 def test_plain_alembic_keeps_the_history_too(db: str) -> None:
@@ -125,7 +129,7 @@ def test_plain_alembic_keeps_the_history_too(db: str) -> None:
     alembic = [sys.executable, "-m", "alembic", "-c", ini]
     up = subprocess.run([*alembic, "upgrade", "head"], env=env, capture_output=True, text=True)
     assert up.returncode == 0, up.stderr
-    assert history(db) == [1, 2, 3, 4]
+    assert history(db) == [1, 2, 3, 4, 5]  # plain Alembic does not hold contract steps back
     down = subprocess.run(
         [*alembic, "-x", f"url={db}", "downgrade", "-1"],
         env={"PATH": "/usr/bin:/bin"},
@@ -133,8 +137,8 @@ def test_plain_alembic_keeps_the_history_too(db: str) -> None:
         text=True,
     )
     assert down.returncode == 0, down.stderr
-    assert history(db) == [1, 2, 3]
-    assert alembic_head(db) == ["0003"]
+    assert history(db) == [1, 2, 3, 4]
+    assert alembic_head(db) == ["0004"]
 
 
 def test_a_fourth_service_is_just_a_folder(project_copy: Path, db: str) -> None:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import alembic_head, history, query, run_cli, run_script
+from conftest import PATIENT_HEAD, alembic_head, history, query, run_cli, run_script
 from relay import SilentServer
 
 from alembic_common.settings import HostOptions, explicit_url, resolve
@@ -25,7 +25,7 @@ def test_up_status_down_through_the_cli(db: str) -> None:
     assert history(db) == [1, 2]
     status = run_cli("patient", "status", "--url", db)
     assert status.exit_code == 0
-    assert "patient: version 2 of 4" in status.stdout and "pending" in status.stdout
+    assert "patient: version 2 of 5" in status.stdout and "pending" in status.stdout
 
 
 def test_status_json_shape(db: str) -> None:
@@ -34,9 +34,10 @@ def test_status_json_shape(db: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["service"] == "patient"
-    assert report["current"] == 2 and report["head"] == 4
-    assert [m["version"] for m in report["migrations"]] == [1, 2, 3, 4]
-    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False]
+    assert report["current"] == 2 and report["head"] == 5
+    assert [m["version"] for m in report["migrations"]] == [1, 2, 3, 4, 5]
+    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False, False]
+    assert report["held"] == [5] and report["behind"] is True  # 3 and 4 are runnable
     applied_at = report["migrations"][0]["applied_at"]
     assert applied_at is not None and applied_at[:4].isdigit() and "T" in applied_at
     assert report["migrations"][2]["applied_at"] is None
@@ -45,16 +46,17 @@ def test_status_json_shape(db: str) -> None:
 
 def test_status_flags_a_database_ahead_of_the_code(db: str) -> None:
     run_cli("patient", "up", "--url", db)
-    query(db, "INSERT INTO schema_migrations (version, description) VALUES (5, 'from the future')")
-    query(db, "UPDATE alembic_version SET version_num = '0005'")
+    run_cli("patient", "up", "--contract", "--url", db)
+    query(db, "INSERT INTO schema_migrations (version, description) VALUES (6, 'from the future')")
+    query(db, "UPDATE alembic_version SET version_num = '0006'")
     result = run_cli("patient", "status", "--json", "--url", db)
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["unknown"] == [5] and report["ahead"] is True
+    assert report["unknown"] == [6] and report["ahead"] is True
     up = run_cli("patient", "up", "--url", db)
     assert up.exit_code == 1
-    assert "database is at version 5 but this code knows only up to 4" in up.stderr
-    assert history(db) == [1, 2, 3, 4, 5]
+    assert "database is at version 6 but this code knows only up to 5" in up.stderr
+    assert history(db) == [1, 2, 3, 4, 5, 6]
 
 
 def test_status_flags_disagreeing_tables(db: str) -> None:
@@ -74,7 +76,7 @@ def test_status_flags_disagreeing_tables(db: str) -> None:
         (["patient", "down"], 2, "down needs --version N"),
         (["patient", "up", "--version", "two"], 2, "Invalid value for '--version'"),
         (["patient", "down", "--version", "1.5"], 2, "Invalid value for '--version'"),
-        (["patient", "up", "--version", "9"], 2, "version 9 lies beyond the head (4)"),
+        (["patient", "up", "--version", "9"], 2, "version 9 lies beyond the head (5)"),
         (["patient", "up", "--version", "0"], 2, "no migration has version 0"),
         (["patient", "up", "--url", "http://example.org/db"], 2, "unsupported URL scheme 'http'"),
         (["patient", "up", "--url", "postgresql://h:notaport/db"], 2, "malformed database URL"),
@@ -123,13 +125,16 @@ def test_missing_database_says_how_to_create_it(server: str) -> None:
 
 
 def test_broken_migration_file_is_named(project_copy: Path, db: str) -> None:
-    broken = project_copy / "services" / "patient" / "migrations" / "versions" / "0005_broken.py"
+    new = PATIENT_HEAD + 1
+    broken = (
+        project_copy / "services" / "patient" / "migrations" / "versions" / f"{new:04d}_broken.py"
+    )
     broken.write_text(
-        '"""Broken"""\nrevision = "0005"\ndown_revision = "0004"\nimport no_such_module\n'
+        f'"""Broken"""\nrevision = "{new:04d}"\ndown_revision = "{new - 1:04d}"\nimport no_such_module\n'
     )
     result = run_script("patient", "up", "--url", db, env={"MIGRATE_ROOT": str(project_copy)})
     assert result.returncode == 1, result.stderr
-    assert "0005_broken.py" in result.stderr and "no_such_module" in result.stderr
+    assert broken.name in result.stderr and "no_such_module" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert history(db) == []

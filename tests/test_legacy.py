@@ -22,8 +22,8 @@ def test_status_recognises_a_legacy_database(legacy_db: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["legacy"] is True
-    assert report["current"] == 2 and report["pending"] == [3, 4]
-    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False]
+    assert report["current"] == 2 and report["pending"] == [3, 4, 5]
+    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False, False]
     assert report["migrations"][0]["applied_at"] == "2024-01-15T09:30:00"
     text = run_cli("patient", "status", "--url", legacy_db)
     assert "previous migration system" in text.stdout
@@ -31,12 +31,12 @@ def test_status_recognises_a_legacy_database(legacy_db: str) -> None:
 
 def test_up_adopts_without_rerunning_and_keeps_applied_at(legacy_db: str) -> None:
     phones_before = query(legacy_db, "SELECT id, phone FROM patients ORDER BY id")
-    result = run_cli("patient", "up", "--url", legacy_db)
+    result = run_cli("patient", "up", "--contract", "--url", legacy_db)
     assert result.exit_code == 0, result.output
     assert "adopted legacy history [1, 2]" in result.stderr
     assert "applied version 1" not in result.stderr and "applied version 2" not in result.stderr
-    assert history(legacy_db) == [1, 2, 3, 4]
-    assert alembic_head(legacy_db) == ["0004"]
+    assert history(legacy_db) == [1, 2, 3, 4, 5]
+    assert alembic_head(legacy_db) == ["0005"]
     rows = query(
         legacy_db,
         "SELECT version, description, applied_at::text FROM schema_migrations WHERE version <= 2 ORDER BY version",
@@ -72,10 +72,10 @@ def test_a_gap_in_legacy_versions_is_refused(legacy_db: str) -> None:
 def test_a_legacy_version_no_file_knows_is_refused(legacy_db: str) -> None:
     query(
         legacy_db,
-        "INSERT INTO schema_migrations (version, description) VALUES (3, 'a'), (4, 'b'), (5, 'c')",
+        "INSERT INTO schema_migrations (version, description) VALUES (3, 'a'), (4, 'b'), (5, 'c'), (6, 'd')",
     )
     result = run_cli("patient", "up", "--url", legacy_db)
     assert result.exit_code == 1
-    assert "database is at version 5 but this code knows only up to 4" in result.stderr
+    assert "database is at version 6 but this code knows only up to 5" in result.stderr
     assert query(legacy_db, "SELECT to_regclass('alembic_version')") == [(None,)]
-    assert history(legacy_db) == [1, 2, 3, 4, 5]
+    assert history(legacy_db) == [1, 2, 3, 4, 5, 6]

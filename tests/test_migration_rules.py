@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, SERVICES, peers, query, settings, tables
+from conftest import CONTRACT, ROOT, SERVICES, peers, query, settings, tables
 from sample_data import SAMPLES
 
 from alembic_common import db as dbmod
@@ -47,13 +47,13 @@ def test_each_downgrade_restores_the_schema_exactly(name: str, db: str) -> None:
     service, conf = _service(name), settings(name, db)
     for m in service.migrations:
         before = _snapshot(db)
-        runner.up(service, conf, target=m.version, peers=peers)
+        runner.up(service, conf, target=m.version, options=CONTRACT, peers=peers)
         assert _snapshot(db) != before, f"version {m.version} changed nothing"
         runner.down(service, conf, m.version)
         after = _snapshot(db)
         drift = schema.compare(before, after)
         assert not drift, f"{name} v{m.version} down left: {[d.describe() for d in drift]}"
-        runner.up(service, conf, target=m.version, peers=peers)
+        runner.up(service, conf, target=m.version, options=CONTRACT, peers=peers)
 
 
 @pytest.mark.parametrize(
@@ -62,13 +62,13 @@ def test_each_downgrade_restores_the_schema_exactly(name: str, db: str) -> None:
 )
 def test_data_survives_a_round_trip_to_head_and_back(name: str, version: int, db: str) -> None:
     service, conf = _service(name), settings(name, db)
-    runner.up(service, conf, target=version, peers=peers)
+    runner.up(service, conf, target=version, options=CONTRACT, peers=peers)
     for since, statement in SAMPLES.get(name, []):
         if since <= version:
             query(db, statement)
     before = _rows(db)
     assert any(before.values()), f"no sample rows for {name} at version {version}"
-    runner.up(service, conf, peers=peers)
+    runner.up(service, conf, options=CONTRACT, peers=peers)
     if version < service.head:
         runner.down(service, conf, version + 1)
     assert _rows(db) == before

@@ -99,15 +99,22 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     figures = _metrics(metrics_file)
     for name in SERVICES:
         label = Settings(name, _url(platform, name), "t").label
-        head = {"user": 1, "patient": 4, "appointment": 1}[name]
-        assert figures["migrate_current_version", name, label] == head
+        head = {"user": 1, "patient": 5, "appointment": 1}[name]
+        current = {"user": 1, "patient": 4, "appointment": 1}[name]  # patient 5: contract, held
+        assert figures["migrate_current_version", name, label] == current
         assert figures["migrate_head_version", name, label] == head
-        assert figures["migrate_pending_migrations", name, label] == 0
+        assert figures["migrate_pending_migrations", name, label] == head - current
         assert figures["migrate_last_run_success", name, label] == 1
     assert "# TYPE migrate_current_version gauge" in metrics_file.read_text()
 
-    again = run_cli("all", "status", env=platform)
-    assert again.exit_code == 0, again.output
+    again = run_cli("all", "status", "--json", env=platform)
+    assert again.exit_code == 0, again.output  # a held contract step is not "behind"
+    held = {s["service"]: s["held"] for s in json.loads(again.stdout)["services"]}
+    assert held == {"appointment": [], "patient": [5], "user": []}
+    assert "contract [5] held" in run_cli("all", "status", env=platform).stdout
+    contracted = run_cli("all", "up", "--contract", env=platform)
+    assert contracted.exit_code == 0, contracted.output
+    assert history(_url(platform, "patient")) == [1, 2, 3, 4, 5]
 
 
 def test_appointment_refuses_while_patient_is_behind(platform: dict[str, str]) -> None:
@@ -259,7 +266,7 @@ def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) ->
         figures = _metrics(metrics_file)
         label = Settings("p", broken, "t").label
         assert figures["migrate_last_run_success", "patient", label] == 0
-        assert figures["migrate_pending_migrations", "patient", label] == 4
+        assert figures["migrate_pending_migrations", "patient", label] == 5
         good = Settings("p", urls[0], "t").label
         assert figures["migrate_current_version", "patient", good] == 4
         status = run_cli(

@@ -13,6 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import (
+    CONTRACT,
+    PATIENT_HEAD,
     ROOT,
     alembic_head,
     copied_service,
@@ -130,10 +132,12 @@ def _add_migration(root: Path, version: int, body: str, description: str = "Extr
 
 
 def test_statement_timeout_cancels_a_runaway_migration(project_copy: Path, db: str) -> None:
-    _add_migration(project_copy, 5, '    op.execute("SELECT pg_sleep(30)")')
+    runaway = PATIENT_HEAD + 1
+    _add_migration(project_copy, runaway, '    op.execute("SELECT pg_sleep(30)")')
     result = run_script(
         "patient",
         "up",
+        "--contract",
         "--statement-timeout",
         "0.5",
         "--url",
@@ -142,8 +146,8 @@ def test_statement_timeout_cancels_a_runaway_migration(project_copy: Path, db: s
         timeout=25,
     )
     assert result.returncode == 1
-    assert "version 5" in result.stderr and "statement_timeout" in result.stderr
-    assert history(db) == [1, 2, 3, 4]
+    assert f"version {runaway}" in result.stderr and "statement_timeout" in result.stderr
+    assert history(db) == list(range(1, runaway))
 
 
 def test_sigkill_inside_a_migration_leaves_the_previous_version(db: str) -> None:
@@ -196,10 +200,15 @@ def test_sigkill_inside_a_migration_leaves_the_previous_version(db: str) -> None
     assert history(db) == [1, 2, 3, 4]
 
 
+GOOD, BAD = PATIENT_HEAD + 1, PATIENT_HEAD + 2
+
+
 def _failing_batch(root: Path) -> services.Service:
-    _add_migration(root, 5, '    op.execute("CREATE TABLE from_five (id int)")')
+    _add_migration(root, GOOD, '    op.execute("CREATE TABLE from_good (id int)")')
     _add_migration(
-        root, 6, '    op.execute("CREATE TABLE from_six (id int)")\n    op.execute("SELECT 1 / 0")'
+        root,
+        BAD,
+        '    op.execute("CREATE TABLE from_bad (id int)")\n    op.execute("SELECT 1 / 0")',
     )
     return copied_service(root, "patient")
 
@@ -208,28 +217,31 @@ def test_mid_batch_failure_keeps_earlier_steps_without_atomic(project_copy: Path
     service = _failing_batch(project_copy)
     runner.up(service, settings("patient", db), target=2)
     with pytest.raises(StepError) as failure:
-        runner.up(service, settings("patient", db))
-    assert failure.value.version == 6 and "earlier versions stay applied" in str(failure.value)
-    assert history(db) == [1, 2, 3, 4, 5]
-    assert "from_five" in tables(db) and "from_six" not in tables(db)
+        runner.up(service, settings("patient", db), options=CONTRACT)
+    assert failure.value.version == BAD and "earlier versions stay applied" in str(failure.value)
+    assert history(db) == list(range(1, BAD))
+    assert "from_good" in tables(db) and "from_bad" not in tables(db)
 
 
 def test_mid_batch_failure_with_atomic_applies_nothing(project_copy: Path, db: str) -> None:
     service = _failing_batch(project_copy)
     runner.up(service, settings("patient", db), target=2)
     with pytest.raises(StepError) as failure:
-        runner.up(service, settings("patient", db), options=runner.RunOptions(atomic=True))
-    assert failure.value.version == 6 and "nothing was applied (--atomic)" in str(failure.value)
+        runner.up(
+            service, settings("patient", db), options=runner.RunOptions(atomic=True, contract=True)
+        )
+    assert failure.value.version == BAD and "nothing was applied (--atomic)" in str(failure.value)
     assert history(db) == [1, 2] and alembic_head(db) == ["0002"]
-    assert "from_five" not in tables(db)
+    assert "from_good" not in tables(db)
     assert "emergency_contact_address" in columns(db, "patients")
+    assert "phone_international" not in columns(db, "patients")
     assert "phone_original" not in columns(db, "patients")
 
 
 def test_atomic_success_applies_everything(db: str) -> None:
-    result = run_cli("patient", "up", "--atomic", "--url", db)
+    result = run_cli("patient", "up", "--atomic", "--contract", "--url", db)
     assert result.exit_code == 0, result.output
-    assert history(db) == [1, 2, 3, 4]
+    assert history(db) == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.parametrize(

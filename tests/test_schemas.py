@@ -9,8 +9,11 @@ from conftest import ROOT, peers, query, settings
 from alembic_common import runner, services
 
 
-def migrate(name: str, url: str, target: int | None = None) -> None:
-    runner.up(services.get(name, ROOT), settings(name, url), target=target, peers=peers)
+def migrate(name: str, url: str, target: int | None = None, contract: bool = False) -> None:
+    options = runner.RunOptions(contract=contract)
+    runner.up(
+        services.get(name, ROOT), settings(name, url), target=target, options=options, peers=peers
+    )
 
 
 def rollback(name: str, url: str, version: int) -> None:
@@ -109,7 +112,7 @@ PHONES = [
 ]
 
 
-def test_v4_converts_phones_and_its_downgrade_restores_every_original(db: str) -> None:
+def test_phone_expand_backfill_contract_round_trip_restores_every_original(db: str) -> None:
     migrate("patient", db, target=3)
     for i, (country, phone, _) in enumerate(PHONES):
         query(
@@ -118,24 +121,51 @@ def test_v4_converts_phones_and_its_downgrade_restores_every_original(db: str) -
             (f"P{i}", country, phone),
         )
     before = query(db, "SELECT * FROM patients ORDER BY id")
-    migrate("patient", db, target=4)
+    migrate("patient", db, target=4)  # expand + backfill: phone untouched
+    rows = query(db, "SELECT phone, phone_international FROM patients ORDER BY id")
+    assert [r[0] for r in rows] == [phone for _, phone, _ in PHONES]
+    assert [r[1] for r in rows] == [expected for _, _, expected in PHONES]
+    migrate("patient", db, contract=True)  # contract: the columns swap
     converted = [r[0] for r in query(db, "SELECT phone FROM patients ORDER BY id")]
     assert converted == [expected for _, _, expected in PHONES]
     rollback("patient", db, 4)
     assert query(db, "SELECT * FROM patients ORDER BY id") == before
 
 
-def test_v4_downgrade_keeps_numbers_changed_after_the_upgrade(db: str) -> None:
+def test_old_release_writes_stay_converted_between_expand_and_contract(db: str) -> None:
+    migrate("patient", db)  # a plain up: expand, contract held back
+    assert query(db, "SELECT max(version) FROM schema_migrations") == [(4,)]
+    old_insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
+    query(db, old_insert, ("OLD-1", "Morocco", "06 12 34 56 78"))
+    assert query(db, "SELECT phone, phone_international FROM patients") == [
+        ("06 12 34 56 78", "+212612345678")
+    ]
+    query(db, "UPDATE patients SET phone = '01 23 45 67 89', country = 'France'")
+    assert query(db, "SELECT phone_international FROM patients") == [("+33123456789",)]
+
+
+def test_contract_downgrade_keeps_numbers_changed_after_the_contract(db: str) -> None:
     migrate("patient", db, target=3)
     insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
     query(db, insert, ("OLD", "France", "01 23 45 67 89"))
-    migrate("patient", db, target=4)
+    query(db, insert, ("SAME", "USA", "(212) 555-0100"))
+    migrate("patient", db, contract=True)
     query(db, "UPDATE patients SET phone = '+33698765432' WHERE patient_id = 'OLD'")
-    query(db, insert, ("NEW", "Morocco", "+212612345678"))
-    rollback("patient", db, 4)
+    query(
+        db,
+        insert.replace(", phone)", ", phone, phone_original)").replace("%s)", "%s, NULL)"),
+        ("NEW", "Morocco", "+212612345678"),
+    )
+    rollback("patient", db, 5)
     assert dict(query(db, "SELECT patient_id, phone FROM patients")) == {
         "OLD": "0698765432",
+        "SAME": "(212) 555-0100",
         "NEW": "0612345678",
+    }
+    assert dict(query(db, "SELECT patient_id, phone_international FROM patients")) == {
+        "OLD": "+33698765432",
+        "SAME": "+12125550100",
+        "NEW": "+212612345678",
     }
 
 
