@@ -134,16 +134,8 @@ class VersionPlan:
     statements: list[Statement] = field(default_factory=list)
 
     def migration_sql(self) -> list[str]:
-        """The migration's own statements: no version bookkeeping, no outer BEGIN/COMMIT.
-
-        A COMMIT/BEGIN pair inside (an autocommit block) stays: it is part of the design.
-        """
-        sql = [s.sql for s in self.statements if not _BOOKKEEPING.search(s.sql)]
-        if sql[:1] == ["BEGIN;"]:
-            sql = sql[1:]
-        if sql[-1:] == ["COMMIT;"]:
-            sql = sql[:-1]
-        return sql
+        """The migration's own statements with their transaction boundaries, no bookkeeping."""
+        return [s.sql for s in self.statements if not _BOOKKEEPING.search(s.sql)]
 
 
 @dataclass
@@ -286,27 +278,19 @@ def lint(
     binary = squawk_binary()
     for version in versions:
         up = plan(service, version - 1 or None, version).versions
-        for in_transaction, statements in segments(up[0].migration_sql() if up else []):
-            header = lint_header(lock_timeout_s, statement_timeout_s)
-            text, starts = _numbered(header + statements)
-            for raw in _run_squawk(binary, text, in_transaction):
-                index = max(i for i, line in enumerate(starts) if line <= raw["line"])
-                statement = (header + statements)[index]
-                rule = raw.get("rule_name") or "unknown"
-                reason = accepted.get(version, {}).get(rule)
-                findings.append(Finding(version, rule, raw.get("message", ""), statement, reason))
+        statements = up[0].migration_sql() if up else []
+        if not statements:
+            continue
+        # Every transaction boundary is explicit (Alembic's BEGIN/COMMIT, and those around
+        # autocommit blocks), so squawk sees which statements share a transaction.
+        script = lint_header(lock_timeout_s, statement_timeout_s) + statements
+        text, starts = _numbered(script)
+        for raw in _run_squawk(binary, text):
+            index = max(i for i, line in enumerate(starts) if line <= raw["line"])
+            rule = raw.get("rule_name") or "unknown"
+            reason = accepted.get(version, {}).get(rule)
+            findings.append(Finding(version, rule, raw.get("message", ""), script[index], reason))
     return findings
-
-
-def segments(statements: list[str]) -> list[tuple[bool, list[str]]]:
-    """Cut a version's SQL at inner COMMIT/BEGIN: (runs in a transaction?, statements)."""
-    result: list[tuple[bool, list[str]]] = [(True, [])]
-    for sql in statements:
-        if sql in ("COMMIT;", "BEGIN;"):
-            result.append((sql == "BEGIN;", []))
-        else:
-            result[-1][1].append(sql)
-    return [(tx, stmts) for tx, stmts in result if stmts]
 
 
 def _numbered(statements: list[str]) -> tuple[str, list[int]]:
@@ -318,13 +302,12 @@ def _numbered(statements: list[str]) -> tuple[str, list[int]]:
     return "\n\n".join(statements) + "\n", starts
 
 
-def _run_squawk(binary: str, text: str, in_transaction: bool) -> list[dict[str, Any]]:
+def _run_squawk(binary: str, text: str) -> list[dict[str, Any]]:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(text)
-    flags = ["--assume-in-transaction"] if in_transaction else []
     try:
         done = subprocess.run(
-            [binary, "--reporter", "json", *flags, handle.name],
+            [binary, "--reporter", "json", handle.name],
             capture_output=True,
             text=True,
             timeout=120,
