@@ -67,29 +67,32 @@ def at_version(service: Service, settings: Settings, version: int | None) -> Non
 # --- models against a database ----------------------------------------------------------
 
 
-def _migration_context(conn: Any, service: Service) -> Any:
+@contextlib.contextmanager
+def _autogenerate_context(service: Service, settings: Settings) -> Iterator[Any]:
+    """An Alembic MigrationContext on the database, configured as the shared env.py does."""
     from alembic.runtime.migration import MigrationContext
 
-    return MigrationContext.configure(
-        conn,
-        opts={
-            "target_metadata": service.metadata(),
-            "include_name": include_name,
-            "compare_type": True,
-        },
-    )
+    engine = db.engine(settings)
+    try:
+        with engine.connect() as conn:
+            yield MigrationContext.configure(
+                conn,
+                opts={
+                    "target_metadata": service.metadata(),
+                    "include_name": include_name,
+                    "compare_type": True,
+                },
+            )
+    finally:
+        engine.dispose()
 
 
 def model_diffs(service: Service, settings: Settings) -> list[str]:
     """How the database differs from the models, one readable line per difference."""
     from alembic.autogenerate import compare_metadata
 
-    engine = db.engine(settings)
-    try:
-        with engine.connect() as conn:
-            diffs = compare_metadata(_migration_context(conn, service), service.metadata())
-    finally:
-        engine.dispose()
+    with _autogenerate_context(service, settings) as context:
+        diffs = compare_metadata(context, service.metadata())
     return [describe_diff(d) for d in _flatten(diffs)]
 
 
@@ -97,12 +100,8 @@ def model_ops_code(service: Service, settings: Settings) -> str:
     """Alembic operations that would bring the database to match the models ('' if none)."""
     from alembic.autogenerate import produce_migrations, render_python_code
 
-    engine = db.engine(settings)
-    try:
-        with engine.connect() as conn:
-            ops = produce_migrations(_migration_context(conn, service), service.metadata())
-    finally:
-        engine.dispose()
+    with _autogenerate_context(service, settings) as context:
+        ops = produce_migrations(context, service.metadata())
     if ops.upgrade_ops is None or ops.upgrade_ops.is_empty():
         return ""
     code = render_python_code(ops.upgrade_ops)

@@ -59,6 +59,99 @@ def batch_statement(table: str, set_sql: str, where_sql: str, key: str) -> str:
         RETURNING rows_done"""
 
 
+@dataclass
+class Backfill:
+    """One backfill: what to change, where, and how to pace it."""
+
+    table: str
+    set_sql: str
+    where_sql: str
+    key: str
+    name: str
+    batch_rows: int
+    target_ms: float
+    pause_ms: float
+    touch_updated_at: bool
+    report: Callable[[dict[str, Any]], None] | None = None
+
+    def statement(self) -> str:
+        return batch_statement(self.table, self.set_sql, self.where_sql, self.key)
+
+    def example(self) -> str:
+        """One batch with literal bounds, for plans and lint."""
+        quoted = "'" + self.name.replace("'", "''") + "'"
+        return (
+            self.statement()
+            .replace("%(lo)s", "0")
+            .replace("%(hi)s", str(self.batch_rows))
+            .replace("%(name)s", quoted)
+        )
+
+    def run(self, conn: Any) -> int:
+        """Walk the key range on an autocommit psycopg connection; return rows changed."""
+        conn.execute(CREATE_PROGRESS)
+        low, high = conn.execute(
+            f"SELECT min({self.key}), max({self.key}) FROM {self.table}"
+        ).fetchone()
+        resumed = conn.execute(
+            f"SELECT next_key, rows_done FROM {PROGRESS_TABLE} WHERE name = %s", [self.name]
+        ).fetchone()
+        done = resumed[1] if resumed else 0
+        if low is not None:
+            if not self.touch_updated_at:
+                conn.execute("SET migrate.preserve_updated_at = 'on'")
+            try:
+                done = self._walk(
+                    conn, resumed[0] if resumed else low, high, done, resumed is not None
+                )
+            finally:
+                if not self.touch_updated_at:
+                    conn.execute("RESET migrate.preserve_updated_at")
+        conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE name = %s", [self.name])
+        # The table is ours alone; drop it once no backfill is in flight.
+        conn.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {PROGRESS_TABLE}) THEN "
+            f"DROP TABLE {PROGRESS_TABLE}; END IF; END $$"
+        )
+        return int(done)
+
+    def _walk(self, conn: Any, start: int, high: int, done: int, resumed: bool) -> int:
+        statement = self.statement()
+        sizer = Sizer(max(1, self.batch_rows), self.target_ms / 1000)
+        began, last_report, position = time.perf_counter(), 0.0, start
+        span = max(1, high - start + 1)
+        while position <= high:
+            upper = position + sizer.width
+            t0 = time.perf_counter()
+            done = conn.execute(
+                statement, {"lo": position, "hi": upper, "name": self.name}
+            ).fetchone()[0]
+            sizer.next(time.perf_counter() - t0)
+            position = upper
+            now = time.perf_counter()
+            if self.report is not None and (now - last_report >= 0.5 or position > high):
+                last_report = now
+                fraction = min(1.0, (position - start) / span)
+                elapsed = now - began
+                eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+                self.report(
+                    {
+                        "event": "backfill",
+                        "table": self.table,
+                        "name": self.name,
+                        "resumed_from": start if resumed else None,
+                        "rows_done": done,
+                        "fraction": round(fraction, 4),
+                        "rows_per_s": round(done / elapsed) if elapsed > 0 else 0,
+                        "eta_s": None if eta is None else round(eta, 1),
+                        "batch_keys": sizer.width,
+                    }
+                )
+            if self.pause_ms > 0:
+                time.sleep(self.pause_ms / 1000)
+        return done
+
+
 def backfill(
     table: str,
     set_sql: str,
@@ -77,27 +170,32 @@ def backfill(
     backfill idempotent. ``key`` is an integer column (the primary key); batches walk
     its range from the recorded position (or the minimum) to the maximum seen at start.
     ``batch_rows`` is the first batch's key-range width; later ones adapt to
-    ``target_ms``. ``pause_ms`` sleeps between batches. Under ``--atomic`` (one
-    transaction for the whole run) it falls back to a single UPDATE. Returns rows changed.
+    ``target_ms``. ``pause_ms`` sleeps between batches. ``updated_at`` triggers leave the
+    column alone unless ``touch_updated_at``. Under ``--atomic`` (one transaction for the
+    whole run) it falls back to a single UPDATE. Returns rows changed (-1 when unknown).
     """
     from alembic import context, op
 
     from alembic_common.ddl import PRESERVE_UPDATED_AT
 
     ctx = op.get_context()
-    name = name or f"{ctx.get_current_revision() or 'base'}:{table}"
-    report: Callable[[dict[str, Any]], None] | None = context.config.attributes.get("on_progress")
+    job = Backfill(
+        table,
+        set_sql,
+        where_sql,
+        key,
+        name or f"{ctx.get_current_revision() or 'base'}:{table}",
+        batch_rows,
+        target_ms,
+        pause_ms,
+        touch_updated_at,
+        context.config.attributes.get("on_progress"),
+    )
     if ctx.as_sql:
         # A plan shows the shape of one batch, in its own transaction like the real run.
-        example = (
-            batch_statement(table, set_sql, where_sql, key)
-            .replace("%(lo)s", "0")
-            .replace("%(hi)s", str(batch_rows))
-            .replace("%(name)s", "'" + name.replace("'", "''") + "'")
-        )
         with ctx.autocommit_block():
             op.execute(CREATE_PROGRESS)
-            op.execute(example)
+            op.execute(job.example())
         return -1
     if not ctx.opts.get("transaction_per_migration", False):
         # --atomic: the whole run is one transaction, so no batch can commit on its own.
@@ -106,124 +204,4 @@ def backfill(
         op.execute(f"UPDATE {table} SET {set_sql} WHERE {where_sql}")
         return -1
     with ctx.autocommit_block():
-        conn = op.get_bind().connection.dbapi_connection  # psycopg, autocommit
-        return _run(
-            conn,
-            table,
-            set_sql,
-            where_sql,
-            key,
-            name,
-            batch_rows,
-            target_ms,
-            pause_ms,
-            touch_updated_at,
-            report,
-        )
-
-
-def _run(
-    conn: Any,
-    table: str,
-    set_sql: str,
-    where_sql: str,
-    key: str,
-    name: str,
-    batch_rows: int,
-    target_ms: float,
-    pause_ms: float,
-    touch_updated_at: bool,
-    report: Callable[[dict[str, Any]], None] | None,
-) -> int:
-    conn.execute(CREATE_PROGRESS)
-    low, high = conn.execute(f"SELECT min({key}), max({key}) FROM {table}").fetchone()
-    resumed = conn.execute(
-        f"SELECT next_key, rows_done FROM {PROGRESS_TABLE} WHERE name = %s", [name]
-    ).fetchone()
-    done = 0
-    if low is not None:
-        start = resumed[0] if resumed else low
-        done = resumed[1] if resumed else 0
-        if not touch_updated_at:
-            conn.execute("SET migrate.preserve_updated_at = 'on'")
-        try:
-            done = _walk(
-                conn,
-                table,
-                set_sql,
-                where_sql,
-                key,
-                name,
-                start,
-                high,
-                done,
-                batch_rows,
-                target_ms,
-                pause_ms,
-                report,
-                resumed is not None,
-            )
-        finally:
-            if not touch_updated_at:
-                conn.execute("RESET migrate.preserve_updated_at")
-    conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE name = %s", [name])
-    # The table is ours alone; drop it once no backfill is in flight.
-    conn.execute(
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {PROGRESS_TABLE}) THEN "
-        f"DROP TABLE {PROGRESS_TABLE}; END IF; END $$"
-    )
-    return done
-
-
-def _walk(
-    conn: Any,
-    table: str,
-    set_sql: str,
-    where_sql: str,
-    key: str,
-    name: str,
-    start: int,
-    high: int,
-    done: int,
-    batch_rows: int,
-    target_ms: float,
-    pause_ms: float,
-    report: Callable[[dict[str, Any]], None] | None,
-    resumed: bool,
-) -> int:
-    statement = batch_statement(table, set_sql, where_sql, key)
-    sizer = Sizer(max(1, batch_rows), target_ms / 1000)
-    began, last_report, position = time.perf_counter(), 0.0, start
-    total_keys = max(1, high - start + 1)
-    event = {
-        "event": "backfill",
-        "table": table,
-        "name": name,
-        "resumed_from": start if resumed else None,
-    }
-    while position <= high:
-        upper = position + sizer.width
-        t0 = time.perf_counter()
-        done = conn.execute(statement, {"lo": position, "hi": upper, "name": name}).fetchone()[0]
-        sizer.next(time.perf_counter() - t0)
-        position = upper
-        now = time.perf_counter()
-        if report is not None and (now - last_report >= 0.5 or position > high):
-            last_report = now
-            fraction = min(1.0, (position - start) / total_keys)
-            elapsed = now - began
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-            report(
-                {
-                    **event,
-                    "rows_done": done,
-                    "fraction": round(fraction, 4),
-                    "rows_per_s": round(rate),
-                    "eta_s": None if eta is None else round(eta, 1),
-                    "batch_keys": sizer.width,
-                }
-            )
-        if pause_ms > 0:
-            time.sleep(pause_ms / 1000)
-    return done
+        return job.run(op.get_bind().connection.dbapi_connection)  # psycopg, autocommit

@@ -144,7 +144,11 @@ def _is_all(ctx: typer.Context) -> bool:
 def _main(
     ctx: typer.Context,
     service: Annotated[
-        str, typer.Argument(help="Service name (a folder under services/), or 'all' for up/status.")
+        str,
+        typer.Argument(
+            metavar="SERVICE",
+            help="Service name (a folder under services/), or 'all' for up/status.",
+        ),
     ],
 ) -> None:
     ctx.obj = Context(None if service == ALL else services.get(service))
