@@ -217,7 +217,11 @@ def up(
             found = assess(disk, state)
             refuse_unusable(service, found)
             result.before = result.after = found.current
-            if not found.legacy and not _pending_to(found, target):
+            pending = _pending_to(found, target)
+            plan, result.held = split_held(
+                pending, service.contract_versions(pending), options.contract
+            )
+            if not found.legacy and not plan:
                 return result  # another replica did the work while we waited
             # Load every file before changing anything, so a broken one is named up front;
             # replicas that only waited never pay for importing Alembic.

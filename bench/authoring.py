@@ -28,8 +28,12 @@ def main() -> None:
     names = sorted(services.discover(ROOT))
     dbs = {name: create_db(srv) for name in names}
     try:
-        for name, url in dbs.items():
-            runner.up(services.get(name, ROOT), Settings(name, url, "bench"), target=1)
+
+        def peers(other: str) -> Settings:
+            return Settings(other, dbs[other], "bench")
+
+        for name in sorted(names, key=lambda n: n == "appointment"):  # it requires the others
+            runner.up(services.get(name, ROOT), peers(name), target=1, peers=peers)
         commands = {
             "status": lambda n: [*MIGRATE, n, "status", "--url", dbs[n]],
             "plan": lambda n: [*MIGRATE, n, "plan", "--url", dbs[n], "--sql"],

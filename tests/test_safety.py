@@ -286,3 +286,44 @@ def test_allow_production_lets_down_through(db: str) -> None:
     )
     assert result.exit_code == 0, result.output
     assert history(db) == [1, 2, 3]
+
+
+def test_a_replica_that_only_waited_never_imports_alembic(db: str) -> None:
+    service = services.get("patient", ROOT)
+    runner.up(service, settings("patient", db), target=3)
+    probe = (
+        "import sys\n"
+        "from alembic_common.cli import main\n"
+        f"sys.argv = ['migrate', 'patient', 'up', '--url', {db!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules))\n"
+    )
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", lock_key("patient"))
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", probe],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 20
+        while not holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]:
+            assert time.monotonic() < deadline, "the replica never waited for the lock"
+            time.sleep(0.02)
+        # Meanwhile the lock holder does the pending work, as the first replica would.
+        from alembic import command
+
+        from alembic_common import db as dbmod
+
+        engine = dbmod.engine(settings("patient", db))
+        with engine.connect() as conn:
+            command.upgrade(service.config(connection=conn), "0004")
+        engine.dispose()
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key("patient"))
+        out, err = waiter.communicate(timeout=30)
+    assert out.strip().endswith("0 []"), out + err
+    assert "waiting up to" in err and "nothing to do" in out
+    assert history(db) == [1, 2, 3, 4]
