@@ -83,6 +83,28 @@ def test_status_flags_disagreeing_tables(db: str) -> None:
         (["patient", "up", "--url", "not a url"], 2, "malformed database URL"),
         (["patient", "frobnicate"], 2, "No such command 'frobnicate'"),
         (["patient", "up", "--bogus"], 2, "No such option: --bogus"),
+        (["all", "down", "--version", "1"], 2, "'all' works with 'up' and 'status' only"),
+        (
+            ["all", "up", "--url", "postgresql://u@h/d"],
+            2,
+            "'all up' takes neither --version nor --url",
+        ),
+        (["patient", "seed", "--profile", "nope"], 2, "no seed profile 'nope'; available: demo"),
+        (["patient", "plan", "--down"], 2, "plan --down needs --version N"),
+        (
+            [
+                "patient",
+                "status",
+                "--url",
+                "postgresql://u@h/a",
+                "--url",
+                "postgresql://u@h/b",
+                "--jobs",
+                "0",
+            ],
+            2,
+            "--jobs",
+        ),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(args: list[str], code: int, message: str) -> None:
