@@ -59,7 +59,9 @@ def at_version(service: Service, settings: Settings, version: int | None) -> Non
     engine = db.engine(settings)
     try:
         with engine.connect() as conn:
-            command.upgrade(service.config(connection=conn), revision_id(version))
+            command.upgrade(
+                service.config(connection=conn, compare_models=False), revision_id(version)
+            )
     finally:
         engine.dispose()
 

@@ -9,6 +9,8 @@ transaction and ``on_version_apply`` writes its ``schema_migrations`` row inside
   atomic           run the whole batch in one transaction
   lock_timeout_ms, statement_timeout_ms   session timeouts for the migration connection
   on_step          callback receiving one event dict per applied/rolled-back step
+  on_progress      callback for progress inside a step (the batched backfill)
+  compare_models   False when nothing will autogenerate (up/down): skip loading models.py
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str, Any]:
     """The ``context.configure`` options shared by online and offline runs."""
+    # Only autogenerate reads the models; runs that just migrate skip importing the ORM.
+    compare = attributes.get("compare_models", True)
     return {
-        "target_metadata": service.metadata(),
+        "target_metadata": service.metadata() if compare else None,
         "transaction_per_migration": not attributes.get("atomic", False),
         "on_version_apply": make_recorder(attributes.get("on_step")),
         "include_name": include_name,

@@ -352,7 +352,7 @@ def _adopt(
 
     top = max(state.recorded)
     with db.engine(settings).connect() as conn:
-        command.stamp(service.config(connection=conn), revision_id(top))
+        command.stamp(service.config(connection=conn, compare_models=False), revision_id(top))
     if progress is not None:
         progress({"event": "adopted", "versions": sorted(state.recorded)})
     return sorted(state.recorded)
@@ -391,6 +391,7 @@ def _run_alembic(
                         statement_timeout_ms=int(options.statement_timeout * 1000),
                         on_step=on_step,
                         on_progress=progress,
+                        compare_models=False,
                     )
                 )
             return committed + done

@@ -66,3 +66,17 @@ def test_noop_up_imports_neither_alembic_nor_sqlalchemy(db: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip().endswith("0 []"), out.stdout + out.stderr
+
+
+def test_migrating_does_not_load_the_models(db: str) -> None:
+    """Only autogenerate needs models.py (and the ORM); a real up skips both."""
+    probe = (
+        "import sys\n"
+        "from alembic_common.cli import main\n"
+        f"sys.argv = ['migrate', 'user', 'up', '--url', {db!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, 'alembic' in sys.modules, 'sqlalchemy.orm' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip().endswith("0 True False"), out.stdout + out.stderr
+    assert history(db) == [1]
