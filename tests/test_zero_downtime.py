@@ -177,7 +177,9 @@ def test_expand_backfill_contract_round_trip_on_a_big_table(db: str) -> None:
 
 
 SAFE = '''"""Safe DDL sample"""
-from alembic_common.safe import add_check_constraint, create_index_concurrently, set_not_null
+from alembic_common.safe import (
+    add_check_constraint, create_index_concurrently, drop_index_concurrently, set_not_null,
+)
 revision = "{new}"
 down_revision = "{old}"
 branch_labels = None
@@ -187,6 +189,7 @@ def upgrade():
     create_index_concurrently("idx_patients_code", "patients", "healthcare_entity_id, patient_id, last_name", unique=True)
     add_check_constraint("patients", "patients_name_not_blank", "btrim(last_name) <> ''")
     set_not_null("patients", "city")
+    drop_index_concurrently("idx_patients_email")
 
 def downgrade():
     pass
@@ -233,6 +236,7 @@ def test_concurrent_index_helper_recovers_from_an_invalid_index(
     fixed = run_cli("patient", "up", "--contract", "--url", db, env=env)
     assert fixed.exit_code == 0, fixed.output
     assert query(db, valid) == [(True,)]
+    assert query(db, "SELECT to_regclass('idx_patients_email')") == [(None,)]
     assert query(
         db,
         "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'patients'::regclass AND attname = 'city'",
