@@ -858,7 +858,9 @@ def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> N
             )
             continue
         runnable = [v for v in report.pending if v not in report.held]
-        waiting = deps.unmet(service, runnable, lambda other: targets[other], known)
+        waiting = [
+            str(u) for u in deps.unmet(service, runnable, lambda other: targets[other], known)
+        ]
         behind = report.behind
         rows.append(
             {

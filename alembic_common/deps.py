@@ -70,6 +70,21 @@ def _refuse_cycles(edges: dict[Node, set[Node]]) -> None:
             visit(node)
 
 
+@dataclass(frozen=True)
+class Unmet:
+    """A version of ``service`` that needs ``other`` at ``needed``, which it has not reached."""
+
+    service: str
+    version: int
+    other: str
+    needed: int
+    at: int | None
+
+    def __str__(self) -> str:
+        at = self.at if self.at is not None else "no version"
+        return f"{self.service} {self.version} requires {self.other} {self.needed} ({self.other} is at {at})"
+
+
 def applied_versions(service: Service, settings: Settings) -> list[int]:
     """The versions applied in a service's database (legacy rows count)."""
     with db.connect(settings) as conn:
@@ -82,7 +97,7 @@ def unmet(
     versions: list[int],
     peers: Callable[[str], Settings],
     known: Mapping[str, Service],
-) -> list[str]:
+) -> list[Unmet]:
     """Requirements of ``versions`` that the other services' databases do not meet yet."""
     by_version = {m.version: m for m in service.migrations}
     missing = []
@@ -101,10 +116,8 @@ def unmet(
                     ) from None
                 cache[other] = applied_versions(known[other], peer)
             if needed not in cache[other]:
-                at = max(cache[other], default=None)
                 missing.append(
-                    f"{service.name} {version} requires {other} {needed} "
-                    f"({other} is at {at if at is not None else 'no version'})"
+                    Unmet(service.name, version, other, needed, max(cache[other], default=None))
                 )
     return missing
 
@@ -121,9 +134,9 @@ def refuse_unmet(
     graph(known)  # declarations are checked (and cycles named) before anything runs
     missing = unmet(service, versions, peers, known)
     if missing:
-        first = missing[0].split(" requires ")[1].split(" ")[0]
         raise StateError(
-            f"{'; '.join(missing)}: run 'migrate {first} up' first (or 'migrate all up')",
+            f"{'; '.join(map(str, missing))}: run 'migrate {missing[0].other} up' first "
+            "(or 'migrate all up')",
             service=service.name,
         )
 

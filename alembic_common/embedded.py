@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from alembic_common.errors import ConfigError
-from alembic_common.settings import default_database
+from alembic_common.settings import Settings, default_database
 
 DATA_DIR_NAME = ".pgdata"
 
@@ -89,6 +89,7 @@ def ensure_database(server: str, database: str) -> None:
 
 def url_for(service: str, pgdata: Path) -> str:
     """The URL of a service's own database on the embedded server, creating it if needed."""
+    server = server_url(pgdata)
     database = default_database(service)
-    ensure_database(server_url(pgdata), database)
-    return server_url(pgdata, database)
+    ensure_database(server, database)
+    return Settings(service, server, "embedded").for_database(database).url
