@@ -20,21 +20,74 @@ from typing import Any
 
 from psycopg import sql
 
-from alembic_common import db, embedded, runner, schema
+from alembic_common import db, embedded, paths, runner, schema
 from alembic_common.env import include_name
-from alembic_common.errors import StateError, UsageError
+from alembic_common.errors import MigrationError, StateError, UsageError
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import Settings, normalize_url
-from alembic_common.state import assess, read
+from alembic_common.state import read
+
+
+def major(settings: Settings) -> int:
+    """The PostgreSQL major version of the server behind ``settings`` (15, 18, ...)."""
+    with db.connect(settings) as conn:
+        return int(conn.info.server_version) // 10000
+
+
+def _may_create_databases(settings: Settings) -> bool:
+    with db.connect(settings) as conn:
+        row = conn.execute(
+            "SELECT rolcreatedb OR rolsuper FROM pg_catalog.pg_roles"
+            " WHERE rolname = pg_catalog.current_user()"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def scratch_server(service: Service, like: Settings | None) -> Settings:
+    """A server to build a throwaway reference database on, of the same major as ``like``.
+
+    Catalogs differ between major versions, so a reference built on another major would
+    report drift that is not there. In order: ``MIGRATE_SCRATCH_SERVER`` (which must match),
+    the target's own server when its role may create databases, the embedded server when
+    its major matches; otherwise a clear error.
+    """
+    raw = os.environ.get("MIGRATE_SCRATCH_SERVER")
+    wanted = major(like) if like is not None else None
+    if raw:
+        server = Settings(service.name, normalize_url(raw), "MIGRATE_SCRATCH_SERVER")
+        found = major(server)
+        if wanted is not None and found != wanted:
+            raise MigrationError(
+                f"{service.name}: MIGRATE_SCRATCH_SERVER is PostgreSQL {found} but "
+                f"{like.label if like else 'the target'} is PostgreSQL {wanted}; "
+                "point it at a server of the same major version",
+                service=service.name,
+            )
+        return server
+    if like is not None and _may_create_databases(like):
+        return like
+    embedded_server = Settings(
+        service.name, embedded.server_url(paths.data_dir(service.path.parent.parent)), "embedded"
+    )
+    if wanted is None:
+        return embedded_server
+    found = major(embedded_server)
+    if found != wanted:
+        raise MigrationError(
+            f"{service.name}: comparing {like.label if like else 'the target'} (PostgreSQL "
+            f"{wanted}) needs a scratch database on a PostgreSQL {wanted} server; its role "
+            f"cannot create databases and the embedded server is PostgreSQL {found}. Set "
+            f"MIGRATE_SCRATCH_SERVER to a PostgreSQL {wanted} server where it can",
+            service=service.name,
+        )
+    return embedded_server
 
 
 @contextlib.contextmanager
-def scratch_database(service: Service) -> Iterator[Settings]:
-    """A throwaway empty database for ``service``, dropped afterwards whatever happens."""
-    raw = os.environ.get("MIGRATE_SCRATCH_SERVER")
-    server = normalize_url(raw) if raw else embedded.server_url(embedded.data_dir())
+def scratch_database(service: Service, like: Settings | None = None) -> Iterator[Settings]:
+    """A throwaway empty database for ``service`` (the same major as ``like``), always dropped."""
+    admin = scratch_server(service, like)
     name = f"scratch_{service.name}_{uuid.uuid4().hex[:10]}"
-    admin = Settings(service.name, server, "scratch")
     with db.connect(admin) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -185,16 +238,16 @@ def compare(service: Service, settings: Settings | None, *, operations: bool = F
             at_version(service, scratch, head)
             return _compare_models(service, scratch, head, head, operations)
     with db.connect(settings) as conn:
-        found = assess([m.version for m in service.migrations], read(conn))
-        actual = schema.snapshot(conn)
+        found = runner.assess_for(service, read(conn, service.schema))
+        actual = schema.snapshot(conn, service.schema)
     if found.unknown or found.problem or found.legacy:
         runner.refuse_unusable(service, found)
         raise StateError(f"{service.name}: run 'up' once to adopt the legacy history first")
     result = _compare_models(service, settings, found.current, head, operations)
-    with scratch_database(service) as scratch:
+    with scratch_database(service, like=settings) as scratch:
         at_version(service, scratch, found.current)
         with db.connect(scratch) as conn:
-            expected = schema.snapshot(conn)
+            expected = schema.snapshot(conn, service.schema)
     result.schema_drift = schema.compare(expected, actual)
     return result
 
@@ -230,7 +283,7 @@ def revision(
             at_version(service, scratch, service.head)
             return _write_revision(service, message, version, scratch)
     with db.connect(settings) as conn:
-        found = assess([m.version for m in migrations], read(conn))
+        found = runner.assess_for(service, read(conn, service.schema))
     if found.current != service.head or not found.consistent:
         raise StateError(
             f"{service.name}: autogenerate needs a database at head ({service.head}); "
@@ -293,6 +346,6 @@ def table_estimates(settings: Settings, tables: set[str]) -> dict[str, int | Non
 def current_version(service: Service, settings: Settings) -> int | None:
     """The database's version, refusing a database ahead of the code or inconsistent."""
     with db.connect(settings) as conn:
-        found = assess(service.disk_versions(), read(conn))
+        found = runner.assess_for(service, read(conn, service.schema))
     runner.refuse_unusable(service, found)
     return found.current

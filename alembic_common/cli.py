@@ -651,6 +651,21 @@ def _finish(
         raise typer.Exit(worst)
 
 
+def _platform_targets(conn: Connection, known: dict[str, Service]) -> dict[str, Settings]:
+    """Each service's own database; two services resolving to one database is refused."""
+    targets = {name: conn.settings(service) for name, service in known.items()}
+    seen: dict[tuple[str, int, str], str] = {}
+    for name, target in targets.items():
+        key = (target.host, target.port, target.database)
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]} and {name} both resolve to the database {target.label}: each service "
+                f"needs its own (set {name.upper()}_DATABASE_URL; DATABASE_URL names one database)"
+            )
+        seen[key] = name
+    return targets
+
+
 def _all_up(
     conn: Connection,
     options: runner.RunOptions,
@@ -663,7 +678,7 @@ def _all_up(
     from alembic_common import deps
 
     known = services.discover()
-    targets = {name: conn.settings(service) for name, service in known.items()}
+    targets = _platform_targets(conn, known)
     pending = {}
     for name, service in known.items():
         report = runner.status(service, targets[name])
@@ -766,6 +781,11 @@ def status(
     inconsistent or waiting on another service.
     """
     if _is_all(ctx):
+        if conn.url:
+            raise UsageError(
+                "'all status' takes no --url: each service uses its own settings "
+                "(<SERVICE>_DATABASE_URL)"
+            )
         _all_status(conn, metrics_file, as_json)
         return
     service = _service(ctx)
@@ -847,7 +867,7 @@ def _all_status(conn: Connection, metrics_file: Path | None, as_json: bool) -> N
 
     known = services.discover()
     deps.graph(known)  # declared dependencies are valid and acyclic
-    targets = {name: conn.settings(service) for name, service in known.items()}
+    targets = _platform_targets(conn, known)
     rows = []
     for name, service in known.items():
         try:

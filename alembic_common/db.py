@@ -7,9 +7,10 @@ the port and the database, and never the password.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import sql
 
 from alembic_common.errors import ConnectError
 from alembic_common.settings import Settings, mask
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 
 # SQLSTATEs worth waiting out while a database container starts.
 _TRANSIENT = {None, "57P03"}  # no server answer yet / "the database system is starting up"
+# A NAT or firewall that drops idle TCP connections must not silently end a lock session.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -50,18 +58,36 @@ def _transient(exc: psycopg.OperationalError) -> bool:
     return getattr(exc, "sqlstate", None) in _TRANSIENT and not permanent
 
 
-def connect(settings: Settings, *, wait: float = 0, autocommit: bool = True) -> psycopg.Connection:
-    """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds."""
+def connect(
+    settings: Settings,
+    *,
+    wait: float = 0,
+    autocommit: bool = True,
+    search_path: str = "pg_catalog",
+) -> psycopg.Connection[Any]:
+    """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds.
+
+    The session's ``search_path`` is set first (only ``pg_catalog`` unless told otherwise),
+    so a database or role setting cannot put a hostile schema in front of our queries.
+    """
     deadline = time.monotonic() + wait
     while True:
         try:
-            return psycopg.connect(
-                settings.url, autocommit=autocommit, connect_timeout=settings.connect_timeout
+            conn = psycopg.connect(
+                settings.url,
+                autocommit=autocommit,
+                connect_timeout=settings.connect_timeout,
+                **KEEPALIVES,
             )
         except psycopg.OperationalError as exc:
             if not _transient(exc) or time.monotonic() >= deadline:
                 raise connect_error(settings, exc) from None
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            continue
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))
+        if not autocommit:
+            conn.commit()
+        return conn
 
 
 def engine(settings: Settings) -> Engine:
@@ -72,5 +98,5 @@ def engine(settings: Settings) -> Engine:
     return create_engine(
         settings.sqlalchemy_url(),
         poolclass=NullPool,
-        connect_args={"connect_timeout": settings.connect_timeout},
+        connect_args={"connect_timeout": settings.connect_timeout, **KEEPALIVES},
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from alembic_common import db
 from alembic_common.errors import MigrationError, ScriptError, StateError
 from alembic_common.services import Service
-from alembic_common.settings import Settings, env_var
+from alembic_common.settings import Settings
 from alembic_common.state import assess, read
 
 Node = tuple[str, int]  # (service, version)
@@ -79,16 +79,31 @@ class Unmet:
     other: str
     needed: int
     at: int | None
+    where: str = ""  # the database that was looked at, host:port/database
 
     def __str__(self) -> str:
         at = self.at if self.at is not None else "no version"
-        return f"{self.service} {self.version} requires {self.other} {self.needed} ({self.other} is at {at})"
+        where = f" in {self.where}" if self.where else ""
+        return (
+            f"{self.service} {self.version} requires {self.other} {self.needed} "
+            f"({self.other} is at {at}{where})"
+        )
 
 
 def applied_versions(service: Service, settings: Settings) -> list[int]:
-    """The versions applied in a service's database (legacy rows count)."""
+    """The versions applied in a service's database (legacy rows count).
+
+    The database must be that service's: a peer read in the wrong database is an error
+    that names the database, never a silent "not there yet".
+    """
     with db.connect(settings) as conn:
-        found = assess(service.disk_versions(), read(conn))
+        found = assess(service.disk_versions(), read(conn, service.schema), service.name)
+    if found.problem or found.unknown:
+        problem = found.problem or f"it is ahead of this code ({found.unknown})"
+        raise StateError(
+            f"the {service.name} database looked at ({settings.label}) cannot be used: {problem}",
+            service=service.name,
+        )
     return found.applied
 
 
@@ -102,6 +117,7 @@ def unmet(
     by_version = {m.version: m for m in service.migrations}
     missing = []
     cache: dict[str, list[int]] = {}
+    where: dict[str, str] = {}
     for version in versions:
         for other, needed in sorted(by_version[version].requires.items()):
             if other not in cache:
@@ -110,15 +126,15 @@ def unmet(
                 except MigrationError as exc:
                     raise StateError(
                         f"{service.name} {version} requires {other} {needed}, which cannot be "
-                        f"checked: {exc} (set {env_var(other)})",
+                        f"checked: {exc}",
                         service=service.name,
                         version=version,
                     ) from None
                 cache[other] = applied_versions(known[other], peer)
+                where[other] = peer.label
             if needed not in cache[other]:
-                missing.append(
-                    Unmet(service.name, version, other, needed, max(cache[other], default=None))
-                )
+                at = max(cache[other], default=None)
+                missing.append(Unmet(service.name, version, other, needed, at, where[other]))
     return missing
 
 
@@ -129,7 +145,8 @@ def refuse_unmet(
     known: Mapping[str, Service],
 ) -> None:
     """Stop an ``up`` whose pending versions need other services to move first."""
-    if not any(m.requires for m in service.migrations if m.version in versions):
+    wanted = set(versions)
+    if not any(m.requires for m in service.migrations if m.version in wanted):
         return
     graph(known)  # declarations are checked (and cycles named) before anything runs
     missing = unmet(service, versions, peers, known)

@@ -14,26 +14,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from alembic_common.errors import ConfigError
-from alembic_common.settings import Settings, default_database
-
-DATA_DIR_NAME = ".pgdata"
 
 
-def project_root() -> Path:
-    """The repository root: ``MIGRATE_ROOT`` if set, else the folder holding ``services/``."""
-    if os.environ.get("MIGRATE_ROOT"):
-        return Path(os.environ["MIGRATE_ROOT"]).resolve()
-    here = Path(__file__).resolve().parent.parent
-    if (here / "services").is_dir():
-        return here
-    return Path.cwd()
-
-
-def data_dir(root: Path | None = None) -> Path:
-    """Where the embedded server keeps its data (``MIGRATE_PGDATA`` overrides)."""
-    if os.environ.get("MIGRATE_PGDATA"):
-        return Path(os.environ["MIGRATE_PGDATA"]).resolve()
-    return (root or project_root()) / DATA_DIR_NAME
+def default_database(service: str) -> str:
+    """The seed's database name for a service, e.g. ``patient_service_db``."""
+    return f"{service}_service_db"
 
 
 def _running_socket(pgdata: Path) -> tuple[str, int] | None:
@@ -89,7 +74,6 @@ def ensure_database(server: str, database: str) -> None:
 
 def url_for(service: str, pgdata: Path) -> str:
     """The URL of a service's own database on the embedded server, creating it if needed."""
-    server = server_url(pgdata)
     database = default_database(service)
-    ensure_database(server, database)
-    return Settings(service, server, "embedded").for_database(database).url
+    ensure_database(server_url(pgdata), database)
+    return server_url(pgdata, database)

@@ -3,9 +3,12 @@
 It works the same from ``migrate.py``, from ``run_migrations()`` and from plain
 ``alembic -c services/<name>/alembic.ini upgrade head``: each step runs in its own
 transaction and ``on_version_apply`` writes its ``schema_migrations`` row inside it.
+Every online run first checks the database the way ``migrate`` does (owner, shape,
+legacy, ahead), so plain Alembic cannot migrate another service's database either.
 
 ``config.attributes`` may carry (all optional):
   connection       a SQLAlchemy Connection or Engine to use (pytest-alembic passes an Engine)
+  guard            history.Guard: the run lock each step must still hold when it records itself
   atomic           run the whole batch in one transaction
   lock_timeout_ms, statement_timeout_ms   session timeouts for the migration connection
   on_step          callback receiving one event dict per applied/rolled-back step
@@ -19,12 +22,15 @@ import logging
 from contextlib import ExitStack
 from typing import Any
 
-from alembic_common.history import CREATE as CREATE_HISTORY
-from alembic_common.history import OWN_TABLES, ensure_table, make_recorder
+from alembic_common import history, state
+from alembic_common.errors import StateError
+from alembic_common.history import OWN_TABLES
 from alembic_common.services import Service, service_for_env
 
 DEFAULT_LOCK_TIMEOUT_MS = 5000
 HELPER_TABLE_PREFIX = "_migrate_"
+# Limits that would end a migration session between two statements of a long step.
+IDLE_LIMITS = ("idle_session_timeout", "idle_in_transaction_session_timeout")
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -41,30 +47,63 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
     return {
         "target_metadata": service.metadata() if compare else None,
         "transaction_per_migration": not attributes.get("atomic", False),
-        "on_version_apply": make_recorder(attributes.get("on_step")),
+        "on_version_apply": history.make_recorder(
+            service.schema,
+            guard=attributes.get("guard"),
+            descriptions=service.descriptions,
+            on_step=attributes.get("on_step"),
+        ),
         "include_name": include_name,
         "compare_type": True,
+        "version_table_schema": service.schema,
         "process_revision_directives": attributes.get("process_revision_directives"),
     }
 
 
-def session_settings(attributes: dict[str, Any]) -> list[str]:
-    """The timeouts every migration session runs under."""
+def session_settings(service: Service, attributes: dict[str, Any]) -> list[str]:
+    """The settings every migration session runs under (shown in plans too)."""
     lock_ms = int(attributes.get("lock_timeout_ms", DEFAULT_LOCK_TIMEOUT_MS))
     statement_ms = int(attributes.get("statement_timeout_ms", 0))
-    return [f"SET lock_timeout = {lock_ms}", f"SET statement_timeout = {statement_ms}"]
+    schema = '"' + service.schema.replace('"', '""') + '"'
+    return [
+        f"SET lock_timeout = {lock_ms}",
+        f"SET statement_timeout = {statement_ms}",
+        f"SET search_path TO {schema}",
+    ]
 
 
-def prepare_session(conn: Any, attributes: dict[str, Any]) -> None:
-    """Create the history table and set the session timeouts, then commit.
+def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> None:
+    """Set the session up, check the database is this service's to migrate, then commit.
 
     Committing matters: Alembic treats an already-open transaction as external and
-    would silently stop running one transaction per migration.
+    would silently stop running one transaction per migration. Everything here runs on
+    the driver connection, so SQLAlchemy has not begun anything of its own.
     """
-    for statement in session_settings(attributes):
-        conn.exec_driver_sql(statement)
-    ensure_table(conn)
-    conn.commit()
+    raw = conn.connection.driver_connection
+    for statement in session_settings(service, attributes):
+        raw.execute(statement)
+    raw.execute(
+        "SELECT pg_catalog.set_config(s.name, '0', false) FROM pg_catalog.pg_settings s"
+        " WHERE s.name = ANY(%s)",
+        [list(IDLE_LIMITS)],
+    )
+    raw.commit()  # session settings first: reading the state ends its transaction
+    found_state = state.read(raw, service.schema)
+    found = state.assess(
+        [m.version for m in service.migrations], found_state, service.name, service.descriptions
+    )
+    state.refuse(service.name, found)
+    if found.legacy:
+        raise StateError(
+            f"{service.name}: this database was made by the previous migration system; "
+            f"adopt it with 'migrate {service.name} up' first",
+            service=service.name,
+        )
+    if not found_state.history_table:
+        history.create(raw, service.name, service.schema)
+    elif found.owner is None:
+        history.claim(raw, service.name, service.schema)
+    raw.commit()
 
 
 def run(env_file: str) -> None:
@@ -73,23 +112,23 @@ def run(env_file: str) -> None:
 
     service = service_for_env(env_file)
     attributes = context.config.attributes
-    options = configure_options(service, attributes)
     if context.is_offline_mode():
         context.configure(
             dialect_name="postgresql",
             literal_binds=True,
             dialect_opts={"paramstyle": "named"},
-            **options,
+            **configure_options(service, attributes),
         )
-        for statement in [*session_settings(attributes), CREATE_HISTORY]:
+        for statement in session_settings(service, attributes):
             context.execute(statement)  # what prepare_session does online, shown in the plan
+        context.execute(history.create_sql(service.schema))
         with context.begin_transaction():
             context.run_migrations()
         return
     with ExitStack() as stack:
         conn = _connection(service, attributes, context.get_x_argument(as_dictionary=True), stack)
-        prepare_session(conn, attributes)
-        context.configure(connection=conn, **options)
+        prepare_session(conn, service, attributes)
+        context.configure(connection=conn, **configure_options(service, attributes))
         with context.begin_transaction():
             context.run_migrations()
         conn.commit()
@@ -114,7 +153,8 @@ def _connection(
 
     resolved = settings.resolve(service.name, url=x_args.get("url"))
     lock_conn = stack.enter_context(db.connect(resolved))
-    stack.enter_context(locking.advisory_lock(lock_conn, service.name))
+    pid = stack.enter_context(locking.advisory_lock(lock_conn, service.name))
+    attributes["guard"] = history.Guard(service.name, pid)
     engine = db.engine(resolved)
     stack.callback(engine.dispose)
     return stack.enter_context(engine.connect())

@@ -54,3 +54,11 @@ class StepError(MigrationError):
 
 class ScriptError(MigrationError):
     """A migration file cannot be loaded, or the history on disk is malformed."""
+
+
+class LockLostError(MigrationError):
+    """The run lock's session ended mid-run; the step that noticed it was rolled back."""
+
+
+class ConnectionLostError(MigrationError):
+    """The connection to the database died mid-run (a restart, a cut, a terminated backend)."""

@@ -210,7 +210,8 @@ def _preload(loaded: Iterable[services.Service]) -> None:
     import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
 
     for service in loaded:
-        service.migrations  # noqa: B018
+        service.scripts  # noqa: B018
+        services.remember(service)
 
 
 def _skipped(job: Job) -> Outcome:

@@ -1,92 +1,174 @@
-"""The per-service migration lock: a session-level advisory lock on its own connection.
+"""The per-service migration lock: a session-level advisory lock on a connection of its own.
 
-It lives on a dedicated autocommit connection (the one that read the state), never the
-migration connection, so
-``CREATE INDEX CONCURRENTLY`` inside ``autocommit_block()`` cannot deadlock against it.
-Waiting uses ``lock_timeout`` on ``pg_advisory_lock``, so a waiter wakes the moment the
-holder lets go, and gives up after its own bound.
+The lock lives on a dedicated autocommit psycopg connection (the one that read the
+state), never on the migration connection, so ``CREATE INDEX CONCURRENTLY`` inside an
+autocommit block cannot deadlock against it. Three more rules, each learnt the hard way:
+
+* **Waiters never block inside a statement.** A session sleeping in ``pg_advisory_lock``
+  holds a snapshot, and ``CREATE INDEX CONCURRENTLY`` of the holder waits for every older
+  snapshot: the holder would stall until the waiters gave up. Waiters LISTEN instead,
+  wake on the holder's NOTIFY at release (or every ``POLL_S``), and try again.
+* **The lock session survives the server's own limits.** ``idle_session_timeout`` and
+  friends are switched off on it, and the connection uses TCP keepalives (``db.py``).
+* **A lost lock is noticed before any step commits.** Each step's history write
+  (``history.py``) checks, in the same statement, that the lock session still holds the
+  lock, and takes the *step* key for its transaction. A new holder passes through the
+  step key (``barrier``) before reading the state, so it never reads around a step that
+  is still committing.
+
+Keys: class ``0x4D47`` ("MG") for the run lock, ``0x4D53`` ("MS") for the step key, and
+the CRC-32 of the service name. ``pg_locks.objid`` is an unsigned ``oid``, so queries
+compare it with the unsigned CRC, never a signed int.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors
+from psycopg import sql
 
-from alembic_common.errors import LockWaitError, StateError
+from alembic_common.errors import LockWaitError
 
-# First half of the two-int advisory key: "MG" marks the toolkit's locks.
 LOCK_CLASS = 0x4D47
+STEP_CLASS = 0x4D53
 DEFAULT_LOCK_WAIT = 300.0
+POLL_S = 0.25
+# Session limits that would end an idle lock session (PostgreSQL 14+ for the first).
+SESSION_LIMITS = (
+    "idle_session_timeout",
+    "idle_in_transaction_session_timeout",
+    "statement_timeout",
+)
+
+Progress = Callable[[dict[str, Any]], None]
+
+HELD_BY = """
+    SELECT l.pid FROM pg_catalog.pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = %(classid)s::pg_catalog.oid AND l.objid = %(objid)s::pg_catalog.oid
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                        WHERE d.datname = pg_catalog.current_database())"""
+
+
+def _crc(service: str) -> int:
+    return zlib.crc32(service.encode())
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def lock_key(service: str) -> tuple[int, int]:
-    """The advisory lock key for one service's database."""
-    crc = zlib.crc32(service.encode())
-    return LOCK_CLASS, crc - (1 << 32) if crc >= 1 << 31 else crc
+    """The (int4, int4) advisory key of a service's run lock, as ``pg_advisory_lock`` takes it."""
+    return LOCK_CLASS, _signed(_crc(service))
 
 
-def lock_holder(conn: psycopg.Connection, key: tuple[int, int]) -> int | None:
-    """The backend pid that holds ``key``, if PostgreSQL can tell."""
-    row = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND classid::int = %s AND objid::bigint::int = %s AND objsubid = 2"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        key,
-    ).fetchone()
-    return row[0] if row else None
+def step_key(service: str) -> tuple[int, int]:
+    """The key a step's transaction holds from its lock check to its commit."""
+    return STEP_CLASS, _signed(_crc(service))
 
 
-@contextmanager
+def lock_oids(service: str) -> dict[str, int]:
+    """The run lock as ``pg_locks`` shows it: ``classid`` and ``objid`` as unsigned oids."""
+    return {"classid": LOCK_CLASS, "objid": _crc(service)}
+
+
+def channel(service: str) -> str:
+    """The LISTEN/NOTIFY channel on which a holder announces that it let go."""
+    return f"migrate_lock_{service}"
+
+
+def lock_holder(conn: psycopg.Connection[Any], service: str) -> int | None:
+    """The backend pid that holds ``service``'s run lock in this database, if any."""
+    row = conn.execute(HELD_BY, lock_oids(service)).fetchone()
+    return int(row[0]) if row else None
+
+
+def keep_session(conn: psycopg.Connection[Any]) -> None:
+    """Switch off the session limits that would end an idle lock session."""
+    conn.execute(
+        "SELECT pg_catalog.set_config(s.name, '0', false) FROM pg_catalog.pg_settings s"
+        " WHERE s.name = ANY(%s)",
+        [list(SESSION_LIMITS)],
+    )
+
+
+def _try(conn: psycopg.Connection[Any], service: str) -> bool:
+    row = conn.execute("SELECT pg_catalog.pg_try_advisory_lock(%s, %s)", lock_key(service))
+    got = row.fetchone()
+    return bool(got and got[0])
+
+
+@contextlib.contextmanager
 def advisory_lock(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     service: str,
     *,
     wait: float = DEFAULT_LOCK_WAIT,
-    on_wait: Callable[[dict[str, Any]], None] | None = None,
-) -> Iterator[None]:
-    """Hold ``service``'s migration lock on ``conn`` (autocommit) for the block."""
-    key = lock_key(service)
-    _acquire(conn, service, key, wait, on_wait)
+    on_wait: Progress | None = None,
+) -> Iterator[int]:
+    """Hold ``service``'s run lock on ``conn`` (autocommit) for the block; yield its pid.
+
+    Releasing never raises: a dead connection has already lost the lock, and an error
+    that is on its way out must not be replaced by one about the unlock.
+    """
+    keep_session(conn)
+    _acquire(conn, service, wait, on_wait)
     try:
-        yield
+        barrier(conn, service)
+        yield conn.info.backend_pid
     finally:
-        if not conn.closed:
-            released = conn.execute("SELECT pg_advisory_unlock(%s, %s)", key).fetchone()
-            if not (released and released[0]):
-                raise StateError(f"{service}: the migration lock was lost during the run")
+        _release(conn, service)
+
+
+def barrier(conn: psycopg.Connection[Any], service: str) -> None:
+    """Wait for a step of an earlier holder that is committing right now to finish."""
+    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", step_key(service))
 
 
 def _acquire(
-    conn: psycopg.Connection,
-    service: str,
-    key: tuple[int, int],
-    wait: float,
-    on_wait: Callable[[dict[str, Any]], None] | None,
+    conn: psycopg.Connection[Any], service: str, wait: float, on_wait: Progress | None
 ) -> None:
-    """Take the lock at once if free; otherwise report the wait and block for at most ``wait``."""
-    got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()
-    if got and got[0]:
+    """Take the lock at once if free; otherwise report the holder and wait up to ``wait``."""
+    if _try(conn, service):
         return
-    holder = lock_holder(conn, key)
+    holder = lock_holder(conn, service)
     if on_wait is not None:
         on_wait({"event": "lock_wait", "holder_pid": holder, "wait_s": wait})
     if wait <= 0:
         raise LockWaitError(
-            f"{service}: another migration run (pid {holder}) holds the lock",
+            f"{service}: another migration run (pid {holder}) holds the migration lock",
             service=service,
         )
-    conn.execute(f"SET lock_timeout = {max(1, int(wait * 1000))}")
+    deadline = time.monotonic() + wait
+    listen = sql.Identifier(channel(service))
+    conn.execute(sql.SQL("LISTEN {}").format(listen))
     try:
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-    except errors.LockNotAvailable:
-        raise LockWaitError(
-            f"{service}: waited {wait:g}s for the migration lock held by "
-            f"pid {lock_holder(conn, key)}; giving up (raise --lock-wait to wait longer)",
-            service=service,
-        ) from None
-    conn.execute("RESET lock_timeout")
+        while not _try(conn, service):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                holder = lock_holder(conn, service) or holder
+                raise LockWaitError(
+                    f"{service}: waited {wait:g}s for the migration lock held by pid {holder}; "
+                    "giving up (raise --lock-wait to wait longer)",
+                    service=service,
+                )
+            for _ in conn.notifies(timeout=min(POLL_S, remaining), stop_after=1):
+                pass
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(sql.SQL("UNLISTEN {}").format(listen))
+
+
+def _release(conn: psycopg.Connection[Any], service: str) -> None:
+    """Unlock and tell waiters at once; quietly, whatever state the connection is in."""
+    if conn.closed or conn.broken:
+        return
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", lock_key(service))
+        conn.execute("SELECT pg_catalog.pg_notify(%s, '')", [channel(service)])

@@ -322,18 +322,4 @@ def _run_squawk(binary: str, text: str) -> list[dict[str, Any]]:
 
 def accepted_findings(service: Service) -> dict[int, dict[str, str]]:
     """``lint_accepted = {"rule": "reason"}`` declared in each migration file, by version."""
-    script = service.script_directory()
-    result = {}
-    for m in service.migrations:
-        module = script.get_revision(m.revision).module
-        declared = getattr(module, "lint_accepted", {}) or {}
-        if not all(
-            isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in declared.items()
-        ):
-            raise UsageError(
-                f"{m.path.name}: lint_accepted must map each squawk rule to a non-empty reason",
-                service=service.name,
-                version=m.version,
-            )
-        result[m.version] = dict(declared)
-    return result
+    return {m.version: m.lint_accepted for m in service.migrations}

@@ -8,14 +8,16 @@ hands over to Alembic. Nothing here prints or exits; progress goes through a cal
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from alembic_common import db, deps, locking, services
+from alembic_common import db, deps, history, locking, services, settings
 from alembic_common.errors import (
+    ConnectionLostError,
     LockTimeoutError,
     MigrationError,
     ProductionGuardError,
@@ -24,8 +26,8 @@ from alembic_common.errors import (
     UsageError,
 )
 from alembic_common.services import Service, revision_id
-from alembic_common.settings import Settings, mask, resolve
-from alembic_common.state import Assessment, DbState, assess, legacy_gap, read
+from alembic_common.settings import Settings, mask
+from alembic_common.state import Assessment, DbState, assess, mismatched, read, refuse
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -92,6 +94,8 @@ class Status:
     legacy: bool
     problem: str | None
     held: list[int] = field(default_factory=list)  # pending, held back until 'up --contract'
+    # Applied versions whose recorded description is not the code's docstring any more.
+    renamed: list[int] = field(default_factory=list)
 
     @property
     def behind(self) -> bool:
@@ -138,21 +142,17 @@ def check_version(service: Service, disk: list[int], version: int) -> None:
     )
 
 
+def assess_for(service: Service, found: DbState) -> Assessment:
+    """Read a database's state against this service's history (owner included)."""
+    # Descriptions cost a parse of every file; only an unclaimed history needs them.
+    unclaimed = found.owner is None and bool(found.recorded) and found.alembic_table
+    descriptions = service.descriptions if unclaimed else None
+    return assess(service.disk_versions(), found, service.name, descriptions)
+
+
 def refuse_unusable(service: Service, found: Assessment) -> None:
-    """Stop when the database is ahead of the code or its history tables disagree."""
-    if found.unknown:
-        raise StateError(
-            f"{service.name}: the database is at version {max(found.unknown)} but this code knows "
-            f"only up to {found.head}; unknown versions {found.unknown}. Deploy the newer release "
-            "(or roll back with it) instead",
-            service=service.name,
-            version=max(found.unknown),
-        )
-    if found.problem:
-        raise StateError(
-            f"{service.name}: {found.problem}; fix the history before migrating",
-            service=service.name,
-        )
+    """Stop when the database is ahead of the code, another service's, or inconsistent."""
+    refuse(service.name, found)
 
 
 def refuse_production(service: Service, action: str, options: RunOptions) -> None:
@@ -179,10 +179,10 @@ def split_held(
     return plan[:first], plan[first:]
 
 
-def peer_settings(service: Service) -> Callable[[str], Settings]:
-    """How ``up`` finds another service's database: that service's own settings."""
+def peer_settings(service: Service, target: Settings) -> Callable[[str], Settings]:
+    """How ``up`` finds another service's database: that service's own setting, never a guess."""
     root = service.path.parent.parent
-    return lambda other: resolve(other, root=root)
+    return lambda other: settings.peer(other, target, root=root)
 
 
 def up(
@@ -203,7 +203,7 @@ def up(
     if target is not None:
         check_version(service, disk, target)
     with db.connect(settings, wait=options.wait) as conn:
-        found = assess(disk, read(conn))
+        found = assess_for(service, read(conn, service.schema))
         refuse_unusable(service, found)
         result = RunResult(service.name, settings.display, "up", found.current, found.current)
         pending = _pending_to(found, target)
@@ -212,9 +212,14 @@ def up(
         )
         if not found.legacy and not plan:
             return result  # the fast path: no Alembic, no SQLAlchemy, no lock
-        with locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress):
-            state = read(conn)
-            found = assess(disk, state)
+        with (
+            _losing_connection(service, settings, plan),
+            locking.advisory_lock(
+                conn, service.name, wait=options.lock_wait, on_wait=progress
+            ) as lock_pid,
+        ):
+            state = read(conn, service.schema)
+            found = assess_for(service, state)
             refuse_unusable(service, found)
             result.before = result.after = found.current
             pending = _pending_to(found, target)
@@ -223,21 +228,23 @@ def up(
             )
             if not found.legacy and not plan:
                 return result  # another replica did the work while we waited
-            # Load every file before changing anything, so a broken one is named up front;
-            # replicas that only waited never pay for importing Alembic.
-            contract_steps = [m.version for m in service.migrations if m.phase == "contract"]
+            service.scripts  # noqa: B018 - a file that does not import is named before any change
             if found.legacy:
-                result.adopted = _adopt(service, settings, state, disk, progress)
-                found = assess(disk, read(conn))
+                result.adopted = _adopt(service, conn, state, progress)
+                found = assess_for(service, read(conn, service.schema))
+                result.after = found.current
             plan, result.held = split_held(
-                _pending_to(found, target), contract_steps, options.contract
+                _pending_to(found, target),
+                service.contract_versions(_pending_to(found, target)),
+                options.contract,
             )
             if plan:
                 from alembic import command
 
                 known = services.discover(service.path.parent.parent)
-                deps.refuse_unmet(service, plan, peers or peer_settings(service), known)
+                deps.refuse_unmet(service, plan, peers or peer_settings(service, settings), known)
                 destination = revision_id(plan[-1])
+                guard = history.Guard(service.name, lock_pid)
                 result.steps = _run_alembic(
                     service,
                     settings,
@@ -246,8 +253,9 @@ def up(
                     plan,
                     conn,
                     lambda cfg: command.upgrade(cfg, destination),
+                    guard,
                 )
-            result.after = assess(disk, read(conn)).current
+                result.after = result.steps[-1] if result.steps else result.after
     if result.held and progress is not None:
         progress({"event": "held", "versions": result.held})
     return result
@@ -266,10 +274,15 @@ def down(
     disk = service.disk_versions()
     check_version(service, disk, version)
     with db.connect(settings, wait=options.wait) as conn:
-        refuse_unusable(service, assess(disk, read(conn)))
-        service.migrations  # noqa: B018 - name a broken file before anything changes
-        with locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress):
-            found = assess(disk, read(conn))
+        refuse_unusable(service, assess_for(service, read(conn, service.schema)))
+        plan_guess = sorted((v for v in disk if v >= version), reverse=True)
+        with (
+            _losing_connection(service, settings, plan_guess),
+            locking.advisory_lock(
+                conn, service.name, wait=options.lock_wait, on_wait=progress
+            ) as lock_pid,
+        ):
+            found = assess_for(service, read(conn, service.schema))
             refuse_unusable(service, found)
             if found.legacy:
                 raise StateError(
@@ -287,6 +300,7 @@ def down(
                 )
             from alembic import command
 
+            service.scripts  # noqa: B018 - a file that does not import is named before any change
             below = [v for v in disk if v < version]
             destination = revision_id(below[-1]) if below else "base"
             plan = sorted((v for v in found.applied if v >= version), reverse=True)
@@ -299,8 +313,11 @@ def down(
                 plan,
                 conn,
                 lambda cfg: command.downgrade(cfg, destination),
+                history.Guard(service.name, lock_pid),
             )
-            result.after = assess(disk, read(conn)).current
+            result.after = below[-1] if below and len(result.steps) == len(plan) else None
+            if len(result.steps) != len(plan):
+                result.after = assess_for(service, read(conn, service.schema)).current
     return result
 
 
@@ -308,8 +325,8 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
     """Every version the code knows, applied or pending, and the database's flags."""
     migrations = service.migrations
     with db.connect(settings, wait=wait) as conn:
-        state = read(conn)
-    found = assess([m.version for m in migrations], state)
+        state = read(conn, service.schema)
+    found = assess([m.version for m in migrations], state, service.name, service.descriptions)
     rows = []
     for m in migrations:
         recorded = state.recorded.get(m.version)
@@ -329,33 +346,77 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         found.legacy,
         found.problem,
         held,
+        mismatched(state, service.descriptions) if not found.legacy else [],
     )
 
 
 def _adopt(
-    service: Service,
-    settings: Settings,
-    state: DbState,
-    disk: list[int],
-    progress: Progress | None,
+    service: Service, conn: psycopg.Connection[Any], state: DbState, progress: Progress | None
 ) -> list[int]:
-    """Record Alembic's state for a database the previous system made, running nothing."""
-    gap = legacy_gap(disk, state)
-    if gap:
-        raise StateError(
-            f"{service.name}: the legacy schema_migrations skips version(s) {gap} below "
-            f"{max(state.recorded)}; refusing to adopt a history with holes",
-            service=service.name,
-            version=gap[0],
-        )
-    from alembic import command
+    """Record Alembic's state for a database the previous system made, running nothing.
 
+    One transaction on the lock session: a table that cannot be adopted was refused by
+    ``assess`` before this, and a failure here changes nothing.
+    """
+    assert state.shape is not None
     top = max(state.recorded)
-    with db.engine(settings).connect() as conn:
-        command.stamp(service.config(connection=conn, compare_models=False), revision_id(top))
+    history.stamp(conn, service.name, service.schema, state.shape, revision_id(top))
     if progress is not None:
         progress({"event": "adopted", "versions": sorted(state.recorded)})
     return sorted(state.recorded)
+
+
+@contextmanager
+def _losing_connection(service: Service, settings: Settings, plan: list[int]) -> Iterator[None]:
+    """Turn a connection that died under the run into one clear error about it."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise ConnectionLostError(
+            _lost(service, settings, None, exc), service=service.name
+        ) from exc
+
+
+def _is_disconnect(exc: BaseException, orig: Any) -> bool:
+    """A dead connection, as opposed to an SQL error on a live one."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
+def _lost(service: Service, settings: Settings, version: int | None, exc: BaseException) -> str:
+    """Say what a lost connection did to the step that was running, after looking again."""
+    cause = _first_line(exc)
+    if version is None:
+        return (
+            f"{service.name}: the connection to {settings.label} was lost ({cause}); "
+            "no migration step was running"
+        )
+    verdict = f"version {version} was rolled back"
+    try:
+        probe = Settings(service.name, settings.url, settings.source, 3, settings.embedded_dir)
+        with db.connect(probe) as conn:
+            now = assess_for(service, read(conn, service.schema)).current
+        if now is not None and now >= version:
+            verdict = f"version {version} had committed before the connection went"
+        else:
+            verdict += f" (the database is at {now if now is not None else 'no version'})"
+    except (MigrationError, psycopg.Error):
+        verdict += " by the server; run 'status' once it is reachable again"
+    return (
+        f"{service.name}: the connection to {settings.label} was lost during version {version} "
+        f"({cause}); {verdict}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return mask(lines[0]) if lines else type(exc).__name__
 
 
 def _run_alembic(
@@ -364,8 +425,9 @@ def _run_alembic(
     options: RunOptions,
     progress: Progress | None,
     plan: list[int],
-    lock_conn: psycopg.Connection,
+    lock_conn: psycopg.Connection[Any],
     run: Callable[[Config], None],
+    guard: history.Guard,
 ) -> list[int]:
     """Run one Alembic command, retrying lock timeouts; return the versions it committed."""
     from sqlalchemy.exc import DBAPIError
@@ -386,6 +448,7 @@ def _run_alembic(
                 run(
                     service.config(
                         connection=conn,
+                        guard=guard,
                         atomic=options.atomic,
                         lock_timeout_ms=int(options.lock_timeout * 1000),
                         statement_timeout_ms=int(options.statement_timeout * 1000),
@@ -403,6 +466,12 @@ def _run_alembic(
             if not options.atomic:
                 committed += done
             orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+            if _is_disconnect(exc, orig):
+                raise ConnectionLostError(
+                    _lost(service, settings, version, orig or exc),
+                    service=service.name,
+                    version=version,
+                ) from exc
             if isinstance(orig, psycopg.errors.LockNotAvailable):
                 if attempt < options.retries:
                     delay = min(8.0, 0.25 * 2**attempt)
@@ -420,7 +489,7 @@ def _run_alembic(
                 raise LockTimeoutError(
                     f"{service.name}: version {version} could not take a lock within "
                     f"{options.lock_timeout:g}s after {options.retries + 1} attempts "
-                    f"({_lock_holders(lock_conn)}); it was rolled back",
+                    f"({_lock_holders(lock_conn, service.schema)}); it was rolled back",
                     service=service.name,
                     version=version,
                 ) from exc
@@ -446,17 +515,23 @@ def _step_failure(
     return f"{service.name}: version {version} failed and was rolled back ({kept}): {detail}"
 
 
-def _lock_holders(conn: psycopg.Connection) -> str:
+def _lock_holders(conn: psycopg.Connection[Any], schema: str) -> str:
     """Which sessions hold locks on this database's tables, as far as PostgreSQL can tell."""
     rows = conn.execute(
         """
-        SELECT DISTINCT l.relation::regclass::text, a.pid, coalesce(a.state, '?')
-        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        SELECT DISTINCT CASE WHEN n.nspname = %s THEN c.relname::text
+                             ELSE n.nspname || '.' || c.relname END, a.pid, coalesce(a.state, '?')
+        FROM pg_catalog.pg_locks l
+        JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+        JOIN pg_catalog.pg_class c ON c.oid = l.relation
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
         WHERE l.granted AND l.locktype = 'relation' AND l.relation >= 16384
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND a.pid <> pg_backend_pid()
+          AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                            WHERE d.datname = pg_catalog.current_database())
+          AND a.pid <> pg_catalog.pg_backend_pid()
         ORDER BY 1 LIMIT 3
-        """
+        """,
+        [schema],
     ).fetchall()
     if not rows:
         return "the holder had gone by the time we looked"

@@ -15,10 +15,10 @@ from psycopg import sql
 
 from alembic_common import db, locking
 from alembic_common.errors import ScriptError, StateError, UsageError
-from alembic_common.runner import RunOptions, refuse_production, refuse_unusable
+from alembic_common.runner import RunOptions, assess_for, refuse_production, refuse_unusable
 from alembic_common.services import Service
 from alembic_common.settings import Settings
-from alembic_common.state import assess, read
+from alembic_common.state import read
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,10 @@ def seed(
     module = load(service, profile)
     inserted = 0
     with (
-        db.connect(settings, wait=options.wait) as conn,
+        db.connect(settings, wait=options.wait, search_path=service.schema) as conn,
         locking.advisory_lock(conn, service.name, wait=options.lock_wait),
     ):
-        found = assess(service.disk_versions(), read(conn))
+        found = assess_for(service, read(conn, service.schema))
         refuse_unusable(service, found)
         if found.current is None or found.current < module.schema_version:
             raise StateError(

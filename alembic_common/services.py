@@ -1,12 +1,16 @@
-"""Service discovery and loading: each ``services/<name>/alembic.ini`` is one service.
+"""Service discovery and each service's history as declared in its migration files.
 
-Adding a service means adding a folder; nothing here names one. Loading the history
-(Alembic's ScriptDirectory) is kept apart from reading version numbers off file names,
-which is all the no-op fast path needs.
+Each ``services/<name>/alembic.ini`` is one service; adding a service is adding a
+folder. A migration file's facts (revision, parent, description, ``phase``, ``requires``,
+``lint_accepted``) are read once per process from the file's syntax tree, never by
+importing it and never from free text, so the no-op start and ``status`` stay free of
+Alembic. Alembic's own ScriptDirectory is built only when something will run.
 """
 
 from __future__ import annotations
 
+import ast
+import configparser
 import importlib.util
 import re
 import sys
@@ -17,32 +21,30 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alembic_common.embedded import project_root
 from alembic_common.errors import ConfigError, ScriptError
+from alembic_common.paths import project_root
 
 if TYPE_CHECKING:
     from alembic.config import Config
-    from alembic.script import Script, ScriptDirectory
+    from alembic.script import ScriptDirectory
     from sqlalchemy import MetaData
 
 VERSION_FILE = re.compile(r"^(\d{4,})_[a-z0-9_]+\.py$")
-PHASES = {"expand", "contract"}
-# Read straight from a file's text, so a no-op start knows without importing Alembic.
-_CONTRACT_LINE = re.compile(r"""^phase(\s*:\s*str)?\s*=\s*["']contract["']""", re.MULTILINE)
+PHASES = ("expand", "contract")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {"all"}
-
-
-def version_of(revision: str) -> int:
-    """The integer version a revision id stands for: ``"0004"`` is 4."""
-    if not revision.isdigit():
-        raise ScriptError(f"revision id {revision!r} is not a zero-padded integer such as '0004'")
-    return int(revision)
+DECLARED = ("revision", "down_revision", "phase", "requires", "lint_accepted")
 
 
 def revision_id(version: int) -> str:
     """The revision id for an integer version: 4 is ``"0004"``."""
     return f"{version:04d}"
+
+
+def describe_doc(doc: str | None, revision: str) -> str:
+    """The one-line description of a revision: its docstring's first paragraph."""
+    first = re.split(r"\n\s*\n", (doc or "").strip(), maxsplit=1)[0]
+    return " ".join(first.split()) or f"revision {revision}"
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,130 @@ class Migration:
     path: Path
     requires: dict[str, int] = field(default_factory=dict)  # other service -> version
     phase: str = "expand"  # "contract": held back from a plain up (see RunOptions.contract)
+    down_revision: str | None = None
+    lint_accepted: dict[str, str] = field(default_factory=dict)  # squawk rule -> reason
 
 
-def describe(script: Script) -> str:
-    """The one-line description of a revision: its docstring's first paragraph."""
-    return " ".join((script.doc or "").split()) or f"revision {script.revision}"
+def _literal(path: Path, name: str, node: ast.expr) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise ScriptError(f"{path.name}: {name} must be a literal value") from None
+
+
+def _declared(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """A migration file's docstring and its top-level declarations, from its syntax tree."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise ScriptError(f"{path.name}: cannot be parsed: {exc.msg} (line {exc.lineno})") from None
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in DECLARED:
+            found[target.id] = _literal(path, target.id, value)
+    return ast.get_docstring(tree), found
+
+
+def _check_declared(path: Path, values: dict[str, Any]) -> None:
+    """Refuse malformed declarations, naming the file (Django's BadMigrationError)."""
+    if values.get("phase", "expand") not in PHASES:
+        raise ScriptError(f"{path.name}: phase must be one of {', '.join(map(repr, PHASES))}")
+    requires = values.get("requires") or {}
+    if not isinstance(requires, dict) or not all(
+        isinstance(k, str) and type(v) is int and v > 0 for k, v in requires.items()
+    ):
+        raise ScriptError(
+            f'{path.name}: requires must map service names to versions, e.g. requires = {{"patient": 1}}'
+        )
+    accepted = values.get("lint_accepted") or {}
+    if not isinstance(accepted, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in accepted.items()
+    ):
+        raise ScriptError(
+            f"{path.name}: lint_accepted must map each squawk rule to a non-empty reason"
+        )
+    down = values.get("down_revision")
+    if down is not None and not isinstance(down, str):
+        raise ScriptError(f"{path.name}: down_revision must be one revision id (or None)")
+
+
+def load_migration(path: Path, version: int) -> Migration:
+    """Read one migration file's declarations; refuse it if they are malformed."""
+    doc, values = _declared(path)
+    revision = values.get("revision")
+    if revision != revision_id(version):
+        raise ScriptError(
+            f"{path.name}: revision must be {revision_id(version)!r}, matching the file name "
+            f"(found {revision!r})"
+        )
+    _check_declared(path, values)
+    return Migration(
+        version,
+        revision,
+        describe_doc(doc, revision),
+        path,
+        dict(values.get("requires") or {}),
+        values.get("phase", "expand"),
+        values.get("down_revision"),
+        dict(values.get("lint_accepted") or {}),
+    )
+
+
+def chain(name: str, migrations: list[Migration]) -> list[Migration]:
+    """Check that the migrations form one line from a single base; return them oldest first."""
+    by_revision = {m.revision: m for m in migrations}
+    children: dict[str | None, list[str]] = {}
+    for m in migrations:
+        if m.down_revision is not None and m.down_revision not in by_revision:
+            raise ScriptError(
+                f"{name}: {m.path.name} revises {m.down_revision!r}, which no file has"
+            )
+        children.setdefault(m.down_revision, []).append(m.revision)
+    heads = sorted(r for r in by_revision if r not in children)
+    if len(heads) > 1:
+        raise ScriptError(
+            f"{name}: the history has {len(heads)} heads ({', '.join(heads)}); it must be one "
+            "line: give the newer revision a higher number and one parent"
+        )
+    bases = children.get(None, [])
+    if migrations and len(bases) != 1:
+        raise ScriptError(f"{name}: the history must have exactly one base revision, found {bases}")
+    ordered: list[Migration] = []
+    nxt = bases[0] if bases else None
+    while nxt is not None:
+        ordered.append(by_revision[nxt])
+        following = children.get(nxt, [])
+        if len(following) > 1:
+            raise ScriptError(
+                f"{name}: the history branches after {nxt} ({', '.join(sorted(following))}); "
+                "it must be one line"
+            )
+        nxt = following[0] if following else None
+    if len(ordered) != len(migrations) or [m.version for m in ordered] != sorted(
+        m.version for m in ordered
+    ):
+        raise ScriptError(f"{name}: the history is not one line of increasing versions")
+    return ordered
+
+
+# Services loaded in this process, so that a forked worker finds the parent's instance
+# (its history already parsed and its ScriptDirectory already built) instead of a copy.
+_LOADED: dict[tuple[str, str], Service] = {}
+
+
+def remember(service: Service) -> None:
+    """Make ``service`` (with whatever it has loaded) the one workers forked later will use."""
+    _LOADED[(service.name, str(service.path))] = service
+
+
+def _restore(name: str, path: str) -> Service:
+    return _LOADED.get((name, path)) or Service(name, Path(path))
 
 
 @dataclass(frozen=True)
@@ -69,6 +190,11 @@ class Service:
     name: str
     path: Path
 
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        # Sent to a worker by name and folder: the loaded history (modules included)
+        # does not pickle, and the worker has it already if the parent remembered it.
+        return _restore, (self.name, str(self.path))
+
     @property
     def ini(self) -> Path:
         return self.path / "alembic.ini"
@@ -77,18 +203,43 @@ class Service:
     def versions_dir(self) -> Path:
         return self.path / "migrations" / "versions"
 
+    @cached_property
+    def schema(self) -> str:
+        """The schema of the version tables: ``version_table_schema`` in alembic.ini, or public."""
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(self.ini)
+        return parser.get("alembic", "version_table_schema", fallback="").strip() or "public"
+
     def _files(self) -> dict[int, Path]:
         found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
         return {int(m.group(1)): p for m, p in found if m}
 
     def disk_versions(self) -> list[int]:
-        """Version numbers read off the file names alone, without importing anything."""
+        """Version numbers read off the file names alone."""
         return sorted(self._files())
 
-    def contract_versions(self, versions: list[int]) -> list[int]:
-        """Which of ``versions`` are contract steps, read from the files' text."""
+    @cached_property
+    def migrations(self) -> list[Migration]:
+        """Every migration, oldest first, checked to be one line of integer versions."""
         files = self._files()
-        return [v for v in versions if v in files and _CONTRACT_LINE.search(files[v].read_text())]
+        try:
+            return chain(self.name, [load_migration(files[v], v) for v in sorted(files)])
+        except ScriptError as exc:
+            exc.service = self.name
+            raise
+
+    @property
+    def head(self) -> int | None:
+        return self.migrations[-1].version if self.migrations else None
+
+    @property
+    def descriptions(self) -> dict[int, str]:
+        return {m.version: m.description for m in self.migrations}
+
+    def contract_versions(self, versions: list[int]) -> list[int]:
+        """Which of ``versions`` are contract steps."""
+        phases = {m.version: m.phase for m in self.migrations}
+        return [v for v in versions if phases.get(v) == "contract"]
 
     def config(self, output_buffer: Any = None, **attributes: Any) -> Config:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""
@@ -99,47 +250,17 @@ class Service:
         cfg.attributes.setdefault("service", self.name)
         return cfg
 
-    def script_directory(self) -> ScriptDirectory:
+    @cached_property
+    def scripts(self) -> ScriptDirectory:
+        """Alembic's view of the history, built once, every file imported (a broken one is named)."""
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(self.config())
-
-    @cached_property
-    def migrations(self) -> list[Migration]:
-        """Every revision, oldest first, checked to be a single line of integer versions."""
-        script = self.script_directory()
+        script = ScriptDirectory.from_config(self.config())
         try:
-            revisions = list(script.walk_revisions())
+            list(script.walk_revisions())
         except Exception as exc:  # a revision file that does not import
             raise ScriptError(_load_failure(self, exc), service=self.name) from exc
-        heads = script.get_heads()
-        if len(heads) > 1:
-            raise ScriptError(
-                f"{self.name}: the history has {len(heads)} heads ({', '.join(sorted(heads))}); "
-                "it must be one line: give the newer revision a higher number and one parent",
-                service=self.name,
-            )
-        result = []
-        for rev in reversed(revisions):
-            version = version_of(rev.revision)
-            path = Path(rev.path)
-            if not path.name.startswith(rev.revision + "_"):
-                raise ScriptError(
-                    f"{path.name}: revision id {rev.revision!r} must match the file name's number",
-                    service=self.name,
-                )
-            requires = _requires(rev, self.name)
-            phase = getattr(rev.module, "phase", "expand")
-            if phase not in PHASES:
-                raise ScriptError(
-                    f"{path.name}: phase must be one of {sorted(PHASES)}", service=self.name
-                )
-            result.append(Migration(version, rev.revision, describe(rev), path, requires, phase))
-        return result
-
-    @property
-    def head(self) -> int | None:
-        return self.migrations[-1].version if self.migrations else None
+        return script
 
     def metadata(self) -> MetaData:
         """The service's SQLAlchemy metadata (``target_metadata`` in ``models.py``)."""
@@ -159,21 +280,7 @@ class Service:
             except Exception as exc:
                 del sys.modules[module_name]
                 raise ScriptError(_load_failure(self, exc), service=self.name) from exc
-        return sys.modules[module_name].target_metadata
-
-
-def _requires(script: Script, service: str) -> dict[str, int]:
-    """A revision's ``requires = {"patient": 1}``: versions other services must have reached."""
-    declared = getattr(script.module, "requires", None) or {}
-    if not isinstance(declared, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in declared.items()
-    ):
-        raise ScriptError(
-            f"{Path(script.path).name}: requires must map service names to versions, "
-            f'e.g. requires = {{"patient": 1}}',
-            service=service,
-        )
-    return dict(declared)
+        return sys.modules[module_name].target_metadata  # type: ignore[no-any-return]
 
 
 def _load_failure(service: Service, exc: BaseException) -> str:

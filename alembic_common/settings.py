@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from alembic_common import embedded, paths
+from alembic_common.embedded import default_database
 from alembic_common.errors import ConfigError
 
 SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql"}
@@ -149,11 +151,6 @@ def url_from_parts(service: str, opts: HostOptions) -> str:
     return f"postgresql://{creds}@{host}:{port}/{quote(database, safe='')}"
 
 
-def default_database(service: str) -> str:
-    """The seed's database name for a service, e.g. ``patient_service_db``."""
-    return f"{service}_service_db"
-
-
 def with_password(url: str, password: str) -> str:
     """Put a password (from a file) into a URL that has none."""
     parts = urlsplit(url)
@@ -176,6 +173,16 @@ def env_var(service: str) -> str:
     return f"{service.upper()}_DATABASE_URL"
 
 
+def _given(name: str, value: str) -> str:
+    """A URL setting that is present must not be empty: an unset shell variable is not a choice."""
+    if not value.strip():
+        raise ConfigError(
+            f"{name} is empty (an unset shell variable?); give a postgresql:// URL, "
+            "or leave it out to use the next setting"
+        )
+    return value
+
+
 def explicit_url(
     service: str,
     *,
@@ -184,14 +191,21 @@ def explicit_url(
     environ: Mapping[str, str] = os.environ,
 ) -> tuple[str, str] | None:
     """The URL from the first explicit source that is set, with that source's name."""
-    if url:
-        return normalize_url(url), "--url"
+    if url is not None:
+        return normalize_url(_given("--url", url)), "--url"
     for var in (env_var(service), "DATABASE_URL"):
-        if environ.get(var):
-            return normalize_url(environ[var]), var
+        if var in environ:
+            return normalize_url(_given(var, environ[var])), var
     if host.given():
         return url_from_parts(service, host), "--host/--port/--user/--database"
     return None
+
+
+def embedded_settings(service: str, connect_timeout: int, root: Path | None) -> Settings:
+    """The service's own database on the embedded server (started if needed)."""
+    data_dir = paths.data_dir(root)
+    url = embedded.url_for(service, data_dir)
+    return Settings(service, url, "embedded", connect_timeout, data_dir)
 
 
 def resolve(
@@ -209,12 +223,33 @@ def resolve(
         raise ConfigError("--connect-timeout must be at least 1 second")
     found = explicit_url(service, url=url, host=host, environ=environ)
     if found is None:
-        from alembic_common import embedded
-
-        data_dir = embedded.data_dir(root)
-        resolved, source = embedded.url_for(service, data_dir), "embedded"
-        return Settings(service, resolved, source, connect_timeout, data_dir)
+        return embedded_settings(service, connect_timeout, root)
     resolved, source = found
     if password_file is not None:
         resolved = with_password(resolved, read_password_file(password_file))
     return Settings(service, resolved, source, connect_timeout)
+
+
+def peer(
+    other: str,
+    target: Settings,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    root: Path | None = None,
+) -> Settings:
+    """Where another service's database is, as seen from a run against ``target``.
+
+    Only that service's own variable names it; the embedded server is used only when the
+    target itself is embedded. ``DATABASE_URL`` names one database, so it is never a peer.
+    """
+    var = env_var(other)
+    if var in environ:
+        return Settings(
+            other, normalize_url(_given(var, environ[var])), var, target.connect_timeout
+        )
+    if target.source == "embedded":
+        return embedded_settings(other, target.connect_timeout, root)
+    raise ConfigError(
+        f"set {var} to the {other} service's database: it cannot be guessed when "
+        f"{target.service}'s database comes from {target.source}"
+    )

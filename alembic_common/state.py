@@ -1,18 +1,51 @@
 """What a database holds (read with plain psycopg) and what that means against the code.
 
 ``read`` is the only query; ``assess`` is a pure function, so every decision about
-pending, unknown, legacy and inconsistent states is made in one place and tested as data.
+pending, unknown, legacy, foreign and inconsistent states is made in one place and
+tested as data. Both version tables are read in the service's configured schema, by
+their qualified names, with ``pg_catalog`` functions only: a hostile ``search_path``
+cannot make a database look migrated.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
+from psycopg import sql
+
+from alembic_common.errors import StateError
+from alembic_common.history import (
+    ALEMBIC_TABLE,
+    TABLE,
+    Column,
+    Shape,
+    owner_of,
+    qualified,
+    regclass_name,
+    shape_problem,
+)
+
+# A revision id as this toolkit writes it: four or more ASCII digits.
+REVISION = re.compile(r"[0-9]{4,}")
 
 _PROBE = """
-SELECT to_regclass('alembic_version') IS NOT NULL, to_regclass('schema_migrations') IS NOT NULL
+SELECT pg_catalog.to_regclass(%(alembic)s) IS NOT NULL,
+       pg_catalog.to_regclass(%(history)s) IS NOT NULL,
+       pg_catalog.obj_description(pg_catalog.to_regclass(%(history)s), 'pg_class'),
+       (SELECT pg_catalog.array_agg(pg_catalog.json_build_array(
+                   a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+                   a.attnotnull, a.atthasdef) ORDER BY a.attnum)
+          FROM pg_catalog.pg_attribute a
+         WHERE a.attrelid = pg_catalog.to_regclass(%(history)s)
+           AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT pg_catalog.array_agg(a.attname ORDER BY a.attnum)
+          FROM pg_catalog.pg_constraint c
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+         WHERE c.conrelid = pg_catalog.to_regclass(%(history)s) AND c.contype = 'p')
 """
 
 
@@ -33,23 +66,35 @@ class DbState:
     history_table: bool = False
     heads: tuple[str, ...] = ()
     recorded: dict[int, Recorded] = field(default_factory=dict)
+    owner: str | None = None  # the service the history table's comment names
+    shape: Shape | None = None  # the history table's columns, when it exists
 
 
-def read(conn: psycopg.Connection) -> DbState:
+def read(conn: psycopg.Connection[Any], schema: str = "public") -> DbState:
     """Read ``alembic_version`` and ``schema_migrations`` without taking any lock of note."""
-    alembic_table, history_table = conn.execute(_PROBE).fetchone() or (False, False)
+    names = {
+        "alembic": regclass_name(schema, ALEMBIC_TABLE),
+        "history": regclass_name(schema, TABLE),
+    }
+    row = conn.execute(_PROBE, names).fetchone()
+    assert row is not None
+    alembic_table, history_table, comment, columns, primary_key = row
     heads: tuple[str, ...] = ()
     recorded: dict[int, Recorded] = {}
+    shape = None
     if alembic_table:
-        heads = tuple(r[0] for r in conn.execute("SELECT version_num FROM alembic_version"))
+        query = sql.SQL("SELECT version_num::text FROM {}").format(qualified(schema, ALEMBIC_TABLE))
+        heads = tuple(str(r[0]) for r in conn.execute(query))
     if history_table:
-        rows = conn.execute(
-            "SELECT version, description, applied_at FROM schema_migrations ORDER BY version"
-        )
-        recorded = {r[0]: Recorded(*r) for r in rows}
+        shape = Shape(tuple(Column(*c) for c in columns or ()), tuple(primary_key or ()))
+        if shape_problem(shape) is None:
+            query = sql.SQL(
+                "SELECT version, description, applied_at FROM {} ORDER BY version"
+            ).format(qualified(schema, TABLE))
+            recorded = {r[0]: Recorded(r[0], r[1] or "", r[2]) for r in conn.execute(query)}
     if not conn.autocommit:
         conn.rollback()
-    return DbState(alembic_table, history_table, heads, recorded)
+    return DbState(alembic_table, history_table, heads, recorded, owner_of(comment), shape)
 
 
 @dataclass(frozen=True)
@@ -63,6 +108,7 @@ class Assessment:
     unknown: list[int]
     legacy: bool
     problem: str | None
+    owner: str | None = None  # who the history says owns the database (None: unclaimed)
 
     @property
     def ahead(self) -> bool:
@@ -73,26 +119,63 @@ class Assessment:
         return self.problem is None
 
 
-def _current(heads: tuple[str, ...]) -> tuple[int | None, str | None]:
+def _shown(value: str) -> str:
+    """A value read from the database, safe to put in one line."""
+    text = value if len(value) <= 40 else value[:37] + "..."
+    return repr(text)
+
+
+def _current(heads: tuple[str, ...], disk: list[int]) -> tuple[int | None, str | None]:
+    """The version ``alembic_version`` names, or why it names none this code can use."""
     if not heads:
         return None, None
     if len(heads) > 1:
-        return None, f"alembic_version holds {len(heads)} heads ({', '.join(heads)})"
-    if not heads[0].isdigit():
-        return None, f"alembic_version holds {heads[0]!r}, which is not an integer version"
-    return int(heads[0]), None
+        listed = ", ".join(_shown(h) for h in heads[:5])
+        return None, f"alembic_version holds {len(heads)} rows ({listed}); it must hold one"
+    head = heads[0]
+    canonical = REVISION.fullmatch(head) is not None and head == f"{int(head):04d}"
+    if canonical and (int(head) in disk or int(head) > max(disk, default=0)):
+        return int(head), None
+    known = f"{disk[0]:04d}..{disk[-1]:04d}" if disk else "none"
+    return None, (
+        f"alembic_version holds {_shown(head)}, which is not a revision of this service "
+        f"(its revisions are {known})"
+    )
 
 
-def assess(disk: list[int], state: DbState) -> Assessment:
-    """Compare the database's two tables with each other and with the versions on disk."""
+def _gap(disk: list[int], recorded: set[int]) -> list[int]:
+    top = max(recorded, default=0)
+    return [v for v in disk if v <= top and v not in recorded]
+
+
+def assess(
+    disk: list[int],
+    state: DbState,
+    service: str | None = None,
+    descriptions: dict[int, str] | None = None,
+) -> Assessment:
+    """Compare the database's two tables with each other and with the versions on disk.
+
+    ``service`` and ``descriptions`` (the code's, by version) let it tell a database that
+    belongs to another service from one that is simply behind.
+    """
     head = max(disk) if disk else None
     recorded = set(state.recorded)
-    legacy = not state.heads and bool(recorded)
-    current, problem = _current(state.heads)
+    problem = shape_problem(state.shape) if state.shape is not None else None
+    legacy = not state.alembic_table and bool(recorded)
+    current, head_problem = _current(state.heads, disk)
+    problem = problem or head_problem
+    if state.alembic_table and not state.heads and recorded and problem is None:
+        problem = "alembic_version is empty but schema_migrations has rows"
     if legacy:
         current = max(recorded)
     known = set(disk)
     unknown = sorted((recorded | ({current} if current is not None else set())) - known)
+    if legacy and problem is None and not unknown and _gap(disk, recorded):
+        problem = (
+            f"the legacy schema_migrations skips version(s) {_gap(disk, recorded)} below "
+            f"{max(recorded)}; refusing to adopt a history with holes"
+        )
     if problem is None and not legacy and not unknown:
         expected = {v for v in disk if current is not None and v <= current}
         if recorded != expected:
@@ -105,6 +188,8 @@ def assess(disk: list[int], state: DbState) -> Assessment:
                 )
                 if part
             )
+    if service is not None:
+        problem = _foreign(service, state, legacy, descriptions or {}) or problem
     if legacy or problem:
         applied = sorted(recorded & known)
     else:
@@ -113,10 +198,51 @@ def assess(disk: list[int], state: DbState) -> Assessment:
         pending = [v for v in disk if v not in recorded]
     else:
         pending = [v for v in disk if current is None or v > current]
-    return Assessment(current, head, applied, pending, unknown, legacy, problem)
+    return Assessment(current, head, applied, pending, unknown, legacy, problem, state.owner)
 
 
-def legacy_gap(disk: list[int], state: DbState) -> list[int]:
-    """Versions missing below the newest legacy row (the old system skipped them)."""
-    top = max(state.recorded, default=0)
-    return [v for v in disk if v <= top and v not in state.recorded]
+def _foreign(
+    service: str, state: DbState, legacy: bool, descriptions: dict[int, str]
+) -> str | None:
+    """Why this database is another service's, if it is (None: it is ours or unclaimed)."""
+    if state.owner is not None:
+        if state.owner == service:
+            return None
+        return (
+            f"this database belongs to the {state.owner} service, not {service}; "
+            f"give {service} its own database ({service.upper()}_DATABASE_URL)"
+        )
+    if legacy or not state.recorded or not descriptions:
+        return None
+    # Unclaimed history written by an older release of this toolkit: its descriptions
+    # are the docstrings of the service that wrote it.
+    if any(descriptions.get(v) == r.description for v, r in state.recorded.items()):
+        return None
+    first = min(state.recorded)
+    return (
+        f"this database's history is not {service}'s (version {first} is "
+        f"{_shown(state.recorded[first].description)}); is it another service's database?"
+    )
+
+
+def mismatched(state: DbState, descriptions: dict[int, str]) -> list[int]:
+    """Applied versions whose recorded description differs from the code's docstring."""
+    return sorted(
+        v
+        for v, r in state.recorded.items()
+        if v in descriptions and " ".join(r.description.split()) != descriptions[v]
+    )
+
+
+def refuse(service: str, found: Assessment) -> None:
+    """Stop when the database is ahead of the code, another service's, or its tables disagree."""
+    if found.unknown:
+        raise StateError(
+            f"{service}: the database is at version {max(found.unknown)} but this code knows "
+            f"only up to {found.head}; unknown versions {found.unknown}. Deploy the newer release "
+            "(or roll back with it) instead",
+            service=service,
+            version=max(found.unknown),
+        )
+    if found.problem:
+        raise StateError(f"{service}: {found.problem}; nothing was changed", service=service)

@@ -16,7 +16,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from alembic_common import embedded  # noqa: E402
+from alembic_common import embedded, paths  # noqa: E402
 from alembic_common.settings import Settings, normalize_url  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def server() -> str:
     for var in ("BENCH_DATABASE_URL", "TEST_DATABASE_URL"):
         if os.environ.get(var):
             return normalize_url(os.environ[var])
-    return embedded.server_url(embedded.data_dir(ROOT))
+    return embedded.server_url(paths.data_dir(ROOT))
 
 
 def create_db(server_url: str) -> str:

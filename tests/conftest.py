@@ -21,7 +21,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from alembic_common import embedded, runner, services
+from alembic_common import embedded, paths, runner, services
 from alembic_common.cli import app
 from alembic_common.settings import Settings, normalize_url
 
@@ -33,7 +33,7 @@ CONNECTION_VARS = ("DATABASE_URL", "APP_ENV", "PGPASSWORD", "MIGRATE_ROOT", "MIG
 def _server_url() -> str:
     if os.environ.get("TEST_DATABASE_URL"):
         return normalize_url(os.environ["TEST_DATABASE_URL"])
-    return embedded.server_url(embedded.data_dir(ROOT))
+    return embedded.server_url(paths.data_dir(ROOT))
 
 
 @pytest.fixture(scope="session")
@@ -225,3 +225,122 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"postgresql://postgres:{{password}}@/authdb?host={conf.host}&port={conf.port}"
     finally:
         server.cleanup()
+
+
+class Spawned:
+    """A ``migrate`` (or any) subprocess whose stderr lines are collected as they arrive,
+    so a test can wait for an observable state ("waiting up to ...") instead of sleeping."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        import queue
+        import threading
+
+        full_env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARS}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._out: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(
+            target=lambda: self._out.append(self.proc.stdout.read() if self.proc.stdout else ""),
+            daemon=True,
+        ).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """Block until a stderr line containing ``text`` arrives; return it."""
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no stderr line with {text!r}; saw {self.seen}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for exit; return (code, stdout, all of stderr)."""
+        import time
+
+        code = self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + 5
+        while not self._out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return code, "".join(self._out), "".join(self.seen)
+
+
+def migrate_cmd(*args: str) -> list[str]:
+    """The command line of ``python scripts/migrate.py ARGS``."""
+    return [sys.executable, str(ROOT / "scripts" / "migrate.py"), *args]
+
+
+def add_step(
+    root: Path, service: str, body: str, description: str = "Extra step", *, header: str = ""
+) -> int:
+    """Append an ordinary migration after the copy's head; return its version.
+
+    ``body`` is the indented body of ``upgrade()``; ``header`` goes at module level.
+    """
+    svc = services.get(service, root)
+    head = svc.head or 0
+    new = head + 1
+    down = f'"{head:04d}"' if head else "None"
+    (svc.versions_dir / f"{new:04d}_extra_{new}.py").write_text(
+        f'"""{description}"""\n\nfrom alembic import op\n\n'
+        f'revision = "{new:04d}"\ndown_revision = {down}\n'
+        f"branch_labels = None\ndepends_on = None\n{header}\n\n"
+        f"def upgrade():\n{body}\n\n\ndef downgrade():\n    pass\n"
+    )
+    return new
+
+
+def backends(url: str, like: str) -> list[int]:
+    """Pids of other sessions on ``url``'s database whose current query matches ``like``."""
+    rows = query(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND query LIKE %s",
+        [like],
+    )
+    return [r[0] for r in rows]
+
+
+def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
+    """Poll ``check()`` until it returns something truthy (an observable state); return it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def applied_by_default(name: str, root: Path = ROOT) -> list[int]:
+    """What a plain ``up`` applies on an empty database: every version before the first
+    contract step (derived from the history, so a new migration does not break tests)."""
+    versions: list[int] = []
+    for m in services.get(name, root).migrations:
+        if m.phase == "contract":
+            break
+        versions.append(m.version)
+    return versions

@@ -87,3 +87,59 @@ class SilentServer:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+class CuttingRelay:
+    """A TCP relay on 127.0.0.1 to the real server that can cut every connection at once.
+
+    It stands in for a network fault: ``cut()`` closes both ends of every relayed
+    connection, as a dropped route or a load balancer restart would.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url, self.port = url, free_port()
+        self._stop = threading.Event()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> CuttingRelay:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.cut()
+        self._thread.join(timeout=5)
+
+    def cut(self) -> int:
+        """Close every relayed connection; return how many there were."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for s in pair:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
+        return len(pairs)
+
+    def _serve(self) -> None:
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen()
+            listener.settimeout(0.2)
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                upstream = _target(self.url)
+                with self._lock:
+                    self._pairs.append((client, upstream))
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()

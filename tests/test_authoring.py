@@ -186,7 +186,8 @@ def test_plan_shows_what_up_then_runs_and_changes_nothing(db: str) -> None:
     assert [v["version"] for v in plan["versions"]] == [3, 4]  # 5 is a contract step: held
     statements = [s for v in plan["versions"] for s in v["statements"]]
     assert any(
-        "INSERT INTO schema_migrations" in s["sql"] and "(4, 'Add phone_international" in s["sql"]
+        "INSERT INTO public.schema_migrations" in s["sql"]
+        and "(4, 'Add phone_international" in s["sql"]
         for s in statements
     )
     batch = next(s for s in statements if s["sql"].startswith("WITH batch AS"))
@@ -217,12 +218,12 @@ def test_plan_down_and_plan_from_base() -> None:
     down = run_cli("patient", "plan", "--down", "--version", "3", "--sql")
     assert down.exit_code == 0, down.output
     assert "-- version 4:" in down.stdout and "-- version 3:" in down.stdout
-    assert "DELETE FROM schema_migrations WHERE schema_migrations.version = 4" in down.stdout
+    assert "DELETE FROM public.schema_migrations WHERE version = 4" in down.stdout
     assert down.stdout.index("-- version 4:") < down.stdout.index("-- version 3:")
     full = run_cli("user", "plan", "--sql")
     assert (
         "CREATE TABLE healthcare_entities" in full.stdout
-        and "INSERT INTO schema_migrations" in full.stdout
+        and "INSERT INTO public.schema_migrations" in full.stdout
     )
     assert run_cli("patient", "plan", "--down").exit_code == 2
 
