@@ -286,7 +286,9 @@ def _json(data: Any) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output is never wrapped: a line is a record.
+    width = None if sys.stdout.isatty() else 10_000
+    return Console(highlight=False, soft_wrap=width is not None, width=width)
 
 
 @dataclass(frozen=True)
@@ -370,6 +372,13 @@ def _emit(result: runner.RunResult, as_json: bool) -> None:
     steps = ", ".join(map(str, result.steps)) or "nothing"
     before, after = (v if v is not None else "empty" for v in (result.before, result.after))
     typer.echo(f"{name}: {before} -> {after} ({verb} {steps}){held}")
+
+
+def _cause(exc: BaseException) -> str:
+    """What an error says, for events and summaries (a bug says what kind it is)."""
+    if isinstance(exc, MigrationError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _environment(env: str | None) -> str:
@@ -485,13 +494,13 @@ def up(
         return
     try:
         result = runner.up(service, targets[0], version, options, reporter)
-    except MigrationError as exc:
+    except Exception as exc:
         outcome = fleet.Outcome(
             service.name,
             targets[0].display,
             "failed",
-            error=str(exc),
-            exit_code=exc.exit_code,
+            error=_cause(exc),
+            exit_code=getattr(exc, "exit_code", 1),
             seconds=time.time() - started,
         )
         _record(reporter, "up", [(targets[0], outcome)], started, metrics_file)
@@ -748,13 +757,13 @@ def down(
     reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
     try:
         result = runner.down(service, settings, version, options, reporter)
-    except MigrationError as exc:
+    except Exception as exc:
         failed = fleet.Outcome(
             service.name,
             settings.display,
             "failed",
-            error=str(exc),
-            exit_code=exc.exit_code,
+            error=_cause(exc),
+            exit_code=getattr(exc, "exit_code", 1),
             seconds=time.time() - started,
         )
         _record(reporter, "down", [(settings, failed)], started, metrics_file)
@@ -997,6 +1006,11 @@ def _print_status(report: runner.Status) -> None:
         )
     if report.problem:
         console.print(f"[red]INCONSISTENT[/]: {report.problem}", markup=True)
+    if report.renamed:
+        console.print(
+            f"note: the recorded description of version(s) {report.renamed} differs from "
+            "the code's docstring"
+        )
 
 
 @app.command()

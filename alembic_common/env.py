@@ -22,6 +22,8 @@ import logging
 from contextlib import ExitStack
 from typing import Any
 
+from psycopg import sql
+
 from alembic_common import history, state
 from alembic_common.errors import StateError
 from alembic_common.history import OWN_TABLES
@@ -80,6 +82,10 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
     the driver connection, so SQLAlchemy has not begun anything of its own.
     """
     raw = conn.connection.driver_connection
+    if service.schema != "public":
+        raw.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(service.schema))
+        )
     for statement in session_settings(service, attributes):
         raw.execute(statement)
     raw.execute(

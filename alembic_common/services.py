@@ -238,6 +238,8 @@ class Service:
 
     def contract_versions(self, versions: list[int]) -> list[int]:
         """Which of ``versions`` are contract steps."""
+        if not versions:
+            return []
         phases = {m.version: m.phase for m in self.migrations}
         return [v for v in versions if phases.get(v) == "contract"]
 

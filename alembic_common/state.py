@@ -72,6 +72,20 @@ class DbState:
 
 def read(conn: psycopg.Connection[Any], schema: str = "public") -> DbState:
     """Read ``alembic_version`` and ``schema_migrations`` without taking any lock of note."""
+    try:
+        return _read(conn, schema)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        if not conn.autocommit:
+            conn.rollback()
+        user = conn.info.user
+        raise StateError(
+            f"the role {user!r} may not read the version tables in schema {schema!r} "
+            f"({str(exc).splitlines()[0]}); grant it SELECT on {schema}.alembic_version "
+            f"and {schema}.schema_migrations"
+        ) from None
+
+
+def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
     names = {
         "alembic": regclass_name(schema, ALEMBIC_TABLE),
         "history": regclass_name(schema, TABLE),

@@ -16,8 +16,7 @@ import time
 import psycopg
 from _common import ROOT, create_db, drop_db, median, server
 
-from alembic_common import runner, services
-from alembic_common.locking import lock_key
+from alembic_common import locking, runner, services
 from alembic_common.settings import Settings
 
 UP = [sys.executable, str(ROOT / "scripts" / "migrate.py"), "patient", "up", "--url"]
@@ -51,23 +50,21 @@ def release_to_finish(srv: str) -> float:
     try:
         runner.up(service, conf, target=3)
         with psycopg.connect(db, autocommit=True) as holder:
-            holder.execute("SELECT pg_advisory_lock(%s, %s)", lock_key("patient"))
-            waiter = subprocess.Popen(
-                [*UP, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            while not holder.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            ).fetchone()[0]:
-                time.sleep(0.005)
-            # The lock holder does the pending work itself, as the first replica would.
-            from alembic import command
+            with locking.advisory_lock(holder, "patient"):
+                waiter = subprocess.Popen(
+                    [*UP, db], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                assert waiter.stderr is not None
+                while "waiting up to" not in waiter.stderr.readline():
+                    pass
+                # The lock holder does the pending work itself, as the first replica would.
+                from alembic import command
 
-            from alembic_common import db as dbmod
+                from alembic_common import db as dbmod
 
-            with dbmod.engine(conf).connect() as conn:
-                command.upgrade(service.config(connection=conn), "head")
-            released = time.perf_counter()
-            holder.execute("SELECT pg_advisory_unlock(%s, %s)", lock_key("patient"))
+                with dbmod.engine(conf).connect() as conn:
+                    command.upgrade(service.config(connection=conn), "head")
+                released = time.perf_counter()
             out, err = waiter.communicate()
             finished = time.perf_counter()
         if waiter.returncode != 0 or "nothing to do" not in out:

@@ -27,7 +27,14 @@ from alembic_common.settings import Settings, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = sorted(services.discover(ROOT))
-CONNECTION_VARS = ("DATABASE_URL", "APP_ENV", "PGPASSWORD", "MIGRATE_ROOT", "MIGRATE_DEBUG")
+CONNECTION_VARS = (
+    "DATABASE_URL",
+    "APP_ENV",
+    "PGPASSWORD",
+    "MIGRATE_ROOT",
+    "MIGRATE_DEBUG",
+    "MIGRATE_SCRATCH_SERVER",
+)
 
 
 def _server_url() -> str:
@@ -133,14 +140,17 @@ def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]
 
 
 def history(url: str) -> list[int]:
-    """Versions recorded in schema_migrations (none when the table does not exist)."""
-    if query(url, "SELECT to_regclass('schema_migrations')") == [(None,)]:
+    """Versions recorded in public.schema_migrations (none when the table does not exist)."""
+    if query(url, "SELECT pg_catalog.to_regclass('public.schema_migrations')") == [(None,)]:
         return []
-    return [r[0] for r in query(url, "SELECT version FROM schema_migrations ORDER BY version")]
+    rows = query(url, "SELECT version FROM public.schema_migrations ORDER BY version")
+    return [r[0] for r in rows]
 
 
 def alembic_head(url: str) -> list[str]:
-    return [r[0] for r in query(url, "SELECT version_num FROM alembic_version")]
+    if query(url, "SELECT pg_catalog.to_regclass('public.alembic_version')") == [(None,)]:
+        return []
+    return [r[0] for r in query(url, "SELECT version_num FROM public.alembic_version")]
 
 
 def tables(url: str) -> set[str]:

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy
-from conftest import PATIENT_HEAD, ROOT, copied_service, history, query, run_cli, settings
+from conftest import (
+    PATIENT_HEAD,
+    ROOT,
+    copied_service,
+    history,
+    peer_env,
+    query,
+    run_cli,
+    settings,
+    with_database,
+)
 
 from alembic_common import db as dbmod
 from alembic_common import runner, schema, services
 from alembic_common.errors import ScriptError
+from alembic_common.settings import Settings
 
 PATIENT_MODELS = Path("services") / "patient" / "models.py"
-
-
-@pytest.fixture
-def scratch_env(server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Throwaway databases go to the test server."""
-    monkeypatch.setenv("MIGRATE_SCRATCH_SERVER", server)
-    return {"MIGRATE_SCRATCH_SERVER": server}
 
 
 def _edit_models(root: Path, after: str, added: str) -> None:
@@ -31,10 +40,8 @@ def _edit_models(root: Path, after: str, added: str) -> None:
     path.write_text(text.replace(after, after + "\n" + added, 1))
 
 
-def test_autogenerate_a_column_then_an_index(
-    project_copy: Path, db: str, scratch_env: dict[str, str]
-) -> None:
-    env = {"MIGRATE_ROOT": str(project_copy), **scratch_env}
+def test_autogenerate_a_column_then_an_index(project_copy: Path, db: str) -> None:
+    env = {"MIGRATE_ROOT": str(project_copy)}
     _edit_models(
         project_copy,
         "    marital_status: Mapped[str | None] = mapped_column(Text)",
@@ -116,7 +123,7 @@ def test_multiple_heads_are_refused(project_copy: Path, db: str) -> None:
 
 
 def test_check_passes_at_head_and_fails_on_hand_made_drift(
-    db: str, scratch_env: dict[str, str]
+    db: str,
 ) -> None:
     run_cli("patient", "up", "--contract", "--url", db)
     clean = run_cli("patient", "check", "--url", db)
@@ -145,7 +152,7 @@ def test_check_passes_at_head_and_fails_on_hand_made_drift(
     assert run_cli("patient", "check", "--url", db).exit_code == 0
 
 
-def test_check_reports_a_database_behind_head(db: str, scratch_env: dict[str, str]) -> None:
+def test_check_reports_a_database_behind_head(db: str) -> None:
     run_cli("patient", "up", "--version", "2", "--url", db)
     result = run_cli("patient", "check", "--url", db)
     assert result.exit_code == 1 and "not at head" in result.stdout
@@ -285,3 +292,73 @@ def test_lint_flags_dangerous_migrations(project_copy: Path) -> None:
 def test_every_migration_in_the_repo_is_lint_clean_or_explained(name: str) -> None:
     result = run_cli(name, "lint", "--all")
     assert result.exit_code == 0, result.output
+
+
+# --- check and diff against a server of any supported major version ---------------------
+
+
+def _major(url: str) -> int:
+    return int(query(url, "SHOW server_version_num")[0][0]) // 10000
+
+
+def _embedded_major() -> int:
+    from alembic_common import embedded, paths
+
+    return _major(embedded.server_url(paths.data_dir(ROOT)))
+
+
+@pytest.mark.parametrize("name", sorted(services.discover(ROOT)))
+def test_check_and_diff_at_head_report_no_drift_on_the_test_server(name: str, db: str) -> None:
+    # The test server may be PostgreSQL 15 while the embedded one is 18: the reference
+    # must be built on a server of the target's own major version.
+    assert "MIGRATE_SCRATCH_SERVER" not in os.environ
+    env = peer_env() if name == "appointment" else {}
+    assert run_cli(name, "up", "--contract", "--url", db, env=env).exit_code == 0
+    checked = run_cli(name, "check", "--url", db)
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(run_cli(name, "diff", "--url", db, "--json").stdout)
+    assert report["schema_drift"] == [] and report["drift_sql"] == [], report
+
+
+@pytest.fixture
+def no_createdb_role(server: str) -> Iterator[str]:
+    """A login role that may not create databases (as on a managed server)."""
+    role = f"check_{uuid.uuid4().hex[:8]}"
+    query(server, f"CREATE ROLE {role} LOGIN NOCREATEDB")
+    yield role
+    for (name,) in query(server, "SELECT datname FROM pg_database WHERE datname LIKE 'mt_%'"):
+        with contextlib.suppress(psycopg.Error):
+            query(with_database(server, name), f"DROP OWNED BY {role}")
+    query(server, f"DROP ROLE IF EXISTS {role}")
+
+
+def test_check_without_createdb_uses_a_same_major_server_or_says_what_to_set(
+    db: str, no_createdb_role: str
+) -> None:
+    run_cli("user", "up", "--url", db)
+    conf = Settings("user", db, "t")
+    as_role = db.replace(f"//{conf.user}@", f"//{no_createdb_role}@", 1)
+    unreadable = run_cli("user", "check", "--url", as_role)
+    assert unreadable.exit_code == 1
+    assert f"the role '{no_createdb_role}' may not read the version tables" in unreadable.stderr
+    query(db, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {no_createdb_role}")
+    result = run_cli("user", "check", "--url", as_role)
+    if _embedded_major() == _major(db):
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "MIGRATE_SCRATCH_SERVER" in line and f"PostgreSQL {_major(db)}" in line
+        assert "error: unexpected" not in line
+
+
+def test_a_scratch_server_of_another_major_is_refused(db: str) -> None:
+    from alembic_common import embedded, paths
+
+    embedded_url = embedded.server_url(paths.data_dir(ROOT))
+    if _embedded_major() == _major(db):
+        pytest.skip("one PostgreSQL major only: the test server is the embedded one")
+    run_cli("user", "up", "--url", db)
+    result = run_cli("user", "check", "--url", db, env={"MIGRATE_SCRATCH_SERVER": embedded_url})
+    assert result.exit_code == 1
+    assert "MIGRATE_SCRATCH_SERVER is PostgreSQL" in result.stderr

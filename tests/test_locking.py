@@ -93,7 +93,7 @@ def test_a_waiter_names_the_holder_waits_its_bound_and_gives_up(
     assert f"waiting up to 1.5s for the migration lock held by pid {pid}" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("migrate: error: ") and f"held by pid {pid}" in last
-    assert "--lock-wait" in last and "unexpected" not in result.stderr
+    assert "--lock-wait" in last and "error: unexpected" not in result.stderr
     assert history(db) == []
 
 
@@ -129,7 +129,7 @@ def test_thirty_concurrent_ups_apply_each_version_exactly_once(name: str, db: st
     applied = sum(err.count("applied version") for _, _, err in outcomes)
     assert applied == len(expected), "each version must be applied exactly once"
     assert sum("nothing to do" in out for _, out, _ in outcomes) == 29
-    assert all("unexpected" not in err for _, _, err in outcomes)
+    assert all("error: unexpected" not in err for _, _, err in outcomes)
 
 
 def test_a_waiting_replica_does_not_stall_create_index_concurrently(
@@ -212,7 +212,7 @@ def test_a_terminated_lock_session_rolls_the_step_back(project_copy: Path, db: s
     assert code == 1, err
     last = err.strip().splitlines()[-1]
     assert f"the migration lock was lost during version {new}" in last
-    assert f"version {new} was rolled back" in last and "unexpected" not in err
+    assert f"version {new} was rolled back" in last and "error: unexpected" not in err
     assert history(db) == [1] and "step_runs" not in tables(db)
     again = run_cli("user", "up", "--url", db, env=env)
     assert again.exit_code == 0, again.output
