@@ -7,6 +7,7 @@ the port and the database, and never the password.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -34,7 +35,9 @@ def _first_line(exc: BaseException) -> str:
     return mask(lines[0] if lines else type(exc).__name__)
 
 
-def connect_error(settings: Settings, exc: psycopg.OperationalError) -> ConnectError:
+def connect_error(
+    settings: Settings, exc: psycopg.OperationalError, waited: float = 0
+) -> ConnectError:
     """Turn a psycopg connection failure into one clear, password-free line."""
     where = f"{settings.service}: database {settings.database!r} at {settings.host_port}"
     state = getattr(exc, "sqlstate", None)
@@ -47,7 +50,8 @@ def connect_error(settings: Settings, exc: psycopg.OperationalError) -> ConnectE
     elif state in ("28P01", "28000") or "authentication failed" in text:
         message = f"{where}: authentication failed ({_first_line(exc).split('FATAL:')[-1].strip()})"
     else:
-        message = f"{where} is unreachable: {_first_line(exc)}"
+        after = f" after waiting {waited:g}s" if waited else ""
+        message = f"{where} is unreachable{after}: {_first_line(exc)}"
     return ConnectError(message, service=settings.service)
 
 
@@ -64,13 +68,16 @@ def connect(
     wait: float = 0,
     autocommit: bool = True,
     search_path: str = "pg_catalog",
+    on_wait: Callable[[dict[str, Any]], None] | None = None,
 ) -> psycopg.Connection[Any]:
     """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds.
 
+    ``on_wait`` hears once that the server is not answering yet and how long we will wait.
     The session's ``search_path`` is set first (only ``pg_catalog`` unless told otherwise),
     so a database or role setting cannot put a hostile schema in front of our queries.
     """
     deadline = time.monotonic() + wait
+    waiting = False
     while True:
         try:
             conn = psycopg.connect(
@@ -81,7 +88,10 @@ def connect(
             )
         except psycopg.OperationalError as exc:
             if not _transient(exc) or time.monotonic() >= deadline:
-                raise connect_error(settings, exc) from None
+                raise connect_error(settings, exc, wait if waiting else 0) from None
+            if not waiting and on_wait is not None:
+                on_wait({"event": "db_wait", "wait_s": wait, "target": settings.label})
+            waiting = True
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             continue
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))

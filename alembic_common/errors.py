@@ -62,3 +62,19 @@ class LockLostError(MigrationError):
 
 class ConnectionLostError(MigrationError):
     """The connection to the database died mid-run (a restart, a cut, a terminated backend)."""
+
+
+class Interrupted(MigrationError):
+    """SIGINT or SIGTERM ended the run; what was running was rolled back."""
+
+    def __init__(
+        self, message: str, *, signum: int, service: str | None = None, version: int | None = None
+    ):
+        super().__init__(message, service=service, version=version)
+        self.exit_code = 128 + signum
+
+
+def signal_name(exc: BaseException) -> tuple[int, str]:
+    """The signal behind a KeyboardInterrupt (SIGINT unless the CLI said otherwise)."""
+    signum = int(getattr(exc, "signum", 2))
+    return signum, {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")

@@ -38,7 +38,7 @@ class Outcome:
     service: str
     database: str
     state: str  # "ok", "failed", "skipped" (a job it needed failed) or "not run" (stopped)
-    result: dict[str, Any] | None = None
+    result: runner.RunResult | runner.Status | None = None
     error: str | None = None
     exit_code: int = 0
     seconds: float = 0.0
@@ -48,7 +48,9 @@ class Outcome:
         return self.state == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {k: v for k, v in asdict(self).items() if k != "result"}
+        data["result"] = self.result.to_dict() if self.result is not None else None
+        return data
 
 
 Work = Callable[[services.Service, Settings, int | None], Any]
@@ -69,9 +71,12 @@ class _Task:
             value = self.work(
                 self.service, job.settings, job.target, progress=self.progress, **self.extra
             )
-            data = value.to_dict() if hasattr(value, "to_dict") else value
             return Outcome(
-                job.service, job.settings.display, "ok", data, seconds=time.perf_counter() - started
+                job.service,
+                job.settings.display,
+                "ok",
+                value,
+                seconds=time.perf_counter() - started,
             )
         except MigrationError as exc:
             return Outcome(
@@ -182,17 +187,18 @@ def run(
 
 def merge(service: str, settings: Settings, parts: list[Outcome], head: int | None) -> Outcome:
     """One outcome per service from its segments (none: it was already at head)."""
-    if not parts:
-        return Outcome(
-            service, settings.display, "ok", {"before": head, "after": head, "steps": []}
-        )
+    results = [p.result for p in parts if isinstance(p.result, runner.RunResult)]
+    merged = runner.RunResult(
+        service,
+        settings.display,
+        "up",
+        results[0].before if results else head,
+        results[-1].after if results else head,
+        [v for r in results for v in r.steps],
+    )
+    if results:
+        merged.held, merged.pending = results[-1].held, results[-1].pending
     failed = next((p for p in parts if not p.ok), None)
-    results = [p.result for p in parts if p.result]
-    merged = {
-        "before": results[0]["before"] if results else None,
-        "after": results[-1]["after"] if results else None,
-        "steps": [v for r in results for v in r.get("steps", [])],
-    }
     return Outcome(
         service,
         settings.display,

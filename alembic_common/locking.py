@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from alembic_common.errors import LockWaitError
+from alembic_common.errors import Interrupted, LockWaitError, signal_name
 
 LOCK_CLASS = 0x4D47
 STEP_CLASS = 0x4D53
@@ -149,20 +149,35 @@ def _acquire(
     listen = sql.Identifier(channel(service))
     conn.execute(sql.SQL("LISTEN {}").format(listen))
     try:
-        while not _try(conn, service):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                holder = lock_holder(conn, service) or holder
-                raise LockWaitError(
-                    f"{service}: waited {wait:g}s for the migration lock held by pid {holder}; "
-                    "giving up (raise --lock-wait to wait longer)",
-                    service=service,
-                )
-            for _ in conn.notifies(timeout=min(POLL_S, remaining), stop_after=1):
-                pass
+        _wait(conn, service, deadline, wait, holder)
+    except KeyboardInterrupt as exc:
+        signum, name = signal_name(exc)
+        raise Interrupted(
+            f"{service}: interrupted ({name}) while waiting for the migration lock held by "
+            f"pid {holder}; nothing was changed",
+            signum=signum,
+            service=service,
+        ) from None
     finally:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("UNLISTEN {}").format(listen))
+
+
+def _wait(
+    conn: psycopg.Connection[Any], service: str, deadline: float, wait: float, holder: int | None
+) -> None:
+    """Sleep on the channel until the lock is ours or the deadline passes."""
+    while not _try(conn, service):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            holder = lock_holder(conn, service) or holder
+            raise LockWaitError(
+                f"{service}: waited {wait:g}s for the migration lock held by pid {holder}; "
+                "giving up (raise --lock-wait to wait longer)",
+                service=service,
+            )
+        for _ in conn.notifies(timeout=min(POLL_S, remaining), stop_after=1):
+            pass
 
 
 def _release(conn: psycopg.Connection[Any], service: str) -> None:

@@ -1,10 +1,23 @@
-"""Run figures in Prometheus text exposition format, for node_exporter's textfile collector."""
+"""Run figures in Prometheus text format, for node_exporter's textfile collector.
+
+The file is merged, never blindly rewritten: each writer updates the series it knows and
+keeps the rest. ``status`` knows the versions (current, head, pending) but not how the
+last run went, so it leaves ``migrate_last_run_*`` as the last run wrote them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-_HELP = {
+from alembic_common import files
+
+HELP = {
     "migrate_current_version": "Schema version the database is at (0: empty).",
     "migrate_head_version": "Newest schema version this code knows.",
     "migrate_pending_migrations": "Migrations known to the code and not applied.",
@@ -12,42 +25,102 @@ _HELP = {
     "migrate_last_run_duration_seconds": "Wall time of the last run against this database.",
     "migrate_last_run_timestamp_seconds": "Unix time the last run finished.",
 }
+_LINE = re.compile(r'^(\w+)\{service="((?:[^"\\]|\\.)*)",target="((?:[^"\\]|\\.)*)"\} (\S+)$')
+
+Key = tuple[str, str, str]  # metric, service, target
 
 
 @dataclass(frozen=True)
 class Sample:
-    """The figures of one service's database after a run."""
+    """What one writer knows of one service's database; None: not known, keep the old value."""
 
     service: str
     target: str  # host:port/database, never a URL with credentials
-    current: int | None
-    head: int | None
-    pending: int | None
-    success: bool
-    seconds: float
-    finished_at: float
+    current: int | None = None
+    head: int | None = None
+    pending: int | None = None
+    success: bool | None = None
+    seconds: float | None = None
+    finished_at: float | None = None
+    empty: bool = False  # read, and at no version: current is 0, not unknown
+
+    def values(self) -> dict[str, float]:
+        current = 0 if self.empty and self.current is None else self.current
+        found = {
+            "migrate_current_version": current,
+            "migrate_head_version": self.head,
+            "migrate_pending_migrations": self.pending,
+            "migrate_last_run_success": None if self.success is None else int(self.success),
+            "migrate_last_run_duration_seconds": None
+            if self.seconds is None
+            else round(self.seconds, 3),
+            "migrate_last_run_timestamp_seconds": None
+            if self.finished_at is None
+            else round(self.finished_at, 3),
+        }
+        return {k: v for k, v in found.items() if v is not None}
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(samples: list[Sample]) -> str:
-    """The textfile: HELP and TYPE once per metric, one line per service and target."""
-    values = {
-        "migrate_current_version": lambda s: s.current if s.current is not None else 0,
-        "migrate_head_version": lambda s: s.head,
-        "migrate_pending_migrations": lambda s: s.pending,
-        "migrate_last_run_success": lambda s: int(s.success),
-        "migrate_last_run_duration_seconds": lambda s: round(s.seconds, 3),
-        "migrate_last_run_timestamp_seconds": lambda s: round(s.finished_at, 3),
-    }
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+def parse(text: str) -> dict[Key, float]:
+    """The series a file of ours holds (lines it does not recognise are dropped)."""
+    found: dict[Key, float] = {}
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match and match.group(1) in HELP:
+            key = (match.group(1), _unescape(match.group(2)), _unescape(match.group(3)))
+            with contextlib.suppress(ValueError):
+                found[key] = float(match.group(4))
+    return found
+
+
+def render(series: dict[Key, float]) -> str:
+    """HELP and TYPE once per metric, one line per service and target."""
     lines = []
-    for name, value in values.items():
-        lines += [f"# HELP {name} {_HELP[name]}", f"# TYPE {name} gauge"]
-        for s in samples:
-            v = value(s)
-            if v is not None:
-                labels = f'service="{_escape(s.service)}",target="{_escape(s.target)}"'
-                lines.append(f"{name}{{{labels}}} {v}")
+    for name, text in HELP.items():
+        rows = sorted((k, v) for k, v in series.items() if k[0] == name)
+        if not rows:
+            continue
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for (_, service, target), value in rows:
+            shown = int(value) if float(value).is_integer() else value
+            labels = f'service="{_escape(service)}",target="{_escape(target)}"'
+            lines.append(f"{name}{{{labels}}} {shown}")
     return "\n".join(lines) + "\n"
+
+
+def merge(series: dict[Key, float], samples: list[Sample]) -> dict[Key, float]:
+    merged = dict(series)
+    for sample in samples:
+        for name, value in sample.values().items():
+            merged[(name, sample.service, sample.target)] = value
+    return merged
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise writers of one metrics file (read, merge and rename as one)."""
+    lock = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write(path: Path, samples: list[Sample], scrub: Callable[[str], str] = str) -> None:
+    """Merge ``samples`` into the file at ``path`` (created if missing), atomically."""
+    with _locked(path):
+        existing = ""
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                existing = path.read_text()
+        files.write_whole(path, scrub(render(merge(parse(existing), samples))))

@@ -18,12 +18,14 @@ import psycopg
 from alembic_common import db, deps, history, locking, services, settings
 from alembic_common.errors import (
     ConnectionLostError,
+    Interrupted,
     LockTimeoutError,
     MigrationError,
     ProductionGuardError,
     StateError,
     StepError,
     UsageError,
+    signal_name,
 )
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import Settings, mask
@@ -63,6 +65,7 @@ class RunResult:
     steps: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # pending contract steps not run
+    pending: list[int] = field(default_factory=list)  # what the code has beyond ``after``
 
     @property
     def noop(self) -> bool:
@@ -198,11 +201,41 @@ def up(
     Versions that declare ``requires`` are checked against the other services' databases
     (found through ``peers``, by default their own connection settings) before anything runs.
     """
+    with _interruptible(service):
+        result = _up(service, settings, target, options, progress, peers)
+    result.pending = [
+        v for v in service.disk_versions() if result.after is None or v > result.after
+    ]
+    return result
+
+
+@contextmanager
+def _interruptible(service: Service) -> Iterator[None]:
+    """A signal outside any step: nothing was running, so nothing changed."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        signum, name = signal_name(exc)
+        raise Interrupted(
+            f"{service.name}: interrupted ({name}) before any step ran; nothing was changed",
+            signum=signum,
+            service=service.name,
+        ) from None
+
+
+def _up(
+    service: Service,
+    settings: Settings,
+    target: int | None,
+    options: RunOptions,
+    progress: Progress | None,
+    peers: Callable[[str], Settings] | None,
+) -> RunResult:
     progress = tagged(progress, service.name, settings)
     disk = service.disk_versions()
     if target is not None:
         check_version(service, disk, target)
-    with db.connect(settings, wait=options.wait) as conn:
+    with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
         found = assess_for(service, read(conn, service.schema))
         refuse_unusable(service, found)
         result = RunResult(service.name, settings.display, "up", found.current, found.current)
@@ -270,10 +303,25 @@ def down(
 ) -> RunResult:
     """Roll back ``version`` and every later one, newest first (development only)."""
     refuse_production(service, "down", options)
+    with _interruptible(service):
+        result = _down(service, settings, version, options, progress)
+    result.pending = [
+        v for v in service.disk_versions() if result.after is None or v > result.after
+    ]
+    return result
+
+
+def _down(
+    service: Service,
+    settings: Settings,
+    version: int,
+    options: RunOptions,
+    progress: Progress | None,
+) -> RunResult:
     progress = tagged(progress, service.name, settings)
     disk = service.disk_versions()
     check_version(service, disk, version)
-    with db.connect(settings, wait=options.wait) as conn:
+    with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
         refuse_unusable(service, assess_for(service, read(conn, service.schema)))
         plan_guess = sorted((v for v in disk if v >= version), reverse=True)
         with (
@@ -435,12 +483,20 @@ def _run_alembic(
     committed: list[int] = []
     for attempt in range(options.retries + 1):
         done: list[int] = []
+        held_back: list[dict[str, Any]] = []  # --atomic: reported once the batch commits
 
-        def on_step(event: dict[str, Any], done: list[int] = done) -> None:
+        def on_step(
+            event: dict[str, Any],
+            done: list[int] = done,
+            held_back: list[dict[str, Any]] = held_back,
+        ) -> None:
             done.append(event["version"])
-            if progress is not None:
-                details = {k: v for k, v in event.items() if k != "action"}
-                progress({"event": event["action"], **details})
+            details = {k: v for k, v in event.items() if k != "action"}
+            report = {"event": event["action"], **details}
+            if options.atomic:
+                held_back.append(report)
+            elif progress is not None:
+                progress(report)
 
         engine = db.engine(settings)
         try:
@@ -457,14 +513,22 @@ def _run_alembic(
                         compare_models=False,
                     )
                 )
+            for report in held_back:
+                if progress is not None:
+                    progress(report)
             return committed + done
-        except MigrationError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
             failed_at = len(committed) + len(done)  # steps before it ran, even if rolled back
             version = plan[failed_at] if failed_at < len(plan) else None
+            if options.atomic and progress is not None:
+                for report in held_back:
+                    progress({**report, "event": "rolled_back", "batch": True})
             if not options.atomic:
                 committed += done
+            if isinstance(exc, KeyboardInterrupt):
+                raise _interrupted(service, version, committed, options, exc) from None
+            if isinstance(exc, MigrationError) or not isinstance(exc, Exception):
+                raise
             orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
             if _is_disconnect(exc, orig):
                 raise ConnectionLostError(
@@ -501,6 +565,25 @@ def _run_alembic(
         finally:
             engine.dispose()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _interrupted(
+    service: Service, version: int | None, kept: list[int], options: RunOptions, exc: BaseException
+) -> Interrupted:
+    signum, name = signal_name(exc)
+    if options.atomic:
+        stays = "nothing was applied (--atomic)"
+    elif kept:
+        stays = f"version(s) {', '.join(map(str, kept))} stay applied"
+    else:
+        stays = "nothing was applied"
+    running = f"during version {version}; it was rolled back" if version else "between steps"
+    return Interrupted(
+        f"{service.name}: interrupted ({name}) {running}; {stays}",
+        signum=signum,
+        service=service.name,
+        version=version,
+    )
 
 
 def _step_failure(

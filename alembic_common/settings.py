@@ -8,27 +8,20 @@ Order: ``--url`` > ``<SERVICE>_DATABASE_URL`` > ``DATABASE_URL`` > ``--host/--po
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit
 
-from alembic_common import embedded, paths
+from alembic_common import embedded, paths, urls
 from alembic_common.embedded import default_database
 from alembic_common.errors import ConfigError
+from alembic_common.urls import mask
 
-SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "postgresql+psycopg": "postgresql"}
 SEED_DEFAULTS = {"host": "localhost", "port": 5432, "user": "postgres", "password": "postgres"}
 DEFAULT_CONNECT_TIMEOUT = 10
 
-_USERINFO_PASSWORD = re.compile(r"(://[^/@:\s]*:)([^@\s]*)(@)")
-_QUERY_PASSWORD = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.IGNORECASE)
-
-
-def mask(text: str) -> str:
-    """Hide every password that a URL or conninfo string in ``text`` carries."""
-    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***\3", text))
+__all__ = ["Settings", "mask", "normalize_url", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +42,17 @@ class HostOptions:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where one service's database is and how it was chosen."""
+    """Where one service's database is and how it was chosen. ``url`` is canonical."""
 
     service: str
     url: str = field(repr=False)
     source: str
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     embedded_dir: Path | None = None
+
+    @cached_property
+    def parts(self) -> urls.Parsed:
+        return urls.parse(self.url)
 
     @property
     def display(self) -> str:
@@ -65,23 +62,23 @@ class Settings:
     @property
     def password(self) -> str | None:
         """The password the URL carries, so that output can be checked against it."""
-        parts = urlsplit(self.url)
-        query = dict(parse_qsl(parts.query))
-        return parts.password or query.get("password") or None
+        return self.parts.password or self.parts.params.get("password") or None
 
     @property
     def host(self) -> str:
-        parts = urlsplit(self.url)
-        return parts.hostname or dict(parse_qsl(parts.query)).get("host") or "localhost"
+        if self.parts.hosts and self.parts.hosts[0][0]:
+            return self.parts.hosts[0][0]
+        return self.parts.params.get("host") or "local socket"
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or int(dict(parse_qsl(parts.query)).get("port", 5432))
+        if self.parts.hosts and self.parts.hosts[0][1]:
+            return int(self.parts.hosts[0][1])
+        return int(self.parts.params.get("port") or 5432)
 
     @property
     def user(self) -> str:
-        return urlsplit(self.url).username or os.environ.get("PGUSER") or "postgres"
+        return self.parts.user or os.environ.get("PGUSER") or "postgres"
 
     @property
     def host_port(self) -> str:
@@ -95,7 +92,7 @@ class Settings:
 
     @property
     def database(self) -> str:
-        return urlsplit(self.url).path.lstrip("/") or "postgres"
+        return self.parts.database or self.parts.params.get("dbname") or self.user
 
     def sqlalchemy_url(self) -> str:
         """The same URL spelled for SQLAlchemy's psycopg 3 dialect."""
@@ -103,60 +100,62 @@ class Settings:
 
     def for_database(self, database: str) -> Settings:
         """The same server and login, another database."""
-        parts = urlsplit(self.url)
-        url = parts._replace(path="/" + quote(database)).geturl()
+        url = replace(self.parts, database=database).url()
         return Settings(self.service, url, self.source, self.connect_timeout, self.embedded_dir)
 
 
-def normalize_url(raw: str) -> str:
-    """Check a database URL and return it with the scheme spelled ``postgresql://``."""
-    text = raw.strip()
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        raise ConfigError(
-            f"malformed database URL {mask(text)!r}: expected postgresql://USER@HOST/DB"
-        )
-    if scheme.lower() not in SCHEMES:
-        raise ConfigError(
-            f"unsupported URL scheme {scheme!r} in {mask(text)!r}: use postgresql:// or postgres://"
-        )
-    url = "postgresql://" + rest
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"malformed database URL {mask(text)!r}: {exc}") from None
-    if any(ch.isspace() for ch in url):
-        raise ConfigError(f"malformed database URL {mask(text)!r}: it contains whitespace")
-    host_in_query = "host" in dict(parse_qsl(parts.query))
-    if not (parts.hostname or host_in_query):
-        raise ConfigError(f"malformed database URL {mask(text)!r}: it names no host")
-    if port == 0:
-        raise ConfigError(f"malformed database URL {mask(text)!r}: port 0 is not a port")
-    return url
+def normalize_url(raw: str, source: str = "the URL") -> str:
+    """Check a database URL (see ``urls``) and return its canonical ``postgresql://`` form."""
+    return urls.parse(raw, source).url()
 
 
 def url_from_parts(service: str, opts: HostOptions) -> str:
     """Build a URL from the seed's flags, filling what is missing with the seed's defaults."""
-    host = opts.host or SEED_DEFAULTS["host"]
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    user = opts.user or SEED_DEFAULTS["user"]
-    password = opts.password if opts.password is not None else SEED_DEFAULTS["password"]
     port = opts.port or SEED_DEFAULTS["port"]
-    if not 0 < port < 65536:
+    if not 0 < int(port) < 65536:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
-    database = opts.database or default_database(service)
-    creds = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgresql://{creds}@{host}:{port}/{quote(database, safe='')}"
+    if opts.host is not None and (not opts.host.strip() or any(c.isspace() for c in opts.host)):
+        raise ConfigError("--host is empty or contains spaces")
+    parsed = urls.Parsed(
+        opts.user or str(SEED_DEFAULTS["user"]),
+        opts.password if opts.password is not None else str(SEED_DEFAULTS["password"]),
+        (((opts.host or str(SEED_DEFAULTS["host"])).strip("[]"), int(port)),),
+        opts.database or default_database(service),
+    )
+    return parsed.url()
 
 
 def with_password(url: str, password: str) -> str:
-    """Put a password (from a file) into a URL that has none."""
-    parts = urlsplit(url)
-    user = parts.username or SEED_DEFAULTS["user"]
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
-    return parts._replace(netloc=netloc).geturl()
+    """Put a password (from a file) into a URL."""
+    parsed = urls.parse(url)
+    return replace(parsed, user=parsed.user or str(SEED_DEFAULTS["user"]), password=password).url()
+
+
+# The documented values of APP_ENV (and --env), case and surrounding spaces ignored.
+ENVIRONMENTS = {
+    "development": ("development", "dev", "local"),
+    "test": ("test", "testing", "ci"),
+    "staging": ("staging", "stage", "preprod"),
+    "production": ("production", "prod"),
+}
+PRODUCTION = "production"
+
+
+def environment(value: str | None, source: str = "APP_ENV") -> str:
+    """The canonical environment name; unset or empty is development, unknown is an error.
+
+    A typo must not slip past the production guard, so only listed names are accepted.
+    """
+    text = (value or "").strip().lower()
+    if not text:
+        return "development"
+    for name, spellings in ENVIRONMENTS.items():
+        if text in spellings:
+            return name
+    listed = ", ".join(s for spellings in ENVIRONMENTS.values() for s in spellings)
+    raise ConfigError(
+        f"{source} {value.strip()[:30]!r} is not a known environment; use one of: {listed}"  # type: ignore[union-attr]
+    )
 
 
 def read_password_file(path: Path) -> str:
@@ -173,16 +172,6 @@ def env_var(service: str) -> str:
     return f"{service.upper()}_DATABASE_URL"
 
 
-def _given(name: str, value: str) -> str:
-    """A URL setting that is present must not be empty: an unset shell variable is not a choice."""
-    if not value.strip():
-        raise ConfigError(
-            f"{name} is empty (an unset shell variable?); give a postgresql:// URL, "
-            "or leave it out to use the next setting"
-        )
-    return value
-
-
 def explicit_url(
     service: str,
     *,
@@ -192,10 +181,10 @@ def explicit_url(
 ) -> tuple[str, str] | None:
     """The URL from the first explicit source that is set, with that source's name."""
     if url is not None:
-        return normalize_url(_given("--url", url)), "--url"
+        return normalize_url(url, "--url"), "--url"
     for var in (env_var(service), "DATABASE_URL"):
         if var in environ:
-            return normalize_url(_given(var, environ[var])), var
+            return normalize_url(environ[var], var), var
     if host.given():
         return url_from_parts(service, host), "--host/--port/--user/--database"
     return None
@@ -244,9 +233,7 @@ def peer(
     """
     var = env_var(other)
     if var in environ:
-        return Settings(
-            other, normalize_url(_given(var, environ[var])), var, target.connect_timeout
-        )
+        return Settings(other, normalize_url(environ[var], var), var, target.connect_timeout)
     if target.source == "embedded":
         return embedded_settings(other, target.connect_timeout, root)
     raise ConfigError(

@@ -1,0 +1,11 @@
+"""The ``migrate`` command line: the only code that prints or exits.
+
+``app`` is the frame (errors, scrubbing, signals); the commands live by concern in
+``migrate`` (up, down, status), ``platform`` (all), ``authoring`` (revision, check, diff,
+plan, lint) and ``ops`` (seed), and register themselves on import.
+"""
+
+from alembic_common.cli import authoring, migrate, ops, platform  # noqa: F401 - registers commands
+from alembic_common.cli.app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,227 @@
+"""The frame of the ``migrate`` command line: the app, its errors, its outputs, its signals.
+
+This package is the only code that prints or exits. Every failure becomes one line on
+stderr (``migrate: error: ...``): exit 2 for bad usage, 1 for an operation that failed,
+130 or 143 for SIGINT or SIGTERM; ``--debug`` adds the traceback. Everything written to
+stdout and stderr passes through the run's scrubber. A closed stdout ends the run quietly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import signal
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from alembic_common import redact, services
+from alembic_common.errors import ConfigError, MigrationError, UsageError
+
+PROG = "migrate"
+ALL = "all"
+ALL_COMMANDS = ("up", "status")
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) as an exception, so the run rolls back and reports like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_signal(signum: int, frame: Any) -> None:
+    raise Signalled(signum)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into exceptions for the duration of a run (main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
+    """Route stdout and stderr through the scrubber; a closed stdout is not an error."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout = redact.ScrubbedStream(out, scrub)  # type: ignore[assignment]
+    sys.stderr = redact.ScrubbedStream(err, scrub)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+                stream.flush()
+        sys.stdout, sys.stderr = out, err
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``| head -1``): stop quietly, exit 0."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    return 0
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Frame(TyperGroup):
+    """The command group: service validation, suggestions, and one-line errors."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        service = ctx.params.get("service")
+        name = args[0] if args else ""
+        valid = list(ALL_COMMANDS) if service == ALL else sorted(self.commands)
+        if service is not None:
+            check_service(service, args)
+        if name and not name.startswith("-") and name not in self.commands:
+            raise UsageError(
+                f"no such command {name!r}{_suggest(name, valid)} (commands: {', '.join(valid)})"
+            )
+        return super().resolve_command(ctx, args)
+
+    def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
+        scrub = redact.Scrubber(redact.gather(argv, os.environ))
+        code = 1
+        with _scrubbed(scrub), _signals():
+            try:
+                code = self._run(argv, debug, kw)
+            except BrokenPipeError:
+                code = _stdout_gone()
+        sys.exit(code)
+
+    def _run(self, argv: list[str], debug: bool, kw: dict[str, Any]) -> int:
+        if not debug:  # library warnings would break the one-line error contract
+            warnings.simplefilter("ignore")
+
+        def fail(message: str, code: int) -> int:
+            if debug:
+                sys.stderr.write(traceback.format_exc())
+            sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
+            return code
+
+        if not argv:
+            super().main(["--help"], prog_name=PROG, standalone_mode=False)
+            return 2
+        kw["standalone_mode"] = False
+        kw.setdefault("prog_name", PROG)
+        try:
+            result = super().main(argv, **kw)
+        except typer.Exit as exc:
+            return int(exc.exit_code)
+        except typer.Abort:
+            return fail("aborted", 1)
+        except typer.TyperException as exc:  # click's own usage errors
+            where = [a for a in argv[:2] if not a.startswith("-")]
+            hint = f" (see '{' '.join([PROG, *where])} --help')" if where else ""
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            return fail(message + hint, int(getattr(exc, "exit_code", 2)))
+        except MigrationError as exc:
+            return fail(str(exc), exc.exit_code)
+        except BrokenPipeError:
+            raise
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            return fail(f"interrupted ({signal.Signals(signum).name})", 128 + signum)
+        except Exception as exc:
+            return fail(
+                f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1
+            )
+        return result if isinstance(result, int) else 0
+
+
+def check_service(name: str, args: Sequence[str] = ()) -> None:
+    """Refuse an unknown service, suggesting the nearest one (or the right word order)."""
+    if name == ALL:
+        return
+    known = services.discover()
+    if name in known:
+        return
+    if args and args[0] in known:
+        raise ConfigError(
+            f"unknown service {name!r}: the service comes first, as in '{PROG} {args[0]} {name}'"
+        )
+    raise ConfigError(
+        f"unknown service {name!r}{_suggest(name, sorted(known))} "
+        f"(valid services: {', '.join(known) or 'none'})"
+    )
+
+
+app = typer.Typer(
+    cls=Frame,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=True,
+    help=(
+        "Bring a service's PostgreSQL database to the right schema version.\n\n"
+        "SERVICE is a folder under services/ (user, patient, appointment), or 'all' for up "
+        "and status. Connection: --url, then <SERVICE>_DATABASE_URL, then DATABASE_URL, then "
+        "--host/--port/--user/--password/--database (seed defaults), else an embedded "
+        "PostgreSQL under .pgdata/. Exit codes: 0 ok, 1 operation failed, 2 bad usage, "
+        "130/143 interrupted by SIGINT/SIGTERM."
+    ),
+)
+
+
+@dataclass
+class Chosen:
+    """What the command line chose before the command runs (kept in ``ctx.obj``)."""
+
+    service: services.Service | None  # None for "all"
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    service: Annotated[
+        str,
+        typer.Argument(
+            metavar="SERVICE",
+            help="Service name (a folder under services/), or 'all' for up/status.",
+        ),
+    ],
+) -> None:
+    check_service(service)
+    ctx.obj = Chosen(None if service == ALL else services.get(service))
+
+
+def service_of(ctx: typer.Context) -> services.Service:
+    """The command's service; 'all' is refused by commands that work on one service."""
+    chosen = ctx.find_object(Chosen)
+    if chosen is None or chosen.service is None:
+        raise UsageError(f"'all' works with 'up' and 'status' only, not '{ctx.info_name}'")
+    return chosen.service
+
+
+def is_all(ctx: typer.Context) -> bool:
+    chosen = ctx.find_object(Chosen)
+    return chosen is not None and chosen.service is None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name=PROG)

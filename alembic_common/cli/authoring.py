@@ -1,0 +1,203 @@
+"""The authoring commands: ``revision``, ``check``, ``diff``, ``plan`` and ``lint``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from alembic_common import runner
+from alembic_common.cli.app import app, service_of
+from alembic_common.cli.options import Connection, Json, with_connection
+from alembic_common.cli.render import err, out, print_json, table
+from alembic_common.errors import UsageError
+
+
+@app.command()
+@with_connection
+def revision(
+    ctx: typer.Context,
+    conn: Connection,
+    message: Annotated[str, typer.Option("--message", "-m", help="What the migration does.")],
+    autogenerate: Annotated[
+        bool, typer.Option("--autogenerate", help="Fill it in from the models' differences.")
+    ] = False,
+) -> None:
+    """Write the next numbered migration file (e.g. 0006_add_patient_allergies.py)."""
+    from alembic_common import authoring
+
+    service = service_of(ctx)
+    settings = conn.explicit(service, say=err) if autogenerate else None
+    path = authoring.revision(service, message, autogenerate=autogenerate, settings=settings)
+    out(str(path))
+
+
+@app.command()
+@with_connection
+def check(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
+    """Exit 0 when a database at head matches the models (and, with --url, the migrations)."""
+    from alembic_common import authoring
+
+    service = service_of(ctx)
+    result = authoring.compare(service, conn.explicit(service, say=err))
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        show_comparison(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@with_connection
+def diff(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
+    """Print what would bring the database to match the models (and the migrations)."""
+    from alembic_common import authoring
+
+    service = service_of(ctx)
+    result = authoring.compare(service, conn.explicit(service, say=err), operations=True)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    show_comparison(result)
+    if result.operations:
+        out("\n# Alembic operations to match the models:")
+        out(result.operations)
+    if result.schema_drift:
+        out("\n-- SQL to match what the migrations make:")
+        for drift in result.schema_drift:
+            out(drift.sql())
+
+
+def show_comparison(result: Any) -> None:
+    where = f"{result.service} ({result.database}, version {result.version}, head {result.head})"
+    if result.version != result.head:
+        out(f"{where}: not at head; run 'up' first")
+    for line in result.model_differences:
+        out(f"models vs database: {line}")
+    for drift in result.schema_drift:
+        out(f"migrations vs database: {drift.describe()}")
+    if result.ok:
+        out(f"{where}: the database matches the models")
+
+
+@app.command()
+@with_connection
+def plan(
+    ctx: typer.Context,
+    conn: Connection,
+    version: Annotated[
+        int | None,
+        typer.Option("--version", help="Plan up to (or with --down, back to) this version."),
+    ] = None,
+    to_down: Annotated[
+        bool, typer.Option("--down", help="Plan the rollback of --version and later.")
+    ] = False,
+    contract: Annotated[
+        bool, typer.Option("--contract", help="Include contract steps, as 'up --contract' would.")
+    ] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print a plain SQL script instead of a table.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Show the exact SQL that up (or down) would run, with each statement's lock. Changes nothing."""
+    from alembic_common import authoring
+    from alembic_common import plan as planning
+
+    service = service_of(ctx)
+    disk = service.disk_versions()
+    if version is not None:
+        runner.check_version(service, disk, version)
+    if to_down and version is None:
+        raise UsageError(f"{service.name}: plan --down needs --version N", service=service.name)
+    settings = conn.explicit(service, say=err)
+    current = (
+        authoring.current_version(service, settings)
+        if settings
+        else (max(disk) if to_down else None)
+    )
+    if to_down:
+        below = [v for v in disk if v < version]  # type: ignore[operator]
+        start, end = current, (below[-1] if below else None)
+    else:
+        start, end = current, (version if version is not None else max(disk))
+        # Plan what 'up' would run: it holds contract steps back unless --contract.
+        steps = [m.version for m in service.migrations if m.phase == "contract"]
+        wanted = [v for v in disk if (start or 0) < v <= end]
+        runnable, _ = runner.split_held(wanted, steps, contract)
+        end = runnable[-1] if runnable else start
+    if (start or 0) == (end or 0) or (not to_down and (start or 0) > (end or 0)):
+        result = planning.Plan(service.name, "down" if to_down else "up", start, end, [], [])
+    else:
+        result = planning.plan(service, start, end, down=to_down)
+        if settings is not None:
+            estimates = authoring.table_estimates(settings, planning.tables_named(result))
+            for vp in result.versions:
+                for st in vp.statements:
+                    st.rows = estimates.get(st.table) if st.table else None
+    if as_json:
+        print_json(result.to_dict())
+    elif sql:
+        typer.echo(result.sql(), nl=False)
+    else:
+        show_plan(result)
+
+
+def show_plan(result: Any) -> None:
+    if not result.versions:
+        out(f"{result.service}: nothing to {result.direction} (at {result.start})")
+        return
+    for vp in result.versions:
+        out(f"{result.service} {vp.direction} version {vp.version}: {vp.description}")
+        rows = []
+        for st in vp.statements:
+            lock = "-" if st.lock == "-" else f"{st.lock} on {st.table}: {st.effect}"
+            rows.append(
+                (" ".join(st.sql.split()), lock, "-" if st.rows is None else f"{st.rows:,}")
+            )
+        out(table(("statement", "lock", "rows (est.)"), rows, right=(2,)))
+        out()
+
+
+@app.command()
+@with_connection
+def lint(
+    ctx: typer.Context,
+    conn: Connection,
+    all_versions: Annotated[
+        bool, typer.Option("--all", help="Lint every migration, not only pending ones.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Run squawk over the SQL of pending (or all) migrations; exit 1 on unaccepted findings."""
+    from alembic_common import authoring
+    from alembic_common import plan as planning
+
+    service = service_of(ctx)
+    disk = service.disk_versions()
+    settings = None if all_versions else conn.explicit(service, say=err)
+    current = authoring.current_version(service, settings) if settings else None
+    versions = [v for v in disk if current is None or v > current]
+    findings = planning.lint(service, versions)
+    rejected = [f for f in findings if f.accepted is None]
+    if as_json:
+        print_json(
+            {
+                "service": service.name,
+                "versions": versions,
+                "findings": [f.__dict__ for f in findings],
+                "ok": not rejected,
+            }
+        )
+    else:
+        for f in findings:
+            first = " ".join(f.statement.split())[:100]
+            if f.accepted:
+                out(f"{service.name} {f.version}: accepted {f.rule}: {f.accepted}")
+            else:
+                out(f"{service.name} {f.version}: {f.rule}: {f.message}\n    {first}")
+        verdict = "clean" if not rejected else f"{len(rejected)} finding(s) to fix or accept"
+        out(f"{service.name}: linted versions {versions or 'none'}: {verdict}")
+    if rejected:
+        raise typer.Exit(1)

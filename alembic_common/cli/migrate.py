@@ -1,0 +1,516 @@
+"""The migrate commands: ``up``, ``down`` and ``status`` of one service, on one database or several.
+
+Each parses its options, calls one library function and renders what comes back. Every
+run that changes anything writes ``run_started`` then, however it ends (an error, a
+signal), ``failed`` and ``run_finished`` events and its metrics.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alembic_common import fleet, metrics, runner, services
+from alembic_common.cli import options
+from alembic_common.cli.app import app, is_all, service_of
+from alembic_common.cli.options import (
+    Connection,
+    Env,
+    Events,
+    Jobs,
+    Json,
+    LockTimeout,
+    LockWait,
+    MetricsFile,
+    Retries,
+    StatementTimeout,
+    Wait,
+    with_connection,
+)
+from alembic_common.cli.render import Reporter, err, out, print_json, table, wrapped
+from alembic_common.errors import MigrationError, UsageError
+from alembic_common.locking import DEFAULT_LOCK_WAIT
+from alembic_common.redact import Scrubber
+from alembic_common.settings import Settings
+
+Pair = tuple[Settings, fleet.Outcome]
+
+
+def scrubber() -> Scrubber:
+    """The run's scrubber (the frame put it on stderr), for the files a command writes."""
+    return getattr(sys.stderr, "scrub", None) or Scrubber()
+
+
+def cause(exc: BaseException) -> str:
+    """What an error says, for events and summaries (a bug says what kind it is)."""
+    if isinstance(exc, MigrationError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted ({exc})"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def failure(service: str, settings: Settings, exc: BaseException, started: float) -> fleet.Outcome:
+    code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1)
+    return fleet.Outcome(
+        service,
+        settings.display,
+        "failed",
+        error=cause(exc),
+        exit_code=code,
+        seconds=time.time() - started,
+    )
+
+
+# --- up ------------------------------------------------------------------------------------
+
+
+@app.command()
+@with_connection
+def up(
+    ctx: typer.Context,
+    conn: Connection,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Apply up to and including this version.")
+    ] = None,
+    wait: Wait = 0,
+    lock_wait: LockWait = DEFAULT_LOCK_WAIT,
+    lock_timeout: LockTimeout = 5.0,
+    statement_timeout: StatementTimeout = 0,
+    retries: Retries = 3,
+    atomic: Annotated[
+        bool,
+        typer.Option("--atomic", help="Apply the whole batch in one transaction: all or none."),
+    ] = False,
+    contract: Annotated[
+        bool,
+        typer.Option(
+            "--contract",
+            help="Also run contract steps (drop/rename old columns): only once no old release runs.",
+        ),
+    ] = False,
+    jobs: Jobs = 4,
+    events: Events = None,
+    metrics_file: MetricsFile = None,
+    as_json: Json = False,
+) -> None:
+    """Apply pending migrations (all, or up to --version); 'all up' does every service in order."""
+    options.outputs(events, metrics_file)
+    run_options = runner.RunOptions(
+        wait=wait,
+        lock_wait=lock_wait,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        retries=retries,
+        atomic=atomic,
+        contract=contract,
+        environment=options.environment(None),
+    )
+    reporter = Reporter(events, quiet=as_json, scrub=scrubber())
+    if is_all(ctx):
+        from alembic_common.cli.platform import all_up
+
+        if version is not None or conn.url:
+            raise UsageError(
+                "'all up' takes neither --version nor --url: each service uses its own settings"
+            )
+        all_up(conn, run_options, jobs, reporter, metrics_file, as_json)
+        return
+    service = service_of(ctx)
+    if version is not None:  # usage errors come before any connection is made
+        runner.check_version(service, service.disk_versions(), version)
+    targets = conn.targets(service, say=err)
+    started = time.time()
+    reporter.emit(
+        "run_started", action="up", service=service.name, targets=[t.label for t in targets]
+    )
+    if len(targets) > 1:
+        jobs_list = [fleet.Job(service.name, t, version) for t in targets]
+        pairs = run_fleet(
+            jobs_list, fleet.up_work, jobs, reporter, stop_on_failure=False, options=run_options
+        )
+        finish(reporter, "up", pairs, started, metrics_file, as_json)
+        return
+    try:
+        result = runner.up(service, targets[0], version, run_options, reporter)
+    except BaseException as exc:
+        record(
+            reporter,
+            "up",
+            [(targets[0], failure(service.name, targets[0], exc, started))],
+            started,
+            metrics_file,
+        )
+        raise
+    done = fleet.Outcome(
+        service.name, targets[0].display, "ok", result, seconds=time.time() - started
+    )
+    record(reporter, "up", [(targets[0], done)], started, metrics_file)
+    show_result(result, as_json)
+
+
+def held_hint(result: runner.RunResult) -> str:
+    if not result.held:
+        return ""
+    return (
+        f"; version(s) {', '.join(map(str, result.held))} held for contract "
+        "(run 'up --contract' once no old release is running)"
+    )
+
+
+def show_result(result: runner.RunResult, json_output: bool) -> None:
+    if json_output:
+        print_json(result.to_dict())
+        return
+    name, held = result.service, held_hint(result)
+    if result.noop:
+        out(wrapped(f"{name}: at version {result.after}; nothing to do{held}"))
+        return
+    if result.adopted and not result.steps:
+        out(
+            wrapped(
+                f"{name}: adopted the legacy history {result.adopted}; at version {result.after}{held}"
+            )
+        )
+        return
+    verb = "applied" if result.action == "up" else "rolled back"
+    steps = ", ".join(map(str, result.steps)) or "nothing"
+    before, after = (v if v is not None else "empty" for v in (result.before, result.after))
+    out(wrapped(f"{name}: {before} -> {after} ({verb} {steps}){held}"))
+
+
+def run_fleet(
+    jobs_list: list[fleet.Job],
+    work: Any,
+    parallel: int,
+    reporter: Reporter,
+    *,
+    stop_on_failure: bool,
+    **extra: Any,
+) -> list[Pair]:
+    """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # No auto-refresh thread: workers are forked, and a thread holding a lock at fork time
+    # would leave that lock held forever in the child.
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=True,
+        disable=reporter.quiet or not sys.stderr.isatty(),
+    )
+    with bar:
+        task = bar.add_task("databases", total=len(jobs_list))
+
+        def advance(index: int, outcome: fleet.Outcome) -> None:
+            bar.advance(task)
+            bar.refresh()
+
+        root = Path(services.services_dir()).parent
+        outcomes = fleet.run(
+            jobs_list,
+            work,
+            root=root,
+            parallel=parallel,
+            stop_on_failure=stop_on_failure,
+            progress=reporter,
+            on_outcome=advance,
+            **extra,
+        )
+    return list(zip([j.settings for j in jobs_list], outcomes, strict=True))
+
+
+def _sample(settings: Settings, outcome: fleet.Outcome, run: bool) -> metrics.Sample:
+    """What is known of one target after a run (``run``) or a status read."""
+    service = services.get(outcome.service)
+    head = service.head
+    result = outcome.result
+    current = pending = None
+    empty = False
+    if isinstance(result, runner.RunResult):
+        current, pending, empty = result.after, len(result.pending), result.after is None
+    elif isinstance(result, runner.Status):
+        current, pending, empty = result.current, len(result.pending), result.current is None
+    elif run:
+        # A failed run: look again, briefly, so the dashboard shows where it stopped.
+        quick = Settings(settings.service, settings.url, settings.source, 2, settings.embedded_dir)
+        try:
+            report = runner.status(service, quick)
+            current, pending, empty = report.current, len(report.pending), report.current is None
+        except MigrationError:
+            pass
+    if not run:
+        return metrics.Sample(service.name, settings.label, current, head, pending, empty=empty)
+    return metrics.Sample(
+        service.name,
+        settings.label,
+        current,
+        head,
+        pending,
+        outcome.ok,
+        outcome.seconds,
+        time.time(),
+        empty,
+    )
+
+
+def write_metrics(path: Path, pairs: list[Pair], run: bool) -> None:
+    metrics.write(path, [_sample(s, o, run) for s, o in pairs], scrubber())
+
+
+def record(
+    reporter: Reporter, action: str, pairs: list[Pair], started: float, metrics_file: Path | None
+) -> None:
+    """Emit failure and finish events, and write the metrics file."""
+    for settings, outcome in pairs:
+        if not outcome.ok:
+            reporter.emit(
+                "failed",
+                action=action,
+                service=outcome.service,
+                target=settings.label,
+                state=outcome.state,
+                cause=outcome.error,
+            )
+    reporter.emit(
+        "run_finished",
+        action=action,
+        ok=all(o.ok for _, o in pairs),
+        seconds=round(time.time() - started, 3),
+        failed=sum(not o.ok for _, o in pairs),
+        targets=len(pairs),
+    )
+    if metrics_file is not None:
+        write_metrics(metrics_file, pairs, run=True)
+
+
+def finish(
+    reporter: Reporter,
+    action: str,
+    pairs: list[Pair],
+    started: float,
+    metrics_file: Path | None,
+    json_output: bool,
+) -> None:
+    """Summarise a run over several targets; exit 1 if any target failed."""
+    record(reporter, action, pairs, started, metrics_file)
+    if json_output:
+        print_json(
+            {
+                "action": action,
+                "ok": all(o.ok for _, o in pairs),
+                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+            }
+        )
+    else:
+        rows = []
+        for settings, o in pairs:
+            r = o.result if isinstance(o.result, runner.RunResult) else None
+            before, after = (
+                ("empty" if v is None else v) for v in ((r.before, r.after) if r else (None, None))
+            )
+            moved = f"{before} -> {after}" if r else "-"
+            rows.append((o.service, settings.label, o.state, moved, f"{o.seconds:.2f}"))
+        out(f"{action}: {len(pairs)} database(s)")
+        out(table(("service", "target", "result", "versions", "seconds"), rows))
+        for settings, o in pairs:
+            if o.error:
+                out(f"{o.state}: {settings.label}: {o.error}")
+    failed = [o for _, o in pairs if not o.ok]
+    if failed:
+        raise typer.Exit(max(o.exit_code for o in failed) or 1)
+
+
+# --- down ----------------------------------------------------------------------------------
+
+
+@app.command()
+@with_connection
+def down(
+    ctx: typer.Context,
+    conn: Connection,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Roll back this version and every later one.")
+    ] = None,
+    env: Env = None,
+    allow_production: Annotated[
+        bool,
+        typer.Option(
+            "--allow-production", help="Permit 'down' when the environment is production."
+        ),
+    ] = False,
+    lock_wait: LockWait = DEFAULT_LOCK_WAIT,
+    lock_timeout: LockTimeout = 5.0,
+    statement_timeout: StatementTimeout = 0,
+    retries: Retries = 3,
+    events: Events = None,
+    metrics_file: MetricsFile = None,
+    as_json: Json = False,
+) -> None:
+    """Roll back --version N and every later version, newest first (development only)."""
+    service = service_of(ctx)
+    if version is None:
+        raise UsageError(
+            f"{service.name}: down needs --version N (the oldest version to roll back)",
+            service=service.name,
+        )
+    options.outputs(events, metrics_file)
+    run_options = runner.RunOptions(
+        lock_wait=lock_wait,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        retries=retries,
+        environment=options.environment(env),
+        allow_production=allow_production,
+    )
+    # Usage errors and the production guard come before any connection is made.
+    runner.check_version(service, service.disk_versions(), version)
+    runner.refuse_production(service, "down", run_options)
+    settings = conn.settings(service, say=err)
+    reporter = Reporter(events, quiet=as_json, scrub=scrubber())
+    started = time.time()
+    reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
+    try:
+        result = runner.down(service, settings, version, run_options, reporter)
+    except BaseException as exc:
+        record(
+            reporter,
+            "down",
+            [(settings, failure(service.name, settings, exc, started))],
+            started,
+            metrics_file,
+        )
+        raise
+    done = fleet.Outcome(
+        service.name, settings.display, "ok", result, seconds=time.time() - started
+    )
+    record(reporter, "down", [(settings, done)], started, metrics_file)
+    show_result(result, as_json)
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+@app.command()
+@with_connection
+def status(
+    ctx: typer.Context,
+    conn: Connection,
+    jobs: Jobs = 4,
+    metrics_file: MetricsFile = None,
+    as_json: Json = False,
+) -> None:
+    """List every version with its state; exit 1 if the database is ahead or inconsistent.
+
+    'all status' shows every service in one table and exits 1 if any is behind, ahead,
+    inconsistent or waiting on another service.
+    """
+    options.outputs(None, metrics_file)
+    options.environment(None)
+    if is_all(ctx):
+        from alembic_common.cli.platform import all_status
+
+        if conn.url:
+            raise UsageError(
+                "'all status' takes no --url: each service uses its own settings "
+                "(<SERVICE>_DATABASE_URL)"
+            )
+        all_status(conn, metrics_file, as_json)
+        return
+    service = service_of(ctx)
+    targets = conn.targets(service, say=err)
+    if len(targets) > 1:
+        jobs_list = [fleet.Job(service.name, t) for t in targets]
+        pairs = run_fleet(
+            jobs_list, fleet.status_work, jobs, Reporter(quiet=True), stop_on_failure=False
+        )
+        show_target_status(service, pairs, as_json)
+        if metrics_file is not None:
+            write_metrics(metrics_file, pairs, run=False)
+        reports = [o.result for _, o in pairs]
+        if not all(isinstance(r, runner.Status) and r.ok for r in reports):
+            raise typer.Exit(1)
+        return
+    report = runner.status(service, targets[0])
+    if metrics_file is not None:
+        outcome = fleet.Outcome(service.name, targets[0].display, "ok", report)
+        write_metrics(metrics_file, [(targets[0], outcome)], run=False)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        show_status(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def show_status(report: runner.Status) -> None:
+    current = report.current if report.current is not None else "-"
+    out(f"database: {report.database}")
+    out(f"{report.service}: version {current} of {report.head}")
+    rows = []
+    for m in report.migrations:
+        state = "applied" if m.applied else "pending"
+        if m.version in report.held:
+            state = "held (contract)"
+        applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
+        rows.append((m.version, state, applied_at, m.description))
+    out(table(("version", "state", "applied at", "description"), rows, right=(0,)))
+    if report.legacy:
+        out(
+            wrapped(
+                "note: made by the previous migration system (no alembic_version); 'up' will adopt it"
+            )
+        )
+    if report.renamed:
+        out(
+            wrapped(
+                f"note: the recorded description of version(s) {report.renamed} differs from the "
+                "code's docstring"
+            )
+        )
+    if report.unknown:
+        out(f"AHEAD: the database has versions this code does not know: {report.unknown}")
+    if report.problem:
+        out(f"INCONSISTENT: {report.problem}")
+
+
+def show_target_status(service: services.Service, pairs: list[Pair], json_output: bool) -> None:
+    if json_output:
+        print_json(
+            {
+                "service": service.name,
+                "head": service.head,
+                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+            }
+        )
+        return
+    rows = []
+    for settings, o in pairs:
+        r = o.result if isinstance(o.result, runner.Status) else None
+        state = (
+            "error"
+            if r is None
+            else "ahead"
+            if r.unknown
+            else "inconsistent"
+            if r.problem
+            else "ok"
+        )
+        current = "-" if r is None or r.current is None else r.current
+        rows.append((settings.label, current, r.pending if r else "-", state))
+    out(f"{service.name}: {len(pairs)} database(s), head {service.head}")
+    out(table(("target", "current", "pending", "state"), rows))
+    for settings, o in pairs:
+        r = o.result if isinstance(o.result, runner.Status) else None
+        detail = o.error or (r.problem if r else None)
+        if detail:
+            out(f"{settings.label}: {detail}")

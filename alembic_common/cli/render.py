@@ -1,0 +1,142 @@
+"""What a person or a script reads: plain tables, hints, JSON, and run events.
+
+Tables are plain aligned text, piped or not: no box drawing, no padding to a width, no
+line folded. On a terminal a row longer than the screen is cut with an ellipsis (``--json``
+has everything) and hints wrap between words, never inside a quoted command such as
+``'up --contract'``. Run events become short lines on stderr and, with ``--events``,
+JSON lines written through the run's scrubber.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic_common import files
+from alembic_common.redact import Scrubber
+
+NBSP = "\u00a0"
+ELLIPSIS = "…"
+
+
+def terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def width() -> int:
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def print_json(data: Any) -> None:
+    out(json.dumps(data, default=str))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """Rows as aligned plain text; on a terminal, rows cut to the screen's width."""
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(padded).rstrip())
+    if terminal():
+        limit = width()
+        lines = [line if len(line) <= limit else line[: limit - 1] + ELLIPSIS for line in lines]
+    return "\n".join(lines)
+
+
+def wrapped(text: str) -> str:
+    """A hint: one line when piped; on a terminal, wrapped between words but never inside
+    a quoted command."""
+    if not terminal():
+        return text
+    protected = re.sub(r"'[^']*'", lambda m: m.group(0).replace(" ", NBSP), text)
+    lines = textwrap.wrap(protected, width=width(), break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines).replace(NBSP, " ")
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Turns runner events into short lines on stderr and, with --events, JSON lines.
+
+    Picklable, so worker processes of 'all up' and multi-target runs report the same way.
+    Each JSON line is one write to a file opened for appending: lines from several
+    processes never interleave.
+    """
+
+    events: str | None = None
+    quiet: bool = False
+    scrub: Scrubber = field(default_factory=Scrubber)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.quiet:
+            line = describe(event)
+            if line:
+                err(line)
+        if self.events:
+            record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **event}
+            text = self.scrub(json.dumps(record, default=str)) + "\n"
+            if self.events == "-":
+                sys.stderr.write(text)
+            else:
+                files.append(Path(self.events), text)
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self({"event": name, **fields})
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """The human line for an event, if it deserves one."""
+    kind = event["event"]
+    svc = event.get("service", "")
+    where = f" [{event['target']}]" if event.get("target") else ""
+    if kind == "lock_wait":
+        return (
+            f"{svc}: waiting up to {event['wait_s']:g}s for the migration lock held by pid "
+            f"{event['holder_pid']}"
+        )
+    if kind == "db_wait":
+        return (
+            f"{svc}: waiting up to {event['wait_s']:g}s for the database at {event['target']} "
+            "to accept connections"
+        )
+    if kind == "applied":
+        return f"{svc}{where}: applied version {event['version']} ({event['duration_ms']} ms)"
+    if kind == "rolled_back":
+        if event.get("batch"):
+            return f"{svc}{where}: version {event['version']} rolled back with its batch (--atomic)"
+        return f"{svc}{where}: rolled back version {event['version']} ({event['duration_ms']} ms)"
+    if kind == "adopted":
+        return f"{svc}{where}: adopted legacy history {event['versions']} from schema_migrations"
+    if kind == "backfill":
+        filled = int(event["fraction"] * 20)
+        eta = f", ETA {event['eta_s']:g}s" if event.get("eta_s") is not None else ""
+        return (
+            f"{svc}{where}: backfill {event['table']} [{'#' * filled}{'.' * (20 - filled)}] "
+            f"{event['fraction']:.0%} {event['rows_done']:,} rows, {event['rows_per_s']:,} rows/s{eta}"
+        )
+    if kind == "lock_retry":
+        return (
+            f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "
+            f"in {event['delay_s']:g}s"
+        )
+    return None
