@@ -147,8 +147,8 @@ def _acquire(
         )
     deadline = time.monotonic() + wait
     listen = sql.Identifier(channel(service))
-    conn.execute(sql.SQL("LISTEN {}").format(listen))
     try:
+        conn.execute(sql.SQL("LISTEN {}").format(listen))
         _wait(conn, service, deadline, wait, holder)
     except KeyboardInterrupt as exc:
         signum, name = signal_name(exc)

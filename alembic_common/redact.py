@@ -111,6 +111,11 @@ class Scrubber:
         return Scrubber, (self.secrets,)
 
 
+class ReaderGone(Exception):
+    """Whoever read this output went away (``| head -1``); not an OSError, so no library
+    in between turns it into an error exit of its own."""
+
+
 class ScrubbedStream(io.TextIOBase):
     """A text stream that passes whole lines through a scrubber to the stream beneath."""
 
@@ -121,15 +126,20 @@ class ScrubbedStream(io.TextIOBase):
         self._pending += text
         if "\n" in self._pending:
             complete, _, self._pending = self._pending.rpartition("\n")
-            self.target.write(self.scrub(complete + "\n"))
-            self.target.flush()
+            self._send(self.scrub(complete + "\n"))
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            self.target.write(self.scrub(self._pending))
-            self._pending = ""
-        self.target.flush()
+        text, self._pending = self._pending, ""
+        self._send(self.scrub(text) if text else "")
+
+    def _send(self, text: str) -> None:
+        try:
+            if text:
+                self.target.write(text)
+            self.target.flush()
+        except BrokenPipeError:
+            raise ReaderGone from None
 
     def isatty(self) -> bool:
         return self.target.isatty()

@@ -572,14 +572,14 @@ def _interrupted(
 ) -> Interrupted:
     signum, name = signal_name(exc)
     if options.atomic:
-        stays = "nothing was applied (--atomic)"
+        stays = "; nothing of the batch was applied (--atomic)"
     elif kept:
-        stays = f"version(s) {', '.join(map(str, kept))} stay applied"
+        stays = f"; version(s) {', '.join(map(str, kept))}, done before it, stay"
     else:
-        stays = "nothing was applied"
+        stays = ""
     running = f"during version {version}; it was rolled back" if version else "between steps"
     return Interrupted(
-        f"{service.name}: interrupted ({name}) {running}; {stays}",
+        f"{service.name}: interrupted ({name}) {running}{stays}",
         signum=signum,
         service=service.name,
         version=version,

@@ -8,8 +8,10 @@ The rule (libpq's, made explicit for raw characters): in
   patient@3``);
 * the user part ends at the **last** ``@`` before the host, so a password may contain raw
   ``@``, ``%``, ``:``, ``/``, ``#``, ``?``, spaces and non-ASCII;
-* the user name ends at the first ``:``; ``%XX`` (two hex digits) is decoded in the user
-  and password, and any other ``%`` is kept as typed.
+* the user name ends at the first ``:``. A user part that holds a character which would
+  have had to be percent-encoded was pasted raw and is taken exactly as typed; otherwise
+  ``%XX`` (two hex digits) is decoded and any other ``%`` is kept (write ``%25`` for a
+  literal ``%`` in an otherwise plain password).
 
 A URL that does not parse is a usage error whose message quotes no part of it (an
 unknown parameter's name is quoted only when it stands after a well-formed user part).
@@ -84,6 +86,7 @@ KNOWN_PARAMS = frozenset(
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9._~%-]*)(?::([0-9]*))?$")
 _KEY = re.compile(r"^[a-z_]{1,40}$")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_URL_SAFE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:%]*")
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,13 @@ class _Bad(Exception):
 
 
 def _lenient(text: str) -> str:
-    """Decode ``%XX`` escapes; keep any other ``%`` as typed (people paste raw passwords)."""
-    if "%" not in text:
+    """Decode ``%XX`` escapes in a user part that was encoded; keep a raw one as typed.
+
+    A user part holding any character that would have had to be encoded (``@``, ``/``,
+    ``#``, ``?``, a space, non-ASCII, ...) was pasted raw: its ``%`` are literal. Otherwise
+    ``%XX`` is an escape and any other ``%`` stays as typed.
+    """
+    if "%" not in text or not _URL_SAFE.fullmatch(text):
         return text
     data, i = bytearray(), 0
     while i < len(text):

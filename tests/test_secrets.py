@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from conftest import SECRET, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from alembic_common.errors import ConfigError
-from alembic_common.settings import mask, normalize_url
+from alembic_common.settings import Settings, mask, normalize_url
 
 WRONG = "Wr0ng-pa55word?"
 
@@ -192,3 +196,131 @@ def test_cli_fuzz_never_crashes_or_leaks(args: list[str]) -> None:
         assert lines and lines[-1].startswith("migrate: error: "), result.output
         assert all(not ln.startswith("  ") for ln in lines)
     assert_clean(result.output)
+
+
+# --- every path, every sink: no fragment of any password ---------------------------------
+
+SINKS = ("events.jsonl", "metrics.prom")
+
+
+def _written(folder: Path) -> str:
+    return "".join((folder / n).read_text() for n in SINKS if (folder / n).exists())
+
+
+def _in_url(pw: str) -> str:
+    """The password as a person pastes it; '%' is written %25 where it would read as an escape
+    (the documented rule for a password of URL-safe characters only)."""
+    if re.fullmatch(r"[A-Za-z0-9\-._~!$&'()*+,;=:%]*", pw) and re.search(r"%[0-9A-Fa-f]{2}", pw):
+        return pw.replace("%", "%25")
+    return pw
+
+
+def _runs(pw: str, auth: str, trust_db: str, root: Path, folder: Path) -> list[str]:
+    """Every path with ``pw`` in every place a password can come from; all output, in order."""
+    socket = auth.replace(":{password}", "")  # the auth server's URL without a password
+    own = auth.format(password=_in_url(pw))
+    other = own.replace("/authdb?", "/authdb2?")
+    conf = Settings("t", trust_db, "t")
+    trust = f"postgresql://postgres:{_in_url(pw)}@{conf.host}:{conf.port}/{conf.database}"
+    unreachable = f"postgresql://postgres:{_in_url(pw)}@127.0.0.1:1/nowhere"
+    pw_file = folder / "pw"
+    pw_file.write_text(pw + "\n")
+    sinks = ["--events", str(folder / SINKS[0]), "--metrics-file", str(folder / SINKS[1])]
+    copy = {"MIGRATE_ROOT": str(root)}
+    runs = [
+        (["user", "up", "--url", own, *sinks], {}),
+        (["user", "status", "--json", "--url", own], {}),
+        (["user", "status", "--url", own, "--metrics-file", str(folder / SINKS[1])], {}),
+        (["user", "up", "--json", "--jobs", "2", *sinks], {"USER_DATABASE_URLS": f"{own},{other}"}),
+        (["user", "status"], {"USER_DATABASE_URLS": f"{own},{unreachable}"}),
+        (["user", "status", "--url", socket], {"PGPASSWORD": pw}),
+        (["user", "status", "--url", socket, "--password-file", str(pw_file)], {}),
+        (["user", "up", "--url", auth.format(password="wrong" + _in_url(pw)[::-1]), *sinks], {}),
+        (["user", "up", "--url", unreachable, "--debug", *sinks], {}),
+        (["user", "up", "--json", "--url", unreachable], {}),
+        (["user", "up", "--url", trust, *sinks], copy),
+        (["user", "up", "--url", trust, "--debug"], copy),
+        (
+            ["user", "up", "--json", *sinks],
+            {**copy, "USER_DATABASE_URLS": f"{trust},{unreachable}"},
+        ),
+    ]
+    outputs = []
+    for args, env in runs:
+        result = run_cli(*args, env=env)
+        assert result.exit_code in (0, 1), (args, result.output)
+        outputs.append(result.stdout + result.stderr + _written(folder))
+    return outputs
+
+
+def _fragments(pw: str) -> set[str]:
+    return {pw[i : i + 3] for i in range(len(pw) - 2)}
+
+
+password_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp")),
+    min_size=6,
+    max_size=20,
+).filter(lambda s: s.strip() == s and "," not in s)
+
+
+@pytest.fixture
+def secret_world(
+    auth_server: str, server: str, tmp_path: Path
+) -> Iterator[tuple[str, str, Path, psycopg.Connection]]:
+    """The password-checking server with two databases, a trust database whose version 2
+    fails, and an admin session that sets the password of each example."""
+    import shutil
+
+    from conftest import ROOT, add_step, create_database, drop_database
+
+    admin = psycopg.connect(auth_server.format(password=quote(SECRET)), autocommit=True)
+    if not admin.execute("SELECT 1 FROM pg_database WHERE datname = 'authdb2'").fetchone():
+        admin.execute("CREATE DATABASE authdb2")
+    root = tmp_path / "project"
+    shutil.copytree(
+        ROOT / "services", root / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    add_step(root, "user", '    op.execute("SELECT 1 / 0")', "A failing step")
+    trust_db = create_database(server)
+    try:
+        yield auth_server, trust_db, root, admin
+    finally:
+        admin.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(SECRET)))
+        admin.close()
+        drop_database(server, trust_db)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(pw=password_text)
+def test_no_fragment_of_any_password_in_any_output(
+    pw: str,
+    secret_world: tuple[str, str, Path, psycopg.Connection],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    auth, trust_db, root, admin = secret_world
+    admin.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(pw)))
+    folder = tmp_path_factory.mktemp("sinks")
+    outputs = _runs(pw, auth, trust_db, root, folder)
+    assert "authentication failed" not in outputs[0], "the right password must work"
+    found = {f for f in _fragments(pw) for text in outputs if f in text}
+    if found:
+        # A fragment that the same runs print with an unrelated password is not a leak
+        # (a digit run in a duration, a word of a message).
+        other = "".join("ж" if ch.isalnum() else "ё" for ch in pw)
+        admin.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(other)))
+        baseline = "".join(_runs(other, auth, trust_db, root, tmp_path_factory.mktemp("base")))
+        leaked = sorted(f for f in found if f not in baseline)
+        assert not leaked, f"password {pw!r} leaked {leaked}"
+
+
+def test_a_raw_at_sign_never_leaks_the_part_after_it(auth_server: str) -> None:
+    pw = "abc@def/ghi#jkl"
+    result = run_cli("user", "status", "--url", f"postgresql://postgres:{pw}@127.0.0.1:1/x")
+    assert result.exit_code == 1
+    for fragment in ("def", "ghi", "jkl", "abc"):
+        assert fragment not in result.output, result.output

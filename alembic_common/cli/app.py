@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from alembic_common import redact, services
+from alembic_common import redact, services, settings
 from alembic_common.errors import ConfigError, MigrationError, UsageError
 
 PROG = "migrate"
@@ -68,7 +68,7 @@ def _scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
         yield
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(BrokenPipeError, ValueError, OSError):
+            with contextlib.suppress(redact.ReaderGone, ValueError, OSError):
                 stream.flush()
         sys.stdout, sys.stderr = out, err
 
@@ -109,7 +109,7 @@ class Frame(TyperGroup):
         with _scrubbed(scrub), _signals():
             try:
                 code = self._run(argv, debug, kw)
-            except BrokenPipeError:
+            except redact.ReaderGone:
                 code = _stdout_gone()
         sys.exit(code)
 
@@ -141,7 +141,7 @@ class Frame(TyperGroup):
             return fail(message + hint, int(getattr(exc, "exit_code", 2)))
         except MigrationError as exc:
             return fail(str(exc), exc.exit_code)
-        except BrokenPipeError:
+        except redact.ReaderGone:
             raise
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
@@ -206,6 +206,8 @@ def _main(
     ],
 ) -> None:
     check_service(service)
+    # A typo in APP_ENV must not slip past the production guard: every command checks it.
+    settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
     ctx.obj = Chosen(None if service == ALL else services.get(service))
 
 

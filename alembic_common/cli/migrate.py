@@ -415,7 +415,6 @@ def status(
     inconsistent or waiting on another service.
     """
     options.outputs(None, metrics_file)
-    options.environment(None)
     if is_all(ctx):
         from alembic_common.cli.platform import all_status
 

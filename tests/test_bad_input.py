@@ -1,0 +1,203 @@
+"""Bad input, on every command: exit 2, one line, no traceback, and the database unchanged.
+
+The cases are a table: each command with each bad value of each option it takes. They
+run against one real database at version 2, checked to be exactly as it was after each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import create_database, drop_database, history, query, run_cli
+
+from alembic_common import db as dbmod
+from alembic_common import schema
+from alembic_common.settings import Settings
+
+# Commands with the arguments they need to get as far as option checking.
+COMMANDS = {
+    "up": ["up"],
+    "down": ["down", "--version", "2"],
+    "status": ["status"],
+    "seed": ["seed"],
+    "plan": ["plan"],
+    "lint": ["lint"],
+    "check": ["check"],
+    "diff": ["diff"],
+    "revision": ["revision", "-m", "nothing", "--autogenerate"],
+    "all up": ["up"],
+    "all status": ["status"],
+}
+# (option, value, what the one line must say): options every command takes.
+CONNECTION = [
+    ("--port", "0", "--port"),
+    ("--port", "70000", "--port"),
+    ("--port", "-5", "--port"),
+    ("--port", "x", "--port"),
+    ("--connect-timeout", "0", "--connect-timeout"),
+    ("--connect-timeout", "-1", "--connect-timeout"),
+    ("--connect-timeout", "nan", "--connect-timeout"),
+    ("--connect-timeout", "1.5", "--connect-timeout"),
+]
+TIMEOUTS = {
+    "--lock-timeout": ("up", "down"),
+    "--statement-timeout": ("up", "down"),
+    "--lock-wait": ("up", "down"),
+    "--wait": ("up",),
+}
+BAD_SECONDS = ["-1", "nan", "NaN", "inf", "-inf", "Infinity", "1e999", "soon"]
+URLS = [
+    ("postgresql://postgres@127.0.0.1/db?bogus=1", "unknown query parameter 'bogus'"),
+    ("postgresql://postgres@127.0.0.1/db?sslmode=require&colour=red", "unknown query parameter"),
+    ("postgresql://postgres@127.0.0.1/d%zzb", "broken percent escape"),
+    ("postgresql://postgres@127.0.0.1/db?application_name=%E0%A4", "percent escape"),
+    ("postgresql://postgres@127.0.0.1:0/db", "port outside 1-65535"),
+    ("postgresql://postgres@127.0.0.1:65536/db", "port outside 1-65535"),
+    ("mysql://root@127.0.0.1/db", "unsupported scheme 'mysql'"),
+    ("127.0.0.1:5432/db", "is not a URL"),
+    ("", "is empty"),
+]
+ENVIRONMENTS = ["prdo", "Prodution", "live", "productio n", "PROD!"]
+
+
+def _cases() -> Iterator[tuple[str, list[str], dict[str, str], str]]:
+    for name, args in COMMANDS.items():
+        service = "all" if name.startswith("all") else "patient"
+        for option, value, says in CONNECTION:
+            yield name, [service, *args, option, value], {}, says
+        for option, commands in TIMEOUTS.items():
+            if name in commands or (name == "all up" and "up" in commands):
+                for value in BAD_SECONDS:
+                    yield name, [service, *args, option, value], {}, option
+        for value in ENVIRONMENTS:
+            yield name, [service, *args], {"APP_ENV": value}, "is not a known environment"
+        if not name.startswith("all"):
+            for url, says in URLS:
+                yield name, [service, *args, "--url", url], {}, says
+    for service, args in (("patient", ["up"]), ("all", ["up"])):
+        yield "up", [service, *args, "--retries", "-1"], {}, "--retries"
+        yield "up", [service, *args, "--jobs", "0"], {}, "--jobs"
+    yield "status", ["patient", "status", "--jobs", "0"], {}, "--jobs"
+    yield "down", ["patient", "down", "--version", "2", "--env", "prdo"], {}, "--env 'prdo'"
+    yield "seed", ["patient", "seed", "--env", "staging?"], {}, "--env"
+    for command in (["up"], ["down", "--version", "2"]):
+        for option in ("--metrics-file", "--events"):
+            yield (
+                command[0],
+                ["patient", *command, option, "/no/such/folder/f"],
+                {},
+                "does not exist",
+            )
+    yield (
+        "status",
+        ["patient", "status", "--metrics-file", "/no/such/folder/f"],
+        {},
+        "does not exist",
+    )
+    yield "up", ["patient", "up", "--events", "."], {}, "is a folder"
+    yield "up", ["patient", "up", "--url", "postgresql://u@h/a", "--url", ""], {}, "is empty"
+
+
+CASES = list(_cases())
+
+
+@pytest.fixture(scope="module")
+def at_two(server: str) -> Iterator[str]:
+    url = create_database(server)
+    assert run_cli("patient", "up", "--version", "2", "--url", url).exit_code == 0
+    yield url
+    drop_database(server, url)
+
+
+def _snapshot(url: str) -> object:
+    with dbmod.connect(Settings("patient", url, "t")) as conn:
+        return schema.snapshot(conn), history(url)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "env", "says"),
+    CASES,
+    ids=[f"{c[0]}:{' '.join(c[1][2:])}:{c[2]}" for c in CASES],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    name: str, args: list[str], env: dict[str, str], says: str, at_two: str
+) -> None:
+    before = _snapshot(at_two)
+    platform = {f"{s.upper()}_DATABASE_URL": at_two for s in ("patient",)}
+    result = run_cli(*args, env={**platform, **env})
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("migrate: error: ") and says in lines[0], lines[0]
+    assert "Traceback" not in result.output and "error: unexpected" not in result.output
+    assert _snapshot(at_two) == before
+
+
+def test_the_cases_cover_every_option_the_issue_names() -> None:
+    named = " ".join(" ".join(args) for _, args, _, _ in CASES)
+    for option in (
+        "--lock-timeout",
+        "--statement-timeout",
+        "--wait",
+        "--lock-wait",
+        "--connect-timeout",
+        "--port",
+        "--retries",
+        "--jobs",
+        "--url",
+        "--metrics-file",
+        "--events",
+        "--env",
+    ):
+        assert option in named, option
+    assert any(env.get("APP_ENV") for _, _, env, _ in CASES)
+    assert {c[0] for c in CASES} == set(COMMANDS)
+
+
+@pytest.mark.parametrize("value", ["prod", "Production", " PRODUCTION ", "PROD"])
+def test_every_spelling_of_production_is_guarded(value: str, at_two: str) -> None:
+    result = run_cli("patient", "down", "--version", "2", "--url", at_two, env={"APP_ENV": value})
+    assert result.exit_code == 2 and "refusing 'down' in production" in result.stderr
+    assert history(at_two) == [1, 2]
+
+
+@pytest.mark.parametrize("value", ["dev", "Development", "local", "test", "ci", "staging", ""])
+def test_known_environments_are_accepted(value: str, at_two: str) -> None:
+    assert run_cli("patient", "status", "--url", at_two, env={"APP_ENV": value}).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["patient", "stauts"], "did you mean 'status'"),
+        (["patient", "dwon"], "did you mean 'down'"),
+        (["all", "stat"], "did you mean 'status'"),
+        (["patinet", "up"], "did you mean 'patient'"),
+        (["up", "patient"], "the service comes first, as in 'migrate patient up'"),
+    ],
+)
+def test_unknown_words_suggest_the_nearest_real_one(args: list[str], says: str) -> None:
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert says in line, line
+
+
+def test_no_suggestion_that_would_fail_the_same_way() -> None:
+    # 'all' takes up and status only: 'dwn' must not suggest 'down'.
+    result = run_cli("all", "dwn")
+    assert result.exit_code == 2 and "down" not in result.stderr.split("(commands:")[0]
+    assert "(commands: up, status)" in result.stderr
+
+
+def test_metrics_and_events_need_a_writable_folder_before_anything_runs(
+    at_two: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "gone" / "m.prom"
+    result = run_cli("patient", "up", "--url", at_two, "--metrics-file", str(missing))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert history(at_two) == [1, 2]  # 'up' would have applied 3 and 4
+    assert query(at_two, "SELECT count(*) FROM pg_tables WHERE tablename = 'patients'") == [(1,)]
+    assert not missing.parent.exists()
