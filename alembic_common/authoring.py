@@ -23,6 +23,7 @@ from psycopg import sql
 from alembic_common import db, embedded, paths, runner, schema
 from alembic_common.env import include_name
 from alembic_common.errors import MigrationError, StateError, UsageError
+from alembic_common.plan import assess_for
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import Settings, normalize_url
 from alembic_common.state import read
@@ -67,7 +68,7 @@ def scratch_server(service: Service, like: Settings | None) -> Settings:
     if like is not None and _may_create_databases(like):
         return like
     embedded_server = Settings(
-        service.name, embedded.server_url(paths.data_dir(service.path.parent.parent)), "embedded"
+        service.name, embedded.server_url(paths.data_dir(service.root)), "embedded"
     )
     if wanted is None:
         return embedded_server
@@ -238,7 +239,7 @@ def compare(service: Service, settings: Settings | None, *, operations: bool = F
             at_version(service, scratch, head)
             return _compare_models(service, scratch, head, head, operations)
     with db.connect(settings) as conn:
-        found = runner.assess_for(service, read(conn, service.schema))
+        found = assess_for(service, read(conn, service.schema))
         actual = schema.snapshot(conn, service.schema)
     if found.unknown or found.problem or found.legacy:
         runner.refuse_unusable(service, found)
@@ -283,7 +284,7 @@ def revision(
             at_version(service, scratch, service.head)
             return _write_revision(service, message, version, scratch)
     with db.connect(settings) as conn:
-        found = runner.assess_for(service, read(conn, service.schema))
+        found = assess_for(service, read(conn, service.schema))
     if found.current != service.head or not found.consistent:
         raise StateError(
             f"{service.name}: autogenerate needs a database at head ({service.head}); "
@@ -346,6 +347,6 @@ def table_estimates(settings: Settings, tables: set[str]) -> dict[str, int | Non
 def current_version(service: Service, settings: Settings) -> int | None:
     """The database's version, refusing a database ahead of the code or inconsistent."""
     with db.connect(settings) as conn:
-        found = runner.assess_for(service, read(conn, service.schema))
+        found = assess_for(service, read(conn, service.schema))
     runner.refuse_unusable(service, found)
     return found.current

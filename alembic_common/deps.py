@@ -113,8 +113,15 @@ def unmet(
     peers: Callable[[str], Settings],
     known: Mapping[str, Service],
 ) -> list[Unmet]:
-    """Requirements of ``versions`` that the other services' databases do not meet yet."""
-    by_version = {m.version: m for m in service.migrations}
+    """Requirements of ``versions`` that the other services' databases do not meet yet.
+
+    Declarations are checked (and a cycle named) before any other database is read.
+    """
+    wanted = set(versions)
+    by_version = {m.version: m for m in service.migrations if m.version in wanted}
+    if not any(m.requires for m in by_version.values()):
+        return []
+    graph(known)
     missing = []
     cache: dict[str, list[int]] = {}
     where: dict[str, str] = {}
@@ -138,24 +145,13 @@ def unmet(
     return missing
 
 
-def refuse_unmet(
-    service: Service,
-    versions: list[int],
-    peers: Callable[[str], Settings],
-    known: Mapping[str, Service],
-) -> None:
-    """Stop an ``up`` whose pending versions need other services to move first."""
-    wanted = set(versions)
-    if not any(m.requires for m in service.migrations if m.version in wanted):
-        return
-    graph(known)  # declarations are checked (and cycles named) before anything runs
-    missing = unmet(service, versions, peers, known)
-    if missing:
-        raise StateError(
-            f"{'; '.join(map(str, missing))}: run 'migrate {missing[0].other} up' first "
-            "(or 'migrate all up')",
-            service=service.name,
-        )
+def refusal(missing: list[Unmet]) -> StateError:
+    """The error of an ``up`` whose pending versions need other services to move first."""
+    return StateError(
+        f"{'; '.join(map(str, missing))}: run 'migrate {missing[0].other} up' first "
+        "(or 'migrate all up')",
+        service=missing[0].service,
+    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 
 from psycopg import sql
 
-from alembic_common import history, state
+from alembic_common import checksums, history, state
 from alembic_common.errors import StateError
 from alembic_common.history import OWN_TABLES
 from alembic_common.services import Service, service_for_env
@@ -53,6 +53,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
             service.schema,
             guard=attributes.get("guard"),
             descriptions=service.descriptions,
+            checksums=attributes.get("checksums") or checksums.read(service),
             on_step=attributes.get("on_step"),
         ),
         "include_name": include_name,
@@ -107,8 +108,11 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
         )
     if not found_state.history_table:
         history.create(raw, service.name, service.schema)
-    elif found.owner is None:
-        history.claim(raw, service.name, service.schema)
+    else:
+        assert found_state.shape is not None
+        history.add_extras(raw, service.schema, {c.name for c in found_state.shape.columns})
+        if found.owner is None:
+            history.claim(raw, service.name, service.schema)
     raw.commit()
 
 

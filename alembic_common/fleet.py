@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alembic_common import runner, services
+from alembic_common import metrics, runner, services
 from alembic_common.errors import MigrationError
 from alembic_common.settings import Settings
 
@@ -185,19 +185,19 @@ def run(
     return [outcomes[i] for i in range(len(jobs))]
 
 
-def merge(service: str, settings: Settings, parts: list[Outcome], head: int | None) -> Outcome:
-    """One outcome per service from its segments (none: it was already at head)."""
+def merge(service: str, settings: Settings, parts: list[Outcome], before: runner.Status) -> Outcome:
+    """One outcome per service from its segments (none: it had nothing a plain up runs)."""
     results = [p.result for p in parts if isinstance(p.result, runner.RunResult)]
     merged = runner.RunResult(
         service,
         settings.display,
         "up",
-        results[0].before if results else head,
-        results[-1].after if results else head,
+        before.current,
+        results[-1].after if results else before.current,
         [v for r in results for v in r.steps],
+        held=results[-1].held if results else before.held,
+        pending=results[-1].pending if results else before.pending,
     )
-    if results:
-        merged.held, merged.pending = results[-1].held, results[-1].pending
     failed = next((p for p in parts if not p.ok), None)
     return Outcome(
         service,
@@ -207,6 +207,47 @@ def merge(service: str, settings: Settings, parts: list[Outcome], head: int | No
         failed.error if failed else None,
         failed.exit_code if failed else 0,
         sum(p.seconds for p in parts),
+    )
+
+
+def samples(
+    pairs: list[tuple[Settings, Outcome]], known: Mapping[str, services.Service], run: bool
+) -> list[metrics.Sample]:
+    """What the metrics file should say of each target after a run (``run``) or a status."""
+    return [_sample(settings, outcome, known[outcome.service], run) for settings, outcome in pairs]
+
+
+def _sample(
+    settings: Settings, outcome: Outcome, service: services.Service, run: bool
+) -> metrics.Sample:
+    head = service.head
+    result = outcome.result
+    current = pending = None
+    empty = False
+    if isinstance(result, runner.RunResult):
+        current, pending, empty = result.after, len(result.pending), result.after is None
+    elif isinstance(result, runner.Status):
+        current, pending, empty = result.current, len(result.pending), result.current is None
+    elif run:
+        # A failed run: look again, briefly, so the dashboard shows where it stopped.
+        quick = Settings(settings.service, settings.url, settings.source, 2, settings.embedded_dir)
+        try:
+            report = runner.status(service, quick)
+            current, pending, empty = report.current, len(report.pending), report.current is None
+        except MigrationError:
+            pass
+    if not run:
+        return metrics.Sample(service.name, settings.label, current, head, pending, empty=empty)
+    return metrics.Sample(
+        service.name,
+        settings.label,
+        current,
+        head,
+        pending,
+        outcome.ok,
+        outcome.seconds,
+        time.time(),
+        empty,
     )
 
 

@@ -32,14 +32,19 @@ ALEMBIC_TABLE = "alembic_version"
 # Tables the toolkit owns; autogenerate and schema comparisons leave them alone.
 OWN_TABLES = frozenset({TABLE, ALEMBIC_TABLE})
 # The seed's three columns exactly, plus welcome extras; a legacy table gets the extras.
-EXTRAS = {"duration_ms": "INTEGER", "applied_by": "TEXT DEFAULT current_user"}
+EXTRAS = {
+    "duration_ms": "INTEGER",
+    "applied_by": "TEXT DEFAULT current_user",
+    "checksum": "TEXT",  # of what the step ran (see checksums.py); NULL: not verified
+}
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (
     version INTEGER PRIMARY KEY,
     description TEXT NOT NULL,
     applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
     duration_ms INTEGER,
-    applied_by TEXT DEFAULT current_user
+    applied_by TEXT DEFAULT current_user,
+    checksum TEXT
 )"""
 _CREATE_ALEMBIC = (
     "CREATE TABLE {table} (version_num VARCHAR(32) NOT NULL,"
@@ -51,7 +56,11 @@ _REQUIRED = {
     "description": ("text", "character varying"),
     "applied_at": ("timestamp without time zone", "timestamp with time zone"),
 }
-_EXTRA_TYPES = {"duration_ms": ("integer", "bigint"), "applied_by": ("text", "character varying")}
+_EXTRA_TYPES = {
+    "duration_ms": ("integer", "bigint"),
+    "applied_by": ("text", "character varying"),
+    "checksum": ("text", "character varying"),
+}
 _OWNER = re.compile(r"^migrate: history of the ([a-z][a-z0-9_]*) service$")
 
 
@@ -138,13 +147,25 @@ def claim(conn: psycopg.Connection[Any], service: str, schema: str) -> None:
 
 
 def add_extras(conn: psycopg.Connection[Any], schema: str, present: set[str]) -> None:
-    """Give a legacy table the extra columns this toolkit writes."""
+    """Give a table made elsewhere (or by an older release) the extra columns we write."""
     for name, ddl in EXTRAS.items():
         if name not in present:
             conn.execute(
                 sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
                     qualified(schema, TABLE), sql.Identifier(name), sql.SQL(ddl)
                 )
+            )
+
+
+def accept(conn: psycopg.Connection[Any], schema: str, sums: Mapping[int, str]) -> None:
+    """Record that changed steps are accepted as they are now (their new checksums)."""
+    with conn.transaction():
+        for version, checksum in sums.items():
+            conn.execute(
+                sql.SQL("UPDATE {} SET checksum = %s WHERE version = %s").format(
+                    qualified(schema, TABLE)
+                ),
+                [checksum, version],
             )
 
 
@@ -226,6 +247,7 @@ def make_recorder(
     *,
     guard: Guard | None = None,
     descriptions: Mapping[int, str],
+    checksums: Mapping[int, str] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> Recorder:
     """An ``on_version_apply`` hook that mirrors each step into ``schema_migrations``.
@@ -236,8 +258,8 @@ def make_recorder(
     held = sql.SQL(" WHERE ") + _HELD if guard else sql.SQL("")
     insert = (
         sql.SQL(
-            "INSERT INTO {} (version, description, duration_ms)"
-            " SELECT %(version)s, %(description)s, %(duration_ms)s"
+            "INSERT INTO {} (version, description, duration_ms, checksum)"
+            " SELECT %(version)s, %(description)s, %(duration_ms)s, %(checksum)s"
         ).format(table)
         + held
     )
@@ -257,7 +279,12 @@ def make_recorder(
         else:
             assert ctx.connection is not None
             raw = ctx.connection.connection.driver_connection
-            params = {"version": version, "description": description, "duration_ms": duration_ms}
+            params = {
+                "version": version,
+                "description": description,
+                "duration_ms": duration_ms,
+                "checksum": (checksums or {}).get(version),
+            }
             changed = _write(raw, insert if upgrade else delete, params, guard)
             if changed != 1:
                 if guard is not None:

@@ -1,21 +1,21 @@
 """``up``, ``down`` and ``status`` as plain functions over (Service, Settings) that return data.
 
-Each command checks its inputs, reads the database state with psycopg, and only when
-there is work to do takes the service's advisory lock, re-reads the state under it and
-hands over to Alembic. Nothing here prints or exits; progress goes through a callback.
+Each reads the database state with psycopg and asks ``plan`` what to do. Only when there
+is work does it take the service's advisory lock, re-read the state and re-plan under it,
+and hand over to Alembic. Nothing here prints or exits; progress goes through a callback.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from alembic_common import db, deps, history, locking, services, settings
+from alembic_common import checksums, db, deps, history, locking, plan
 from alembic_common.errors import (
     ConnectionLostError,
     Interrupted,
@@ -27,15 +27,16 @@ from alembic_common.errors import (
     UsageError,
     signal_name,
 )
+from alembic_common.plan import Plan
+from alembic_common.project import Project
 from alembic_common.services import Service, revision_id
-from alembic_common.settings import Settings, mask
-from alembic_common.state import Assessment, DbState, assess, mismatched, read, refuse
+from alembic_common.settings import PRODUCTION, Settings, mask
+from alembic_common.state import Assessment, DbState, mismatched, read, refuse
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 Progress = Callable[[dict[str, Any]], None]
-PRODUCTION = "production"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RunOptions:
     environment: str = "development"
     allow_production: bool = False
     contract: bool = False  # also run contract steps (once no old release is running)
+    accept_changed: bool = False  # build on applied steps whose code changed since
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunResult:
     adopted: list[int] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # pending contract steps not run
     pending: list[int] = field(default_factory=list)  # what the code has beyond ``after``
+    accepted: list[int] = field(default_factory=list)  # changed steps accepted as they are
 
     @property
     def noop(self) -> bool:
@@ -85,20 +88,41 @@ class MigrationStatus:
 
 @dataclass(frozen=True)
 class Status:
-    """Every version the code knows, and where the database stands."""
+    """Every version the code knows, and where the database stands (its ``Assessment``)."""
 
     service: str
     database: str
-    current: int | None
-    head: int | None
+    found: Assessment
     migrations: list[MigrationStatus]
-    pending: list[int]
-    unknown: list[int]
-    legacy: bool
-    problem: str | None
     held: list[int] = field(default_factory=list)  # pending, held back until 'up --contract'
     # Applied versions whose recorded description is not the code's docstring any more.
     renamed: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)  # applied, and their SQL changed since
+    unverified: list[int] = field(default_factory=list)  # applied with no checksum recorded
+
+    @property
+    def current(self) -> int | None:
+        return self.found.current
+
+    @property
+    def head(self) -> int | None:
+        return self.found.head
+
+    @property
+    def pending(self) -> list[int]:
+        return self.found.pending
+
+    @property
+    def unknown(self) -> list[int]:
+        return self.found.unknown
+
+    @property
+    def legacy(self) -> bool:
+        return self.found.legacy
+
+    @property
+    def problem(self) -> str | None:
+        return self.found.problem
 
     @property
     def behind(self) -> bool:
@@ -107,13 +131,24 @@ class Status:
 
     @property
     def ok(self) -> bool:
-        """True unless the database is ahead of the code or its two tables disagree."""
+        """True unless the database is ahead of the code, another service's, or inconsistent."""
         return not self.unknown and self.problem is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **asdict(self),
+            "service": self.service,
+            "database": self.database,
+            "current": self.current,
+            "head": self.head,
             "migrations": [asdict(m) for m in self.migrations],
+            "pending": self.pending,
+            "held": self.held,
+            "unknown": self.unknown,
+            "legacy": self.legacy,
+            "problem": self.problem,
+            "renamed": self.renamed,
+            "changed": self.changed,
+            "unverified": self.unverified,
             "consistent": self.problem is None,
             "ahead": bool(self.unknown),
             "behind": self.behind,
@@ -138,19 +173,12 @@ def check_version(service: Service, disk: list[int], version: int) -> None:
             service=service.name,
             version=version,
         )
+    first = f"{disk[0]}..{head}" if disk else "none"
     raise UsageError(
-        f"{service.name}: no migration has version {version} (known: {disk[0]}..{head})",
+        f"{service.name}: no migration has version {version} (known: {first})",
         service=service.name,
         version=version,
     )
-
-
-def assess_for(service: Service, found: DbState) -> Assessment:
-    """Read a database's state against this service's history (owner included)."""
-    # Descriptions cost a parse of every file; only an unclaimed history needs them.
-    unclaimed = found.owner is None and bool(found.recorded) and found.alembic_table
-    descriptions = service.descriptions if unclaimed else None
-    return assess(service.disk_versions(), found, service.name, descriptions)
 
 
 def refuse_unusable(service: Service, found: Assessment) -> None:
@@ -168,45 +196,8 @@ def refuse_production(service: Service, action: str, options: RunOptions) -> Non
         )
 
 
-def _pending_to(found: Assessment, target: int | None) -> list[int]:
-    return [v for v in found.pending if target is None or v <= target]
-
-
-def split_held(
-    plan: list[int], contract_steps: list[int], contract: bool
-) -> tuple[list[int], list[int]]:
-    """Cut a plan before its first contract step unless contract steps are allowed."""
-    if contract:
-        return plan, []
-    first = next((i for i, v in enumerate(plan) if v in contract_steps), len(plan))
-    return plan[:first], plan[first:]
-
-
-def peer_settings(service: Service, target: Settings) -> Callable[[str], Settings]:
-    """How ``up`` finds another service's database: that service's own setting, never a guess."""
-    root = service.path.parent.parent
-    return lambda other: settings.peer(other, target, root=root)
-
-
-def up(
-    service: Service,
-    settings: Settings,
-    target: int | None = None,
-    options: RunOptions = RunOptions(),
-    progress: Progress | None = None,
-    peers: Callable[[str], Settings] | None = None,
-) -> RunResult:
-    """Apply pending migrations (up to ``target``), adopting a legacy database first.
-
-    Versions that declare ``requires`` are checked against the other services' databases
-    (found through ``peers``, by default their own connection settings) before anything runs.
-    """
-    with _interruptible(service):
-        result = _up(service, settings, target, options, progress, peers)
-    result.pending = [
-        v for v in service.disk_versions() if result.after is None or v > result.after
-    ]
-    return result
+def _pending_after(service: Service, after: int | None) -> list[int]:
+    return [v for v in service.disk_versions() if after is None or v > after]
 
 
 @contextmanager
@@ -223,6 +214,30 @@ def _interruptible(service: Service) -> Iterator[None]:
         ) from None
 
 
+# --- up -------------------------------------------------------------------------------------
+
+
+def up(
+    service: Service,
+    settings: Settings,
+    target: int | None = None,
+    options: RunOptions = RunOptions(),
+    progress: Progress | None = None,
+    peers: Callable[[str], Settings] | None = None,
+) -> RunResult:
+    """Apply pending migrations (up to ``target``), adopting a legacy database first.
+
+    Versions that declare ``requires`` are checked against the other services' databases
+    (found through ``peers``, by default their own connection settings) before anything runs.
+    """
+    with _interruptible(service):
+        result = _up(
+            service, settings, target, options, tagged(progress, service.name, settings), peers
+        )
+    result.pending = _pending_after(service, result.after)
+    return result
+
+
 def _up(
     service: Service,
     settings: Settings,
@@ -231,67 +246,114 @@ def _up(
     progress: Progress | None,
     peers: Callable[[str], Settings] | None,
 ) -> RunResult:
-    progress = tagged(progress, service.name, settings)
-    disk = service.disk_versions()
     if target is not None:
-        check_version(service, disk, target)
+        check_version(service, service.disk_versions(), target)
     with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
-        found = assess_for(service, read(conn, service.schema))
-        refuse_unusable(service, found)
-        result = RunResult(service.name, settings.display, "up", found.current, found.current)
-        pending = _pending_to(found, target)
-        plan, result.held = split_held(
-            pending, service.contract_versions(pending), options.contract
+        planned = plan.make(service, read(conn, service.schema), target, contract=options.contract)
+        refuse_unusable(service, planned.found)
+        current = planned.found.current
+        result = RunResult(
+            service.name, settings.display, "up", current, current, held=planned.held
         )
-        if not found.legacy and not plan:
+        if planned.idle:
             return result  # the fast path: no Alembic, no SQLAlchemy, no lock
         with (
-            _losing_connection(service, settings, plan),
+            _losing_connection(service, settings),
             locking.advisory_lock(
                 conn, service.name, wait=options.lock_wait, on_wait=progress
-            ) as lock_pid,
+            ) as pid,
         ):
-            state = read(conn, service.schema)
-            found = assess_for(service, state)
-            refuse_unusable(service, found)
-            result.before = result.after = found.current
-            pending = _pending_to(found, target)
-            plan, result.held = split_held(
-                pending, service.contract_versions(pending), options.contract
-            )
-            if not found.legacy and not plan:
-                return result  # another replica did the work while we waited
-            service.scripts  # noqa: B018 - a file that does not import is named before any change
-            if found.legacy:
-                result.adopted = _adopt(service, conn, state, progress)
-                found = assess_for(service, read(conn, service.schema))
-                result.after = found.current
-            plan, result.held = split_held(
-                _pending_to(found, target),
-                service.contract_versions(_pending_to(found, target)),
-                options.contract,
-            )
-            if plan:
-                from alembic import command
-
-                known = services.discover(service.path.parent.parent)
-                deps.refuse_unmet(service, plan, peers or peer_settings(service, settings), known)
-                destination = revision_id(plan[-1])
-                guard = history.Guard(service.name, lock_pid)
-                result.steps = _run_alembic(
-                    service,
-                    settings,
-                    options,
-                    progress,
-                    plan,
-                    conn,
-                    lambda cfg: command.upgrade(cfg, destination),
-                    guard,
-                )
-                result.after = result.steps[-1] if result.steps else result.after
+            _apply(service, settings, target, options, progress, peers, conn, pid, result)
     if result.held and progress is not None:
         progress({"event": "held", "versions": result.held})
     return result
+
+
+def _apply(
+    service: Service,
+    settings: Settings,
+    target: int | None,
+    options: RunOptions,
+    progress: Progress | None,
+    peers: Callable[[str], Settings] | None,
+    conn: psycopg.Connection[Any],
+    lock_pid: int,
+    result: RunResult,
+) -> None:
+    """Under the lock: re-read, re-plan, adopt, check, then run what the plan says."""
+    state = read(conn, service.schema)
+    planned = plan.make(service, state, target, contract=options.contract)
+    refuse_unusable(service, planned.found)
+    result.before = result.after = planned.found.current
+    result.held = planned.held
+    if planned.idle:
+        return  # another replica did the work while we waited
+    service.scripts  # noqa: B018 - a file that does not import is named before any change
+    if planned.adopt:
+        result.adopted = _adopt(service, conn, state, progress)
+        state = read(conn, service.schema)
+        result.after = plan.make(service, state, target).found.current
+    project = Project.of(service)
+    planned = plan.make(
+        service,
+        state,
+        target,
+        contract=options.contract,
+        peers=peers or project.peers(settings),
+        known=project.services,
+    )
+    result.held = planned.held
+    if planned.blocked:
+        raise deps.refusal(planned.blocked)
+    if not planned.run:
+        return
+    result.accepted = _check_history(service, conn, state, planned, options, progress)
+    from alembic import command
+
+    destination = revision_id(planned.run[-1])
+    result.steps = _run_alembic(
+        service,
+        settings,
+        options,
+        progress,
+        planned.run,
+        conn,
+        lambda cfg: command.upgrade(cfg, destination),
+        history.Guard(service.name, lock_pid),
+        checksums.for_versions(service, planned.run),
+    )
+    result.after = result.steps[-1] if result.steps else result.after
+
+
+def _check_history(
+    service: Service,
+    conn: psycopg.Connection[Any],
+    state: DbState,
+    planned: Plan,
+    options: RunOptions,
+    progress: Progress | None,
+) -> list[int]:
+    """Refuse to build on applied steps whose code changed since, unless told to accept them."""
+    expected = checksums.read(service)
+    recorded = {v: r.checksum for v, r in state.recorded.items() if v in planned.found.applied}
+    changed = checksums.verdict(recorded, expected).changed
+    if not changed:
+        return []
+    if not options.accept_changed:
+        raise StateError(
+            f"{service.name}: version(s) {', '.join(map(str, changed))} changed since they were "
+            "applied (their SQL is not what ran); review the change, then run 'up "
+            "--accept-changed' to record it as accepted",
+            service=service.name,
+            version=changed[0],
+        )
+    history.accept(conn, service.schema, {v: expected[v] for v in changed})
+    if progress is not None:
+        progress({"event": "accepted_changed", "versions": changed})
+    return changed
+
+
+# --- down -----------------------------------------------------------------------------------
 
 
 def down(
@@ -304,10 +366,10 @@ def down(
     """Roll back ``version`` and every later one, newest first (development only)."""
     refuse_production(service, "down", options)
     with _interruptible(service):
-        result = _down(service, settings, version, options, progress)
-    result.pending = [
-        v for v in service.disk_versions() if result.after is None or v > result.after
-    ]
+        result = _down(
+            service, settings, version, options, tagged(progress, service.name, settings)
+        )
+    result.pending = _pending_after(service, result.after)
     return result
 
 
@@ -318,19 +380,17 @@ def _down(
     options: RunOptions,
     progress: Progress | None,
 ) -> RunResult:
-    progress = tagged(progress, service.name, settings)
     disk = service.disk_versions()
     check_version(service, disk, version)
     with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
-        refuse_unusable(service, assess_for(service, read(conn, service.schema)))
-        plan_guess = sorted((v for v in disk if v >= version), reverse=True)
+        refuse_unusable(service, plan.assess_for(service, read(conn, service.schema)))
         with (
-            _losing_connection(service, settings, plan_guess),
+            _losing_connection(service, settings),
             locking.advisory_lock(
                 conn, service.name, wait=options.lock_wait, on_wait=progress
-            ) as lock_pid,
+            ) as pid,
         ):
-            found = assess_for(service, read(conn, service.schema))
+            found = plan.assess_for(service, read(conn, service.schema))
             refuse_unusable(service, found)
             if found.legacy:
                 raise StateError(
@@ -351,51 +411,57 @@ def _down(
             service.scripts  # noqa: B018 - a file that does not import is named before any change
             below = [v for v in disk if v < version]
             destination = revision_id(below[-1]) if below else "base"
-            plan = sorted((v for v in found.applied if v >= version), reverse=True)
+            steps = sorted((v for v in found.applied if v >= version), reverse=True)
             result = RunResult(service.name, settings.display, "down", found.current, found.current)
             result.steps = _run_alembic(
                 service,
                 settings,
                 options,
                 progress,
-                plan,
+                steps,
                 conn,
                 lambda cfg: command.downgrade(cfg, destination),
-                history.Guard(service.name, lock_pid),
+                history.Guard(service.name, pid),
             )
-            result.after = below[-1] if below and len(result.steps) == len(plan) else None
-            if len(result.steps) != len(plan):
-                result.after = assess_for(service, read(conn, service.schema)).current
+            result.after = below[-1] if below else None
     return result
 
 
+# --- status ---------------------------------------------------------------------------------
+
+
 def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
-    """Every version the code knows, applied or pending, and the database's flags."""
-    migrations = service.migrations
+    """Every version the code knows, applied or pending, and the database's flags.
+
+    Reads the files' declarations and the checksums file only: no Alembic import.
+    """
     with db.connect(settings, wait=wait) as conn:
         state = read(conn, service.schema)
-    found = assess([m.version for m in migrations], state, service.name, service.descriptions)
+    planned = plan.make(service, state)
+    found = planned.found
     rows = []
-    for m in migrations:
+    for m in service.migrations:
         recorded = state.recorded.get(m.version)
         applied = m.version in found.applied or (found.legacy and recorded is not None)
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
         rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
-    contract_steps = [m.version for m in migrations if m.phase == "contract"]
-    _, held = split_held(found.pending, contract_steps, contract=False)
+    sums = checksums.verdict(
+        {v: r.checksum for v, r in state.recorded.items() if v in found.applied},
+        checksums.read(service),
+    )
     return Status(
         service.name,
         settings.display,
-        found.current,
-        found.head,
+        found,
         rows,
-        found.pending,
-        found.unknown,
-        found.legacy,
-        found.problem,
-        held,
-        mismatched(state, service.descriptions) if not found.legacy else [],
+        planned.held,
+        [] if found.legacy else mismatched(state, service.descriptions),
+        sums.changed,
+        sums.unverified,
     )
+
+
+# --- helpers -------------------------------------------------------------------------------
 
 
 def _adopt(
@@ -415,7 +481,7 @@ def _adopt(
 
 
 @contextmanager
-def _losing_connection(service: Service, settings: Settings, plan: list[int]) -> Iterator[None]:
+def _losing_connection(service: Service, settings: Settings) -> Iterator[None]:
     """Turn a connection that died under the run into one clear error about it."""
     try:
         yield
@@ -449,7 +515,7 @@ def _lost(service: Service, settings: Settings, version: int | None, exc: BaseEx
     try:
         probe = Settings(service.name, settings.url, settings.source, 3, settings.embedded_dir)
         with db.connect(probe) as conn:
-            now = assess_for(service, read(conn, service.schema)).current
+            now = plan.assess_for(service, read(conn, service.schema)).current
         if now is not None and now >= version:
             verdict = f"version {version} had committed before the connection went"
         else:
@@ -476,6 +542,7 @@ def _run_alembic(
     lock_conn: psycopg.Connection[Any],
     run: Callable[[Config], None],
     guard: history.Guard,
+    sums: Mapping[int, str] | None = None,
 ) -> list[int]:
     """Run one Alembic command, retrying lock timeouts; return the versions it committed."""
     from sqlalchemy.exc import DBAPIError
@@ -500,11 +567,12 @@ def _run_alembic(
 
         engine = db.engine(settings)
         try:
-            with engine.connect() as conn:
+            with engine.connect() as migration:
                 run(
                     service.config(
-                        connection=conn,
+                        connection=migration,
                         guard=guard,
+                        checksums=sums,
                         atomic=options.atomic,
                         lock_timeout_ms=int(options.lock_timeout * 1000),
                         statement_timeout_ms=int(options.statement_timeout * 1000),

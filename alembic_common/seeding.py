@@ -15,7 +15,8 @@ from psycopg import sql
 
 from alembic_common import db, locking
 from alembic_common.errors import ScriptError, StateError, UsageError
-from alembic_common.runner import RunOptions, assess_for, refuse_production, refuse_unusable
+from alembic_common.plan import assess_for
+from alembic_common.runner import RunOptions, refuse_production, refuse_unusable
 from alembic_common.services import Service
 from alembic_common.settings import Settings
 from alembic_common.state import read

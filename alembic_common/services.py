@@ -196,6 +196,11 @@ class Service:
         return _restore, (self.name, str(self.path))
 
     @property
+    def root(self) -> Path:
+        """The project folder that holds ``services/``."""
+        return self.path.parent.parent
+
+    @property
     def ini(self) -> Path:
         return self.path / "alembic.ini"
 

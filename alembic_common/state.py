@@ -56,6 +56,7 @@ class Recorded:
     version: int
     description: str
     applied_at: datetime | None
+    checksum: str | None = None  # of what the step ran, when it was recorded
 
 
 @dataclass(frozen=True)
@@ -102,10 +103,11 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
     if history_table:
         shape = Shape(tuple(Column(*c) for c in columns or ()), tuple(primary_key or ()))
         if shape_problem(shape) is None:
+            checksum = "checksum" if "checksum" in {c.name for c in shape.columns} else "NULL"
             query = sql.SQL(
-                "SELECT version, description, applied_at FROM {} ORDER BY version"
-            ).format(qualified(schema, TABLE))
-            recorded = {r[0]: Recorded(r[0], r[1] or "", r[2]) for r in conn.execute(query)}
+                "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
+            ).format(sql.SQL(checksum), qualified(schema, TABLE))
+            recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in conn.execute(query)}
     if not conn.autocommit:
         conn.rollback()
     return DbState(alembic_table, history_table, heads, recorded, owner_of(comment), shape)

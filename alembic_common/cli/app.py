@@ -24,6 +24,7 @@ from typer.core import TyperGroup
 
 from alembic_common import redact, services, settings
 from alembic_common.errors import ConfigError, MigrationError, UsageError
+from alembic_common.project import Project
 
 PROG = "migrate"
 ALL = "all"
@@ -157,7 +158,7 @@ def check_service(name: str, args: Sequence[str] = ()) -> None:
     """Refuse an unknown service, suggesting the nearest one (or the right word order)."""
     if name == ALL:
         return
-    known = services.discover()
+    known = Project.find().services
     if name in known:
         return
     if args and args[0] in known:
@@ -191,6 +192,7 @@ app = typer.Typer(
 class Chosen:
     """What the command line chose before the command runs (kept in ``ctx.obj``)."""
 
+    project: Project
     service: services.Service | None  # None for "all"
 
 
@@ -208,7 +210,8 @@ def _main(
     check_service(service)
     # A typo in APP_ENV must not slip past the production guard: every command checks it.
     settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
-    ctx.obj = Chosen(None if service == ALL else services.get(service))
+    project = Project.find()
+    ctx.obj = Chosen(project, None if service == ALL else project.service(service))
 
 
 def service_of(ctx: typer.Context) -> services.Service:
@@ -222,6 +225,11 @@ def service_of(ctx: typer.Context) -> services.Service:
 def is_all(ctx: typer.Context) -> bool:
     chosen = ctx.find_object(Chosen)
     return chosen is not None and chosen.service is None
+
+
+def project_of(ctx: typer.Context) -> Project:
+    chosen = ctx.find_object(Chosen)
+    return chosen.project if chosen is not None else Project.find()
 
 
 def main() -> None:

@@ -102,40 +102,21 @@ def plan(
     as_json: Json = False,
 ) -> None:
     """Show the exact SQL that up (or down) would run, with each statement's lock. Changes nothing."""
-    from alembic_common import authoring
-    from alembic_common import plan as planning
+    from alembic_common import authoring, offline
 
     service = service_of(ctx)
-    disk = service.disk_versions()
     if version is not None:
-        runner.check_version(service, disk, version)
+        runner.check_version(service, service.disk_versions(), version)
     if to_down and version is None:
         raise UsageError(f"{service.name}: plan --down needs --version N", service=service.name)
     settings = conn.explicit(service, say=err)
-    current = (
-        authoring.current_version(service, settings)
-        if settings
-        else (max(disk) if to_down else None)
-    )
-    if to_down:
-        below = [v for v in disk if v < version]  # type: ignore[operator]
-        start, end = current, (below[-1] if below else None)
-    else:
-        start, end = current, (version if version is not None else max(disk))
-        # Plan what 'up' would run: it holds contract steps back unless --contract.
-        steps = [m.version for m in service.migrations if m.phase == "contract"]
-        wanted = [v for v in disk if (start or 0) < v <= end]
-        runnable, _ = runner.split_held(wanted, steps, contract)
-        end = runnable[-1] if runnable else start
-    if (start or 0) == (end or 0) or (not to_down and (start or 0) > (end or 0)):
-        result = planning.Plan(service.name, "down" if to_down else "up", start, end, [], [])
-    else:
-        result = planning.plan(service, start, end, down=to_down)
-        if settings is not None:
-            estimates = authoring.table_estimates(settings, planning.tables_named(result))
-            for vp in result.versions:
-                for st in vp.statements:
-                    st.rows = estimates.get(st.table) if st.table else None
+    current = authoring.current_version(service, settings) if settings else None
+    result = offline.review(service, current, version, down=to_down, contract=contract)
+    if settings is not None:
+        estimates = authoring.table_estimates(settings, offline.tables_named(result))
+        for vp in result.versions:
+            for st in vp.statements:
+                st.rows = estimates.get(st.table) if st.table else None
     if as_json:
         print_json(result.to_dict())
     elif sql:
@@ -172,14 +153,14 @@ def lint(
 ) -> None:
     """Run squawk over the SQL of pending (or all) migrations; exit 1 on unaccepted findings."""
     from alembic_common import authoring
-    from alembic_common import plan as planning
+    from alembic_common import lint as linting
 
     service = service_of(ctx)
     disk = service.disk_versions()
     settings = None if all_versions else conn.explicit(service, say=err)
     current = authoring.current_version(service, settings) if settings else None
     versions = [v for v in disk if current is None or v > current]
-    findings = planning.lint(service, versions)
+    findings = linting.lint(service, versions)
     rejected = [f for f in findings if f.accepted is None]
     if as_json:
         print_json(
@@ -201,3 +182,31 @@ def lint(
         out(f"{service.name}: linted versions {versions or 'none'}: {verdict}")
     if rejected:
         raise typer.Exit(1)
+
+
+@app.command("hash")
+def hash_(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file is not current; write nothing.")
+    ] = False,
+) -> None:
+    """Write the checksums of every version's SQL to migrations/checksums.txt (--check: verify)."""
+    from alembic_common import checksums
+
+    service = service_of(ctx)
+    current = checksums.compute(service)
+    listed = checksums.read(service)
+    if check:
+        stale = sorted(v for v in current.keys() | listed.keys() if current.get(v) != listed.get(v))
+        if stale:
+            out(
+                f"{service.name}: checksums.txt is not current for version(s) "
+                f"{', '.join(map(str, stale))}: run 'migrate {service.name} hash' and commit it"
+            )
+            raise typer.Exit(1)
+        out(f"{service.name}: checksums.txt is current ({len(current)} versions)")
+        return
+    path = checksums.write(service, current)
+    changed = sorted(v for v in current if listed.get(v) != current[v])
+    out(f"{path} ({len(current)} versions; updated {changed or 'none'})")

@@ -16,7 +16,7 @@ import typer
 
 from alembic_common import fleet, metrics, runner, services
 from alembic_common.cli import options
-from alembic_common.cli.app import app, is_all, service_of
+from alembic_common.cli.app import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
     Connection,
     Env,
@@ -31,9 +31,10 @@ from alembic_common.cli.options import (
     Wait,
     with_connection,
 )
-from alembic_common.cli.render import Reporter, err, out, print_json, table, wrapped
+from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table, wrapped
 from alembic_common.errors import MigrationError, UsageError
 from alembic_common.locking import DEFAULT_LOCK_WAIT
+from alembic_common.project import Project
 from alembic_common.redact import Scrubber
 from alembic_common.settings import Settings
 
@@ -111,6 +112,7 @@ def up(
         environment=options.environment(None),
     )
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
+    project = project_of(ctx)
     if is_all(ctx):
         from alembic_common.cli.platform import all_up
 
@@ -118,7 +120,7 @@ def up(
             raise UsageError(
                 "'all up' takes neither --version nor --url: each service uses its own settings"
             )
-        all_up(conn, run_options, jobs, reporter, metrics_file, as_json)
+        all_up(project, conn, run_options, jobs, reporter, metrics_file, as_json)
         return
     service = service_of(ctx)
     if version is not None:  # usage errors come before any connection is made
@@ -130,15 +132,14 @@ def up(
     )
     if len(targets) > 1:
         jobs_list = [fleet.Job(service.name, t, version) for t in targets]
-        pairs = run_fleet(
-            jobs_list, fleet.up_work, jobs, reporter, stop_on_failure=False, options=run_options
-        )
-        finish(reporter, "up", pairs, started, metrics_file, as_json)
+        pairs = run_fleet(project, jobs_list, fleet.up_work, jobs, reporter, options=run_options)
+        finish(project, reporter, "up", pairs, started, metrics_file, as_json)
         return
     try:
         result = runner.up(service, targets[0], version, run_options, reporter)
     except BaseException as exc:
         record(
+            project,
             reporter,
             "up",
             [(targets[0], failure(service.name, targets[0], exc, started))],
@@ -149,7 +150,7 @@ def up(
     done = fleet.Outcome(
         service.name, targets[0].display, "ok", result, seconds=time.time() - started
     )
-    record(reporter, "up", [(targets[0], done)], started, metrics_file)
+    record(project, reporter, "up", [(targets[0], done)], started, metrics_file)
     show_result(result, as_json)
 
 
@@ -184,44 +185,20 @@ def show_result(result: runner.RunResult, json_output: bool) -> None:
 
 
 def run_fleet(
+    project: Project,
     jobs_list: list[fleet.Job],
     work: Any,
     parallel: int,
     reporter: Reporter,
-    *,
-    stop_on_failure: bool,
     **extra: Any,
 ) -> list[Pair]:
     """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    # No auto-refresh thread: workers are forked, and a thread holding a lock at fork time
-    # would leave that lock held forever in the child.
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        auto_refresh=False,
-        transient=True,
-        disable=reporter.quiet or not sys.stderr.isatty(),
-    )
-    with bar:
-        task = bar.add_task("databases", total=len(jobs_list))
-
-        def advance(index: int, outcome: fleet.Outcome) -> None:
-            bar.advance(task)
-            bar.refresh()
-
-        root = Path(services.services_dir()).parent
+    with progress_bar(len(jobs_list), reporter.quiet) as advance:
         outcomes = fleet.run(
             jobs_list,
             work,
-            root=root,
+            root=project.root,
             parallel=parallel,
-            stop_on_failure=stop_on_failure,
             progress=reporter,
             on_outcome=advance,
             **extra,
@@ -229,46 +206,17 @@ def run_fleet(
     return list(zip([j.settings for j in jobs_list], outcomes, strict=True))
 
 
-def _sample(settings: Settings, outcome: fleet.Outcome, run: bool) -> metrics.Sample:
-    """What is known of one target after a run (``run``) or a status read."""
-    service = services.get(outcome.service)
-    head = service.head
-    result = outcome.result
-    current = pending = None
-    empty = False
-    if isinstance(result, runner.RunResult):
-        current, pending, empty = result.after, len(result.pending), result.after is None
-    elif isinstance(result, runner.Status):
-        current, pending, empty = result.current, len(result.pending), result.current is None
-    elif run:
-        # A failed run: look again, briefly, so the dashboard shows where it stopped.
-        quick = Settings(settings.service, settings.url, settings.source, 2, settings.embedded_dir)
-        try:
-            report = runner.status(service, quick)
-            current, pending, empty = report.current, len(report.pending), report.current is None
-        except MigrationError:
-            pass
-    if not run:
-        return metrics.Sample(service.name, settings.label, current, head, pending, empty=empty)
-    return metrics.Sample(
-        service.name,
-        settings.label,
-        current,
-        head,
-        pending,
-        outcome.ok,
-        outcome.seconds,
-        time.time(),
-        empty,
-    )
-
-
-def write_metrics(path: Path, pairs: list[Pair], run: bool) -> None:
-    metrics.write(path, [_sample(s, o, run) for s, o in pairs], scrubber())
+def write_metrics(project: Project, path: Path, pairs: list[Pair], run: bool) -> None:
+    metrics.write(path, fleet.samples(pairs, project.services, run), scrubber())
 
 
 def record(
-    reporter: Reporter, action: str, pairs: list[Pair], started: float, metrics_file: Path | None
+    project: Project,
+    reporter: Reporter,
+    action: str,
+    pairs: list[Pair],
+    started: float,
+    metrics_file: Path | None,
 ) -> None:
     """Emit failure and finish events, and write the metrics file."""
     for settings, outcome in pairs:
@@ -290,10 +238,11 @@ def record(
         targets=len(pairs),
     )
     if metrics_file is not None:
-        write_metrics(metrics_file, pairs, run=True)
+        write_metrics(project, metrics_file, pairs, run=True)
 
 
 def finish(
+    project: Project,
     reporter: Reporter,
     action: str,
     pairs: list[Pair],
@@ -302,7 +251,7 @@ def finish(
     json_output: bool,
 ) -> None:
     """Summarise a run over several targets; exit 1 if any target failed."""
-    record(reporter, action, pairs, started, metrics_file)
+    record(project, reporter, action, pairs, started, metrics_file)
     if json_output:
         print_json(
             {
@@ -377,12 +326,14 @@ def down(
     runner.refuse_production(service, "down", run_options)
     settings = conn.settings(service, say=err)
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
+    project = project_of(ctx)
     started = time.time()
     reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
     try:
         result = runner.down(service, settings, version, run_options, reporter)
     except BaseException as exc:
         record(
+            project,
             reporter,
             "down",
             [(settings, failure(service.name, settings, exc, started))],
@@ -393,7 +344,7 @@ def down(
     done = fleet.Outcome(
         service.name, settings.display, "ok", result, seconds=time.time() - started
     )
-    record(reporter, "down", [(settings, done)], started, metrics_file)
+    record(project, reporter, "down", [(settings, done)], started, metrics_file)
     show_result(result, as_json)
 
 
@@ -423,18 +374,16 @@ def status(
                 "'all status' takes no --url: each service uses its own settings "
                 "(<SERVICE>_DATABASE_URL)"
             )
-        all_status(conn, metrics_file, as_json)
+        all_status(project_of(ctx), conn, metrics_file, as_json)
         return
     service = service_of(ctx)
     targets = conn.targets(service, say=err)
     if len(targets) > 1:
         jobs_list = [fleet.Job(service.name, t) for t in targets]
-        pairs = run_fleet(
-            jobs_list, fleet.status_work, jobs, Reporter(quiet=True), stop_on_failure=False
-        )
+        pairs = run_fleet(project_of(ctx), jobs_list, fleet.status_work, jobs, Reporter(quiet=True))
         show_target_status(service, pairs, as_json)
         if metrics_file is not None:
-            write_metrics(metrics_file, pairs, run=False)
+            write_metrics(project_of(ctx), metrics_file, pairs, run=False)
         reports = [o.result for _, o in pairs]
         if not all(isinstance(r, runner.Status) and r.ok for r in reports):
             raise typer.Exit(1)
@@ -442,7 +391,7 @@ def status(
     report = runner.status(service, targets[0])
     if metrics_file is not None:
         outcome = fleet.Outcome(service.name, targets[0].display, "ok", report)
-        write_metrics(metrics_file, [(targets[0], outcome)], run=False)
+        write_metrics(project_of(ctx), metrics_file, [(targets[0], outcome)], run=False)
     if as_json:
         print_json(report.to_dict())
     else:

@@ -91,7 +91,7 @@ class Connection:
             host=self._hosts(),
             password_file=self.password_file,
             connect_timeout=self.connect_timeout,
-            root=service.path.parent.parent,
+            root=service.root,
         )
         if resolved.embedded_dir is not None and say is not None:
             say(

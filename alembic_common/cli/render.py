@@ -14,7 +14,8 @@ import re
 import shutil
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,34 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
         limit = width()
         lines = [line if len(line) <= limit else line[: limit - 1] + ELLIPSIS for line in lines]
     return "\n".join(lines)
+
+
+@contextmanager
+def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
+    """A bar with counts on a terminal's stderr; yields the callback that advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # No auto-refresh thread: workers are forked, and a thread holding a lock at fork time
+    # would leave that lock held forever in the child.
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),
+    )
+    with bar:
+        task = bar.add_task("databases", total=total)
+
+        def advance(*_: Any) -> None:
+            bar.advance(task)
+            bar.refresh()
+
+        yield advance
 
 
 def wrapped(text: str) -> str:

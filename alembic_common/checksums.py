@@ -1,0 +1,110 @@
+"""Checksums of what each migration runs, as Flyway's ``validate`` and Atlas's ``atlas.sum``.
+
+A version's checksum is the sha256 of its offline SQL (Alembic's ``--sql`` output,
+without the toolkit's bookkeeping), with whitespace and line endings normalised: a
+comment or reformatting in the Python file does not count, a changed statement does,
+and so does a change in a shared helper (``ddl``, ``safe``, ``backfill``) that alters what
+an old migration runs.
+
+The checksums live in ``services/<name>/migrations/checksums.txt`` (written by
+``migrate SERVICE hash``, checked in CI), so ``status`` compares them with what
+``schema_migrations`` recorded without importing Alembic. ``up`` records each step's
+checksum as it applies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic_common.errors import ScriptError
+from alembic_common.services import Service
+
+FILE = "checksums.txt"
+HEADER = (
+    "# sha256 of each version's offline SQL, whitespace normalised.\n"
+    "# Written by 'migrate {service} hash'; CI checks it is current ('hash --check').\n"
+)
+_LINE = re.compile(r"^(\d{4,})\s+([0-9a-f]{64})$")
+
+
+def path(service: Service) -> Path:
+    return service.path / "migrations" / FILE
+
+
+def of(statements: list[str]) -> str:
+    """The checksum of a version's statements: line endings and whitespace do not count."""
+    normalised = " ".join(" ".join(statements).split())
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def compute(service: Service, versions: list[int] | None = None) -> dict[int, str]:
+    """Render the history base to head offline and take each version's checksum."""
+    from alembic_common import offline
+
+    sums = {
+        v.version: of(v.migration_sql())
+        for v in offline.sql_plan(service, None, service.head).versions
+    }
+    return sums if versions is None else {v: sums[v] for v in versions if v in sums}
+
+
+def read(service: Service) -> dict[int, str]:
+    """The checksums the service's file lists (empty when it has none yet)."""
+    try:
+        text = path(service).read_text()
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise ScriptError(
+                f"{path(service).name} line {number} is not 'VERSION SHA256'", service=service.name
+            )
+        found[int(match.group(1))] = match.group(2)
+    return found
+
+
+def render(service: Service, sums: dict[int, str]) -> str:
+    lines = [f"{v:04d} {sums[v]}" for v in sorted(sums)]
+    return HEADER.format(service=service.name) + "\n".join(lines) + "\n"
+
+
+def write(service: Service, sums: dict[int, str]) -> Path:
+    target = path(service)
+    target.write_text(render(service, sums))
+    return target
+
+
+def for_versions(service: Service, versions: list[int]) -> dict[int, str]:
+    """Checksums of ``versions`` to record: from the file, rendering any it lacks."""
+    listed = read(service)
+    missing = [v for v in versions if v not in listed]
+    if missing:
+        listed |= compute(service, missing)
+    return {v: listed[v] for v in versions if v in listed}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Applied versions against the code: changed since applied, or never checksummed."""
+
+    changed: list[int] = field(default_factory=list)
+    unverified: list[int] = field(default_factory=list)
+
+
+def verdict(recorded: dict[int, str | None], expected: dict[int, str]) -> Verdict:
+    """Compare the checksums ``schema_migrations`` recorded with the code's."""
+    changed, unverified = [], []
+    for version, checksum in sorted(recorded.items()):
+        if checksum is None or version not in expected:
+            unverified.append(version)
+        elif checksum != expected[version]:
+            changed.append(version)
+    return Verdict(changed, unverified)

@@ -1,0 +1,103 @@
+"""Squawk over each version's SQL, exactly as ``up`` runs it, and the reasons a migration
+gives for accepting a finding (``lint_accepted``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic_common.errors import ConfigError, UsageError
+from alembic_common.offline import sql_plan
+from alembic_common.services import Service
+
+
+@dataclass
+class Finding:
+    version: int
+    rule: str
+    message: str
+    statement: str
+    accepted: str | None = None  # the reason given in the migration file, if accepted
+
+
+def squawk_binary() -> str:
+    """The squawk executable installed with this Python (squawk-cli), or on PATH."""
+    candidate = Path(sys.executable).parent / "squawk"
+    found = str(candidate) if candidate.exists() else shutil.which("squawk")
+    if not found:
+        raise ConfigError("squawk is not installed: pip install squawk-cli (or '.[test]')")
+    return found
+
+
+def lint_header(lock_timeout_s: float, statement_timeout_s: float) -> list[str]:
+    """The session settings the runner really applies before each migration."""
+    return [
+        f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms';",
+        f"SET statement_timeout = '{int(statement_timeout_s * 1000)}ms';",
+    ]
+
+
+def lint(
+    service: Service,
+    versions: list[int],
+    *,
+    lock_timeout_s: float = 5.0,
+    statement_timeout_s: float = 0.0,
+) -> list[Finding]:
+    """Run squawk over each version's upgrade SQL; mark findings the migration accepts."""
+    accepted = accepted_findings(service)
+    findings: list[Finding] = []
+    binary = squawk_binary()
+    for version in versions:
+        up = sql_plan(service, version - 1 or None, version).versions
+        statements = up[0].migration_sql() if up else []
+        if not statements:
+            continue
+        # Every transaction boundary is explicit (Alembic's BEGIN/COMMIT, and those around
+        # autocommit blocks), so squawk sees which statements share a transaction.
+        script = lint_header(lock_timeout_s, statement_timeout_s) + statements
+        text, starts = _numbered(script)
+        for raw in _run_squawk(binary, text):
+            index = max(i for i, line in enumerate(starts) if line <= raw["line"])
+            rule = raw.get("rule_name") or "unknown"
+            reason = accepted.get(version, {}).get(rule)
+            findings.append(Finding(version, rule, raw.get("message", ""), script[index], reason))
+    return findings
+
+
+def _numbered(statements: list[str]) -> tuple[str, list[int]]:
+    """Join statements into one script and remember the 0-based line each starts on."""
+    starts, lines = [], 0
+    for s in statements:
+        starts.append(lines)
+        lines += s.count("\n") + 2
+    return "\n\n".join(statements) + "\n", starts
+
+
+def _run_squawk(binary: str, text: str) -> list[dict[str, Any]]:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
+        handle.write(text)
+    try:
+        done = subprocess.run(
+            [binary, "--reporter", "json", handle.name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        Path(handle.name).unlink()
+    try:
+        return list(json.loads(done.stdout or "[]"))
+    except json.JSONDecodeError:
+        raise UsageError(f"squawk failed: {(done.stderr or done.stdout).strip()[:200]}") from None
+
+
+def accepted_findings(service: Service) -> dict[int, dict[str, str]]:
+    """``lint_accepted = {"rule": "reason"}`` declared in each migration file, by version."""
+    return {m.version: m.lint_accepted for m in service.migrations}
