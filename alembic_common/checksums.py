@@ -7,9 +7,11 @@ and so does a change in a shared helper (``ddl``, ``safe``, ``backfill``) that a
 an old migration runs.
 
 The checksums live in ``services/<name>/migrations/checksums.txt`` (written by
-``migrate SERVICE hash``, checked in CI), so ``status`` compares them with what
-``schema_migrations`` recorded without importing Alembic. ``up`` records each step's
-checksum as it applies it.
+``migrate SERVICE hash``, checked in CI), each beside a fingerprint of its migration
+file's bytes. ``status`` compares them with what ``schema_migrations`` recorded without
+importing Alembic; a migration whose file no longer matches its fingerprint (edited, or
+added since the last ``hash``) is rendered afresh, so an edit is seen even before anyone
+re-hashes. ``up`` records each step's checksum as it applies it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from alembic_common.services import Service
 
 FILE = "checksums.txt"
 HEADER = (
-    "# sha256 of each version's offline SQL, whitespace normalised.\n"
+    "# VERSION  sha256 of its offline SQL (whitespace normalised)  sha256 of its file\n"
     "# Written by 'migrate {service} hash'; CI checks it is current ('hash --check').\n"
 )
-_LINE = re.compile(r"^(\d{4,})\s+([0-9a-f]{64})$")
+_LINE = re.compile(r"^(\d{4,})\s+([0-9a-f]{64})\s+([0-9a-f]{64})$")
 
 
 def path(service: Service) -> Path:
@@ -51,8 +53,14 @@ def compute(service: Service, versions: list[int] | None = None) -> dict[int, st
     return sums if versions is None else {v: sums[v] for v in versions if v in sums}
 
 
-def read(service: Service) -> dict[int, str]:
-    """The checksums the service's file lists (empty when it has none yet)."""
+def fingerprint(service: Service, version: int) -> str | None:
+    """The sha256 of a migration file's bytes (None: no such file)."""
+    found = [m.path for m in service.migrations if m.version == version]
+    return hashlib.sha256(found[0].read_bytes()).hexdigest() if found else None
+
+
+def read(service: Service) -> dict[int, tuple[str, str]]:
+    """The file's (checksum, fingerprint) per version (empty when it has none yet)."""
     try:
         text = path(service).read_text()
     except FileNotFoundError:
@@ -65,14 +73,15 @@ def read(service: Service) -> dict[int, str]:
         match = _LINE.match(line)
         if not match:
             raise ScriptError(
-                f"{path(service).name} line {number} is not 'VERSION SHA256'", service=service.name
+                f"{path(service).name} line {number} is not 'VERSION SQL-SHA256 FILE-SHA256'",
+                service=service.name,
             )
-        found[int(match.group(1))] = match.group(2)
+        found[int(match.group(1))] = (match.group(2), match.group(3))
     return found
 
 
 def render(service: Service, sums: dict[int, str]) -> str:
-    lines = [f"{v:04d} {sums[v]}" for v in sorted(sums)]
+    lines = [f"{v:04d} {sums[v]} {fingerprint(service, v)}" for v in sorted(sums)]
     return HEADER.format(service=service.name) + "\n".join(lines) + "\n"
 
 
@@ -82,13 +91,27 @@ def write(service: Service, sums: dict[int, str]) -> Path:
     return target
 
 
-def for_versions(service: Service, versions: list[int]) -> dict[int, str]:
-    """Checksums of ``versions`` to record: from the file, rendering any it lacks."""
+def listed(service: Service) -> dict[int, str]:
+    """The file's checksums of the migration files it still matches (plain Alembic records
+    these; a step it does not list is recorded without one, as unverified)."""
+    return {
+        v: checksum
+        for v, (checksum, print_) in read(service).items()
+        if print_ == fingerprint(service, v)
+    }
+
+
+def expected(service: Service, versions: list[int]) -> dict[int, str]:
+    """What each of ``versions`` runs today: the file's checksum while the migration file
+    is the one it was taken from, else rendered afresh (an edit, or a step not hashed yet)."""
     listed = read(service)
-    missing = [v for v in versions if v not in listed]
+    fresh = {
+        v: listed[v][0] for v in versions if v in listed and listed[v][1] == fingerprint(service, v)
+    }
+    missing = [v for v in versions if v not in fresh]
     if missing:
-        listed |= compute(service, missing)
-    return {v: listed[v] for v in versions if v in listed}
+        fresh |= compute(service, missing)
+    return {v: fresh[v] for v in versions if v in fresh}
 
 
 @dataclass(frozen=True)
@@ -99,12 +122,14 @@ class Verdict:
     unverified: list[int] = field(default_factory=list)
 
 
-def verdict(recorded: dict[int, str | None], expected: dict[int, str]) -> Verdict:
-    """Compare the checksums ``schema_migrations`` recorded with the code's."""
+def verdict(service: Service, recorded: dict[int, str | None]) -> Verdict:
+    """Compare the checksums ``schema_migrations`` recorded with what the code runs today."""
+    known = set(service.disk_versions())
+    now = expected(service, sorted(v for v, c in recorded.items() if c is not None and v in known))
     changed, unverified = [], []
     for version, checksum in sorted(recorded.items()):
-        if checksum is None or version not in expected:
+        if checksum is None or version not in now:
             unverified.append(version)
-        elif checksum != expected[version]:
+        elif checksum != now[version]:
             changed.append(version)
     return Verdict(changed, unverified)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # SQLSTATEs worth waiting out while a database container starts.
 _TRANSIENT = {None, "57P03"}  # no server answer yet / "the database system is starting up"
 # A NAT or firewall that drops idle TCP connections must not silently end a lock session.
-KEEPALIVES = {
+KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,

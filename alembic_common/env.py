@@ -53,7 +53,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
             service.schema,
             guard=attributes.get("guard"),
             descriptions=service.descriptions,
-            checksums=attributes.get("checksums") or checksums.read(service),
+            checksums=attributes.get("checksums"),
             on_step=attributes.get("on_step"),
         ),
         "include_name": include_name,
@@ -138,6 +138,8 @@ def run(env_file: str) -> None:
     with ExitStack() as stack:
         conn = _connection(service, attributes, context.get_x_argument(as_dictionary=True), stack)
         prepare_session(conn, service, attributes)
+        # What each step runs, recorded with it (migrate passes them; plain alembic reads them).
+        attributes.setdefault("checksums", checksums.listed(service))
         context.configure(connection=conn, **configure_options(service, attributes))
         with context.begin_transaction():
             context.run_migrations()

@@ -53,7 +53,7 @@ class Outcome:
         return data
 
 
-Work = Callable[[services.Service, Settings, int | None], Any]
+Work = Callable[..., Any]  # (service, settings, target, *, progress, **options)
 
 
 @dataclass

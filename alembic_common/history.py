@@ -210,7 +210,7 @@ _HELD = sql.SQL(
 
 def _write(
     raw: psycopg.Connection[Any],
-    statement: sql.Composable,
+    statement: sql.Composed,
     params: dict[str, Any],
     guard: Guard | None,
 ) -> int:
@@ -255,7 +255,7 @@ def make_recorder(
     ``on_step`` receives one small event per step (version, direction, duration).
     """
     table = qualified(schema, TABLE)
-    held = sql.SQL(" WHERE ") + _HELD if guard else sql.SQL("")
+    held = sql.Composed([sql.SQL(" WHERE "), _HELD]) if guard else sql.Composed([])
     insert = (
         sql.SQL(
             "INSERT INTO {} (version, description, duration_ms, checksum)"
@@ -264,7 +264,7 @@ def make_recorder(
         + held
     )
     delete = sql.SQL("DELETE FROM {} WHERE version = %(version)s").format(table) + (
-        sql.SQL(" AND ") + _HELD if guard else sql.SQL("")
+        sql.Composed([sql.SQL(" AND "), _HELD]) if guard else sql.Composed([])
     )
     mark = [time.perf_counter()]
 
@@ -279,6 +279,7 @@ def make_recorder(
         else:
             assert ctx.connection is not None
             raw = ctx.connection.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
             params = {
                 "version": version,
                 "description": description,

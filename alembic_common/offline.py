@@ -244,6 +244,8 @@ def review(
     from alembic_common.plan import split_held
 
     disk = service.disk_versions()
+    start: int | None
+    end: int | None
     if down:
         assert version is not None
         below = [v for v in disk if v < version]

@@ -29,7 +29,7 @@ SHORTEST = 3  # shorter strings are too common to replace blindly; they hold no 
 
 def _url_passwords(raw: str) -> set[str]:
     """The password of each URL in ``raw`` (one URL or a list), however it was typed."""
-    found = set()
+    found: set[str] = set()
     for part in urls.split_list(raw) or [raw]:
         with contextlib.suppress(ConfigError):
             parsed = urls.parse(part)

@@ -320,7 +320,7 @@ def _apply(
         conn,
         lambda cfg: command.upgrade(cfg, destination),
         history.Guard(service.name, lock_pid),
-        checksums.for_versions(service, planned.run),
+        checksums.expected(service, planned.run),
     )
     result.after = result.steps[-1] if result.steps else result.after
 
@@ -334,9 +334,8 @@ def _check_history(
     progress: Progress | None,
 ) -> list[int]:
     """Refuse to build on applied steps whose code changed since, unless told to accept them."""
-    expected = checksums.read(service)
     recorded = {v: r.checksum for v, r in state.recorded.items() if v in planned.found.applied}
-    changed = checksums.verdict(recorded, expected).changed
+    changed = checksums.verdict(service, recorded).changed
     if not changed:
         return []
     if not options.accept_changed:
@@ -347,7 +346,7 @@ def _check_history(
             service=service.name,
             version=changed[0],
         )
-    history.accept(conn, service.schema, {v: expected[v] for v in changed})
+    history.accept(conn, service.schema, checksums.expected(service, changed))
     if progress is not None:
         progress({"event": "accepted_changed", "versions": changed})
     return changed
@@ -446,8 +445,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
         rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
     sums = checksums.verdict(
-        {v: r.checksum for v, r in state.recorded.items() if v in found.applied},
-        checksums.read(service),
+        service, {v: r.checksum for v, r in state.recorded.items() if v in found.applied}
     )
     return Status(
         service.name,

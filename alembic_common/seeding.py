@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from alembic_common import db, locking
@@ -87,16 +89,18 @@ def seed(
     return SeedResult(service.name, settings.display, profile, inserted)
 
 
-def _advance_identity(conn: object, table: str) -> None:
+def _advance_identity(conn: psycopg.Connection[Any], table: str) -> None:
     """Move the id sequence past seeded ids, never backwards (so re-seeding changes nothing)."""
-    seq = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table]).fetchone()[0]  # type: ignore[attr-defined]
+    row = conn.execute("SELECT pg_catalog.pg_get_serial_sequence(%s, 'id')", [table]).fetchone()
+    seq = row[0] if row else None
     if seq is None:
         return
-    top = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()[
-        0
-    ]  # type: ignore[attr-defined]
-    last, called = conn.execute(
+    found = conn.execute(sql.SQL("SELECT max(id) FROM {}").format(sql.Identifier(table))).fetchone()
+    top = found[0] if found else None
+    state = conn.execute(
         sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq))
-    ).fetchone()  # type: ignore[attr-defined]
+    ).fetchone()
+    assert state is not None
+    last, called = state
     if top is not None and (top > last or (top == last and not called)):
-        conn.execute("SELECT setval(%s, %s)", [seq, top])  # type: ignore[attr-defined]
+        conn.execute("SELECT pg_catalog.setval(%s, %s)", [seq, top])

@@ -18,7 +18,8 @@ from alembic_common.embedded import default_database
 from alembic_common.errors import ConfigError
 from alembic_common.urls import mask
 
-SEED_DEFAULTS = {"host": "localhost", "port": 5432, "user": "postgres", "password": "postgres"}
+# The seed's defaults for the individual connection flags.
+SEED_HOST, SEED_PORT, SEED_USER, SEED_PASSWORD = "localhost", 5432, "postgres", "postgres"
 DEFAULT_CONNECT_TIMEOUT = 10
 
 __all__ = ["Settings", "mask", "normalize_url", "resolve"]
@@ -111,15 +112,15 @@ def normalize_url(raw: str, source: str = "the URL") -> str:
 
 def url_from_parts(service: str, opts: HostOptions) -> str:
     """Build a URL from the seed's flags, filling what is missing with the seed's defaults."""
-    port = opts.port or SEED_DEFAULTS["port"]
+    port = opts.port or SEED_PORT
     if not 0 < int(port) < 65536:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     if opts.host is not None and (not opts.host.strip() or any(c.isspace() for c in opts.host)):
         raise ConfigError("--host is empty or contains spaces")
     parsed = urls.Parsed(
-        opts.user or str(SEED_DEFAULTS["user"]),
-        opts.password if opts.password is not None else str(SEED_DEFAULTS["password"]),
-        (((opts.host or str(SEED_DEFAULTS["host"])).strip("[]"), int(port)),),
+        opts.user or SEED_USER,
+        opts.password if opts.password is not None else SEED_PASSWORD,
+        (((opts.host or SEED_HOST).strip("[]"), int(port)),),
         opts.database or default_database(service),
     )
     return parsed.url()
@@ -128,7 +129,7 @@ def url_from_parts(service: str, opts: HostOptions) -> str:
 def with_password(url: str, password: str) -> str:
     """Put a password (from a file) into a URL."""
     parsed = urls.parse(url)
-    return replace(parsed, user=parsed.user or str(SEED_DEFAULTS["user"]), password=password).url()
+    return replace(parsed, user=parsed.user or SEED_USER, password=password).url()
 
 
 # The documented values of APP_ENV (and --env), case and surrounding spaces ignored.

@@ -63,8 +63,8 @@ def _signals() -> Iterator[None]:
 def _scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
     """Route stdout and stderr through the scrubber; a closed stdout is not an error."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout = redact.ScrubbedStream(out, scrub)  # type: ignore[assignment]
-    sys.stderr = redact.ScrubbedStream(err, scrub)  # type: ignore[assignment]
+    sys.stdout = redact.ScrubbedStream(out, scrub)
+    sys.stderr = redact.ScrubbedStream(err, scrub)
     try:
         yield
     finally:
@@ -102,7 +102,7 @@ class Frame(TyperGroup):
             )
         return super().resolve_command(ctx, args)
 
-    def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:  # type: ignore[override]
+    def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
         scrub = redact.Scrubber(redact.gather(argv, os.environ))

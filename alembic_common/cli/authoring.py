@@ -10,7 +10,7 @@ from alembic_common import runner
 from alembic_common.cli.app import app, service_of
 from alembic_common.cli.options import Connection, Json, with_connection
 from alembic_common.cli.render import err, out, print_json, table
-from alembic_common.errors import UsageError
+from alembic_common.errors import ScriptError, UsageError
 
 
 @app.command()
@@ -196,9 +196,16 @@ def hash_(
 
     service = service_of(ctx)
     current = checksums.compute(service)
-    listed = checksums.read(service)
+    try:
+        listed = {v: c for v, (c, _) in checksums.read(service).items()}
+    except ScriptError:
+        if check:
+            raise
+        listed = {}  # an unreadable file is what 'hash' is for
     if check:
-        stale = sorted(v for v in current.keys() | listed.keys() if current.get(v) != listed.get(v))
+        stale = sorted(
+            v for v in current.keys() | listed.keys() if current.get(v) != listed.get(v)
+        ) or [v for v in current if checksums.listed(service).get(v) != current[v]]
         if stale:
             out(
                 f"{service.name}: checksums.txt is not current for version(s) "

@@ -94,6 +94,13 @@ def up(
             help="Also run contract steps (drop/rename old columns): only once no old release runs.",
         ),
     ] = False,
+    accept_changed: Annotated[
+        bool,
+        typer.Option(
+            "--accept-changed",
+            help="Build on applied steps whose SQL changed since they ran, and record them as accepted.",
+        ),
+    ] = False,
     jobs: Jobs = 4,
     events: Events = None,
     metrics_file: MetricsFile = None,
@@ -109,6 +116,7 @@ def up(
         retries=retries,
         atomic=atomic,
         contract=contract,
+        accept_changed=accept_changed,
         environment=options.environment(None),
     )
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
@@ -358,6 +366,12 @@ def status(
     conn: Connection,
     jobs: Jobs = 4,
     metrics_file: MetricsFile = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="Also exit 1 when an applied step's SQL changed since it ran."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """List every version with its state; exit 1 if the database is ahead or inconsistent.
@@ -396,7 +410,7 @@ def status(
         print_json(report.to_dict())
     else:
         show_status(report)
-    if not report.ok:
+    if not report.ok or (strict and report.changed):
         raise typer.Exit(1)
 
 
@@ -423,6 +437,20 @@ def show_status(report: runner.Status) -> None:
             wrapped(
                 f"note: the recorded description of version(s) {report.renamed} differs from the "
                 "code's docstring"
+            )
+        )
+    if report.changed:
+        out(
+            wrapped(
+                f"CHANGED: the SQL of version(s) {report.changed} is not what ran when they were "
+                "applied; 'up' refuses to build on them until reviewed ('up --accept-changed')"
+            )
+        )
+    if report.unverified:
+        out(
+            wrapped(
+                f"note: version(s) {report.unverified} were applied without a checksum "
+                "(legacy, plain alembic, or an older release): unverified"
             )
         )
     if report.unknown:

@@ -53,7 +53,7 @@ def all_status(
     if json_output:
         print_json(report.to_dict())
     else:
-        rows = []
+        rows: list[tuple[object, ...]] = []
         for s in report.services:
             st = s.status
             if st is None:

@@ -163,6 +163,10 @@ def describe(event: dict[str, Any]) -> str | None:
             f"{svc}{where}: backfill {event['table']} [{'#' * filled}{'.' * (20 - filled)}] "
             f"{event['fraction']:.0%} {event['rows_done']:,} rows, {event['rows_per_s']:,} rows/s{eta}"
         )
+    if kind == "accepted_changed":
+        return (
+            f"{svc}{where}: accepted the changed SQL of version(s) {event['versions']} as it is now"
+        )
     if kind == "lock_retry":
         return (
             f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "

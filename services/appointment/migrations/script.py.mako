@@ -15,6 +15,18 @@ down_revision: str | None = ${'"%s"' % down_revision if down_revision else None}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
+# Declarations the toolkit reads from this file (literal values only; uncomment to use):
+#
+# phase = "contract"
+#     This step drops or renames what the running release still uses: a plain 'up' holds
+#     it back until 'up --contract' (see "Big tables without downtime" in the README).
+# requires = {"patient": 1}
+#     Other services' databases must have reached these versions before this step runs.
+# lint_accepted = {"ban-drop-column": "why this is safe here"}
+#     squawk findings accepted for this step, each with its reason (printed by 'lint').
+#
+# After editing, run 'migrate SERVICE hash' so checksums.txt lists what this step runs.
+
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}

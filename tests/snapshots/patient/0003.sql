@@ -1,0 +1,11 @@
+BEGIN;
+ALTER TABLE patients DROP CONSTRAINT IF EXISTS patients_blood_type_check;
+ALTER TABLE patients ADD CONSTRAINT patients_blood_type_check CHECK (blood_type IS NULL OR blood_type = '' OR blood_type IN ('A+', 'A-', 'B+', 'B-', 'AB+', 'AB-', 'O+', 'O-', 'Rh-null')) NOT VALID;
+COMMIT;
+BEGIN;
+ALTER TABLE patients VALIDATE CONSTRAINT patients_blood_type_check;
+COMMIT;
+BEGIN;
+UPDATE public.alembic_version SET version_num='0003' WHERE public.alembic_version.version_num = '0002';
+INSERT INTO public.schema_migrations (version, description) VALUES (3, 'Allow the Rh-null blood type');
+COMMIT;

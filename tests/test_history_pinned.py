@@ -1,0 +1,58 @@
+"""Every existing migration's SQL is pinned: a change to a shared helper (``ddl``, ``safe``,
+``backfill``) that alters what an old migration runs fails here, loudly, with a diff.
+
+The snapshots are ``tests/snapshots/<service>/<version>.sql``: the offline SQL of each
+version (as ``plan --sql`` shows it, bookkeeping included). A deliberate change is
+re-pinned with ``UPDATE_SNAPSHOTS=1 python -m pytest tests/test_history_pinned.py``, and
+``migrate SERVICE hash`` then records the new checksums; a reviewer sees both diffs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SERVICES
+
+from alembic_common import checksums, offline, services
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def _pinned() -> list[tuple[str, int]]:
+    return [(n, m.version) for n in SERVICES for m in services.get(n, ROOT).migrations]
+
+
+def _rendered(name: str) -> dict[int, str]:
+    plan = offline.sql_plan(services.get(name, ROOT), None, services.get(name, ROOT).head)
+    return {v.version: "\n".join(s.sql for s in v.statements) + "\n" for v in plan.versions}
+
+
+RENDERED: dict[str, dict[int, str]] = {}
+
+
+@pytest.mark.parametrize(("name", "version"), _pinned())
+def test_each_migration_runs_what_it_ran_when_it_was_pinned(name: str, version: int) -> None:
+    sql = RENDERED.setdefault(name, _rendered(name))[version]
+    path = SNAPSHOTS / name / f"{version:04d}.sql"
+    if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
+        if not os.environ.get("UPDATE_SNAPSHOTS"):
+            pytest.fail(f"{path} is missing: pin it with UPDATE_SNAPSHOTS=1")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(sql)
+    pinned = path.read_text()
+    if sql != pinned:
+        diff = "".join(
+            difflib.unified_diff(pinned.splitlines(True), sql.splitlines(True), str(path), "now")
+        )
+        pytest.fail(f"{name} version {version} no longer runs what it ran:\n{diff}")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_checksums_file_lists_what_each_version_runs(name: str) -> None:
+    service = services.get(name, ROOT)
+    assert checksums.listed(service) == checksums.compute(service), (
+        f"services/{name}/migrations/checksums.txt is stale: run 'migrate {name} hash'"
+    )
