@@ -92,8 +92,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 # Databases of the services others require (appointment requires patient and user), at head,
 # made once per session; tests hand them to runner.up(peers=...) or to the CLI's environment.
 PEER_URLS: dict[str, str] = {}
-# Versions in the repo today; tests that add a migration use PATIENT_HEAD + 1.
+# Expectations come from the history, never from today's head: a new migration in the
+# repository must not break a test about a mechanism.
 PATIENT_HEAD = services.get("patient", ROOT).head or 0
+
+
+def versions(name: str, root: Path = ROOT) -> list[int]:
+    """Every version of a service's history, oldest first."""
+    return [m.version for m in services.get(name, root).migrations]
+
+
+def contract_steps(name: str, root: Path = ROOT) -> list[int]:
+    return [m.version for m in services.get(name, root).migrations if m.phase == "contract"]
+
+
 # Plain `up` holds contract steps back; tests that mean "all the way" say so.
 CONTRACT = runner.RunOptions(contract=True)
 REQUIRED = sorted(

@@ -45,36 +45,41 @@ def test_autogenerate_a_column_then_an_index(project_copy: Path, db: str) -> Non
     _edit_models(
         project_copy,
         "    marital_status: Mapped[str | None] = mapped_column(Text)",
-        "    allergies: Mapped[str | None] = mapped_column(Text)",
+        "    preferred_pharmacy: Mapped[str | None] = mapped_column(Text)",
     )
     first, second_version = PATIENT_HEAD + 1, PATIENT_HEAD + 2
-    made = run_cli("patient", "revision", "-m", "Add patient allergies", "--autogenerate", env=env)
+    made = run_cli("patient", "revision", "-m", "Add preferred pharmacy", "--autogenerate", env=env)
     assert made.exit_code == 0, made.output
     path = Path(made.stdout.strip())
-    assert path.name == f"{first:04d}_add_patient_allergies.py"
+    assert path.name == f"{first:04d}_add_preferred_pharmacy.py"
     source = path.read_text()
     assert f'revision: str = "{first:04d}"' in source
     assert f'down_revision: str | None = "{PATIENT_HEAD:04d}"' in source
-    assert "op.add_column('patients', sa.Column('allergies'" in source
+    assert "op.add_column('patients', sa.Column('preferred_pharmacy'" in source
 
     _edit_models(
         project_copy,
         '        Index("idx_patients_email", "email"),',
-        '        Index("idx_patients_allergies", "allergies"),',
+        '        Index("idx_patients_preferred_pharmacy", "preferred_pharmacy"),',
     )
-    second = run_cli("patient", "revision", "-m", "Index allergies", "--autogenerate", env=env)
+    second = run_cli(
+        "patient", "revision", "-m", "Index preferred_pharmacy", "--autogenerate", env=env
+    )
     assert second.exit_code == 0, second.output
-    assert Path(second.stdout.strip()).name == f"{second_version:04d}_index_allergies.py"
-    assert "create_index('idx_patients_allergies'" in Path(second.stdout.strip()).read_text()
+    assert Path(second.stdout.strip()).name == f"{second_version:04d}_index_preferred_pharmacy.py"
+    assert (
+        "create_index('idx_patients_preferred_pharmacy'" in Path(second.stdout.strip()).read_text()
+    )
 
     assert run_cli("patient", "up", "--contract", "--url", db, env=env).exit_code == 0
     assert history(db) == list(range(1, second_version + 1))
     assert query(db, "SELECT description FROM schema_migrations WHERE version = %s", [first]) == [
-        ("Add patient allergies",)
+        ("Add preferred pharmacy",)
     ]
     assert run_cli("patient", "down", "--version", str(first), "--url", db, env=env).exit_code == 0
     assert query(
-        db, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'allergies'"
+        db,
+        "SELECT count(*) FROM information_schema.columns WHERE column_name = 'preferred_pharmacy'",
     ) == [(0,)]
     assert run_cli("patient", "up", "--contract", "--url", db, env=env).exit_code == 0
     checked = run_cli("patient", "check", "--url", db, env=env)

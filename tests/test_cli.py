@@ -7,7 +7,17 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PATIENT_HEAD, alembic_head, history, query, run_cli, run_script
+from conftest import (
+    PATIENT_HEAD,
+    alembic_head,
+    applied_by_default,
+    contract_steps,
+    history,
+    query,
+    run_cli,
+    run_script,
+    versions,
+)
 from relay import SilentServer
 
 from alembic_common.settings import HostOptions, explicit_url, resolve
@@ -16,7 +26,7 @@ from alembic_common.settings import HostOptions, explicit_url, resolve
 def test_up_status_down_through_the_cli(db: str) -> None:
     up = run_cli("patient", "up", "--url", db)
     assert up.exit_code == 0, up.output
-    assert "applied 1, 2, 3, 4" in up.stdout
+    assert f"applied {', '.join(map(str, applied_by_default('patient')))}" in up.stdout
     assert "applied version 3" in up.stderr
     again = run_cli("patient", "up", "--url", db)
     assert again.exit_code == 0 and "nothing to do" in again.stdout
@@ -25,7 +35,7 @@ def test_up_status_down_through_the_cli(db: str) -> None:
     assert history(db) == [1, 2]
     status = run_cli("patient", "status", "--url", db)
     assert status.exit_code == 0
-    assert "patient: version 2 of 5" in status.stdout and "pending" in status.stdout
+    assert f"patient: version 2 of {PATIENT_HEAD}" in status.stdout and "pending" in status.stdout
 
 
 def test_status_json_shape(db: str) -> None:
@@ -34,10 +44,12 @@ def test_status_json_shape(db: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["service"] == "patient"
-    assert report["current"] == 2 and report["head"] == 5
-    assert [m["version"] for m in report["migrations"]] == [1, 2, 3, 4, 5]
-    assert [m["applied"] for m in report["migrations"]] == [True, True, False, False, False]
-    assert report["held"] == [5] and report["behind"] is True  # 3 and 4 are runnable
+    assert report["current"] == 2 and report["head"] == PATIENT_HEAD
+    assert [m["version"] for m in report["migrations"]] == versions("patient")
+    assert [m["applied"] for m in report["migrations"]] == [v <= 2 for v in versions("patient")]
+    first_contract = contract_steps("patient")[0]
+    assert report["held"] == [v for v in versions("patient") if v >= first_contract]
+    assert report["behind"] is True  # 3 and 4 are runnable
     applied_at = report["migrations"][0]["applied_at"]
     assert applied_at is not None and applied_at[:4].isdigit() and "T" in applied_at
     assert report["migrations"][2]["applied_at"] is None
@@ -45,18 +57,25 @@ def test_status_json_shape(db: str) -> None:
 
 
 def test_status_flags_a_database_ahead_of_the_code(db: str) -> None:
-    run_cli("patient", "up", "--url", db)
     run_cli("patient", "up", "--contract", "--url", db)
-    query(db, "INSERT INTO schema_migrations (version, description) VALUES (6, 'from the future')")
-    query(db, "UPDATE alembic_version SET version_num = '0006'")
+    future = PATIENT_HEAD + 1
+    query(
+        db,
+        "INSERT INTO schema_migrations (version, description) VALUES (%s, 'from the future')",
+        [future],
+    )
+    query(db, "UPDATE alembic_version SET version_num = %s", [f"{future:04d}"])
     result = run_cli("patient", "status", "--json", "--url", db)
     assert result.exit_code == 1
     report = json.loads(result.stdout)
-    assert report["unknown"] == [6] and report["ahead"] is True
+    assert report["unknown"] == [future] and report["ahead"] is True
     up = run_cli("patient", "up", "--url", db)
     assert up.exit_code == 1
-    assert "database is at version 6 but this code knows only up to 5" in up.stderr
-    assert history(db) == [1, 2, 3, 4, 5, 6]
+    assert (
+        f"database is at version {future} but this code knows only up to {PATIENT_HEAD}"
+        in up.stderr
+    )
+    assert history(db) == [*versions("patient"), future]
 
 
 def test_status_flags_disagreeing_tables(db: str) -> None:
@@ -76,7 +95,11 @@ def test_status_flags_disagreeing_tables(db: str) -> None:
         (["patient", "down"], 2, "down needs --version N"),
         (["patient", "up", "--version", "two"], 2, "Invalid value for '--version'"),
         (["patient", "down", "--version", "1.5"], 2, "Invalid value for '--version'"),
-        (["patient", "up", "--version", "9"], 2, "version 9 lies beyond the head (5)"),
+        (
+            ["patient", "up", "--version", str(PATIENT_HEAD + 4)],
+            2,
+            f"version {PATIENT_HEAD + 4} lies beyond the head ({PATIENT_HEAD})",
+        ),
         (["patient", "up", "--version", "0"], 2, "no migration has version 0"),
         (["patient", "up", "--url", "http://example.org/db"], 2, "unsupported scheme 'http'"),
         (["patient", "up", "--url", "postgresql://h:notaport/db"], 2, "--url cannot be used"),
@@ -210,7 +233,7 @@ def test_per_service_variable_beats_database_url_end_to_end(server: str, db: str
     try:
         result = run_cli("patient", "up", env={"PATIENT_DATABASE_URL": db, "DATABASE_URL": other})
         assert result.exit_code == 0, result.output
-        assert history(db) == [1, 2, 3, 4]
+        assert history(db) == applied_by_default("patient")
         assert query(other, "SELECT to_regclass('schema_migrations')") == [(None,)]
         via_url = run_cli("user", "up", "--url", other, env={"DATABASE_URL": db})
         assert via_url.exit_code == 0 and alembic_head(other) == ["0001"]

@@ -14,11 +14,13 @@ import yaml
 from conftest import (
     ROOT,
     alembic_head,
+    applied_by_default,
     create_database,
     drop_database,
     history,
     query,
     run_cli,
+    versions,
 )
 
 from alembic_common.settings import Settings
@@ -72,23 +74,14 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     )
     assert result.exit_code == 0, result.output
     assert history(_url(platform, "user")) == [1]
-    assert history(_url(platform, "patient")) == [1, 2, 3, 4]
-    assert history(_url(platform, "appointment")) == [1]
+    for name in SERVICES:
+        assert history(_url(platform, name)) == applied_by_default(name)
 
     events = _events(events_file)
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
     assert events[-1]["ok"] is True
     applied = [(e["service"], e["version"]) for e in events if e["event"] == "applied"]
-    assert sorted(applied) == sorted(
-        [
-            ("user", 1),
-            ("patient", 1),
-            ("patient", 2),
-            ("patient", 3),
-            ("patient", 4),
-            ("appointment", 1),
-        ]
-    )
+    assert sorted(applied) == sorted((n, v) for n in SERVICES for v in applied_by_default(n))
     order = {pair: i for i, pair in enumerate(applied)}
     assert order[("appointment", 1)] > order[("patient", 1)]
     assert order[("appointment", 1)] > order[("user", 1)]
@@ -99,8 +92,8 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     figures = _metrics(metrics_file)
     for name in SERVICES:
         label = Settings(name, _url(platform, name), "t").label
-        head = {"user": 1, "patient": 5, "appointment": 1}[name]
-        current = {"user": 1, "patient": 4, "appointment": 1}[name]  # patient 5: contract, held
+        head = versions(name)[-1]
+        current = applied_by_default(name)[-1]  # a contract step and all after it are held
         assert figures["migrate_current_version", name, label] == current
         assert figures["migrate_head_version", name, label] == head
         assert figures["migrate_pending_migrations", name, label] == head - current
@@ -110,11 +103,12 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     again = run_cli("all", "status", "--json", env=platform)
     assert again.exit_code == 0, again.output  # a held contract step is not "behind"
     held = {s["service"]: s["held"] for s in json.loads(again.stdout)["services"]}
-    assert held == {"appointment": [], "patient": [5], "user": []}
-    assert "contract [5] held" in run_cli("all", "status", env=platform).stdout
+    expected = {n: versions(n)[len(applied_by_default(n)) :] for n in SERVICES}
+    assert held == expected and held["patient"]
+    assert f"contract {held['patient']} held" in run_cli("all", "status", env=platform).stdout
     contracted = run_cli("all", "up", "--contract", env=platform)
     assert contracted.exit_code == 0, contracted.output
-    assert history(_url(platform, "patient")) == [1, 2, 3, 4, 5]
+    assert history(_url(platform, "patient")) == versions("patient")
 
 
 def test_appointment_refuses_while_patient_is_behind(platform: dict[str, str]) -> None:
@@ -255,20 +249,22 @@ def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) ->
         states = [t["state"] for t in report["targets"]]
         assert states.count("ok") == 19 and states[7] == "failed"
         for url in urls:
-            assert history(url) == ([] if url == broken else [1, 2, 3, 4])
+            assert history(url) == ([] if url == broken else applied_by_default("patient"))
         events = _events(events_file)
         failures = [e for e in events if e["event"] == "failed"]
         assert len(failures) == 1 and failures[0]["target"] == Settings("p", broken, "t").label
         assert "version 1" in failures[0]["cause"]
         applied = [e for e in events if e["event"] == "applied"]
-        assert len(applied) == 19 * 4
+        assert len(applied) == 19 * len(applied_by_default("patient"))
         assert events[-1]["event"] == "run_finished" and events[-1]["failed"] == 1
         figures = _metrics(metrics_file)
         label = Settings("p", broken, "t").label
         assert figures["migrate_last_run_success", "patient", label] == 0
-        assert figures["migrate_pending_migrations", "patient", label] == 5
+        assert figures["migrate_pending_migrations", "patient", label] == len(versions("patient"))
         good = Settings("p", urls[0], "t").label
-        assert figures["migrate_current_version", "patient", good] == 4
+        assert (
+            figures["migrate_current_version", "patient", good] == applied_by_default("patient")[-1]
+        )
         status = run_cli(
             "patient", "status", "--json", *[arg for u in urls[:3] for arg in ("--url", u)]
         )
@@ -343,4 +339,4 @@ def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, s
         )
         assert done.returncode == 0, f"{job}: {done.stderr}"
     assert history(_url(platform, "appointment")) == [1]
-    assert history(_url(platform, "patient")) == [1, 2, 3, 4]
+    assert history(_url(platform, "patient")) == applied_by_default("patient")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from conftest import PATIENT_HEAD, ROOT, history, query, run_cli
+from conftest import PATIENT_HEAD, ROOT, applied_by_default, history, query, run_cli, versions
 
 ROWS = 200_000
 COUNTRIES = ["Canada", "USA", "Morocco", "France", "Spain"]
@@ -112,7 +112,7 @@ def test_backfill_loses_no_concurrent_write(db: str, tmp_path: Path) -> None:
         stop.set()
         thread.join()
     assert proc.returncode == 0, err
-    assert history(db) == [1, 2, 3, 4]
+    assert history(db) == applied_by_default("patient")
     assert len(written) > 20, "the writer must have run during the migration"
     found = query(
         db, "SELECT id, first_name, phone FROM patients WHERE id = ANY(%s)", (list(written),)
@@ -153,7 +153,7 @@ def test_killed_backfill_resumes_and_converts_each_row_once(db: str) -> None:
     resumed = _up(db)
     _out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
-    assert history(db) == [1, 2, 3, 4]
+    assert history(db) == applied_by_default("patient")
     _all_converted(db)
     with_phone = query(db, "SELECT count(*) FROM patients WHERE phone IS NOT NULL")[0][0]
     assert query(db, "SELECT count(*), count(DISTINCT id) FROM conversions") == [
@@ -167,7 +167,8 @@ def test_expand_backfill_contract_round_trip_on_a_big_table(db: str) -> None:
     _big_patients(db)
     before = query(db, "SELECT * FROM patients ORDER BY id")
     assert run_cli("patient", "up", "--url", db).exit_code == 0
-    assert run_cli("patient", "status", "--json", "--url", db).stdout.count('"held": [5]') == 1
+    held = json.loads(run_cli("patient", "status", "--json", "--url", db).stdout)["held"]
+    assert held == versions("patient")[len(applied_by_default("patient")) :] and held
     assert run_cli("patient", "up", "--contract", "--url", db).exit_code == 0
     assert query(
         db, "SELECT count(*) FROM patients WHERE phone NOT LIKE '+%' AND country <> 'Spain'"
