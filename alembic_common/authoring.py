@@ -112,9 +112,9 @@ def at_version(service: Service, settings: Settings, version: int | None) -> Non
 
     engine = db.engine(settings)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as connection:
             command.upgrade(
-                service.config(connection=conn, compare_models=False), revision_id(version)
+                service.config(connection=connection, compare_models=False), revision_id(version)
             )
     finally:
         engine.dispose()
@@ -130,9 +130,9 @@ def _autogenerate_context(service: Service, settings: Settings) -> Iterator[Any]
 
     engine = db.engine(settings)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as connection:
             yield MigrationContext.configure(
-                conn,
+                connection,
                 opts={
                     "target_metadata": service.metadata(),
                     "include_name": include_name,

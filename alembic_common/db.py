@@ -100,6 +100,11 @@ def connect(
         return conn
 
 
+def with_database(url: str, database: str) -> str:
+    """The same server and login as ``url``, another database (tests and scratch use it)."""
+    return Settings("any", url, "given").for_database(database).url
+
+
 def engine(settings: Settings) -> Engine:
     """A pool-less SQLAlchemy engine on psycopg 3 for one run."""
     from sqlalchemy import create_engine

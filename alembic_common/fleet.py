@@ -1,4 +1,4 @@
-"""Many runs at once: every service (``all up``) or many databases of one service.
+"""Many runs at once (every service, or many databases of one service) and what became of each.
 
 Alembic's ``context`` is process-global, so parallel runs go to worker processes (forked,
 so they start with everything imported), bounded by ``jobs``. With ``jobs=1`` everything

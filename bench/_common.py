@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from alembic_common import embedded, paths  # noqa: E402
+from alembic_common.db import with_database  # noqa: E402
 from alembic_common.settings import Settings, normalize_url  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def create_db(server_url: str) -> str:
     name = f"bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return Settings("bench", server_url, "bench").for_database(name).url
+    return with_database(server_url, name)
 
 
 def drop_db(server_url: str, url: str) -> None:

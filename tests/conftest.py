@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
+from alembic_common import db as dbmod
 from alembic_common import embedded, paths, runner, services
 from alembic_common.cli import app
 from alembic_common.settings import Settings, normalize_url
@@ -49,8 +50,7 @@ def server() -> str:
     return _server_url()
 
 
-def with_database(url: str, database: str) -> str:
-    return Settings("test", url, "test").for_database(database).url
+with_database = dbmod.with_database
 
 
 def create_database(server: str, name: str | None = None) -> str:

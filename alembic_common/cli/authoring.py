@@ -1,4 +1,4 @@
-"""The authoring commands: ``revision``, ``check``, ``diff``, ``plan`` and ``lint``."""
+"""The authoring commands: ``revision``, ``check``, ``diff``, ``plan``, ``lint`` and ``hash``."""
 
 from __future__ import annotations
 
