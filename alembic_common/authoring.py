@@ -20,10 +20,11 @@ from typing import Any
 
 from psycopg import sql
 
-from alembic_common import db, embedded, paths, runner, schema
+from alembic_common import db, embedded, paths, releases, runner, schema
 from alembic_common.env import include_name
 from alembic_common.errors import MigrationError, StateError, UsageError
 from alembic_common.plan import assess_for
+from alembic_common.releases import Session
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import Settings, normalize_url
 from alembic_common.state import read
@@ -344,9 +345,11 @@ def table_estimates(settings: Settings, tables: set[str]) -> dict[str, int | Non
     return dict.fromkeys(tables) | dict(rows)
 
 
-def current_version(service: Service, settings: Settings) -> int | None:
-    """The database's version, refusing a database ahead of the code or inconsistent."""
+def current_version(service: Service, settings: Settings) -> tuple[int | None, list[Session]]:
+    """The database's version (refusing a database ahead of the code or inconsistent), and
+    the sessions that judge a pending contract step."""
     with db.connect(settings) as conn:
         found = assess_for(service, read(conn, service.schema))
-    runner.refuse_unusable(service, found)
-    return found.current
+        runner.refuse_unusable(service, found)
+        sessions = releases.sessions(conn, service.name)
+    return found.current, sessions

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from alembic_common.ddl import SET_BACKFILL
+
 PROGRESS_TABLE = "_migrate_backfill"
 CREATE_PROGRESS = f"""
 CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
@@ -98,6 +100,7 @@ class Backfill:
         ).fetchone()
         done = resumed[1] if resumed else 0
         if low is not None:
+            conn.execute(SET_BACKFILL)
             if not self.touch_updated_at:
                 conn.execute("SET migrate.preserve_updated_at = 'on'")
             try:
@@ -105,6 +108,7 @@ class Backfill:
                     conn, resumed[0] if resumed else low, high, done, resumed is not None
                 )
             finally:
+                conn.execute("RESET migrate.backfill")
                 if not self.touch_updated_at:
                     conn.execute("RESET migrate.preserve_updated_at")
         conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE name = %s", [self.name])
@@ -171,12 +175,14 @@ def backfill(
     its range from the recorded position (or the minimum) to the maximum seen at start.
     ``batch_rows`` is the first batch's key-range width; later ones adapt to
     ``target_ms``. ``pause_ms`` sleeps between batches. ``updated_at`` triggers leave the
-    column alone unless ``touch_updated_at``. Under ``--atomic`` (one transaction for the
+    column alone unless ``touch_updated_at``; sync triggers that test ``NOT_BACKFILL`` skip
+    the rows it writes. Under ``--atomic`` (one transaction for the
     whole run) it falls back to a single UPDATE. Returns rows changed (-1 when unknown).
     """
     from alembic import context, op
 
     from alembic_common.ddl import PRESERVE_UPDATED_AT
+    from alembic_common.safe import committed_so_far
 
     ctx = op.get_context()
     job = Backfill(
@@ -193,15 +199,16 @@ def backfill(
     )
     if ctx.as_sql:
         # A plan shows the shape of one batch, in its own transaction like the real run.
-        with ctx.autocommit_block():
+        with committed_so_far():
             op.execute(CREATE_PROGRESS)
             op.execute(job.example())
         return -1
     if not ctx.opts.get("transaction_per_migration", False):
         # --atomic: the whole run is one transaction, so no batch can commit on its own.
+        op.execute(SET_BACKFILL.replace("SET", "SET LOCAL", 1))
         if not touch_updated_at:
             op.execute(PRESERVE_UPDATED_AT)
         op.execute(f"UPDATE {table} SET {set_sql} WHERE {where_sql}")
         return -1
-    with ctx.autocommit_block():
+    with committed_so_far():
         return job.run(op.get_bind().connection.dbapi_connection)  # psycopg, autocommit

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from alembic_common.errors import ConnectError
+from alembic_common.releases import OWN_APPLICATION
 from alembic_common.settings import Settings, mask
 
 if TYPE_CHECKING:
@@ -21,8 +22,11 @@ if TYPE_CHECKING:
 
 # SQLSTATEs worth waiting out while a database container starts.
 _TRANSIENT = {None, "57P03"}  # no server answer yet / "the database system is starting up"
-# A NAT or firewall that drops idle TCP connections must not silently end a lock session.
-KEEPALIVES: dict[str, Any] = {
+# A NAT or firewall that drops idle TCP connections must not silently end a lock session;
+# our sessions are named "migrate" (unless the URL names them), so a contract step does not
+# count them among the releases (releases.py).
+CONNECT_ARGS: dict[str, Any] = {
+    "fallback_application_name": OWN_APPLICATION,
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
@@ -84,7 +88,7 @@ def connect(
                 settings.url,
                 autocommit=autocommit,
                 connect_timeout=settings.connect_timeout,
-                **KEEPALIVES,
+                **CONNECT_ARGS,
             )
         except psycopg.OperationalError as exc:
             if not _transient(exc) or time.monotonic() >= deadline:
@@ -113,5 +117,5 @@ def engine(settings: Settings) -> Engine:
     return create_engine(
         settings.sqlalchemy_url(),
         poolclass=NullPool,
-        connect_args={"connect_timeout": settings.connect_timeout, **KEEPALIVES},
+        connect_args={"connect_timeout": settings.connect_timeout, **CONNECT_ARGS},
     )

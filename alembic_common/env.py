@@ -19,12 +19,13 @@ legacy, ahead), so plain Alembic cannot migrate another service's database eithe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 from psycopg import sql
 
-from alembic_common import checksums, history, state
+from alembic_common import checksums, history, releases, state
 from alembic_common.errors import StateError
 from alembic_common.history import OWN_TABLES
 from alembic_common.services import Service, service_for_env
@@ -44,6 +45,10 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str, Any]:
     """The ``context.configure`` options shared by online and offline runs."""
+    # The version schemas for a revision, for a step that commits part-way (safe.py).
+    attributes["views_now"] = lambda revision: releases.sync_sql(
+        service, int(revision) if revision else None, OWN_TABLES
+    )
     # Only autogenerate reads the models; runs that just migrate skip importing the ORM.
     compare = attributes.get("compare_models", True)
     return {
@@ -55,6 +60,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
             descriptions=service.descriptions,
             checksums=attributes.get("checksums"),
             on_step=attributes.get("on_step"),
+            views=lambda current: releases.sync_sql(service, current, OWN_TABLES),
         ),
         "include_name": include_name,
         "compare_type": True,
@@ -116,6 +122,46 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
     raw.commit()
 
 
+class _Cleared:
+    """A migration step whose body first drops the version schemas' views (releases.py)."""
+
+    def __init__(self, step: Any, before: Callable[[], None]):
+        self._step, self._before = step, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    @property
+    def migration_fn(self) -> Callable[..., None]:
+        def run(**kw: Any) -> None:
+            self._before()
+            self._step.migration_fn(**kw)
+
+        return run
+
+
+def clear_views_first(service: Service) -> None:
+    """Every step starts by dropping the version schemas' views, in its own transaction, so
+    it may change any column they show; the recorder makes them again at its end."""
+    from alembic import context
+
+    from alembic_common.ddl import literal_sql
+
+    clear = releases.clear_sql(service)
+    if clear is None:
+        return
+    migration = context.get_context()
+    steps = migration._migrations_fn  # Alembic has no public hook before a step's body
+    if steps is None:
+        return
+
+    def wrapped(heads: Any, ctx: Any) -> Iterator[Any]:
+        for step in steps(heads, ctx):
+            yield _Cleared(step, lambda: ctx.execute(literal_sql(clear)))
+
+    migration._migrations_fn = wrapped
+
+
 def run(env_file: str) -> None:
     """Run the migrations of the service whose ``env.py`` is ``env_file``."""
     from alembic import context
@@ -132,6 +178,7 @@ def run(env_file: str) -> None:
         for statement in session_settings(service, attributes):
             context.execute(statement)  # what prepare_session does online, shown in the plan
         context.execute(history.create_sql(service.schema))
+        clear_views_first(service)
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -141,6 +188,7 @@ def run(env_file: str) -> None:
         # What each step runs, recorded with it (migrate passes them; plain alembic reads them).
         attributes.setdefault("checksums", checksums.listed(service))
         context.configure(connection=conn, **configure_options(service, attributes))
+        clear_views_first(service)
         with context.begin_transaction():
             context.run_migrations()
         conn.commit()

@@ -249,10 +249,13 @@ def make_recorder(
     descriptions: Mapping[int, str],
     checksums: Mapping[int, str] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    views: Callable[[int | None], str | None] | None = None,
 ) -> Recorder:
     """An ``on_version_apply`` hook that mirrors each step into ``schema_migrations``.
 
-    ``on_step`` receives one small event per step (version, direction, duration).
+    ``on_step`` receives one small event per step (version, direction, duration);
+    ``views`` gives the SQL that rebuilds the version schemas for the version a step
+    leaves (see releases.py), run in the step's transaction after its history row.
     """
     table = qualified(schema, TABLE)
     held = sql.Composed([sql.SQL(" WHERE "), _HELD]) if guard else sql.Composed([])
@@ -295,12 +298,32 @@ def make_recorder(
                     f"expected to change 1 row, changed {changed}; run 'status' to see both",
                     version=version,
                 )
+        rebuild = views(_left_at(step)) if views is not None else None
+        if rebuild is not None:
+            if ctx.as_sql:
+                from sqlalchemy import text
+
+                ctx.execute(text(rebuild.replace(":", "\\:")))
+            else:
+                assert ctx.connection is not None
+                driver = ctx.connection.connection.driver_connection
+                assert isinstance(driver, psycopg.Connection)
+                driver.execute(rebuild)
         if on_step is not None:
             action = "applied" if upgrade else "rolled_back"
             on_step({"action": action, "version": version, "duration_ms": duration_ms})
         mark[0] = time.perf_counter()
 
     return record
+
+
+def _left_at(step: MigrationInfo) -> int | None:
+    """The version a step leaves the database at."""
+    if step.is_upgrade:
+        (revision,) = step.up_revision_ids
+        return int(revision)
+    below = step.down_revision_ids
+    return int(below[0]) if below else None
 
 
 def _render(ctx: MigrationContext, schema: str, version: int, description: str, up: bool) -> None:

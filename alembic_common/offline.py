@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from alembic_common.history import OWN_TABLES
+from alembic_common.releases import Session
 from alembic_common.services import Service, revision_id
 
 _RUNNING = re.compile(r"^-- Running (upgrade|downgrade) (\S*)\s*->\s*(\S*)")
@@ -236,10 +237,12 @@ def review(
     *,
     down: bool = False,
     contract: bool = False,
+    sessions: list[Session] | None = None,
 ) -> SqlPlan:
     """The SQL ``up`` (to ``version``) or ``down --version`` would run from ``current``.
 
-    An ``up`` stops where the run plan does: before a contract step unless ``contract``.
+    An ``up`` stops where the run plan does: before a contract step that the ``sessions``
+    on the database hold back (all of them when unknown), unless ``contract``.
     """
     from alembic_common.plan import split_held
 
@@ -253,7 +256,12 @@ def review(
     else:
         start, end = current, (version if version is not None else max(disk))
         wanted = [v for v in disk if (start or 0) < v <= end]
-        runnable, _ = split_held(wanted, service.contract_versions(wanted), contract)
+        runnable, _, _ = split_held(
+            wanted,
+            service.contract_versions(wanted),
+            contract,
+            sessions=None if sessions is None else lambda: sessions,
+        )
         end = runnable[-1] if runnable else start
     direction = "down" if down else "up"
     if (start or 0) == (end or 0) or (not down and (start or 0) > (end or 0)):

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from alembic_common import releases
+from alembic_common.releases import Session
 from alembic_common.services import Service
 from alembic_common.state import Assessment, DbState, assess
 
@@ -26,8 +28,9 @@ class Plan:
 
     found: Assessment
     run: list[int]  # applied now, oldest first
-    held: list[int] = field(default_factory=list)  # contract steps held back, and all after
+    held: list[int] = field(default_factory=list)  # a held contract step, and all after it
     blocked: list[Unmet] = field(default_factory=list)  # requirements other services miss
+    gate: Gate | None = None  # why the first of ``held`` waits
 
     @property
     def adopt(self) -> bool:
@@ -40,12 +43,42 @@ class Plan:
         return not self.run and not self.adopt
 
     @property
+    def stranded(self) -> bool:
+        """Work beyond the held contract step waits for it: a release needing it cannot run."""
+        return len(self.held) > 1
+
+    @property
+    def holders(self) -> list[Session]:
+        return self.gate.holders if self.gate else []
+
+    @property
     def why_held(self) -> str | None:
-        if not self.held:
+        if not self.held or self.gate is None:
             return None
+        return self.gate.words(self.held[0])
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Why a contract step waits: old releases connected, an operator's hold, or no way to look."""
+
+    reason: str  # "sessions", "asked" (--hold-contract) or "unknown" (an offline plan)
+    holders: list[Session] = field(default_factory=list)  # announce an older version
+    unannounced: list[Session] = field(default_factory=list)  # listed, never counted
+
+    def words(self, contract: int) -> str:
+        if self.reason == "asked":
+            return f"contract step {contract} held (--hold-contract)"
+        if self.reason == "unknown":
+            return (
+                f"contract step {contract} held (a plain 'up' runs it once no session "
+                "announces an older version)"
+            )
+        listed = releases.describe(self.holders)
         return (
-            f"version(s) {', '.join(map(str, self.held))} held for contract "
-            "(run 'up --contract' once no old release is running)"
+            f"contract step {contract} held back by {len(self.holders)} session(s) announcing "
+            f"an older version: {listed}; it runs by itself once they are gone "
+            "(or 'up --contract' forces it)"
         )
 
 
@@ -58,13 +91,32 @@ def assess_for(service: Service, state: DbState) -> Assessment:
 
 
 def split_held(
-    pending: list[int], contract_steps: list[int], contract: bool
-) -> tuple[list[int], list[int]]:
-    """Cut pending versions before their first contract step, unless contract steps may run."""
+    pending: list[int],
+    contract_steps: list[int],
+    contract: bool,
+    *,
+    hold: bool = False,
+    sessions: Callable[[], list[Session]] | None = None,
+) -> tuple[list[int], list[int], Gate | None]:
+    """Cut pending versions before the first contract step that may not run yet.
+
+    ``contract`` forces every contract step; ``hold`` holds them all. Otherwise a contract
+    step V runs once no session (read through ``sessions``, only when there is one to
+    judge) announces a version below V. Without ``sessions`` nothing can be judged: held.
+    """
     if contract:
-        return pending, []
-    first = next((i for i, v in enumerate(pending) if v in contract_steps), len(pending))
-    return pending[:first], pending[first:]
+        return pending, [], None
+    seen: list[Session] | None = None
+    for i, v in enumerate(pending):
+        if v not in contract_steps:
+            continue
+        if hold or sessions is None:
+            return pending[:i], pending[i:], Gate("asked" if hold else "unknown")
+        seen = sessions() if seen is None else seen
+        holders = releases.holding(v, seen)
+        if holders:
+            return pending[:i], pending[i:], Gate("sessions", holders, releases.unannounced(seen))
+    return pending, [], None
 
 
 def make(
@@ -73,6 +125,8 @@ def make(
     target: int | None = None,
     *,
     contract: bool = False,
+    hold: bool = False,
+    sessions: Callable[[], list[Session]] | None = None,
     peers: Callable[[str], Settings] | None = None,
     known: Mapping[str, Service] | None = None,
 ) -> Plan:
@@ -83,10 +137,12 @@ def make(
     """
     found = assess_for(service, state)
     pending = [v for v in found.pending if target is None or v <= target]
-    run, held = split_held(pending, service.contract_versions(pending), contract)
+    run, held, gate = split_held(
+        pending, service.contract_versions(pending), contract, hold=hold, sessions=sessions
+    )
     blocked: list[Unmet] = []
     if peers is not None and run and known is not None:
         from alembic_common import deps
 
         blocked = deps.unmet(service, run, peers, known)
-    return Plan(found, run, held, blocked)
+    return Plan(found, run, held, blocked, gate)

@@ -64,7 +64,7 @@ class ServiceState:
         if s.behind:
             return "behind"
         if s.held:
-            return f"at head but contract {s.held} held ('up --contract')"
+            return f"at head, {s.why_held}" if s.why_held else f"at head, {s.held} held"
         return "at head"
 
     def to_dict(self) -> dict[str, Any]:

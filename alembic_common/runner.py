@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from alembic_common import checksums, db, deps, history, locking, plan
+from alembic_common import checksums, db, deps, history, locking, plan, releases
 from alembic_common.errors import (
     ConnectionLostError,
     Interrupted,
@@ -29,6 +29,7 @@ from alembic_common.errors import (
 )
 from alembic_common.plan import Plan
 from alembic_common.project import Project
+from alembic_common.releases import Session
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import PRODUCTION, Settings, mask
 from alembic_common.state import Assessment, DbState, mismatched, read, refuse
@@ -51,7 +52,8 @@ class RunOptions:
     atomic: bool = False
     environment: str = "development"
     allow_production: bool = False
-    contract: bool = False  # also run contract steps (once no old release is running)
+    contract: bool = False  # force contract steps, even with old releases connected
+    hold_contract: bool = False  # hold contract steps, even when no old release is connected
     accept_changed: bool = False  # build on applied steps whose code changed since
 
 
@@ -66,16 +68,22 @@ class RunResult:
     after: int | None
     steps: list[int] = field(default_factory=list)
     adopted: list[int] = field(default_factory=list)
-    held: list[int] = field(default_factory=list)  # pending contract steps not run
+    held: list[int] = field(default_factory=list)  # a held contract step, and all after it
     pending: list[int] = field(default_factory=list)  # what the code has beyond ``after``
     accepted: list[int] = field(default_factory=list)  # changed steps accepted as they are
+    why_held: str | None = None
+    holders: list[Session] = field(default_factory=list)  # sessions holding the contract back
 
     @property
     def noop(self) -> bool:
         return not self.steps and not self.adopted
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "noop": self.noop}
+        found = {k: v for k, v in asdict(self).items() if k != "holders"}
+        return {**found, "holders": [s.to_dict() for s in self.holders], "noop": self.noop}
+
+    def hold(self, planned: Plan) -> None:
+        self.held, self.why_held, self.holders = planned.held, planned.why_held, planned.holders
 
 
 @dataclass(frozen=True)
@@ -94,11 +102,14 @@ class Status:
     database: str
     found: Assessment
     migrations: list[MigrationStatus]
-    held: list[int] = field(default_factory=list)  # pending, held back until 'up --contract'
+    held: list[int] = field(default_factory=list)  # a held contract step, and all after it
     # Applied versions whose recorded description is not the code's docstring any more.
     renamed: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)  # applied, and their SQL changed since
     unverified: list[int] = field(default_factory=list)  # applied with no checksum recorded
+    why_held: str | None = None
+    holders: list[Session] = field(default_factory=list)  # announce an older version
+    unannounced: list[Session] = field(default_factory=list)  # connected, announce nothing
 
     @property
     def current(self) -> int | None:
@@ -149,6 +160,9 @@ class Status:
             "renamed": self.renamed,
             "changed": self.changed,
             "unverified": self.unverified,
+            "why_held": self.why_held,
+            "holders": [s.to_dict() for s in self.holders],
+            "unannounced": [s.to_dict() for s in self.unannounced],
             "consistent": self.problem is None,
             "ahead": bool(self.unknown),
             "behind": self.behind,
@@ -248,14 +262,17 @@ def _up(
 ) -> RunResult:
     if target is not None:
         check_version(service, service.disk_versions(), target)
+    deadline = time.monotonic() + options.wait
     with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
-        planned = plan.make(service, read(conn, service.schema), target, contract=options.contract)
+        planned = _plan(service, conn, target, options)
         refuse_unusable(service, planned.found)
+        if planned.stranded and options.wait > 0:
+            planned = _wait_for_releases(service, conn, target, options, deadline, progress)
         current = planned.found.current
-        result = RunResult(
-            service.name, settings.display, "up", current, current, held=planned.held
-        )
+        result = RunResult(service.name, settings.display, "up", current, current)
+        result.hold(planned)
         if planned.idle:
+            _refuse_stranded(service, planned, result)
             return result  # the fast path: no Alembic, no SQLAlchemy, no lock
         with (
             _losing_connection(service, settings),
@@ -263,10 +280,72 @@ def _up(
                 conn, service.name, wait=options.lock_wait, on_wait=progress
             ) as pid,
         ):
-            _apply(service, settings, target, options, progress, peers, conn, pid, result)
+            planned = _apply(service, settings, target, options, progress, peers, conn, pid, result)
+    _refuse_stranded(service, planned, result)
     if result.held and progress is not None:
-        progress({"event": "held", "versions": result.held})
+        progress({"event": "held", "versions": result.held, "why": result.why_held})
     return result
+
+
+def _plan(
+    service: Service,
+    conn: psycopg.Connection[Any],
+    target: int | None,
+    options: RunOptions,
+    state: DbState | None = None,
+    **extra: Any,
+) -> Plan:
+    """The plan on this connection; the sessions on the database are read only to judge a
+    pending contract step."""
+    return plan.make(
+        service,
+        state if state is not None else read(conn, service.schema),
+        target,
+        contract=options.contract,
+        hold=options.hold_contract,
+        sessions=lambda: releases.sessions(conn, service.name),
+        **extra,
+    )
+
+
+def _wait_for_releases(
+    service: Service,
+    conn: psycopg.Connection[Any],
+    target: int | None,
+    options: RunOptions,
+    deadline: float,
+    progress: Progress | None,
+) -> Plan:
+    """``--wait``: wait for the sessions that strand later work behind a contract to go."""
+    planned = _plan(service, conn, target, options)
+    if planned.stranded and progress is not None:
+        progress(
+            {
+                "event": "release_wait",
+                "version": planned.held[0],
+                "wait_s": round(max(0.0, deadline - time.monotonic()), 3),
+                "why": planned.why_held,
+            }
+        )
+    while planned.stranded and planned.holders and time.monotonic() < deadline:
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        planned = _plan(service, conn, target, options)
+    return planned
+
+
+def _refuse_stranded(service: Service, planned: Plan, result: RunResult) -> None:
+    """Later work behind a held contract step is an error, never a quiet exit 0."""
+    if not planned.stranded:
+        return
+    contract, later = planned.held[0], planned.held[1:]
+    applied = f"; applied {', '.join(map(str, result.steps))}" if result.steps else ""
+    raise StateError(
+        f"{service.name}: version(s) {', '.join(map(str, later))} wait for contract step "
+        f"{contract}: {planned.why_held}{applied}; the database stays at "
+        f"{result.after if result.after is not None else 'no version'}",
+        service=service.name,
+        version=contract,
+    )
 
 
 def _apply(
@@ -279,34 +358,36 @@ def _apply(
     conn: psycopg.Connection[Any],
     lock_pid: int,
     result: RunResult,
-) -> None:
+) -> Plan:
     """Under the lock: re-read, re-plan, adopt, check, then run what the plan says."""
     state = read(conn, service.schema)
-    planned = plan.make(service, state, target, contract=options.contract)
+    planned = _plan(service, conn, target, options, state)
     refuse_unusable(service, planned.found)
     result.before = result.after = planned.found.current
-    result.held = planned.held
+    result.hold(planned)
     if planned.idle:
-        return  # another replica did the work while we waited
+        return planned  # another replica did the work while we waited
     service.scripts  # noqa: B018 - a file that does not import is named before any change
     if planned.adopt:
         result.adopted = _adopt(service, conn, state, progress)
         state = read(conn, service.schema)
         result.after = plan.make(service, state, target).found.current
     project = Project.of(service)
-    planned = plan.make(
+    planned = _plan(
         service,
-        state,
+        conn,
         target,
-        contract=options.contract,
+        options,
+        state,
         peers=peers or project.peers(settings),
         known=project.services,
     )
-    result.held = planned.held
+    result.hold(planned)
     if planned.blocked:
         raise deps.refusal(planned.blocked)
     if not planned.run:
-        return
+        return planned
+    _announce_unannounced(service, conn, planned, progress)
     result.accepted = _check_history(service, conn, state, planned, options, progress)
     from alembic import command
 
@@ -323,6 +404,26 @@ def _apply(
         checksums.expected(service, planned.run),
     )
     result.after = result.steps[-1] if result.steps else result.after
+    return planned
+
+
+def _announce_unannounced(
+    service: Service, conn: psycopg.Connection[Any], planned: Plan, progress: Progress | None
+) -> None:
+    """A contract step about to run beside sessions that announce nothing: say who they are."""
+    contracts = service.contract_versions(planned.run)
+    if not contracts or progress is None:
+        return
+    found = releases.unannounced(releases.sessions(conn, service.name))
+    if found:
+        progress(
+            {
+                "event": "unannounced",
+                "version": contracts[0],
+                "sessions": [s.to_dict() for s in found],
+                "listed": releases.describe(found),
+            }
+        )
 
 
 def _check_history(
@@ -436,7 +537,15 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
     """
     with db.connect(settings, wait=wait) as conn:
         state = read(conn, service.schema)
-    planned = plan.make(service, state)
+        planned = _plan(service, conn, None, RunOptions(), state)
+        gate = planned.gate
+        unannounced = (
+            gate.unannounced
+            if gate is not None
+            else releases.unannounced(releases.sessions(conn, service.name))
+            if service.contract_versions(planned.found.pending)
+            else []
+        )
     found = planned.found
     rows = []
     for m in service.migrations:
@@ -456,6 +565,9 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         [] if found.legacy else mismatched(state, service.descriptions),
         sums.changed,
         sums.unverified,
+        planned.why_held,
+        planned.holders,
+        unannounced,
     )
 
 

@@ -13,6 +13,24 @@ from contextlib import contextmanager
 
 
 @contextmanager
+def committed_so_far() -> Iterator[None]:
+    """Alembic's ``autocommit_block``: commit the step so far, run the block outside any
+    transaction, then go on in a new one. The version schemas' views, dropped when the step
+    began (releases.py), are made again first, so other sessions never see them missing."""
+    from alembic import context, op
+
+    from alembic_common.ddl import literal_sql
+
+    ctx = op.get_context()
+    restore = context.config.attributes.get("views_now")
+    statement = restore(ctx.get_current_revision()) if restore is not None else None
+    if statement is not None:
+        op.execute(literal_sql(statement))
+    with ctx.autocommit_block():
+        yield
+
+
+@contextmanager
 def own_transaction() -> Iterator[None]:
     """Commit what the migration did so far, then run the block in a transaction of its own.
 
@@ -24,7 +42,7 @@ def own_transaction() -> Iterator[None]:
     if not ctx.opts.get("transaction_per_migration", False):
         yield
         return
-    with ctx.autocommit_block():
+    with committed_so_far():
         op.execute("BEGIN")
         try:
             yield
@@ -63,7 +81,7 @@ def outside_transaction() -> Iterator[None]:
     ctx = op.get_context()
     if not ctx.opts.get("transaction_per_migration", False):
         raise RuntimeError("CONCURRENTLY needs its own transaction: do not run this under --atomic")
-    with ctx.autocommit_block():
+    with committed_so_far():
         yield
 
 

@@ -2,7 +2,7 @@
 
 Each ``services/<name>/alembic.ini`` is one service; adding a service is adding a
 folder. A migration file's facts (revision, parent, description, ``phase``, ``requires``,
-``lint_accepted``) are read once per process from the file's syntax tree, never by
+``lint_accepted``, ``contract``) are read once per process from the file's syntax tree, never by
 importing it and never from free text, so the no-op start and ``status`` stay free of
 Alembic. Alembic's own ScriptDirectory is built only when something will run.
 """
@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alembic_common import releases
 from alembic_common.errors import ConfigError, ScriptError
 from alembic_common.paths import project_root
 
@@ -33,7 +34,7 @@ VERSION_FILE = re.compile(r"^(\d{4,})_[a-z0-9_]+\.py$")
 PHASES = ("expand", "contract")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {"all"}
-DECLARED = ("revision", "down_revision", "phase", "requires", "lint_accepted")
+DECLARED = ("revision", "down_revision", "phase", "requires", "lint_accepted", "contract")
 
 
 def revision_id(version: int) -> str:
@@ -59,6 +60,9 @@ class Migration:
     phase: str = "expand"  # "contract": held back from a plain up (see RunOptions.contract)
     down_revision: str | None = None
     lint_accepted: dict[str, str] = field(default_factory=dict)  # squawk rule -> reason
+    # A contract step's columns after it, per table: {"rename": {old: new}, "hide": [new]}
+    # (see releases.py: the version schema a release built for it runs against).
+    contract: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:
@@ -105,6 +109,10 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
         raise ScriptError(
             f"{path.name}: lint_accepted must map each squawk rule to a non-empty reason"
         )
+    if "contract" in values:
+        if values.get("phase") != "contract":
+            raise ScriptError(f'{path.name}: a contract declaration needs phase = "contract"')
+        releases.check_declaration(path.name, values["contract"])
     down = values.get("down_revision")
     if down is not None and not isinstance(down, str):
         raise ScriptError(f"{path.name}: down_revision must be one revision id (or None)")
@@ -129,6 +137,7 @@ def load_migration(path: Path, version: int) -> Migration:
         values.get("phase", "expand"),
         values.get("down_revision"),
         dict(values.get("lint_accepted") or {}),
+        dict(values.get("contract") or {}),
     )
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,12 +358,25 @@ def wait_until(check: Any, what: str, timeout: float = 30) -> Any:
         time.sleep(0.02)
 
 
+@contextmanager
+def release(url: str, application_name: str) -> Iterator[psycopg.Connection[Any]]:
+    """A session of a running release that announces itself (``patient@3``), or not."""
+    with psycopg.connect(url, autocommit=True, application_name=application_name) as conn:
+        yield conn
+
+
 def applied_by_default(name: str, root: Path = ROOT) -> list[int]:
-    """What a plain ``up`` applies on an empty database: every version before the first
-    contract step (derived from the history, so a new migration does not break tests)."""
-    versions: list[int] = []
+    """What a plain ``up`` applies on an empty database with no release connected: every
+    version (contract steps run once no session announces an older release)."""
+    return versions(name, root)
+
+
+def before_first_contract(name: str, root: Path = ROOT) -> list[int]:
+    """What ``up --hold-contract`` applies on an empty database: every version before the
+    first contract step (derived from the history, so a new migration does not break tests)."""
+    found: list[int] = []
     for m in services.get(name, root).migrations:
         if m.phase == "contract":
             break
-        versions.append(m.version)
-    return versions
+        found.append(m.version)
+    return found

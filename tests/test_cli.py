@@ -14,6 +14,7 @@ from conftest import (
     contract_steps,
     history,
     query,
+    release,
     run_cli,
     run_script,
     versions,
@@ -40,9 +41,13 @@ def test_up_status_down_through_the_cli(db: str) -> None:
 
 def test_status_json_shape(db: str) -> None:
     run_cli("patient", "up", "--version", "2", "--url", db)
-    result = run_cli("patient", "status", "--json", "--url", db)
+    with release(db, "patient@2") as old, release(db, "psql"):
+        result = run_cli("patient", "status", "--json", "--url", db)
+        old_pid = old.info.backend_pid
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert [h["pid"] for h in report["holders"]] == [old_pid]
+    assert [h["application_name"] for h in report["unannounced"]] == ["psql"]
     assert report["service"] == "patient"
     assert report["current"] == 2 and report["head"] == PATIENT_HEAD
     assert [m["version"] for m in report["migrations"]] == versions("patient")

@@ -9,16 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import phonenumbers
+import psycopg
 import pytest
 import yaml
 from conftest import (
     ROOT,
     alembic_head,
     applied_by_default,
+    before_first_contract,
     create_database,
     drop_database,
     history,
     query,
+    release,
     run_cli,
     versions,
 )
@@ -64,6 +68,7 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     result = run_cli(
         "all",
         "up",
+        "--hold-contract",
         "--jobs",
         "2",
         "--events",
@@ -75,13 +80,13 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     assert result.exit_code == 0, result.output
     assert history(_url(platform, "user")) == [1]
     for name in SERVICES:
-        assert history(_url(platform, name)) == applied_by_default(name)
+        assert history(_url(platform, name)) == before_first_contract(name)
 
     events = _events(events_file)
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
     assert events[-1]["ok"] is True
     applied = [(e["service"], e["version"]) for e in events if e["event"] == "applied"]
-    assert sorted(applied) == sorted((n, v) for n in SERVICES for v in applied_by_default(n))
+    assert sorted(applied) == sorted((n, v) for n in SERVICES for v in before_first_contract(n))
     order = {pair: i for i, pair in enumerate(applied)}
     assert order[("appointment", 1)] > order[("patient", 1)]
     assert order[("appointment", 1)] > order[("user", 1)]
@@ -93,19 +98,23 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     for name in SERVICES:
         label = Settings(name, _url(platform, name), "t").label
         head = versions(name)[-1]
-        current = applied_by_default(name)[-1]  # a contract step and all after it are held
+        current = before_first_contract(name)[-1]  # a contract step and all after it are held
         assert figures["migrate_current_version", name, label] == current
         assert figures["migrate_head_version", name, label] == head
         assert figures["migrate_pending_migrations", name, label] == head - current
         assert figures["migrate_last_run_success", name, label] == 1
     assert "# TYPE migrate_current_version gauge" in metrics_file.read_text()
 
-    again = run_cli("all", "status", "--json", env=platform)
-    assert again.exit_code == 0, again.output  # a held contract step is not "behind"
-    held = {s["service"]: s["held"] for s in json.loads(again.stdout)["services"]}
-    expected = {n: versions(n)[len(applied_by_default(n)) :] for n in SERVICES}
-    assert held == expected and held["patient"]
-    assert f"contract {held['patient']} held" in run_cli("all", "status", env=platform).stdout
+    # An old patient release is connected: the contract step waits for it, and is not "behind".
+    patient_now = before_first_contract("patient")[-1]
+    with release(_url(platform, "patient"), f"patient@{patient_now}"):
+        again = run_cli("all", "status", "--json", env=platform)
+        assert again.exit_code == 0, again.output
+        held = {s["service"]: s["held"] for s in json.loads(again.stdout)["services"]}
+        expected = {n: versions(n)[len(before_first_contract(n)) :] for n in SERVICES}
+        assert held == expected and held["patient"]
+        words = run_cli("all", "status", env=platform).stdout
+        assert f"contract step {held['patient'][0]} held back by 1 session(s)" in words
     contracted = run_cli("all", "up", "--contract", env=platform)
     assert contracted.exit_code == 0, contracted.output
     assert history(_url(platform, "patient")) == versions("patient")
@@ -340,3 +349,51 @@ def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, s
         assert done.returncode == 0, f"{job}: {done.stderr}"
     assert history(_url(platform, "appointment")) == [1]
     assert history(_url(platform, "patient")) == applied_by_default("patient")
+
+
+def _local(compose_url: str, hosts: dict[str, str]) -> str:
+    """A compose DATABASE_URL pointed at the local database for its host, query kept."""
+    url = _interpolate(compose_url)
+    found = re.match(r"postgresql://[^@]*@([\w-]+):5432/\w+(\?.*)?$", url)
+    assert found, url
+    local = hosts[found.group(1)]
+    return local + (("&" if "?" in local else "?") + found.group(2)[1:] if found.group(2) else "")
+
+
+def test_compose_rolling_deploy_of_two_patient_releases(platform: dict[str, str]) -> None:
+    """The compose file's two patient releases, side by side through the phone change."""
+    hosts = {f"{name}-db": _url(platform, name) for name in SERVICES}
+    previous = COMPOSE["patient-service-previous"]["environment"]["DATABASE_URL"]
+    current = COMPOSE["patient-service"]["environment"]["DATABASE_URL"]
+    old_version = int(re.search(r"application_name=patient%40(\d+)", previous).group(1))
+    new_version = int(re.search(r"application_name=patient%40(\d+)", current).group(1))
+    assert new_version in versions("patient") and new_version > old_version
+    patient = _url(platform, "patient")
+    assert run_cli("patient", "up", "--version", str(old_version), "--url", patient).exit_code == 0
+    job = COMPOSE["patient-migrate"]
+    env = {"PATH": os.environ["PATH"], "PATIENT_DATABASE_URL": patient}
+    command = [sys.executable, *job["command"][1:]]
+    with psycopg.connect(_local(previous, hosts), autocommit=True) as old:
+        assert old.execute("SHOW application_name").fetchone() == (f"patient@{old_version}",)
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr  # the held contract is the head
+        assert history(patient)[-1] == new_version - 1
+        with psycopg.connect(_local(current, hosts), autocommit=True) as new:
+            new.execute(
+                "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
+                " date_of_birth, country, phone) VALUES (1, 'N', 'A', 'B', '1990-01-01',"
+                " 'Canada', '+15145550199')"
+            )
+        (national,) = old.execute("SELECT phone FROM patients").fetchone()
+        number = phonenumbers.parse(national, "CA")
+        assert not national.startswith("+")
+        assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == (
+            "+15145550199"
+        )
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert history(patient)[-1] >= new_version
+    with psycopg.connect(_local(current, hosts), autocommit=True) as new:
+        assert new.execute("SELECT phone FROM patients").fetchone() == ("+15145550199",)

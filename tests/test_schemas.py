@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import psycopg
 import pytest
 from conftest import ROOT, peers, query, settings
@@ -97,24 +98,29 @@ def test_v3_allows_rh_null_and_its_downgrade_keeps_those_rows(db: str) -> None:
     assert validated is True
 
 
-PHONES = [
-    ("Canada", "(514) 555-0100", "+15145550100"),
-    ("Canada", "1-514-555-0101", "+15145550101"),
-    ("USA", "212.555.0102", "+12125550102"),
-    ("USA", "+1 (212) 555-0103", "+12125550103"),
-    ("Morocco", "06 12 34 56 78", "+212612345678"),
-    ("Morocco", "+212 6 12 34 56 79", "+212612345679"),
-    ("France", "01 23 45 67 89", "+33123456789"),
-    ("France", "0033 1 23 45 67 88", "+33123456788"),
-    ("Spain", "912 345 678", "912 345 678"),
-    ("France", "", ""),
-    ("USA", None, None),
+PHONES = [  # (country, as entered, E.164, extension): libphonenumber's reading of each
+    ("Canada", "(514) 555-0100", "+15145550100", None),
+    ("Canada", "1-514-555-0101 ext. 12", "+15145550101", "12"),
+    ("USA", "212.555.0102", "+12125550102", None),
+    ("USA", "+1 (212) 555-0103", "+12125550103", None),
+    ("Morocco", "06 12 34 56 78", "+212612345678", None),
+    ("Morocco", "+212 6 12 34 56 79", "+212612345679", None),
+    ("France", "01 23 45 67 89", "+33123456789", None),
+    ("France", "0033 1 23 45 67 88", "+33123456788", None),
+    ("Spain", "912 345 678", None, None),  # no home country to read a national number in
+    ("France", "N/A", None, None),
+    ("France", "", None, None),
+    ("USA", None, None, None),
 ]
+INSERT = (
+    "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
+    " date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
+)
 
 
 def test_phone_expand_backfill_contract_round_trip_restores_every_original(db: str) -> None:
     migrate("patient", db, target=3)
-    for i, (country, phone, _) in enumerate(PHONES):
+    for i, (country, phone, _, _) in enumerate(PHONES):
         query(
             db,
             "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone, updated_at) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s, '2020-02-02')",
@@ -122,47 +128,64 @@ def test_phone_expand_backfill_contract_round_trip_restores_every_original(db: s
         )
     before = query(db, "SELECT * FROM patients ORDER BY id")
     migrate("patient", db, target=4)  # expand + backfill: phone untouched
-    rows = query(db, "SELECT phone, phone_international FROM patients ORDER BY id")
-    assert [r[0] for r in rows] == [phone for _, phone, _ in PHONES]
-    assert [r[1] for r in rows] == [expected for _, _, expected in PHONES]
-    migrate("patient", db, contract=True)  # contract: the columns swap
-    converted = [r[0] for r in query(db, "SELECT phone FROM patients ORDER BY id")]
-    assert converted == [expected for _, _, expected in PHONES]
+    rows = query(db, "SELECT phone, phone_e164, phone_extension FROM patients ORDER BY id")
+    assert rows == [(phone, e164, ext) for _, phone, e164, ext in PHONES]
+    migrate("patient", db, target=5)  # contract: the columns swap
+    rows = query(db, "SELECT phone, phone_extension, phone_original FROM patients ORDER BY id")
+    assert rows == [(e164, ext, phone) for _, phone, e164, ext in PHONES]
+    unconverted = (
+        "SELECT count(*) FROM patients WHERE phone IS NULL AND btrim(phone_original) <> ''"
+    )
+    assert query(db, unconverted) == [(2,)]  # the README's query: 'N/A' and the Spanish number
     rollback("patient", db, 4)
     assert query(db, "SELECT * FROM patients ORDER BY id") == before
 
 
-def test_old_release_writes_stay_converted_between_expand_and_contract(db: str) -> None:
-    migrate("patient", db)  # a plain up: expand, contract held back
-    assert query(db, "SELECT max(version) FROM schema_migrations") == [(4,)]
-    old_insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
-    query(db, old_insert, ("OLD-1", "Morocco", "06 12 34 56 78"))
-    assert query(db, "SELECT phone, phone_international FROM patients") == [
+def test_old_release_writes_are_converted_and_new_release_writes_read_back(db: str) -> None:
+    migrate("patient", db, target=4)
+    query(db, INSERT, ("OLD-1", "Morocco", "06 12 34 56 78"))
+    assert query(db, "SELECT phone, phone_e164 FROM patients") == [
         ("06 12 34 56 78", "+212612345678")
     ]
-    query(db, "UPDATE patients SET phone = '01 23 45 67 89', country = 'France'")
-    assert query(db, "SELECT phone_international FROM patients") == [("+33123456789",)]
+    query(db, "UPDATE patients SET phone = '01 23 45 67 89 poste 7', country = 'France'")
+    assert query(db, "SELECT phone_e164, phone_extension FROM patients") == [("+33123456789", "7")]
+    # The new release writes the new columns: the old one reads a national number, and a
+    # write that means the number phone already holds keeps phone as it was entered.
+    query(db, "UPDATE patients SET phone_e164 = '+33123456789', phone_extension = '7'")
+    assert query(db, "SELECT phone FROM patients") == [("01 23 45 67 89 poste 7",)]
+    query(db, "UPDATE patients SET phone_e164 = '+33698765432', phone_extension = NULL")
+    (national,) = query(db, "SELECT phone FROM patients")[0]
+    number = phonenumbers.parse(national, "FR")
+    assert not national.startswith("+") and number.extension is None
+    assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == "+33698765432"
+    # The old release writing phone is never overwritten from the new columns.
+    query(db, "UPDATE patients SET phone = '0612345678'")
+    assert query(db, "SELECT phone, phone_e164 FROM patients") == [("0612345678", "+33612345678")]
 
 
 def test_contract_downgrade_keeps_numbers_changed_after_the_contract(db: str) -> None:
     migrate("patient", db, target=3)
-    insert = "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth, country, phone) VALUES (1, %s, 'A', 'B', '1990-01-01', %s, %s)"
-    query(db, insert, ("OLD", "France", "01 23 45 67 89"))
-    query(db, insert, ("SAME", "USA", "(212) 555-0100"))
-    migrate("patient", db, contract=True)
+    query(db, INSERT, ("OLD", "France", "01 23 45 67 89"))
+    query(db, INSERT, ("SAME", "USA", "(212) 555-0100"))
+    migrate("patient", db, target=5)
     query(db, "UPDATE patients SET phone = '+33698765432' WHERE patient_id = 'OLD'")
     query(
         db,
-        insert.replace(", phone)", ", phone, phone_original)").replace("%s)", "%s, NULL)"),
+        INSERT.replace(", phone)", ", phone, phone_extension)").replace("%s)", "%s, '55')"),
         ("NEW", "Morocco", "+212612345678"),
     )
     rollback("patient", db, 5)
-    assert dict(query(db, "SELECT patient_id, phone FROM patients")) == {
-        "OLD": "0698765432",
-        "SAME": "(212) 555-0100",
-        "NEW": "0612345678",
-    }
-    assert dict(query(db, "SELECT patient_id, phone_international FROM patients")) == {
+    found = dict(query(db, "SELECT patient_id, phone FROM patients"))
+    assert found["SAME"] == "(212) 555-0100"  # as entered
+    for pid, region, e164, ext in (
+        ("OLD", "FR", "+33698765432", None),
+        ("NEW", "MA", "+212612345678", "55"),
+    ):
+        number = phonenumbers.parse(found[pid], region)
+        assert not found[pid].startswith("+")
+        assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == e164
+        assert number.extension == ext
+    assert dict(query(db, "SELECT patient_id, phone_e164 FROM patients")) == {
         "OLD": "+33698765432",
         "SAME": "+12125550100",
         "NEW": "+212612345678",

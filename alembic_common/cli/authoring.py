@@ -110,8 +110,10 @@ def plan(
     if to_down and version is None:
         raise UsageError(f"{service.name}: plan --down needs --version N", service=service.name)
     settings = conn.explicit(service, say=err)
-    current = authoring.current_version(service, settings) if settings else None
-    result = offline.review(service, current, version, down=to_down, contract=contract)
+    current, sessions = authoring.current_version(service, settings) if settings else (None, None)
+    result = offline.review(
+        service, current, version, down=to_down, contract=contract, sessions=sessions
+    )
     if settings is not None:
         estimates = authoring.table_estimates(settings, offline.tables_named(result))
         for vp in result.versions:
@@ -158,7 +160,7 @@ def lint(
     service = service_of(ctx)
     disk = service.disk_versions()
     settings = None if all_versions else conn.explicit(service, say=err)
-    current = authoring.current_version(service, settings) if settings else None
+    current = authoring.current_version(service, settings)[0] if settings else None
     versions = [v for v in disk if current is None or v > current]
     findings = linting.lint(service, versions)
     rejected = [f for f in findings if f.accepted is None]

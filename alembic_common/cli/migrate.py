@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alembic_common import fleet, metrics, runner, services
+from alembic_common import fleet, metrics, releases, runner, services
 from alembic_common.cli import options
 from alembic_common.cli.app import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
@@ -91,7 +91,16 @@ def up(
         bool,
         typer.Option(
             "--contract",
-            help="Also run contract steps (drop/rename old columns): only once no old release runs.",
+            help="Run contract steps even while sessions announce an older release "
+            "(application_name SERVICE@VERSION); a plain 'up' runs them once none does.",
+        ),
+    ] = False,
+    hold_contract: Annotated[
+        bool,
+        typer.Option(
+            "--hold-contract",
+            help="Hold contract steps even when no old release is connected; later steps "
+            "then make 'up' exit 1.",
         ),
     ] = False,
     accept_changed: Annotated[
@@ -108,6 +117,8 @@ def up(
 ) -> None:
     """Apply pending migrations (all, or up to --version); 'all up' does every service in order."""
     options.outputs(events, metrics_file)
+    if contract and hold_contract:
+        raise UsageError("--contract and --hold-contract contradict each other; give one")
     run_options = runner.RunOptions(
         wait=wait,
         lock_wait=lock_wait,
@@ -116,6 +127,7 @@ def up(
         retries=retries,
         atomic=atomic,
         contract=contract,
+        hold_contract=hold_contract,
         accept_changed=accept_changed,
         environment=options.environment(None),
     )
@@ -163,12 +175,7 @@ def up(
 
 
 def held_hint(result: runner.RunResult) -> str:
-    if not result.held:
-        return ""
-    return (
-        f"; version(s) {', '.join(map(str, result.held))} held for contract "
-        "(run 'up --contract' once no old release is running)"
-    )
+    return f"; {result.why_held}" if result.held and result.why_held else ""
 
 
 def show_result(result: runner.RunResult, json_output: bool) -> None:
@@ -426,6 +433,15 @@ def show_status(report: runner.Status) -> None:
         applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
         rows.append((m.version, state, applied_at, m.description))
     out(table(("version", "state", "applied at", "description"), rows, right=(0,)))
+    if report.why_held:
+        out(wrapped(f"HELD: {report.why_held}"))
+    if report.unannounced:
+        out(
+            wrapped(
+                f"note: {len(report.unannounced)} session(s) announce no release (listed, not "
+                f"counted for contract steps): {releases.describe(report.unannounced)}"
+            )
+        )
     if report.legacy:
         out(
             wrapped(

@@ -167,6 +167,13 @@ def describe(event: dict[str, Any]) -> str | None:
         return (
             f"{svc}{where}: accepted the changed SQL of version(s) {event['versions']} as it is now"
         )
+    if kind == "release_wait":
+        return f"{svc}{where}: waiting up to {event['wait_s']:g}s: {event['why']}"
+    if kind == "unannounced":
+        return (
+            f"{svc}{where}: contract step {event['version']} runs beside session(s) that "
+            f"announce no release: {event['listed']}"
+        )
     if kind == "lock_retry":
         return (
             f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "

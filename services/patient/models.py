@@ -11,10 +11,12 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Integer,
     Text,
     UniqueConstraint,
     func,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 BLOOD_TYPES = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-", "Rh-null")
@@ -59,10 +61,11 @@ class Patient(Base):
     last_name: Mapped[str] = mapped_column(Text)
     date_of_birth: Mapped[date] = mapped_column(Date)
     gender: Mapped[str | None] = mapped_column(Text)
-    # International format (+1, +212, +33 ...) since version 4.
+    # E.164 (+15145550199) since version 5; NULL when no valid number was entered.
     phone: Mapped[str | None] = mapped_column(Text)
-    # The number exactly as entered before version 4, kept so that version 4 can be undone.
+    # The number exactly as entered before version 5, kept so that it can be undone.
     phone_original: Mapped[str | None] = mapped_column(Text)
+    phone_extension: Mapped[str | None] = mapped_column(Text)  # its digits, or NULL
     email: Mapped[str | None] = mapped_column(Text)
     address: Mapped[str | None] = mapped_column(Text)
     city: Mapped[str | None] = mapped_column(Text)
@@ -81,3 +84,20 @@ class Patient(Base):
 
 
 target_metadata = Base.metadata
+
+
+class PhoneRule(Base):
+    """libphonenumber's rules per calling code, loaded by version 4 (the phone conversion)."""
+
+    __tablename__ = "patient_phone_rules"
+
+    country_code: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    regions: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    national_prefix: Mapped[str | None] = mapped_column(Text)
+    national_groups: Mapped[int] = mapped_column(Integer, server_default="0")
+    national_transform: Mapped[str | None] = mapped_column(Text)
+    general: Mapped[str | None] = mapped_column(Text)
+    lengths: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
+    local_lengths: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")
+    valid: Mapped[str | None] = mapped_column(Text)
+    valid_lengths: Mapped[list[int]] = mapped_column(ARRAY(Integer), server_default="{}")

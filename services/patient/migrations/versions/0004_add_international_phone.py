@@ -1,107 +1,126 @@
-"""Add phone_international, filled by a trigger and a batched backfill
+"""Add phone_e164 and phone_extension, kept in step with phone both ways
 
-Expand step of moving phones to international format: +1 (Canada, USA), +212 (Morocco)
-or +33 (France) followed by the digits, without the national trunk prefix (a leading 0,
-or the 1 of an 11-digit North American number). Numbers already written with a leading +
-keep their own code; '' and other countries' numbers are kept as they are.
+Expand step of moving phones to E.164 (+15145550199, +33612345678, +212612345678), with
+the extension apart. The old release keeps reading and writing phone as entered; a
+release built for version 5 reads and writes the new columns through the version schema
+patient_v5, where phone is the E.164 number (see version 5's contract declaration).
 
-The running release keeps reading and writing phone. A trigger fills phone_international
-on every insert, and on every update of phone or country, from then on. Existing rows are
-converted by a batched, resumable backfill: each batch commits on its own, so no writer
-waits long on a row lock, and a run killed part-way resumes where it stopped. Nothing is
-dropped or renamed here: swapping the columns is version 5, the contract step.
+The conversion is libphonenumber's, ported to SQL in data/phone_conversion.sql with its
+rules per calling code in data/phone_rules.json (loaded into patient_phone_rules):
+patient_phone_parse(raw, country) reads what a clinic typed (national or international,
+trunk 0 or 1, a redundant (0), 00 and 011 prefixes, extensions written x, ext., # or
+poste, Arabic-Indic and full-width digits) and gives '+15145550199;ext=123', or NULL
+when no valid number is in it; patient_phone_national(e164, extension, country) gives
+the national form back. One definition serves the backfill, the sync trigger, the
+reverse conversion and version 5's downgrade.
 
-The conversion lives in the database as patient_phone_international(phone, country) and
-its inverse patient_phone_national(phone, country), so the trigger, the backfill and
-version 5 share one definition. Downgrade drops the trigger, the functions and the column;
-phone itself is never touched, so nothing can be lost.
+The sync trigger works both ways: a write of phone by the old release fills the new
+columns; a write of the new columns by the new release fills phone with the national
+number, unless phone already means that number (its text as entered is then kept).
+Existing rows are converted by a batched, resumable backfill, whose writes the trigger
+skips. A value with no valid number keeps phone and leaves phone_e164 NULL:
+
+    SELECT count(*) FROM patients WHERE phone_e164 IS NULL AND btrim(phone) <> '';
+
+Downgrade drops the trigger, the functions, the rules and the new columns; phone itself
+is never touched here, so nothing is lost.
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-24
 """
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
 from alembic_common.backfill import backfill
+from alembic_common.ddl import NOT_BACKFILL, literal_sql, run_sql_file
 
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Dialling code and national trunk prefix per country.
-CODES = {"Canada": ("1", "1"), "USA": ("1", "1"), "Morocco": ("212", "0"), "France": ("33", "0")}
+lint_accepted = {
+    "prefer-bigint-over-int": "patient_phone_rules holds calling codes (at most 3 digits) and lengths",
+}
 
+DATA = Path(__file__).resolve().parent.parent / "data"
 
-def _international_body() -> str:
-    digits = "regexp_replace(phone, '[^0-9]', '', 'g')"
-    cases = [
-        "WHEN phone IS NULL OR btrim(phone) = '' THEN phone",
-        f"WHEN btrim(phone) LIKE '+%' THEN '+' || {digits}",
-    ]
-    for name, (code, trunk) in CODES.items():
-        # Drop a written country code, or the trunk prefix, before adding +code.
-        prefix = (
-            f"^(00{code}|{code}(?=[0-9]{{10}}$))"
-            if trunk == code
-            else f"^(00{code}|{code}|{trunk})"
-        )
-        cases.append(
-            f"WHEN country = '{name}' THEN '+{code}' || regexp_replace({digits}, '{prefix}', '')"
-        )
-    return "CASE " + " ".join(cases) + " ELSE phone END"
+# Both new columns from one parse: '+15145550199;ext=123' -> ('+15145550199', '123').
+CONVERTED = (
+    "(SELECT split_part(p, ';ext=', 1), nullif(split_part(p, ';ext=', 2), '')"
+    " FROM patient_phone_parse(phone, country) AS p)"
+)
 
-
-def _national_body() -> str:
-    cases = ["WHEN phone IS NULL OR phone NOT LIKE '+%' THEN phone"]
-    for name, (code, trunk) in CODES.items():
-        national = f"substr(phone, {len(code) + 2})"
-        if trunk != code:
-            national = f"'{trunk}' || {national}"
-        cases.append(f"WHEN country = '{name}' AND phone LIKE '+{code}%' THEN {national}")
-    return "CASE " + " ".join(cases) + " ELSE phone END"
+SYNC = """
+CREATE OR REPLACE FUNCTION patients_sync_phone() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    parsed text;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.phone IS DISTINCT FROM OLD.phone
+       AND NOT (NEW.phone_e164 IS DISTINCT FROM OLD.phone_e164
+                OR NEW.phone_extension IS DISTINCT FROM OLD.phone_extension) THEN
+        parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release wrote
+    ELSIF TG_OP = 'INSERT' AND NEW.phone_e164 IS NULL AND NEW.phone_extension IS NULL THEN
+        parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release inserted
+    ELSIF TG_OP = 'INSERT' OR NEW.phone IS NOT DISTINCT FROM OLD.phone THEN
+        -- the new release wrote: keep phone when it already means the same number
+        parsed := patient_phone_parse(NEW.phone, NEW.country);
+        IF split_part(parsed, ';ext=', 1) IS DISTINCT FROM NEW.phone_e164
+           OR nullif(split_part(parsed, ';ext=', 2), '') IS DISTINCT FROM NEW.phone_extension THEN
+            NEW.phone := patient_phone_national(NEW.phone_e164, NEW.phone_extension, NEW.country);
+        END IF;
+        RETURN NEW;
+    ELSE
+        RETURN NEW;  -- both sides written at once: as written
+    END IF;
+    NEW.phone_e164 := split_part(parsed, ';ext=', 1);
+    NEW.phone_extension := nullif(split_part(parsed, ';ext=', 2), '');
+    RETURN NEW;
+END
+$$"""
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE patients ADD COLUMN IF NOT EXISTS phone_international TEXT")
-    for name, body in (
-        ("patient_phone_international", _international_body()),
-        ("patient_phone_national", _national_body()),
-    ):
-        op.execute(
-            f"CREATE OR REPLACE FUNCTION {name}(phone TEXT, country TEXT) RETURNS TEXT"
-            f" LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT {body} $$"
+    op.execute("ALTER TABLE patients ADD COLUMN IF NOT EXISTS phone_e164 TEXT")
+    op.execute("ALTER TABLE patients ADD COLUMN IF NOT EXISTS phone_extension TEXT")
+    run_sql_file(DATA / "phone_conversion.sql")
+    rules = json.loads((DATA / "phone_rules.json").read_text())["rules"]
+    op.execute(
+        literal_sql(
+            "INSERT INTO patient_phone_rules SELECT * FROM jsonb_populate_recordset("
+            f"NULL::patient_phone_rules, '{json.dumps(rules).replace(chr(39), chr(39) * 2)}')"
+            " ON CONFLICT DO NOTHING"
         )
-    op.execute(
-        """
-        CREATE OR REPLACE FUNCTION patients_fill_phone_international() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            NEW.phone_international := patient_phone_international(NEW.phone, NEW.country);
-            RETURN NEW;
-        END
-        $$"""
     )
+    op.execute(literal_sql(SYNC))
     op.execute(
-        "CREATE OR REPLACE TRIGGER patients_fill_phone_international"
-        " BEFORE INSERT OR UPDATE OF phone, country ON patients"
-        " FOR EACH ROW EXECUTE FUNCTION patients_fill_phone_international()"
+        "CREATE OR REPLACE TRIGGER patients_sync_phone"
+        " BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension ON patients"
+        f" FOR EACH ROW WHEN ({NOT_BACKFILL}) EXECUTE FUNCTION patients_sync_phone()"
     )
     backfill(
         "patients",
-        "phone_international = patient_phone_international(phone, country)",
-        "phone_international IS NULL AND phone IS NOT NULL",
+        f"(phone_e164, phone_extension) = {CONVERTED}",
+        "phone IS NOT NULL AND phone_e164 IS NULL AND phone_extension IS NULL",
         # A writer that hits a row of the current batch waits for that batch at most.
         target_ms=50,
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS patients_fill_phone_international ON patients")
-    op.execute("DROP FUNCTION IF EXISTS patients_fill_phone_international()")
-    op.execute("DROP FUNCTION IF EXISTS patient_phone_national(TEXT, TEXT)")
-    op.execute("DROP FUNCTION IF EXISTS patient_phone_international(TEXT, TEXT)")
-    op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS phone_international")
+    op.execute("DROP TRIGGER IF EXISTS patients_sync_phone ON patients")
+    op.execute("DROP FUNCTION IF EXISTS patients_sync_phone()")
+    op.execute("DROP FUNCTION IF EXISTS patient_phone_national(TEXT, TEXT, TEXT)")
+    op.execute("DROP FUNCTION IF EXISTS patient_phone_parse(TEXT, TEXT)")
+    op.execute("DROP FUNCTION IF EXISTS patient_phone__finish(INTEGER, TEXT)")
+    op.execute("DROP FUNCTION IF EXISTS patient_phone__split(TEXT)")
+    op.execute("DROP FUNCTION IF EXISTS patient_phone__code(TEXT)")
+    op.execute("DROP TABLE IF EXISTS patient_phone_rules")
+    op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS phone_extension")
+    op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS phone_e164")
