@@ -41,6 +41,7 @@ def seconds(minimum: float = 0.0) -> Callable[[str], float]:
             raise typer.BadParameter(f"must be at least {minimum:g}")
         return number
 
+    parse.__name__ = "seconds"  # what --help shows: '--lock-wait <seconds>'
     return parse
 
 
@@ -57,6 +58,7 @@ def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
             raise typer.BadParameter(f"must be {span}")
         return number
 
+    parse.__name__ = "integer"
     return parse
 
 
