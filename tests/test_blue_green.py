@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 import time
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,7 @@ def test_row_level_security_applies_through_the_views(db: str) -> None:
             INSERT.replace("VALUES (1,", f"VALUES ({entity},"),
             (f"E{entity}", "USA", "(212) 555-0100"),
         )
-    role = f"clinic_{db.rsplit('/', 1)[-1]}"
+    role = f"clinic_{uuid.uuid4().hex[:12]}"
     query(
         db,
         f"CREATE ROLE {role}; GRANT USAGE ON SCHEMA {SCHEMA} TO {role};"
