@@ -81,7 +81,9 @@ def test_v3_allows_rh_null_and_its_downgrade_refuses_unless_they_are_mapped(db: 
         query(db, rh_null, ("R0",))
     migrate("patient", db, target=3)
     query(db, rh_null, ("R1",))
-    with pytest.raises(RefusedError, match=r"version 3 refused: 1 patients have blood type Rh-null"):
+    with pytest.raises(
+        RefusedError, match=r"version 3 refused: 1 patients have blood type Rh-null"
+    ):
         rollback("patient", db, 3)
     assert query(db, "SELECT blood_type FROM patients") == [("Rh-null",)]
     query(db, rh_null, ("R2",))  # nothing changed: the wider rule still holds

@@ -59,12 +59,14 @@ SPELLINGS = {
     ],
 }  # fmt: skip
 
+
 def _quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-ACCENTED = "ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ’أإآ"
-PLAIN = "AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn'ااا"
+# Typographic apostrophe to ', and alef with hamza or madda to bare alef
+ACCENTED = "ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ\u2019\u0623\u0625\u0622"
+PLAIN = "AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn'" + "\u0627" * 3
 FOLD = (
     "lower(btrim(regexp_replace(regexp_replace("
     f"translate(country, {_quoted(ACCENTED)}, {_quoted(PLAIN)}),"

@@ -44,7 +44,9 @@ def upgrade() -> None:
         hint="merge or rename them, then run 'up' again",
     )
     create_index_concurrently("patients_entity_patient_id_ci_key", "patients", KEY, unique=True)
-    create_index_concurrently("idx_patients_entity_email", "patients", "healthcare_entity_id, email")
+    create_index_concurrently(
+        "idx_patients_entity_email", "patients", "healthcare_entity_id, email"
+    )
     drop_index_concurrently("idx_patients_email")
 
 

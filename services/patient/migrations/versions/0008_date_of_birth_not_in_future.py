@@ -38,7 +38,9 @@ def upgrade() -> None:
         ids_sql=f"SELECT id FROM patients WHERE {FUTURE} ORDER BY id LIMIT 6",
         hint="correct them, then run 'up' again",
     )
-    add_check_constraint("patients", "patients_date_of_birth_check", "date_of_birth <= current_date")
+    add_check_constraint(
+        "patients", "patients_date_of_birth_check", "date_of_birth <= current_date"
+    )
 
 
 def downgrade() -> None:
