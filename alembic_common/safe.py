@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -189,15 +190,17 @@ def refuse_if(
             $$"""
         )
         return
-    bind = op.get_bind()
-    count = bind.exec_driver_sql(count_sql).scalar()
+    # The step's own psycopg connection, without parameters: a % in the SQL stays a %.
+    raw: Any = op.get_bind().connection.dbapi_connection
+    found = raw.execute(count_sql).fetchone()
+    count = found[0] if found else 0
     if not count:
         return
     shown = ""
     if ids_sql is not None:
-        result = bind.exec_driver_sql(ids_sql)
-        rows = result.fetchmany(IDS_SHOWN + 1)
-        result.close()
+        cursor = raw.execute(ids_sql)
+        rows = cursor.fetchmany(IDS_SHOWN + 1)
+        cursor.close()
         ids = [str(r[0]) for r in rows[:IDS_SHOWN]]
         more = ", ..." if len(rows) > IDS_SHOWN or count > len(ids) else ""
         shown = f" ({shown_as} {', '.join(ids)}{more})" if ids else ""
