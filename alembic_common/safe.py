@@ -56,15 +56,21 @@ def add_check_constraint(table: str, name: str, condition: str, *, replace: bool
     validate_constraint(table, name)
 
 
+def _atomic() -> bool:
+    """True under ``--atomic``: the whole run is one transaction, nothing commits on its own."""
+    from alembic import op
+
+    return not op.get_context().opts.get("transaction_per_migration", False)
+
+
 @contextmanager
 def outside_transaction() -> Iterator[None]:
     """Run the block in autocommit mode (CONCURRENTLY cannot run inside a transaction)."""
     from alembic import op
 
-    ctx = op.get_context()
-    if not ctx.opts.get("transaction_per_migration", False):
+    if _atomic():
         raise RuntimeError("CONCURRENTLY needs its own transaction: do not run this under --atomic")
-    with ctx.autocommit_block():
+    with op.get_context().autocommit_block():
         yield
 
 
@@ -74,9 +80,16 @@ def create_index_concurrently(
     """CREATE INDEX CONCURRENTLY, first dropping an INVALID index a failed attempt left behind.
 
     ``columns`` is the SQL between the parentheses, e.g. ``"healthcare_entity_id, email"``.
+    Under ``--atomic`` (all or nothing, the operator's choice) it is a plain CREATE INDEX
+    inside the batch's transaction: it blocks writes to the table while it builds.
     """
     from alembic import op
 
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    predicate = f" WHERE {where}" if where else ""
+    if _atomic():
+        op.execute(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({columns}){predicate}")
+        return
     with outside_transaction():
         # A failed CONCURRENTLY build leaves an INVALID index that IF NOT EXISTS would keep.
         op.execute(
@@ -91,17 +104,18 @@ def create_index_concurrently(
             END
             $$"""
         )
-        kind = "UNIQUE INDEX" if unique else "INDEX"
-        predicate = f" WHERE {where}" if where else ""
         op.execute(
             f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns}){predicate}"
         )
 
 
 def drop_index_concurrently(name: str) -> None:
-    """DROP INDEX CONCURRENTLY: readers and writers of the table go on."""
+    """DROP INDEX CONCURRENTLY: readers and writers of the table go on (plain under --atomic)."""
     from alembic import op
 
+    if _atomic():
+        op.execute(f"DROP INDEX IF EXISTS {name}")
+        return
     with outside_transaction():
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
