@@ -52,6 +52,14 @@ class StepError(MigrationError):
     """A migration step failed; it was rolled back and earlier steps stay applied."""
 
 
+class RefusedError(MigrationError):
+    """A migration refused to go on: the data it found would be lost or cannot be mapped.
+
+    Raised from inside the step (``safe.refuse_if``), so the step's transaction rolls back
+    and the step changes nothing.
+    """
+
+
 class ScriptError(MigrationError):
     """A migration file cannot be loaded, or the history on disk is malformed."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 @contextmanager
@@ -73,13 +74,18 @@ def add_check_constraint(table: str, name: str, condition: str, *, replace: bool
     validate_constraint(table, name)
 
 
+def _atomic() -> bool:
+    """True under ``--atomic``: the whole run is one transaction, nothing commits on its own."""
+    from alembic import op
+
+    return not op.get_context().opts.get("transaction_per_migration", False)
+
+
 @contextmanager
 def outside_transaction() -> Iterator[None]:
     """Run the block in autocommit mode (CONCURRENTLY cannot run inside a transaction)."""
-    from alembic import op
 
-    ctx = op.get_context()
-    if not ctx.opts.get("transaction_per_migration", False):
+    if _atomic():
         raise RuntimeError("CONCURRENTLY needs its own transaction: do not run this under --atomic")
     with committed_so_far():
         yield
@@ -91,9 +97,16 @@ def create_index_concurrently(
     """CREATE INDEX CONCURRENTLY, first dropping an INVALID index a failed attempt left behind.
 
     ``columns`` is the SQL between the parentheses, e.g. ``"healthcare_entity_id, email"``.
+    Under ``--atomic`` (all or nothing, the operator's choice) it is a plain CREATE INDEX
+    inside the batch's transaction: it blocks writes to the table while it builds.
     """
     from alembic import op
 
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    predicate = f" WHERE {where}" if where else ""
+    if _atomic():
+        op.execute(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({columns}){predicate}")
+        return
     with outside_transaction():
         # A failed CONCURRENTLY build leaves an INVALID index that IF NOT EXISTS would keep.
         op.execute(
@@ -108,17 +121,18 @@ def create_index_concurrently(
             END
             $$"""
         )
-        kind = "UNIQUE INDEX" if unique else "INDEX"
-        predicate = f" WHERE {where}" if where else ""
         op.execute(
             f"CREATE {kind} CONCURRENTLY IF NOT EXISTS {name} ON {table} ({columns}){predicate}"
         )
 
 
 def drop_index_concurrently(name: str) -> None:
-    """DROP INDEX CONCURRENTLY: readers and writers of the table go on."""
+    """DROP INDEX CONCURRENTLY: readers and writers of the table go on (plain under --atomic)."""
     from alembic import op
 
+    if _atomic():
+        op.execute(f"DROP INDEX IF EXISTS {name}")
+        return
     with outside_transaction():
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
@@ -136,3 +150,100 @@ def set_not_null(table: str, column: str) -> None:
     op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID")
     validate_constraint(table, check)
     op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
+
+
+# --- refusals: a step that would lose data, or cannot map it, changes nothing -------------
+
+IDS_SHOWN = 5
+
+
+def _running_migration() -> tuple[str | None, int | None]:
+    """The service and version of the migration step being run (for the refusal's message)."""
+    import inspect
+
+    from alembic import context
+
+    service = context.config.attributes.get("service")
+    frame = inspect.currentframe()
+    while frame is not None:
+        names = frame.f_globals
+        if "revision" in names and "down_revision" in names:
+            try:
+                return service, int(names["revision"])
+            except (TypeError, ValueError):
+                break
+        frame = frame.f_back
+    return service, None
+
+
+def refuse_if(
+    count_sql: str,
+    message: str,
+    *,
+    ids_sql: str | None = None,
+    hint: str | None = None,
+    shown_as: str = "ids",
+) -> None:
+    """Refuse the step, changing nothing, when ``count_sql`` counts more than zero rows.
+
+    ``count_sql`` is a query returning one number; ``message`` names what it counts as a
+    plural noun phrase ("patients whose country maps to none of ..."); ``ids_sql``, when
+    given, lists ids of such rows (its first column, in its own order; a few are shown,
+    after ``shown_as``);
+    ``hint`` says what the operator can do. Online it raises ``RefusedError`` (exit 1) in
+    one line, ``patient: version 6 refused: 3 patients whose ... (ids 4, 9, 12); ...``, and
+    the step's transaction rolls back. Call it before anything the step commits on its own
+    (``own_transaction``, ``create_index_concurrently``, ``backfill``). Offline (``--sql``)
+    it emits a DO block that raises the same refusal when the script is run.
+    """
+    from alembic import op
+
+    from alembic_common.errors import RefusedError
+
+    ctx = op.get_context()
+    service, version = _running_migration()
+    where = f"{service}: version {version}" if service and version else "migration"
+    tail = f"; {hint}" if hint else ""
+    if ctx.as_sql:
+        # RAISE's format: the one % placeholder is the count; any other % is doubled.
+        body = f"{message}{tail}".replace("'", "''").replace("%", "%%")
+        literal = f"'{where} refused: % {body}'"
+        op.execute(
+            f"""
+            DO $$
+            DECLARE
+                found bigint := ({count_sql});
+            BEGIN
+                IF found > 0 THEN
+                    RAISE EXCEPTION {literal}, found;
+                END IF;
+            END
+            $$"""
+        )
+        return
+    # The step's own psycopg connection, without parameters: a % in the SQL stays a %.
+    raw: Any = op.get_bind().connection.dbapi_connection
+    found = raw.execute(count_sql).fetchone()
+    count = found[0] if found else 0
+    if not count:
+        return
+    shown = ""
+    if ids_sql is not None:
+        cursor = raw.execute(ids_sql)
+        rows = cursor.fetchmany(IDS_SHOWN + 1)
+        cursor.close()
+        ids = [str(r[0]) for r in rows[:IDS_SHOWN]]
+        more = ", ..." if len(rows) > IDS_SHOWN or count > len(ids) else ""
+        shown = f" ({shown_as} {', '.join(ids)}{more})" if ids else ""
+    raise RefusedError(
+        f"{where} refused: {count} {message}{shown}{tail}; version {version} changed nothing",
+        service=service,
+        version=version,
+    )
+
+
+def x_argument(name: str) -> str | None:
+    """The value of ``-x NAME=VALUE`` given to this run (``migrate ... -x`` or plain alembic)."""
+    from alembic import context
+
+    return context.get_x_argument(as_dictionary=True).get(name)

@@ -9,6 +9,7 @@ Alembic. Alembic's own ScriptDirectory is built only when something will run.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import configparser
 import importlib.util
@@ -261,7 +262,12 @@ class Service:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""
         from alembic.config import Config
 
-        cfg = Config(str(self.ini), output_buffer=output_buffer)
+        from alembic_common import xargs
+
+        given = xargs.current()
+        # Migrations read -x through Alembic's own get_x_argument, as with plain alembic.
+        cmd_opts = argparse.Namespace(x=given) if given else None
+        cfg = Config(str(self.ini), output_buffer=output_buffer, cmd_opts=cmd_opts)
         cfg.attributes.update(attributes)
         cfg.attributes.setdefault("service", self.name)
         return cfg

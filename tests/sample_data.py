@@ -40,8 +40,8 @@ SAMPLES: dict[str, list[tuple[int, str]]] = {
                NULL, 'Casablanca', NULL, '20000', 'Morocco', NULL, NULL, NULL, 'ar', NULL, '2025-01-01Z'),
               (4, 'PAR-1', 'Claire', 'Dubois', '1966-01-30', 'female', '+33 1 42 68 53 00', NULL,
                NULL, 'Paris', NULL, '75011', 'France', NULL, NULL, 'AB-', 'fr', 'widowed', '2025-01-01Z'),
-              (4, 'PAR-2', 'Ana', 'García', '1990-05-05', NULL, '612 345 678', NULL,
-               NULL, 'Madrid', NULL, '28001', 'Spain', NULL, NULL, NULL, 'es', NULL, '2025-01-01Z'),
+              (4, 'PAR-2', 'Ana', 'García', '1990-05-05', NULL, '+34 612 345 678', NULL,
+               NULL, 'Paris', NULL, '75011', 'France', NULL, NULL, NULL, 'es', NULL, '2025-01-01Z'),
               (4, 'PAR-3', 'Nobody', 'Phone', '2001-01-01', NULL, NULL, NULL,
                NULL, NULL, NULL, NULL, 'France', NULL, NULL, NULL, NULL, NULL, '2025-01-01Z');
         """,

@@ -60,7 +60,7 @@ def test_autogenerate_a_column_then_an_index(project_copy: Path, db: str) -> Non
 
     _edit_models(
         project_copy,
-        '        Index("idx_patients_email", "email"),',
+        '        Index("idx_patients_entity_email", "healthcare_entity_id", "email"),',
         '        Index("idx_patients_preferred_pharmacy", "preferred_pharmacy"),',
     )
     second = run_cli(
@@ -134,15 +134,15 @@ def test_check_passes_at_head_and_fails_on_hand_made_drift(
     run_cli("patient", "up", "--contract", "--url", db)
     clean = run_cli("patient", "check", "--url", db)
     assert clean.exit_code == 0, clean.output
-    query(db, "DROP INDEX idx_patients_email")
+    query(db, "DROP INDEX idx_patients_entity_email")
     query(db, "ALTER TABLE patients ADD COLUMN shoe_size int")
     query(db, "ALTER TABLE patients DROP CONSTRAINT patients_gender_check")
     drifted = run_cli("patient", "check", "--url", db)
     assert drifted.exit_code == 1
     out = drifted.stdout
     assert (
-        "index idx_patients_email on patients(email): in the models, missing from the database"
-        in out
+        "index idx_patients_entity_email on patients(healthcare_entity_id, email): in the models,"
+        " missing from the database" in out
     )
     assert "column patients.shoe_size" in out and "in the database, not in the models" in out
     assert (
@@ -150,7 +150,7 @@ def test_check_passes_at_head_and_fails_on_hand_made_drift(
     )  # autogenerate cannot see this
     diff = run_cli("patient", "diff", "--url", db, "--json")
     report = json.loads(diff.stdout)
-    assert "op.create_index('idx_patients_email'" in report["operations"]
+    assert "op.create_index('idx_patients_entity_email'" in report["operations"]
     assert "op.drop_column('patients', 'shoe_size')" in report["operations"]
     assert any("ADD CONSTRAINT patients_gender_check CHECK" in s for s in report["drift_sql"])
     for statement in report["drift_sql"]:  # the suggested SQL really repairs the drift

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 

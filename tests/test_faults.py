@@ -24,6 +24,7 @@ from conftest import (
     query,
     run_cli,
     tables,
+    versions,
     wait_until,
 )
 from relay import CuttingRelay
@@ -106,11 +107,11 @@ def test_terminating_the_migrating_backend(
     code, _, err = run.finish()
     assert code == 1
     _assert_reported(err, new, observed["events"], observed["metrics"])
-    assert "the database is at 1" in err
-    assert history(db) == [1] and "made_by_slow_step" not in tables(db)
+    assert f"the database is at {versions('user')[-1]}" in err
+    assert history(db) == versions("user") and "made_by_slow_step" not in tables(db)
     again = run_cli("user", "up", "--url", db, env=env)
     assert again.exit_code == 0, again.output
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
 
 
 def test_terminating_every_backend(project_copy: Path, db: str, observed: dict[str, Path]) -> None:
@@ -128,9 +129,9 @@ def test_terminating_every_backend(project_copy: Path, db: str, observed: dict[s
     assert code == 1
     _assert_reported(err, new, observed["events"], observed["metrics"])
     assert "unlock" not in err
-    assert history(db) == [1]
+    assert history(db) == versions("user")
     assert run_cli("user", "up", "--url", db, env=env).exit_code == 0
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
 
 
 def test_a_network_cut_mid_step(project_copy: Path, db: str, observed: dict[str, Path]) -> None:
@@ -147,9 +148,9 @@ def test_a_network_cut_mid_step(project_copy: Path, db: str, observed: dict[str,
     assert code == 1
     _assert_reported(err, new, observed["events"], observed["metrics"])
     _no_other_sessions(db)  # the server rolls the orphaned step back when it notices
-    assert history(db) == [1] and "made_by_slow_step" not in tables(db)
+    assert history(db) == versions("user") and "made_by_slow_step" not in tables(db)
     assert run_cli("user", "up", "--url", db, env=env).exit_code == 0
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_a_server_restart_mid_step(
         .for_database(db.split("?")[0].rsplit("/", 1)[1])
         .url
     )
-    assert history(db) == [1] and "made_by_slow_step" not in tables(db)
+    assert history(db) == versions("user") and "made_by_slow_step" not in tables(db)
     again = run_cli("user", "up", "--url", db, env=env)
     assert again.exit_code == 0, again.output
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]

@@ -20,6 +20,7 @@ from conftest import (
     query,
     run_cli,
     tables,
+    versions,
 )
 from sample_data import SAMPLES
 
@@ -40,10 +41,10 @@ def test_a_docstring_that_mentions_phase_does_not_hold_the_step(
     )
     assert services.get("user", project_copy).contract_versions([new]) == []
     status = json.loads(run_cli("user", "status", "--json", "--url", db, env=env).stdout)
-    assert status["held"] == [] and status["pending"] == [1, new]
+    assert status["held"] == [] and status["pending"] == [*versions("user"), new]
     up = run_cli("user", "up", "--url", db, env=env)
     assert up.exit_code == 0 and "held" not in up.stdout, up.output
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
 
 
 MALFORMED = {
@@ -143,11 +144,11 @@ def test_a_changed_step_is_flagged_and_not_built_upon_unless_accepted(
     assert refused.exit_code == 1
     (line,) = refused.stderr.strip().splitlines()
     assert "version(s) 1 changed since they were applied" in line and "--accept-changed" in line
-    assert history(db) == [1] and "later" not in tables(db)
+    assert history(db) == versions("user") and "later" not in tables(db)
     accepted = run_cli("user", "up", "--accept-changed", "--json", "--url", db, env=env)
     assert accepted.exit_code == 0, accepted.output
     assert json.loads(accepted.stdout)["accepted"] == [1]
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
     after = json.loads(run_cli("user", "status", "--json", "--url", db, env=env).stdout)
     assert after["changed"] == [] and after["unverified"] == []
 
@@ -172,7 +173,7 @@ def test_rows_without_a_checksum_are_unverified_not_errors(project_copy: Path, d
     # A history written before checksums existed has no such column: all unverified.
     query(db, "ALTER TABLE public.schema_migrations DROP COLUMN checksum")
     report = json.loads(run_cli("user", "status", "--json", "--url", db, env=env).stdout)
-    assert report["unverified"] == [1, new]
+    assert report["unverified"] == [*versions("user"), new]
     later = add_step(project_copy, "user", '    op.execute("CREATE TABLE later (id int)")')
     assert run_cli("user", "up", "--url", db, env=env).exit_code == 0
     assert _recorded(db)[later] is not None and _recorded(db)[1] is None

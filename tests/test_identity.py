@@ -20,6 +20,7 @@ from conftest import (
     query,
     run_cli,
     tables,
+    versions,
 )
 
 from alembic_common.settings import Settings
@@ -74,7 +75,7 @@ def test_a_database_belongs_to_the_service_that_first_migrated_it(db: str) -> No
     assert refused.exit_code == 1
     (line,) = refused.stderr.strip().splitlines()
     assert "belongs to the user service, not patient" in line
-    assert tables(db) == before and history(db) == [1]
+    assert tables(db) == before and history(db) == versions("user")
     status = run_cli("patient", "status", "--url", db)
     assert status.exit_code == 1 and "belongs to the user service" in status.output
     # Plain Alembic keeps the rule too.
@@ -121,7 +122,7 @@ def test_an_unclaimed_history_of_another_service_is_refused(db: str) -> None:
         "history is not patient's" in refused.stderr
         and "Create healthcare_entities" in refused.stderr
     )
-    assert history(db) == [1] and "patients" not in tables(db)
+    assert history(db) == versions("user") and "patients" not in tables(db)
     # Its own service claims it back on its next run with work.
     assert run_cli("user", "down", "--version", "1", "--url", db).exit_code == 0
     assert run_cli("user", "up", "--url", db).exit_code == 0
@@ -150,7 +151,9 @@ def test_all_status_refuses_one_url_for_every_service(db: str) -> None:
 
 def test_status_flags_a_description_that_changed_since_it_was_applied(db: str) -> None:
     assert run_cli("user", "up", "--url", db).exit_code == 0
-    query(db, "UPDATE public.schema_migrations SET description = 'something else'")
+    query(
+        db, "UPDATE public.schema_migrations SET description = 'something else' WHERE version = 1"
+    )
     report = json.loads(run_cli("user", "status", "--json", "--url", db).stdout)
     assert report["renamed"] == [1]
     text = run_cli("user", "status", "--url", db).stdout
@@ -227,9 +230,13 @@ def test_version_tables_live_in_the_configured_schema(project_copy: Path, db: st
     env = {"MIGRATE_ROOT": str(project_copy)}
     result = run_cli("user", "up", "--url", db, env=env)
     assert result.exit_code == 0, result.output
-    assert query(db, "SELECT version FROM users_svc.schema_migrations") == [(1,)]
-    assert query(db, "SELECT version_num FROM users_svc.alembic_version") == [("0001",)]
+    assert query(db, "SELECT version FROM users_svc.schema_migrations") == [
+        (v,) for v in versions("user")
+    ]
+    assert query(db, "SELECT version_num FROM users_svc.alembic_version") == [
+        (f"{versions('user')[-1]:04d}",)
+    ]
     assert history(db) == []  # nothing in public
     assert run_cli("user", "up", "--url", db, env=env).stdout.count("nothing to do") == 1
     status = json.loads(run_cli("user", "status", "--json", "--url", db, env=env).stdout)
-    assert status["current"] == 1
+    assert status["current"] == versions("user")[-1]

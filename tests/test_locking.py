@@ -22,6 +22,7 @@ from conftest import (
     query,
     run_cli,
     tables,
+    versions,
     wait_until,
 )
 
@@ -157,7 +158,7 @@ def test_a_waiting_replica_does_not_stall_create_index_concurrently(
     assert time.monotonic() - started < 30, "the index build waited on the waiting replica"
     code, out, err = second.finish(timeout=60)
     assert code == 0 and "nothing to do" in out, err
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
     valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_users_last_name'::regclass"
     assert query(db, valid) == [(True,)]
 
@@ -190,7 +191,7 @@ def test_the_lock_session_outlives_idle_session_timeout(project_copy: Path, db: 
     )
     result = run_cli("user", "up", "--url", db, env=env)
     assert result.exit_code == 0, result.output
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
     assert query(db, "SELECT count(*) FROM step_runs") == [(1,)]
 
 
@@ -213,10 +214,10 @@ def test_a_terminated_lock_session_rolls_the_step_back(project_copy: Path, db: s
     last = err.strip().splitlines()[-1]
     assert f"the migration lock was lost during version {new}" in last
     assert f"version {new} was rolled back" in last and "error: unexpected" not in err
-    assert history(db) == [1] and "step_runs" not in tables(db)
+    assert history(db) == versions("user") and "step_runs" not in tables(db)
     again = run_cli("user", "up", "--url", db, env=env)
     assert again.exit_code == 0, again.output
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
 
 
 def test_a_second_runner_after_a_lost_lock_never_runs_a_step_twice(
@@ -233,7 +234,7 @@ def test_a_second_runner_after_a_lost_lock_never_runs_a_step_twice(
     second_code, _, second_err = second.finish()
     assert first_code == 1 and "lock was lost" in first_err, first_err
     assert second_code == 0, second_err
-    assert history(db) == [1, new]
+    assert history(db) == [*versions("user"), new]
     assert query(db, "SELECT count(*) FROM step_runs") == [(1,)], "the step committed twice"
     assert "duplicate key" not in first_err + second_err
 

@@ -78,7 +78,7 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
         env=platform,
     )
     assert result.exit_code == 0, result.output
-    assert history(_url(platform, "user")) == [1]
+    assert history(_url(platform, "user")) == versions("user")
     for name in SERVICES:
         assert history(_url(platform, name)) == before_first_contract(name)
 
@@ -130,7 +130,7 @@ def test_appointment_refuses_while_patient_is_behind(platform: dict[str, str]) -
     assert run_cli("patient", "up", "--version", "1", env=platform).exit_code == 0
     result = run_cli("appointment", "up", env=platform)
     assert result.exit_code == 0, result.output
-    assert alembic_head(_url(platform, "appointment")) == ["0001"]
+    assert alembic_head(_url(platform, "appointment")) == [f"{versions('appointment')[-1]:04d}"]
 
 
 def test_a_declared_cycle_is_rejected_and_named(
@@ -347,7 +347,7 @@ def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, s
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, f"{job}: {done.stderr}"
-    assert history(_url(platform, "appointment")) == [1]
+    assert history(_url(platform, "appointment")) == versions("appointment")
     assert history(_url(platform, "patient")) == applied_by_default("patient")
 
 

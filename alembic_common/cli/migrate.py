@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alembic_common import fleet, metrics, releases, runner, services
+from alembic_common import fleet, metrics, releases, runner, services, xargs
 from alembic_common.cli import options
 from alembic_common.cli.app import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
@@ -319,6 +319,17 @@ def down(
     events: Events = None,
     metrics_file: MetricsFile = None,
     as_json: Json = False,
+    x: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-x",
+            "--x-arg",
+            metavar="KEY=VALUE",
+            help="Passed to the migrations as Alembic's -x (repeatable). A downgrade that "
+            "would lose data refuses unless told what to do, e.g. patient's version 3: "
+            "-x rh_null=NULL maps blood type Rh-null to NULL.",
+        ),
+    ] = None,
 ) -> None:
     """Roll back --version N and every later version, newest first (development only)."""
     service = service_of(ctx)
@@ -327,6 +338,7 @@ def down(
             f"{service.name}: down needs --version N (the oldest version to roll back)",
             service=service.name,
         )
+    x_arguments = xargs.parse(x or [])
     options.outputs(events, metrics_file)
     run_options = runner.RunOptions(
         lock_wait=lock_wait,
@@ -345,7 +357,8 @@ def down(
     started = time.time()
     reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
     try:
-        result = runner.down(service, settings, version, run_options, reporter)
+        with xargs.given(x_arguments):
+            result = runner.down(service, settings, version, run_options, reporter)
     except BaseException as exc:
         record(
             project,

@@ -36,7 +36,7 @@ class Appointment(Base):
             where=text("status NOT IN ('cancelled', 'no_show')"),
         ),
         Index("idx_appointments_entity_starts_at", "healthcare_entity_id", "starts_at"),
-        Index("idx_appointments_patient", "patient_id", "starts_at"),
+        Index("idx_appointments_entity_patient", "healthcare_entity_id", "patient_id", "starts_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -23,6 +24,7 @@ BLOOD_TYPES = ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-", "Rh-null")
 LANGUAGES = ("en", "fr", "ar", "es")
 MARITAL_STATUSES = ("single", "married", "divorced", "widowed", "separated", "other")
 GENDERS = ("male", "female", "other", "unknown")
+COUNTRIES = ("Canada", "USA", "France", "Morocco")
 
 
 def _optional_in(column: str, values: tuple[str, ...]) -> str:
@@ -50,8 +52,20 @@ class Patient(Base):
         CheckConstraint(
             _optional_in("marital_status", MARITAL_STATUSES), name="patients_marital_status_check"
         ),
+        CheckConstraint(
+            "country IN (" + ", ".join(repr(c) for c in COUNTRIES) + ")",
+            name="patients_country_check",
+        ),
+        CheckConstraint("date_of_birth <= current_date", name="patients_date_of_birth_check"),
         Index("idx_patients_entity_name", "healthcare_entity_id", "last_name", "first_name"),
-        Index("idx_patients_email", "email"),
+        # patient_id is unique within an entity ignoring case and surrounding spaces (v7).
+        Index(
+            "patients_entity_patient_id_ci_key",
+            "healthcare_entity_id",
+            func.lower(func.btrim(text("patient_id"))),
+            unique=True,
+        ),
+        Index("idx_patients_entity_email", "healthcare_entity_id", "email"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -71,7 +85,10 @@ class Patient(Base):
     city: Mapped[str | None] = mapped_column(Text)
     province_state: Mapped[str | None] = mapped_column(Text)
     postal_code: Mapped[str | None] = mapped_column(Text)
+    # One of COUNTRIES since version 6 (a trigger normalises other spellings on write).
     country: Mapped[str] = mapped_column(Text)
+    # The spelling as entered when version 6 (or its trigger) normalised it, for downgrade.
+    country_original: Mapped[str | None] = mapped_column(Text)
     emergency_contact_name: Mapped[str | None] = mapped_column(Text)
     emergency_contact_phone: Mapped[str | None] = mapped_column(Text)
     emergency_contact_relationship: Mapped[str | None] = mapped_column(Text)

@@ -66,7 +66,13 @@ class User(Timestamps, Base):
         UniqueConstraint("healthcare_entity_id", "email", name="users_entity_email_key"),
         CheckConstraint(_in("role", ROLES), name="users_role_check"),
         Index("idx_users_entity_role", "healthcare_entity_id", "role"),
-        Index("idx_users_email", "email"),
+        # Email is unique within an entity ignoring case and surrounding spaces (v2).
+        Index(
+            "users_entity_email_ci_key",
+            "healthcare_entity_id",
+            func.lower(func.btrim(text("email"))),
+            unique=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -4,11 +4,12 @@ Widens patients_blood_type_check with 'Rh-null'. The wider constraint replaces t
 one NOT VALID (a brief lock), then is validated in its own transaction, so reads and
 writes to patients go on during the scan.
 
-Downgrade keeps every row: patients whose blood_type is already 'Rh-null' are left as
-they are, and the narrower constraint is put back NOT VALID, so it binds every new
-insert and update while tolerating those existing rows. It is validated (and the schema
-is then exactly that of version 2) only when no 'Rh-null' row exists. Nothing is erased
-or rewritten to fit the older list.
+Downgrade refuses, changing nothing, while any patient has blood type 'Rh-null': the
+narrower constraint would either reject those rows or, brought back NOT VALID, freeze
+them (every later update of such a row would fail). The refusal names how many and a
+few ids. An operator who accepts losing the value says so explicitly:
+'migrate patient down --version 3 -x rh_null=NULL' sets those blood types to NULL
+(unknown) and then restores the narrower constraint, validated.
 
 Revision ID: 0003
 Revises: 0002
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from alembic_common.safe import add_check_constraint, own_transaction
+from alembic_common.ddl import PRESERVE_UPDATED_AT
+from alembic_common.errors import UsageError
+from alembic_common.safe import add_check_constraint, refuse_if, validate_constraint, x_argument
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -45,23 +48,28 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The narrower rule binds new writes first; the ACCESS EXCLUSIVE lock this takes is held
+    # until commit, so no Rh-null row can slip in between the count and the validation.
     op.execute("ALTER TABLE patients DROP CONSTRAINT IF EXISTS patients_blood_type_check")
     op.execute(
         "ALTER TABLE patients ADD CONSTRAINT patients_blood_type_check"
         f" CHECK ({check(BASE_TYPES)}) NOT VALID"
     )
-    with own_transaction():
-        op.execute(
-            """
-            DO $$
-            BEGIN
-                IF NOT EXISTS (SELECT 1 FROM patients WHERE blood_type = 'Rh-null') THEN
-                    ALTER TABLE patients VALIDATE CONSTRAINT patients_blood_type_check;
-                ELSE
-                    RAISE NOTICE 'patients with blood_type Rh-null kept; '
-                        'patients_blood_type_check stays NOT VALID until they are reviewed';
-                END IF;
-            END
-            $$
-            """
+    mapping = x_argument("rh_null")
+    if mapping is None:
+        refuse_if(
+            "SELECT count(*) FROM patients WHERE blood_type = 'Rh-null'",
+            "patients have blood type Rh-null, which version 2 does not allow",
+            ids_sql="SELECT id FROM patients WHERE blood_type = 'Rh-null' ORDER BY id LIMIT 6",
+            hint="review them, or map them to NULL with '-x rh_null=NULL'",
         )
+    elif mapping.strip().upper() == "NULL":
+        op.execute(PRESERVE_UPDATED_AT)
+        op.execute("UPDATE patients SET blood_type = NULL WHERE blood_type = 'Rh-null'")
+    else:
+        raise UsageError(
+            f"patient: version 3: -x rh_null={mapping!r} is not a mapping version 2 can hold: use -x rh_null=NULL",
+            service="patient",
+            version=3,
+        )
+    validate_constraint("patients", "patients_blood_type_check")

@@ -1,0 +1,158 @@
+"""Normalise patients' countries to Canada, USA, France or Morocco and check them
+
+Existing spellings are mapped to the four canonical names the platform serves (the
+names healthcare_entities.country already checks): case, surrounding and repeated
+spaces, dots and hyphens do not count, nor do French accents or Arabic hamza forms, and
+ISO codes ('CA', 'US', 'FR', 'MA', 'USA', 'U.S.A.'), English, French, Spanish and Arabic
+names are known ('United States', 'États-Unis', 'Maroc', 'Royaume du Maroc', 'المغرب',
+'كندا', 'فرنسا', 'الولايات المتحدة' ...). The mapping lives in the database as
+patient_country_canonical(country), NULL for a country it does not know.
+
+A country it cannot map makes the step refuse before changing anything, naming how many
+patients and a few ids: correct them, then run 'up' again. Otherwise every spelling that
+changes is kept in country_original, a trigger normalises every later insert and update
+the same way (the running release may still write 'ca'), the rows are rewritten in
+resumable batches, and patients_country_check is added NOT VALID then validated in its
+own transaction.
+
+Downgrade drops the trigger and the CHECK and puts every original spelling back, for
+rows whose country still means what it meant (a country changed since is kept), then
+drops country_original: a round trip leaves every value as it was.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-25
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from alembic_common.backfill import backfill
+from alembic_common.safe import refuse_if, validate_constraint
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CANONICAL = ("Canada", "USA", "France", "Morocco")
+
+# Spellings after folding (see FOLD): lower case, French accents and Arabic hamza forms
+# folded, dots and invisible marks removed, runs of spaces, hyphens and underscores made
+# one space, trimmed.
+SPELLINGS = {
+    "Canada": ["canada", "ca", "can", "le canada", "kanada", "كندا"],
+    "USA": [
+        "usa", "us", "u s a", "u s", "united states", "united states of america",
+        "the united states", "the usa", "america", "etats unis", "les etats unis",
+        "etats unis d'amerique", "estados unidos", "eeuu", "الولايات المتحدة",
+        "الولايات المتحدة الامريكية", "امريكا",
+    ],
+    "France": [
+        "france", "fr", "fra", "la france", "republique francaise", "french republic",
+        "francia", "فرنسا",
+    ],
+    "Morocco": [
+        "morocco", "ma", "mar", "maroc", "le maroc", "royaume du maroc",
+        "kingdom of morocco", "marruecos", "al maghrib", "المغرب", "المملكة المغربية",
+    ],
+}  # fmt: skip
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# Typographic apostrophe to ', and alef with hamza or madda to bare alef
+ACCENTED = "ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ\u2019\u0623\u0625\u0622"
+PLAIN = "AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn'" + "\u0627" * 3
+FOLD = (
+    "lower(btrim(regexp_replace(regexp_replace("
+    f"translate(country, {_quoted(ACCENTED)}, {_quoted(PLAIN)}),"
+    r" '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'),"
+    r" '[[:space:]\u00a0_-]+', ' ', 'g')))"
+)
+
+
+def _canonical_body() -> str:
+    cases = " ".join(
+        f"WHEN k IN ({', '.join(_quoted(s) for s in spellings)}) THEN {_quoted(name)}"
+        for name, spellings in SPELLINGS.items()
+    )
+    return f"SELECT CASE {cases} END FROM (SELECT {FOLD} AS k) AS folded"
+
+
+IN_LIST = ", ".join(_quoted(c) for c in CANONICAL)
+
+
+def upgrade() -> None:
+    op.execute(
+        "CREATE OR REPLACE FUNCTION patient_country_canonical(country TEXT) RETURNS TEXT"
+        f" LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ {_canonical_body()} $$"
+    )
+    unknown = "patient_country_canonical(country) IS NULL"
+    refuse_if(
+        f"SELECT count(*) FROM patients WHERE {unknown}",
+        f"patients have a country that is none of {', '.join(CANONICAL)} in any known spelling",
+        ids_sql=f"SELECT id FROM patients WHERE {unknown} ORDER BY id LIMIT 6",
+        hint="correct those rows, then run 'up' again",
+    )
+    op.execute("ALTER TABLE patients ADD COLUMN IF NOT EXISTS country_original TEXT")
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION patients_normalise_country() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            canonical TEXT := patient_country_canonical(NEW.country);
+        BEGIN
+            IF canonical IS NOT NULL AND canonical <> NEW.country THEN
+                NEW.country_original := NEW.country;
+                NEW.country := canonical;
+            END IF;
+            RETURN NEW;
+        END
+        $$"""
+    )
+    op.execute(
+        "CREATE OR REPLACE TRIGGER patients_normalise_country"
+        " BEFORE INSERT OR UPDATE ON patients"
+        " FOR EACH ROW EXECUTE FUNCTION patients_normalise_country()"
+    )
+    # NOT VALID binds every write from now on (normalised by the trigger first); a run
+    # resumed after the backfill committed finds the constraint already there.
+    op.execute(
+        f"""
+        DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                           WHERE conrelid = 'patients'::regclass
+                             AND conname = 'patients_country_check') THEN
+                ALTER TABLE patients ADD CONSTRAINT patients_country_check
+                    CHECK (country IN ({IN_LIST})) NOT VALID;
+            END IF;
+        END
+        $$"""
+    )
+    backfill(
+        "patients",
+        "country_original = country, country = patient_country_canonical(country)",
+        "country <> patient_country_canonical(country)",
+        name="0006:patients.country",
+    )
+    validate_constraint("patients", "patients_country_check")
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS patients_normalise_country ON patients")
+    op.execute("DROP FUNCTION IF EXISTS patients_normalise_country()")
+    op.execute("ALTER TABLE patients DROP CONSTRAINT IF EXISTS patients_country_check")
+    backfill(
+        "patients",
+        "country = country_original",
+        "country_original IS NOT NULL AND country <> country_original"
+        " AND country = patient_country_canonical(country_original)",
+        name="0006:patients.country_original",
+    )
+    op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS country_original")
+    op.execute("DROP FUNCTION IF EXISTS patient_country_canonical(TEXT)")

@@ -1,0 +1,236 @@
+BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
+CREATE OR REPLACE FUNCTION patient_country_canonical(country TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT CASE WHEN k IN ('canada', 'ca', 'can', 'le canada', 'kanada', 'كندا') THEN 'Canada' WHEN k IN ('usa', 'us', 'u s a', 'u s', 'united states', 'united states of america', 'the united states', 'the usa', 'america', 'etats unis', 'les etats unis', 'etats unis d''amerique', 'estados unidos', 'eeuu', 'الولايات المتحدة', 'الولايات المتحدة الامريكية', 'امريكا') THEN 'USA' WHEN k IN ('france', 'fr', 'fra', 'la france', 'republique francaise', 'french republic', 'francia', 'فرنسا') THEN 'France' WHEN k IN ('morocco', 'ma', 'mar', 'maroc', 'le maroc', 'royaume du maroc', 'kingdom of morocco', 'marruecos', 'al maghrib', 'المغرب', 'المملكة المغربية') THEN 'Morocco' END FROM (SELECT lower(btrim(regexp_replace(regexp_replace(translate(country, 'ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ’أإآ', 'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn''ااا'), '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'), '[[:space:]\u00a0_-]+', ' ', 'g'))) AS k) AS folded $$;
+DO $$
+            DECLARE
+                found bigint := (SELECT count(*) FROM patients WHERE patient_country_canonical(country) IS NULL);
+            BEGIN
+                IF found > 0 THEN
+                    RAISE EXCEPTION 'patient: version 6 refused: % patients have a country that is none of Canada, USA, France, Morocco in any known spelling; correct those rows, then run ''up'' again', found;
+                END IF;
+            END
+            $$;
+ALTER TABLE patients ADD COLUMN IF NOT EXISTS country_original TEXT;
+CREATE OR REPLACE FUNCTION patients_normalise_country() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            canonical TEXT := patient_country_canonical(NEW.country);
+        BEGIN
+            IF canonical IS NOT NULL AND canonical <> NEW.country THEN
+                NEW.country_original := NEW.country;
+                NEW.country := canonical;
+            END IF;
+            RETURN NEW;
+        END
+        $$;
+CREATE OR REPLACE TRIGGER patients_normalise_country BEFORE INSERT OR UPDATE ON patients FOR EACH ROW EXECUTE FUNCTION patients_normalise_country();
+DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                           WHERE conrelid = 'patients'::regclass
+                             AND conname = 'patients_country_check') THEN
+                ALTER TABLE patients ADD CONSTRAINT patients_country_check
+                    CHECK (country IN ('Canada', 'USA', 'France', 'Morocco')) NOT VALID;
+            END IF;
+        END
+        $$;
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
+CREATE TABLE IF NOT EXISTS _migrate_backfill (
+    name TEXT PRIMARY KEY,
+    next_key BIGINT NOT NULL,
+    rows_done BIGINT NOT NULL DEFAULT 0,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+WITH batch AS (
+            UPDATE patients SET country_original = country, country = patient_country_canonical(country)
+            WHERE id >= 0 AND id < 1000 AND (country <> patient_country_canonical(country))
+            RETURNING 1
+        )
+        INSERT INTO _migrate_backfill (name, next_key, rows_done)
+        VALUES ('0006:patients.country', 1000, (SELECT count(*) FROM batch))
+        ON CONFLICT (name) DO UPDATE
+            SET next_key = EXCLUDED.next_key,
+                rows_done = _migrate_backfill.rows_done + EXCLUDED.rows_done,
+                updated_at = now()
+        RETURNING rows_done;
+BEGIN;
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
+BEGIN;
+ALTER TABLE patients VALIDATE CONSTRAINT patients_country_check;
+COMMIT;
+BEGIN;
+UPDATE public.alembic_version SET version_num='0006' WHERE public.alembic_version.version_num = '0005';
+INSERT INTO public.schema_migrations (version, description) VALUES (6, 'Normalise patients'' countries to Canada, USA, France or Morocco and check them');
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (applied)", "hide": {"patients": ["phone_original"]}}}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;

@@ -1,0 +1,265 @@
+BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
+DO $$
+            DECLARE
+                found bigint := (SELECT count(*) FROM (SELECT healthcare_entity_id AS entity, lower(btrim(patient_id)) AS code, array_agg(id ORDER BY id) AS ids FROM patients GROUP BY healthcare_entity_id, lower(btrim(patient_id)) HAVING count(*) > 1) AS d);
+            BEGIN
+                IF found > 0 THEN
+                    RAISE EXCEPTION 'patient: version 7 refused: % patient codes are used more than once within an entity, ignoring case and spaces; merge or rename them, then run ''up'' again', found;
+                END IF;
+            END
+            $$;
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
+DO $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE c.relname = 'patients_entity_patient_id_ci_key' AND NOT i.indisvalid) THEN
+                    RAISE NOTICE 'dropping invalid index patients_entity_patient_id_ci_key left by an earlier attempt';
+                    EXECUTE 'DROP INDEX IF EXISTS patients_entity_patient_id_ci_key';
+                END IF;
+            END
+            $$;
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS patients_entity_patient_id_ci_key ON patients (healthcare_entity_id, lower(btrim(patient_id)));
+BEGIN;
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
+DO $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE c.relname = 'idx_patients_entity_email' AND NOT i.indisvalid) THEN
+                    RAISE NOTICE 'dropping invalid index idx_patients_entity_email left by an earlier attempt';
+                    EXECUTE 'DROP INDEX IF EXISTS idx_patients_entity_email';
+                END IF;
+            END
+            $$;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_patients_entity_email ON patients (healthcare_entity_id, email);
+BEGIN;
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
+DROP INDEX CONCURRENTLY IF EXISTS idx_patients_email;
+BEGIN;
+UPDATE public.alembic_version SET version_num='0007' WHERE public.alembic_version.version_num = '0006';
+INSERT INTO public.schema_migrations (version, description) VALUES (7, 'Make patient_id unique within an entity ignoring case and spaces; tenant-first email index');
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (applied)", "hide": {"patients": ["phone_original"]}}}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
