@@ -49,6 +49,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
     attributes["views_now"] = lambda revision: releases.sync_sql(
         service, int(revision) if revision else None, OWN_TABLES
     )
+    attributes["views_clear"] = releases.clear_sql(service)
     # Only autogenerate reads the models; runs that just migrate skip importing the ORM.
     compare = attributes.get("compare_models", True)
     return {

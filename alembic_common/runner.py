@@ -266,25 +266,42 @@ def _up(
     with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
         planned = _plan(service, conn, target, options)
         refuse_unusable(service, planned.found)
-        if planned.stranded and options.wait > 0:
-            planned = _wait_for_releases(service, conn, target, options, deadline, progress)
         current = planned.found.current
         result = RunResult(service.name, settings.display, "up", current, current)
         result.hold(planned)
+        if not planned.idle:
+            planned = _locked_apply(service, settings, target, options, progress, peers, conn, result)
+        if planned.stranded and options.wait > 0:
+            # What could run ran; --wait: wait for the old release, then go on past its contract.
+            planned = _wait_for_releases(service, conn, target, options, deadline, progress)
+            if not planned.stranded:
+                planned = _locked_apply(
+                    service, settings, target, options, progress, peers, conn, result
+                )
         if planned.idle:
-            _refuse_stranded(service, planned, result)
-            return result  # the fast path: no Alembic, no SQLAlchemy, no lock
-        with (
-            _losing_connection(service, settings),
-            locking.advisory_lock(
-                conn, service.name, wait=options.lock_wait, on_wait=progress
-            ) as pid,
-        ):
-            planned = _apply(service, settings, target, options, progress, peers, conn, pid, result)
+            result.hold(planned)
     _refuse_stranded(service, planned, result)
     if result.held and progress is not None:
         progress({"event": "held", "versions": result.held, "why": result.why_held})
     return result
+
+
+def _locked_apply(
+    service: Service,
+    settings: Settings,
+    target: int | None,
+    options: RunOptions,
+    progress: Progress | None,
+    peers: Callable[[str], Settings] | None,
+    conn: psycopg.Connection[Any],
+    result: RunResult,
+) -> Plan:
+    """Take the service's lock on ``conn`` and apply what the plan says under it."""
+    with (
+        _losing_connection(service, settings),
+        locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress) as pid,
+    ):
+        return _apply(service, settings, target, options, progress, peers, conn, pid, result)
 
 
 def _plan(
@@ -363,7 +380,9 @@ def _apply(
     state = read(conn, service.schema)
     planned = _plan(service, conn, target, options, state)
     refuse_unusable(service, planned.found)
-    result.before = result.after = planned.found.current
+    if not result.steps:
+        result.before = planned.found.current
+    result.after = planned.found.current
     result.hold(planned)
     if planned.idle:
         return planned  # another replica did the work while we waited
@@ -392,7 +411,7 @@ def _apply(
     from alembic import command
 
     destination = revision_id(planned.run[-1])
-    result.steps = _run_alembic(
+    result.steps += _run_alembic(
         service,
         settings,
         options,

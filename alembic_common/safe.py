@@ -17,18 +17,23 @@ from typing import Any
 def committed_so_far() -> Iterator[None]:
     """Alembic's ``autocommit_block``: commit the step so far, run the block outside any
     transaction, then go on in a new one. The version schemas' views, dropped when the step
-    began (releases.py), are made again first, so other sessions never see them missing."""
+    began (releases.py), are made again first, so other sessions never see them missing, and
+    dropped again after it, in the step's new transaction."""
     from alembic import context, op
 
     from alembic_common.ddl import literal_sql
 
     ctx = op.get_context()
-    restore = context.config.attributes.get("views_now")
+    attributes = context.config.attributes
+    restore = attributes.get("views_now")
     statement = restore(ctx.get_current_revision()) if restore is not None else None
     if statement is not None:
         op.execute(literal_sql(statement))
     with ctx.autocommit_block():
         yield
+    clear = attributes.get("views_clear")
+    if statement is not None and clear is not None:
+        op.execute(literal_sql(clear))  # the rest of the step may change any column again
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """A schema snapshot read from the catalogs: what ``pg_dump --schema-only`` would show.
 
 Autogenerate compares tables, columns, indexes and foreign keys, but not CHECK or
-exclusion constraints, triggers or functions. A snapshot covers all of them, needs no
+exclusion constraints, triggers, functions, row-level security, policies or grants. A snapshot covers all of them, needs no
 ``pg_dump`` binary of the server's major version, and two snapshots diff into the SQL
 that would turn one into the other.
 """
@@ -60,6 +60,37 @@ _QUERIES = {
                pg_catalog.format_type(s.seqtypid, NULL) || ' increment ' || s.seqincrement
         FROM pg_catalog.pg_sequence s JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
         WHERE c.relnamespace = %(schema)s::regnamespace""",
+    # Tenant isolation is schema too: row-level security flags, policies and grants.
+    "row security": """
+        SELECT c.relname, 'row level security',
+               CASE WHEN c.relforcerowsecurity THEN 'ENABLE, FORCE' ELSE 'ENABLE' END
+        FROM pg_catalog.pg_class c
+        WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p')
+          AND c.relrowsecurity""",
+    "policy": """
+        SELECT c.relname, p.polname,
+               CASE WHEN p.polpermissive THEN 'AS PERMISSIVE' ELSE 'AS RESTRICTIVE' END
+               || ' FOR ' || CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'
+                                           WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE'
+                                           ELSE 'ALL' END
+               || ' TO ' || coalesce((SELECT pg_catalog.string_agg(
+                                 CASE WHEN r = 0 THEN 'PUBLIC'
+                                      ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r)) END,
+                                 ', ' ORDER BY 1) FROM pg_catalog.unnest(p.polroles) r), 'PUBLIC')
+               || coalesce(' USING (' || pg_catalog.pg_get_expr(p.polqual, p.polrelid) || ')', '')
+               || coalesce(' WITH CHECK (' || pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
+                           || ')', '')
+        FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid
+        WHERE c.relnamespace = %(schema)s::regnamespace""",
+    "grant": """
+        SELECT c.relname,
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,
+               pg_catalog.string_agg(a.privilege_type, ', ' ORDER BY a.privilege_type)
+        FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+        WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v')
+          AND a.grantee <> c.relowner
+        GROUP BY c.relname, a.grantee""",
 }
 
 Snapshot = dict[tuple[str, str, str], str]
@@ -70,7 +101,8 @@ def _ours(table: str) -> bool:
 
 
 def snapshot(conn: psycopg.Connection[Any], schema: str = "public") -> Snapshot:
-    """Every column, constraint, index, trigger, function and sequence, by (kind, table, name)."""
+    """Every column, constraint, index, trigger, function, sequence, row-security flag, policy
+    and grant, by (kind, table, name)."""
     found: Snapshot = {}
     for kind, query in _QUERIES.items():
         quoted = '"' + schema.replace('"', '""') + '"'
@@ -110,6 +142,9 @@ class Drift:
             "trigger": f"{self.expected};",
             "function": f"{self.expected};",
             "sequence": f"CREATE SEQUENCE {self.name};",
+            "row security": f"ALTER TABLE {self.table} {_row_security(self.expected)};",
+            "policy": f"CREATE POLICY {self.name} ON {self.table} {self.expected};",
+            "grant": f"GRANT {self.expected} ON {self.table} TO {self.name};",
         }[self.kind]
         drop = {
             "column": f"ALTER TABLE {self.table} DROP COLUMN {self.name};",
@@ -118,12 +153,21 @@ class Drift:
             "trigger": f"DROP TRIGGER {self.name} ON {self.table};",
             "function": f"DROP FUNCTION {self.name};",
             "sequence": f"DROP SEQUENCE {self.name};",
+            "row security": f"ALTER TABLE {self.table} DISABLE ROW LEVEL SECURITY,"
+            " NO FORCE ROW LEVEL SECURITY;",
+            "policy": f"DROP POLICY {self.name} ON {self.table};",
+            "grant": f"REVOKE ALL ON {self.table} FROM {self.name};",
         }[self.kind]
         if self.actual is None:
             return create
         if self.expected is None:
             return drop
         return f"{drop}\n{create}"
+
+
+def _row_security(flags: str | None) -> str:
+    """``ENABLE, FORCE`` -> ``ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY``."""
+    return ", ".join(f"{flag} ROW LEVEL SECURITY" for flag in (flags or "").split(", "))
 
 
 def _column_type(definition: str | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from alembic_common.errors import StateError
 from alembic_common.history import (
@@ -91,6 +92,19 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
         "alembic": regclass_name(schema, ALEMBIC_TABLE),
         "history": regclass_name(schema, TABLE),
     }
+    # One snapshot for both tables: a step committing between two reads would otherwise
+    # show alembic_version at one version and schema_migrations at the next.
+    snapshot = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    if snapshot:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return _read_tables(conn, schema, names)
+    finally:
+        if snapshot:
+            conn.execute("COMMIT")
+
+
+def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, str]) -> DbState:
     row = conn.execute(_PROBE, names).fetchone()
     assert row is not None
     alembic_table, history_table, comment, columns, primary_key = row

@@ -15,6 +15,7 @@ import time
 from conftest import (
     ROOT,
     applied_by_default,
+    contract_steps,
     create_database,
     drop_database,
     history,
@@ -72,9 +73,10 @@ def test_piped_status_is_plain_text(db: str) -> None:
 
 
 def test_hints_never_break_inside_an_option_on_80_columns(db: str) -> None:
+    contract = str(contract_steps("patient")[0])
     with release(db, "patient@1"):  # an old release holds the contract step back
-        run_cli("patient", "up", "--url", db)
-        text = _on_terminal(["patient", "up", "--url", db])
+        run_cli("patient", "up", "--version", contract, "--url", db)
+        text = _on_terminal(["patient", "up", "--version", contract, "--url", db])
     assert "held back by 1 session(s) announcing an older version" in " ".join(text.split())
     assert any("'up --contract'" in line for line in text.splitlines()), text
     assert all(len(line) <= 80 for line in text.splitlines()), text

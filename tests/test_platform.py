@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import (
     ROOT,
+    Spawned,
     alembic_head,
     applied_by_default,
     before_first_contract,
@@ -25,6 +26,7 @@ from conftest import (
     release,
     run_cli,
     versions,
+    wait_until,
 )
 
 from alembic_common.settings import Settings
@@ -68,7 +70,6 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     result = run_cli(
         "all",
         "up",
-        "--hold-contract",
         "--jobs",
         "2",
         "--events",
@@ -79,14 +80,14 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     )
     assert result.exit_code == 0, result.output
     assert history(_url(platform, "user")) == versions("user")
-    for name in SERVICES:
-        assert history(_url(platform, name)) == before_first_contract(name)
+    for name in SERVICES:  # no release is connected: contract steps run too
+        assert history(_url(platform, name)) == applied_by_default(name)
 
     events = _events(events_file)
     assert events[0]["event"] == "run_started" and events[-1]["event"] == "run_finished"
     assert events[-1]["ok"] is True
     applied = [(e["service"], e["version"]) for e in events if e["event"] == "applied"]
-    assert sorted(applied) == sorted((n, v) for n in SERVICES for v in before_first_contract(n))
+    assert sorted(applied) == sorted((n, v) for n in SERVICES for v in applied_by_default(n))
     order = {pair: i for i, pair in enumerate(applied)}
     assert order[("appointment", 1)] > order[("patient", 1)]
     assert order[("appointment", 1)] > order[("user", 1)]
@@ -98,16 +99,19 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
     for name in SERVICES:
         label = Settings(name, _url(platform, name), "t").label
         head = versions(name)[-1]
-        current = before_first_contract(name)[-1]  # a contract step and all after it are held
+        current = applied_by_default(name)[-1]
         assert figures["migrate_current_version", name, label] == current
         assert figures["migrate_head_version", name, label] == head
         assert figures["migrate_pending_migrations", name, label] == head - current
         assert figures["migrate_last_run_success", name, label] == 1
     assert "# TYPE migrate_current_version gauge" in metrics_file.read_text()
 
-    # An old patient release is connected: the contract step waits for it, and is not "behind".
-    patient_now = before_first_contract("patient")[-1]
-    with release(_url(platform, "patient"), f"patient@{patient_now}"):
+    # Back before patient's first contract step, with an old release connected: the contract
+    # step waits for it and is not "behind"; later work behind it makes 'all up' fail.
+    patient = _url(platform, "patient")
+    contract = versions("patient")[len(before_first_contract("patient"))]
+    assert run_cli("patient", "down", "--version", str(contract), "--url", patient).exit_code == 0
+    with release(patient, f"patient@{before_first_contract('patient')[-1]}"):
         again = run_cli("all", "status", "--json", env=platform)
         assert again.exit_code == 0, again.output
         held = {s["service"]: s["held"] for s in json.loads(again.stdout)["services"]}
@@ -115,6 +119,8 @@ def test_all_up_reaches_head_in_dependency_order(platform: dict[str, str], tmp_p
         assert held == expected and held["patient"]
         words = run_cli("all", "status", env=platform).stdout
         assert f"contract step {held['patient'][0]} held back by 1 session(s)" in words
+        stranded = run_cli("all", "up", env=platform)
+        assert (stranded.exit_code == 1) is (len(held["patient"]) > 1), stranded.output
     contracted = run_cli("all", "up", "--contract", env=platform)
     assert contracted.exit_code == 0, contracted.output
     assert history(_url(platform, "patient")) == versions("patient")
@@ -373,27 +379,27 @@ def test_compose_rolling_deploy_of_two_patient_releases(platform: dict[str, str]
     job = COMPOSE["patient-migrate"]
     env = {"PATH": os.environ["PATH"], "PATIENT_DATABASE_URL": patient}
     command = [sys.executable, *job["command"][1:]]
-    with psycopg.connect(_local(previous, hosts), autocommit=True) as old:
-        assert old.execute("SHOW application_name").fetchone() == (f"patient@{old_version}",)
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    old = psycopg.connect(_local(previous, hosts), autocommit=True)
+    assert old.execute("SHOW application_name").fetchone() == (f"patient@{old_version}",)
+    # The job applies the expand step, then (--wait) waits for the old release to go.
+    waiting = Spawned(command, env=env)
+    waiting.wait_for(f"contract step {new_version} held back by 1 session(s)")
+    wait_until(lambda: history(patient)[-1] == new_version - 1, "the expand step")
+    with psycopg.connect(_local(current, hosts), autocommit=True) as new:
+        new.execute(
+            "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
+            " date_of_birth, country, phone) VALUES (1, 'N', 'A', 'B', '1990-01-01',"
+            " 'Canada', '+15145550199')"
         )
-        assert done.returncode == 0, done.stderr  # the held contract is the head
-        assert history(patient)[-1] == new_version - 1
-        with psycopg.connect(_local(current, hosts), autocommit=True) as new:
-            new.execute(
-                "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
-                " date_of_birth, country, phone) VALUES (1, 'N', 'A', 'B', '1990-01-01',"
-                " 'Canada', '+15145550199')"
-            )
-        (national,) = old.execute("SELECT phone FROM patients").fetchone()
-        number = phonenumbers.parse(national, "CA")
-        assert not national.startswith("+")
-        assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == (
-            "+15145550199"
-        )
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert history(patient)[-1] >= new_version
+    (national,) = old.execute("SELECT phone FROM patients").fetchone()
+    number = phonenumbers.parse(national, "CA")
+    assert not national.startswith("+")
+    assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == (
+        "+15145550199"
+    )
+    old.close()  # the old release stops: the job goes on, through the contract to the head
+    code, _out, err = waiting.finish()
+    assert code == 0, err
+    assert history(patient) == versions("patient")
     with psycopg.connect(_local(current, hosts), autocommit=True) as new:
         assert new.execute("SELECT phone FROM patients").fetchone() == ("+15145550199",)
