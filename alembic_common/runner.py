@@ -270,7 +270,9 @@ def _up(
         result = RunResult(service.name, settings.display, "up", current, current)
         result.hold(planned)
         if not planned.idle:
-            planned = _locked_apply(service, settings, target, options, progress, peers, conn, result)
+            planned = _locked_apply(
+                service, settings, target, options, progress, peers, conn, result
+            )
         if planned.stranded and options.wait > 0:
             # What could run ran; --wait: wait for the old release, then go on past its contract.
             planned = _wait_for_releases(service, conn, target, options, deadline, progress)
