@@ -156,9 +156,18 @@ def clear_views_first(service: Service) -> None:
     if steps is None:
         return
 
+    attributes = context.config.attributes
+
     def wrapped(heads: Any, ctx: Any) -> Iterator[Any]:
         for step in steps(heads, ctx):
-            yield _Cleared(step, lambda: ctx.execute(literal_sql(clear)))
+
+            def before(step: Any = step) -> None:
+                # A step that commits part-way (a backfill) shows the views of the version it
+                # leaves the database at: the new release may start during a long backfill.
+                attributes["views_leaving_at"] = history.left_at(step.info)
+                ctx.execute(literal_sql(clear))
+
+            yield _Cleared(step, before)
 
     migration._migrations_fn = wrapped
 

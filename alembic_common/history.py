@@ -298,7 +298,7 @@ def make_recorder(
                     f"expected to change 1 row, changed {changed}; run 'status' to see both",
                     version=version,
                 )
-        rebuild = views(_left_at(step)) if views is not None else None
+        rebuild = views(left_at(step)) if views is not None else None
         if rebuild is not None:
             if ctx.as_sql:
                 from sqlalchemy import text
@@ -317,7 +317,7 @@ def make_recorder(
     return record
 
 
-def _left_at(step: MigrationInfo) -> int | None:
+def left_at(step: MigrationInfo) -> int | None:
     """The version a step leaves the database at."""
     if step.is_upgrade:
         (revision,) = step.up_revision_ids

@@ -26,7 +26,8 @@ def committed_so_far() -> Iterator[None]:
     ctx = op.get_context()
     attributes = context.config.attributes
     restore = attributes.get("views_now")
-    statement = restore(ctx.get_current_revision()) if restore is not None else None
+    leaving_at = attributes.get("views_leaving_at", ctx.get_current_revision())
+    statement = restore(leaving_at) if restore is not None else None
     if statement is not None:
         op.execute(literal_sql(statement))
     with ctx.autocommit_block():

@@ -72,6 +72,19 @@ BEGIN;
 ALTER TABLE patients VALIDATE CONSTRAINT patients_blood_type_check;
 COMMIT;
 BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
 UPDATE public.alembic_version SET version_num='0003' WHERE public.alembic_version.version_num = '0002';
 INSERT INTO public.schema_migrations (version, description) VALUES (3, 'Allow the Rh-null blood type');
 DO $migrate$

@@ -422,7 +422,7 @@ $$;
 CREATE OR REPLACE TRIGGER patients_sync_phone BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension ON patients FOR EACH ROW WHEN (coalesce(current_setting('migrate.backfill', true), '') <> 'on') EXECUTE FUNCTION patients_sync_phone();
 DO $migrate$
 DECLARE
-    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (pending)", "hide": {"patients": ["phone_original"]}, "rename": {"patients": {"phone": "phone_original", "phone_e164": "phone"}}}}, "skip": ["alembic_version", "schema_migrations"]}';
     target record;
     rel record;
     columns text;
@@ -494,6 +494,19 @@ WITH batch AS (
                 updated_at = now()
         RETURNING rows_done;
 BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
 UPDATE public.alembic_version SET version_num='0004' WHERE public.alembic_version.version_num = '0003';
 INSERT INTO public.schema_migrations (version, description) VALUES (4, 'Add phone_e164 and phone_extension, kept in step with phone both ways');
 DO $migrate$

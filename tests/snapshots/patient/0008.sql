@@ -24,7 +24,7 @@ DO $$
 ALTER TABLE patients ADD CONSTRAINT patients_date_of_birth_check CHECK (date_of_birth <= current_date) NOT VALID;
 DO $migrate$
 DECLARE
-    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (applied)", "hide": {"patients": ["phone_original"]}}}, "skip": ["alembic_version", "schema_migrations"]}';
     target record;
     rel record;
     columns text;
@@ -80,6 +80,19 @@ BEGIN;
 ALTER TABLE patients VALIDATE CONSTRAINT patients_date_of_birth_check;
 COMMIT;
 BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
 UPDATE public.alembic_version SET version_num='0008' WHERE public.alembic_version.version_num = '0007';
 INSERT INTO public.schema_migrations (version, description) VALUES (8, 'Refuse dates of birth in the future');
 DO $migrate$

@@ -109,7 +109,7 @@ def upgrade() -> None:
         f"(phone_e164, phone_extension) = {CONVERTED}",
         "phone IS NOT NULL AND phone_e164 IS NULL AND phone_extension IS NULL",
         # A writer that hits a row of the current batch waits for that batch at most.
-        target_ms=50,
+        target_ms=25,
     )
 
 
