@@ -433,7 +433,7 @@ def one_run(srv: str, template: str, rows: int, figures: dict[str, list[float]])
     for label, migrate, new_release in (
         ("naive (seed v4)", naive_seed, False),
         ("naive (same conversion)", naive_same, False),
-        ("ours (v4 + v5, --contract)", lambda u: ours(u, "--contract"), True),
+        ("ours (v4 + v5, --contract)", lambda u: ours(u, "--contract", "--version", "5"), True),
     ):
         url = clone(srv, template)
         try:
@@ -475,7 +475,7 @@ def one_run(srv: str, template: str, rows: int, figures: dict[str, list[float]])
     )
     url = clone(srv, template)
     try:
-        ours(url, "--hold-contract")  # version 4, patient_v5 present
+        ours(url, "--hold-contract", "--version", "5")  # version 4, patient_v5 present
         for name, values in read_overhead(url, rows).items():
             figures.setdefault(f"view / table, lookup by {name} (median of 5 rounds)", []).append(
                 median(values)

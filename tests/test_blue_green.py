@@ -386,3 +386,16 @@ def test_release_url_announces_the_version_and_selects_its_schema(db: str) -> No
         assert conn.execute("SHOW application_name").fetchone() == (f"patient@{CONTRACT}",)
         assert conn.execute("SHOW search_path").fetchone() == (SCHEMA,)
         assert conn.execute("SELECT count(*) FROM patients").fetchone() == (0,)
+
+
+def test_the_new_release_keeps_writing_through_its_schema_at_the_head(db: str) -> None:
+    """Later steps' triggers run for writes through the version schema too (their functions
+    must not depend on the writer's search_path)."""
+    assert run_cli("patient", "up", "--url", db).exit_code == 0
+    assert history(db) == versions("patient")
+    with _new_release(db) as new:
+        (pid,) = new.execute(INSERT, ("HEAD1", "Morocco", "+212612345678")).fetchone()
+        new.execute("UPDATE patients SET phone = '+212612345679' WHERE id = %s", (pid,))
+        assert new.execute("SELECT phone FROM patients WHERE id = %s", (pid,)).fetchone() == (
+            "+212612345679",
+        )

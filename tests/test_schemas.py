@@ -209,3 +209,19 @@ def test_appointments_reject_double_booking_and_backwards_times(db: str) -> None
         query(db, insert, (5, 9, "2026-12-01 10:00Z", "2026-12-01 09:00Z", "scheduled"))
     with pytest.raises(psycopg.errors.CheckViolation):
         query(db, insert, (5, 9, "2026-12-02 10:00Z", "2026-12-02 11:00Z", "lost"))
+
+
+def test_phones_of_countries_spelled_another_way_are_converted(db: str) -> None:
+    """Before patient version 6 makes countries canonical, 'canada' or 'Maroc' still name the
+    region a national number is read in."""
+    migrate("patient", db, target=3)
+    for i, (country, raw) in enumerate(
+        [(" canada ", "(514) 555-0199"), ("Maroc", "06 12 34 56 78"), ("fr", "01 23 45 67 89")]
+    ):
+        query(db, INSERT, (f"S{i}", country, raw))
+    migrate("patient", db, target=5)
+    assert [r[0] for r in query(db, "SELECT phone FROM patients ORDER BY id")] == [
+        "+15145550199",
+        "+212612345678",
+        "+33123456789",
+    ]

@@ -24,7 +24,7 @@ DO $$
             $$;
 ALTER TABLE patients ADD COLUMN IF NOT EXISTS country_original TEXT;
 CREATE OR REPLACE FUNCTION patients_normalise_country() RETURNS trigger
-        LANGUAGE plpgsql AS $$
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         DECLARE
             canonical TEXT := patient_country_canonical(NEW.country);
         BEGIN

@@ -102,7 +102,7 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE OR REPLACE FUNCTION patients_normalise_country() RETURNS trigger
-        LANGUAGE plpgsql AS $$
+        LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
         DECLARE
             canonical TEXT := patient_country_canonical(NEW.country);
         BEGIN
