@@ -53,6 +53,19 @@ MALFORMED = {
     "requires a string version": ('requires = {"patient": "1"}', "requires must map service names"),
     "requires a list": ('requires = ["patient"]', "requires must map service names"),
     "empty lint reason": ('lint_accepted = {"ban-drop-column": " "}', "lint_accepted must map"),
+    "contract without its phase": (
+        'contract = {"users": {"hide": ["email"]}}',
+        'a contract declaration needs phase = "contract"',
+    ),
+    "contract of a string": ('phase = "contract"\ncontract = {"users": "email"}', "contract must map"),
+    "contract with an unknown key": (
+        'phase = "contract"\ncontract = {"users": {"drop": ["email"]}}',
+        "contract must map",
+    ),
+    "contract renaming two columns to one": (
+        'phase = "contract"\ncontract = {"users": {"rename": {"a": "c", "b": "c"}}}',
+        "renames two columns of users to one name",
+    ),
     "wrong revision": (None, "revision must be"),
     "unknown parent": (None, "which no file has"),
     "syntax error": (None, "cannot be parsed"),
