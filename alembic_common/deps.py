@@ -23,6 +23,7 @@ Node = tuple[str, int]  # (service, version)
 def graph(known: Mapping[str, Service]) -> dict[Node, set[Node]]:
     """Every version of every service and what it needs: its predecessor and its requires."""
     edges: dict[Node, set[Node]] = {}
+    existing = {name: {x.version for x in service.migrations} for name, service in known.items()}
     for name, service in known.items():
         for m in service.migrations:
             needs = {(name, m.version - 1)} if m.version > 1 else set()
@@ -33,7 +34,7 @@ def graph(known: Mapping[str, Service]) -> dict[Node, set[Node]]:
                         service=name,
                         version=m.version,
                     )
-                if version not in {x.version for x in known[other].migrations}:
+                if version not in existing[other]:
                     raise ScriptError(
                         f"{m.path.name}: requires {other} version {version}, which does not exist",
                         service=name,
@@ -123,7 +124,7 @@ def unmet(
         return []
     graph(known)
     missing = []
-    cache: dict[str, list[int]] = {}
+    cache: dict[str, set[int]] = {}
     where: dict[str, str] = {}
     for version in versions:
         for other, needed in sorted(by_version[version].requires.items()):
@@ -137,7 +138,7 @@ def unmet(
                         service=service.name,
                         version=version,
                     ) from None
-                cache[other] = applied_versions(known[other], peer)
+                cache[other] = set(applied_versions(known[other], peer))
                 where[other] = peer.label
             if needed not in cache[other]:
                 at = max(cache[other], default=None)
