@@ -43,20 +43,26 @@ def of(statements: list[str]) -> str:
 
 
 def compute(service: Service, versions: list[int] | None = None) -> dict[int, str]:
-    """Render the history base to head offline and take each version's checksum."""
+    """Render offline the part of the history that holds ``versions`` (all when None) and
+    take each version's checksum."""
     from alembic_common import offline
 
+    disk = service.disk_versions()
+    wanted = disk if versions is None else sorted(set(versions) & set(disk))
+    if not wanted:
+        return {}
+    below = [v for v in disk if v < wanted[0]]
+    start = below[-1] if below else None
     sums = {
         v.version: of(v.migration_sql())
-        for v in offline.sql_plan(service, None, service.head).versions
+        for v in offline.sql_plan(service, start, wanted[-1]).versions
     }
-    return sums if versions is None else {v: sums[v] for v in versions if v in sums}
+    return {v: sums[v] for v in wanted if v in sums}
 
 
-def fingerprint(service: Service, version: int) -> str | None:
-    """The sha256 of a migration file's bytes (None: no such file)."""
-    found = [m.path for m in service.migrations if m.version == version]
-    return hashlib.sha256(found[0].read_bytes()).hexdigest() if found else None
+def fingerprints(service: Service) -> dict[int, str]:
+    """The sha256 of each migration file's bytes, by version."""
+    return {v: hashlib.sha256(p.read_bytes()).hexdigest() for v, p in service.files.items()}
 
 
 def read(service: Service) -> dict[int, tuple[str, str]]:
@@ -81,7 +87,8 @@ def read(service: Service) -> dict[int, tuple[str, str]]:
 
 
 def render(service: Service, sums: dict[int, str]) -> str:
-    lines = [f"{v:04d} {sums[v]} {fingerprint(service, v)}" for v in sorted(sums)]
+    prints = fingerprints(service)
+    lines = [f"{v:04d} {sums[v]} {prints.get(v)}" for v in sorted(sums)]
     return HEADER.format(service=service.name) + "\n".join(lines) + "\n"
 
 
@@ -94,10 +101,9 @@ def write(service: Service, sums: dict[int, str]) -> Path:
 def listed(service: Service) -> dict[int, str]:
     """The file's checksums of the migration files it still matches (plain Alembic records
     these; a step it does not list is recorded without one, as unverified)."""
+    prints = fingerprints(service)
     return {
-        v: checksum
-        for v, (checksum, print_) in read(service).items()
-        if print_ == fingerprint(service, v)
+        v: checksum for v, (checksum, print_) in read(service).items() if print_ == prints.get(v)
     }
 
 
@@ -105,9 +111,8 @@ def expected(service: Service, versions: list[int]) -> dict[int, str]:
     """What each of ``versions`` runs today: the file's checksum while the migration file
     is the one it was taken from, else rendered afresh (an edit, or a step not hashed yet)."""
     listed = read(service)
-    fresh = {
-        v: listed[v][0] for v in versions if v in listed and listed[v][1] == fingerprint(service, v)
-    }
+    prints = fingerprints(service) if versions else {}
+    fresh = {v: listed[v][0] for v in versions if v in listed and listed[v][1] == prints.get(v)}
     missing = [v for v in versions if v not in fresh]
     if missing:
         fresh |= compute(service, missing)

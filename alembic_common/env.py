@@ -176,8 +176,11 @@ def run(env_file: str) -> None:
     """Run the migrations of the service whose ``env.py`` is ``env_file``."""
     from alembic import context
 
-    service = service_for_env(env_file)
     attributes = context.config.attributes
+    given = attributes.get("service_object")
+    found = service_for_env(env_file)
+    # The Service that started this run has its history parsed already: use it.
+    service = given if isinstance(given, Service) and given.path == found.path else found
     if context.is_offline_mode():
         context.configure(
             dialect_name="postgresql",

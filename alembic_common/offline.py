@@ -160,17 +160,12 @@ class SqlPlan:
 
 def offline_sql(service: Service, start: int | None, end: int | None, down: bool = False) -> str:
     """Alembic's offline SQL for moving ``service`` from ``start`` to ``end`` (None = base)."""
-    from alembic import command
-
     buffer = io.StringIO()
     cfg = service.config(output_buffer=buffer, compare_models=False)
     source = revision_id(start) if start else "base"
     target = revision_id(end) if end else "base"
     with contextlib.redirect_stdout(io.StringIO()):
-        if down:
-            command.downgrade(cfg, f"{source}:{target}", sql=True)
-        else:
-            command.upgrade(cfg, f"{source}:{target}", sql=True)
+        service.run_alembic(cfg, target, down=down, start=source)
     return buffer.getvalue()
 
 

@@ -410,7 +410,6 @@ def _apply(
         return planned
     _announce_unannounced(service, conn, planned, progress)
     result.accepted = _check_history(service, conn, state, planned, options, progress)
-    from alembic import command
 
     destination = revision_id(planned.run[-1])
     result.steps += _run_alembic(
@@ -420,7 +419,7 @@ def _apply(
         progress,
         planned.run,
         conn,
-        lambda cfg: command.upgrade(cfg, destination),
+        lambda cfg: service.run_alembic(cfg, destination),
         history.Guard(service.name, lock_pid),
         checksums.expected(service, planned.run),
     )
@@ -527,7 +526,6 @@ def _down(
                     service=service.name,
                     version=version,
                 )
-            from alembic import command
 
             service.scripts  # noqa: B018 - a file that does not import is named before any change
             below = [v for v in disk if v < version]
@@ -541,7 +539,7 @@ def _down(
                 progress,
                 steps,
                 conn,
-                lambda cfg: command.downgrade(cfg, destination),
+                lambda cfg: service.run_alembic(cfg, destination, down=True),
                 history.Guard(service.name, pid),
             )
             result.after = below[-1] if below else None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import ast
 import configparser
+import hashlib
 import importlib.util
+import json
+import os
 import re
 import sys
 import traceback
@@ -119,9 +122,52 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
         raise ScriptError(f"{path.name}: down_revision must be one revision id (or None)")
 
 
-def load_migration(path: Path, version: int) -> Migration:
+# Each file's docstring and declarations, kept beside Python's own bytecode cache and
+# reused while the file's bytes are unchanged (hashing a file costs a tenth of parsing it):
+# a history of thousands of files is parsed once, not on every run. A cache that cannot
+# be written is simply skipped.
+CACHE = Path("__pycache__") / "migrate-declarations.json"
+
+
+class _DeclarationCache:
+    def __init__(self, versions_dir: Path) -> None:
+        self.path = versions_dir / CACHE
+        try:
+            self.entries: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def declared(self, path: Path) -> tuple[str | None, dict[str, Any]]:
+        stamp = hashlib.sha256(path.read_bytes()).hexdigest()
+        entry = self.entries.get(path.name)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp:
+            return entry.get("doc"), dict(entry.get("values") or {})
+        doc, values = _declared(path)
+        try:
+            json.dumps(values)
+        except (TypeError, ValueError):
+            return doc, values  # not JSON (a tuple key...): parsed each time, never cached
+        self.entries[path.name] = {"stamp": stamp, "doc": doc, "values": values}
+        self.changed = True
+        return doc, values
+
+    def save(self, names: set[str]) -> None:
+        if not self.changed and set(self.entries) <= names:
+            return
+        kept = {k: v for k, v in self.entries.items() if k in names}
+        try:
+            self.path.parent.mkdir(exist_ok=True)
+            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(kept, sort_keys=True))
+            temporary.replace(self.path)
+        except OSError:
+            pass  # a read-only checkout: parse again next time
+
+
+def load_migration(path: Path, version: int, cache: _DeclarationCache | None = None) -> Migration:
     """Read one migration file's declarations; refuse it if they are malformed."""
-    doc, values = _declared(path)
+    doc, values = cache.declared(path) if cache is not None else _declared(path)
     revision = values.get("revision")
     if revision != revision_id(version):
         raise ScriptError(
@@ -229,6 +275,11 @@ class Service:
         found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
         return {int(m.group(1)): p for m, p in found if m}
 
+    @property
+    def files(self) -> dict[int, Path]:
+        """Each version's migration file, by version."""
+        return self._files()
+
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone."""
         return sorted(self._files())
@@ -237,8 +288,11 @@ class Service:
     def migrations(self) -> list[Migration]:
         """Every migration, oldest first, checked to be one line of integer versions."""
         files = self._files()
+        cache = _DeclarationCache(self.versions_dir)
         try:
-            return chain(self.name, [load_migration(files[v], v) for v in sorted(files)])
+            loaded = [load_migration(files[v], v, cache) for v in sorted(files)]
+            cache.save({p.name for p in files.values()})
+            return chain(self.name, loaded)
         except ScriptError as exc:
             exc.service = self.name
             raise
@@ -270,6 +324,7 @@ class Service:
         cfg = Config(str(self.ini), output_buffer=output_buffer, cmd_opts=cmd_opts)
         cfg.attributes.update(attributes)
         cfg.attributes.setdefault("service", self.name)
+        cfg.attributes.setdefault("service_object", self)  # env.py reuses its parsed history
         return cfg
 
     @cached_property
@@ -283,6 +338,32 @@ class Service:
         except Exception as exc:  # a revision file that does not import
             raise ScriptError(_load_failure(self, exc), service=self.name) from exc
         return script
+
+    def run_alembic(
+        self, cfg: Config, destination: str, *, down: bool = False, start: str | None = None
+    ) -> None:
+        """``alembic upgrade`` (or ``downgrade``) to ``destination`` on the history as loaded
+        once per process: ``command.upgrade`` would build and import every file again.
+        ``start`` asks for offline SQL from that revision (``alembic upgrade start:end --sql``).
+        """
+        from alembic.runtime.environment import EnvironmentContext
+
+        script = self.scripts
+
+        def steps(revision: Any, _context: Any) -> Any:
+            if down:
+                return script._downgrade_revs(destination, revision)
+            return script._upgrade_revs(destination, revision)
+
+        with EnvironmentContext(
+            cfg,
+            script,
+            fn=steps,
+            as_sql=start is not None,
+            starting_rev=start,
+            destination_rev=destination,
+        ):
+            script.run_env()
 
     def metadata(self) -> MetaData:
         """The service's SQLAlchemy metadata (``target_metadata`` in ``models.py``)."""

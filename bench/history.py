@@ -1,0 +1,112 @@
+"""A long history: `up` with one pending step, `status` and a no-op `up`, against plain Alembic.
+
+Generates one throwaway project with N trivial revisions (default 1,000), twice over the
+same files: once with the shared env.py, once with a stock env.py (plain Alembic). On a
+database at version N-1 it times, alternating, in fresh processes:
+  * `migrate.py bench up` (one pending step) against `alembic upgrade head` (plain);
+  * `migrate.py bench status` and a no-op `migrate.py bench up` at head.
+Targets: up with one pending step <= 1.0x plain Alembic; status <= 1.3x the no-op up.
+
+    python bench/history.py [--migrations 1000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from _common import ROOT, create_db, drop_db, server
+from bridge_overhead import write_project
+
+
+def _run(args: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"{args[2:4]} failed: {done.stderr.strip()[-300:]}")
+    return time.perf_counter() - started
+
+
+def _back_one(url: str, n: int, bridged: bool) -> None:
+    """Put a database at head back to N-1 by hand (drop the last table, rewrite versions)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS t_{n}")
+        conn.execute("UPDATE alembic_version SET version_num = %s", [f"{n - 1:04d}"])
+        if bridged:
+            conn.execute("DELETE FROM schema_migrations WHERE version = %s", [n])
+
+
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2]
+    return f"{mid * 1000:7.0f} ms (range {ordered[0] * 1000:.0f}-{ordered[-1] * 1000:.0f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--migrations", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    n = args.migrations
+    srv = server()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_ini = write_project(Path(tmp) / "ours", n, plain=False)
+        plain_ini = write_project(Path(tmp) / "plain", n, plain=True)
+        env = {**os.environ, "MIGRATE_ROOT": str(Path(tmp) / "ours")}
+        ours_db, plain_db = create_db(srv), create_db(srv)
+        migrate = [sys.executable, str(ROOT / "scripts/migrate.py"), "bench"]
+        alembic = [sys.executable, "-m", "alembic", "-c", str(plain_ini)]
+        try:
+            subprocess.run(
+                [*migrate, "up", "--url", ours_db],
+                check=True,
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+            )
+            subprocess.run(
+                [*alembic, "-x", f"url={plain_db}", "upgrade", "head"],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
+            # Warm both (bytecode caches of the revision files) before measuring.
+            times: dict[str, list[float]] = {k: [] for k in ("ours", "plain", "status", "noop")}
+            for run in range(args.runs + 1):
+                _back_one(ours_db, n, True)
+                _back_one(plain_db, n, False)
+                ours = _run([*migrate, "up", "--url", ours_db], env)
+                plain = _run([*alembic, "-x", f"url={plain_db}", "upgrade", "head"], env)
+                status = _run([*migrate, "status", "--url", ours_db], env)
+                noop = _run([*migrate, "up", "--url", ours_db], env)
+                if run:  # the first round only warms the caches
+                    for key, value in zip(times, (ours, plain, status, noop), strict=True):
+                        times[key].append(value)
+        finally:
+            drop_db(srv, ours_db)
+            drop_db(srv, plain_db)
+    ratios_up = sorted(o / p for o, p in zip(times["ours"], times["plain"], strict=True))
+    ratios_status = sorted(s / z for s, z in zip(times["status"], times["noop"], strict=True))
+    print(f"{n} migrations, {args.runs} runs (median, range); ours_ini={ours_ini.name}")
+    print(
+        f"  up, one pending step: ours {_spread(times['ours'])}; plain alembic {_spread(times['plain'])}"
+    )
+    print(
+        f"    ratio ours / plain: {ratios_up[len(ratios_up) // 2]:.2f}x "
+        f"(range {ratios_up[0]:.2f}-{ratios_up[-1]:.2f}; target <= 1.0x)"
+    )
+    print(f"  status {_spread(times['status'])}; no-op up {_spread(times['noop'])}")
+    print(
+        f"    ratio status / no-op up: {ratios_status[len(ratios_status) // 2]:.2f}x "
+        f"(range {ratios_status[0]:.2f}-{ratios_status[-1]:.2f}; target <= 1.3x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
