@@ -9,6 +9,7 @@ Progress goes to the run's callback (the CLI's progress line and ``--events``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Backfill:
     pause_ms: float
     touch_updated_at: bool
     report: Callable[[dict[str, Any]], None] | None = None
+    workers: int = 1  # connections walking their own slices of the key range at once
 
     def statement(self) -> str:
         return batch_statement(self.table, self.set_sql, self.where_sql, self.key)
@@ -104,14 +106,20 @@ class Backfill:
             if not self.touch_updated_at:
                 conn.execute("SET migrate.preserve_updated_at = 'on'")
             try:
-                done = self._walk(
-                    conn, resumed[0] if resumed else low, high, done, resumed is not None
-                )
+                if self.workers > 1 and resumed is None:
+                    done = self._run_parallel(conn, low, high)
+                else:
+                    done = self._walk(
+                        conn, resumed[0] if resumed else low, high, done, resumed is not None
+                    )
             finally:
                 conn.execute("RESET migrate.backfill")
                 if not self.touch_updated_at:
                     conn.execute("RESET migrate.preserve_updated_at")
-        conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE name = %s", [self.name])
+        conn.execute(
+            f"DELETE FROM {PROGRESS_TABLE} WHERE name = %s OR starts_with(name, %s)",
+            [self.name, self.name + "#"],
+        )
         # The table is ours alone; drop it once no backfill is in flight.
         conn.execute(
             f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM {PROGRESS_TABLE}) THEN "
@@ -119,19 +127,135 @@ class Backfill:
         )
         return int(done)
 
-    def _walk(self, conn: Any, start: int, high: int, done: int, resumed: bool) -> int:
+    def _slices(self, conn: Any, low: int, high: int) -> list[tuple[str, int, int, int]]:
+        """Each worker's (progress name, next key, last key, rows done): resumed from the
+        progress rows of a run that was stopped, else the key range cut in equal parts. The
+        rows are written before any batch, so a slice not begun yet is resumed too."""
+        rows = conn.execute(
+            f"SELECT name, next_key, rows_done FROM {PROGRESS_TABLE} WHERE starts_with(name, %s)",
+            [self.name + "#"],
+        ).fetchall()
+        if not rows:
+            width = (high - low) // self.workers + 1
+            cuts = [
+                (low + i * width, min(high, low + (i + 1) * width - 1)) for i in range(self.workers)
+            ]
+            rows = [(f"{self.name}#{a}-{b}", a, 0) for a, b in cuts if a <= b]
+            with conn.transaction():
+                for slice_name, start, _ in rows:
+                    conn.execute(
+                        f"INSERT INTO {PROGRESS_TABLE} (name, next_key) VALUES (%s, %s)",
+                        [slice_name, start],
+                    )
+        return [(n, nxt, int(n.rsplit("-", 1)[1]), d) for n, nxt, d in rows]
+
+    def _run_parallel(self, conn: Any, low: int, high: int) -> int:
+        """``workers`` connections walk their own slices of the key range at once."""
+        import psycopg
+
+        slices = self._slices(conn, low, high)
+        setup = conn.execute(
+            "SELECT current_setting('search_path'), current_setting('lock_timeout'),"
+            " current_setting('statement_timeout')"
+        ).fetchone()
+        done = {name: rows for name, _, _, rows in slices}
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def work(name: str, start: int, end: int) -> None:
+            try:
+                with psycopg.connect(
+                    conn.info.dsn, password=conn.info.password, autocommit=True
+                ) as own:
+                    for setting, value in zip(
+                        ("search_path", "lock_timeout", "statement_timeout"), setup, strict=True
+                    ):
+                        own.execute("SELECT pg_catalog.set_config(%s, %s, false)", [setting, value])
+                    own.execute(SET_BACKFILL)
+                    if not self.touch_updated_at:
+                        own.execute("SET migrate.preserve_updated_at = 'on'")
+                    self._walk(own, start, end, done[name], False, name=name, stop=stop, seen=done)
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+        threads = [
+            threading.Thread(target=work, args=(n, a, b), daemon=True)
+            for n, a, b, _ in slices
+            if a <= b
+        ]
+        began = time.perf_counter()
+        span = max(1, high - low + 1)
+        try:
+            for thread in threads:
+                thread.start()
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(timeout=0.5)
+                self._report_total(sum(done.values()), began, span, slices, conn)
+        except BaseException:
+            stop.set()  # a signal: each worker ends its batch (committed or not), then stops
+            for thread in threads:
+                thread.join()
+            raise
+        if errors:
+            raise errors[0]
+        return sum(done.values())
+
+    def _report_total(
+        self, rows: int, began: float, span: int, slices: list[Any], conn: Any
+    ) -> None:
+        if self.report is None:
+            return
+        left = conn.execute(
+            f"SELECT coalesce(sum(GREATEST(0, split_part(name, '-', -1)::bigint - next_key + 1)), 0)"
+            f" FROM {PROGRESS_TABLE} WHERE starts_with(name, %s)",
+            [self.name + "#"],
+        ).fetchone()[0]
+        fraction = min(1.0, max(0.0, 1 - int(left) / span))
+        elapsed = time.perf_counter() - began
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+        self.report(
+            {
+                "event": "backfill",
+                "table": self.table,
+                "name": self.name,
+                "resumed_from": None,
+                "rows_done": rows,
+                "fraction": round(fraction, 4),
+                "rows_per_s": round(rows / elapsed) if elapsed > 0 else 0,
+                "eta_s": None if eta is None else round(eta, 1),
+                "workers": self.workers,
+            }
+        )
+
+    def _walk(
+        self,
+        conn: Any,
+        start: int,
+        high: int,
+        done: int,
+        resumed: bool,
+        *,
+        name: str | None = None,
+        stop: threading.Event | None = None,
+        seen: dict[str, int] | None = None,
+    ) -> int:
         statement = self.statement()
+        name = name or self.name
         sizer = Sizer(max(1, self.batch_rows), self.target_ms / 1000)
         began, last_report, position = time.perf_counter(), 0.0, start
         span = max(1, high - start + 1)
-        while position <= high:
-            upper = position + sizer.width
+        while position <= high and not (stop is not None and stop.is_set()):
+            upper = min(position + sizer.width, high + 1)
             t0 = time.perf_counter()
-            done = conn.execute(
-                statement, {"lo": position, "hi": upper, "name": self.name}
-            ).fetchone()[0]
+            done = conn.execute(statement, {"lo": position, "hi": upper, "name": name}).fetchone()[
+                0
+            ]
             sizer.next(time.perf_counter() - t0)
             position = upper
+            if seen is not None:
+                seen[name] = done
+                continue  # a worker: the coordinating thread reports the total
             now = time.perf_counter()
             if self.report is not None and (now - last_report >= 0.5 or position > high):
                 last_report = now
@@ -167,6 +291,7 @@ def backfill(
     target_ms: float = 50,
     pause_ms: float = 0,
     touch_updated_at: bool = False,
+    workers: int = 1,
 ) -> int:
     """Apply ``UPDATE table SET set_sql WHERE where_sql`` in committed, resumable batches.
 
@@ -176,8 +301,10 @@ def backfill(
     ``batch_rows`` is the first batch's key-range width; later ones adapt to
     ``target_ms``. ``pause_ms`` sleeps between batches. ``updated_at`` triggers leave the
     column alone unless ``touch_updated_at``; sync triggers that test ``NOT_BACKFILL`` skip
-    the rows it writes. Under ``--atomic`` (one transaction for the
-    whole run) it falls back to a single UPDATE. Returns rows changed (-1 when unknown).
+    the rows it writes. ``workers`` > 1 walks that many slices of the key range at once, each
+    on its own connection (for a CPU-bound conversion on a server with cores to spare); each
+    slice resumes on its own. Under ``--atomic`` (one transaction for the whole run) it falls
+    back to a single UPDATE. Returns rows changed (-1 when unknown).
     """
     from alembic import context, op
 
@@ -196,6 +323,7 @@ def backfill(
         pause_ms,
         touch_updated_at,
         context.config.attributes.get("on_progress"),
+        max(1, workers),
     )
     if ctx.as_sql:
         # A plan shows the shape of one batch, in its own transaction like the real run.

@@ -150,7 +150,7 @@ def test_killed_backfill_resumes_and_converts_each_row_once(db: str) -> None:
     proc.wait(timeout=10)
     time.sleep(0.5)  # the server notices the dead client and rolls back its open batch
     assert history(db) == [1, 2, 3]
-    (recorded,) = query(db, "SELECT next_key, rows_done FROM _migrate_backfill")
+    recorded = query(db, "SELECT next_key, rows_done FROM _migrate_backfill")  # one per worker
     converted = query(db, "SELECT count(*) FROM patients WHERE phone_e164 IS NOT NULL")[0][0]
     assert 0 < converted < ROWS
     resumed = _up(db, "--version", PHONE_EXPAND)
@@ -164,7 +164,7 @@ def test_killed_backfill_resumes_and_converts_each_row_once(db: str) -> None:
         (with_phone, with_phone)
     ]
     assert query(db, "SELECT to_regclass('_migrate_backfill')") == [(None,)]
-    assert recorded[0] > 1
+    assert recorded and max(next_key for next_key, _ in recorded) > 1
 
 
 def test_expand_backfill_contract_round_trip_on_a_big_table(db: str) -> None:
