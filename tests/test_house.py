@@ -57,7 +57,10 @@ MALFORMED = {
         'contract = {"users": {"hide": ["email"]}}',
         'a contract declaration needs phase = "contract"',
     ),
-    "contract of a string": ('phase = "contract"\ncontract = {"users": "email"}', "contract must map"),
+    "contract of a string": (
+        'phase = "contract"\ncontract = {"users": "email"}',
+        "contract must map",
+    ),
     "contract with an unknown key": (
         'phase = "contract"\ncontract = {"users": {"drop": ["email"]}}',
         "contract must map",
