@@ -20,9 +20,14 @@ application's login.
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from alembic_common.errors import UsageError
+from alembic_common.errors import StateError, UsageError
+
+if TYPE_CHECKING:
+    from alembic_common.services import Service
+    from alembic_common.settings import Settings
 
 SETTING = "app.healthcare_entity_id"
 # The entity of the session; NULL (no rows) when unset or reset to ''.
@@ -306,3 +311,83 @@ def set_entity(conn: Any, entity_id: int | None, local: bool = False) -> None:
     """
     value = "" if entity_id is None else str(int(entity_id))
     conn.execute("SELECT pg_catalog.set_config(%s, %s, %s)", [SETTING, value, local])
+
+
+# --- logins -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    service: str
+    login: str
+    role: str
+    created: bool  # False: it existed; its password was set and its membership made sure
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "login": self.login,
+            "role": self.role,
+            "created": self.created,
+        }
+
+
+def ensure_login(service: Service, settings: Settings, name: str, password: str) -> LoginResult:
+    """Create (or update) the login role ``name`` as a member of ``<service>_app``.
+
+    Idempotent: an existing login gets the password and the membership again. The password
+    is hashed here (SCRAM-SHA-256, by libpq) so it never reaches the server's logs in
+    clear. Refuses a name that is not a plain identifier, an empty password, and an
+    existing role with powers an application must not have (superuser, BYPASSRLS,
+    CREATEROLE, CREATEDB, the role connected, or the owner of tables here)."""
+    from psycopg import errors, sql
+
+    from alembic_common import db
+
+    name = plain_identifier(name)
+    role = app_role(service.name)
+    if not password or password != password.strip() or "\n" in password:
+        raise UsageError(
+            f"{service.name}: the password for {name} is empty or has surrounding whitespace"
+        )
+    with db.connect(settings) as conn:
+        if (
+            conn.execute("SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [role]).fetchone()
+            is None
+        ):
+            raise StateError(
+                f"{service.name}: role {role} does not exist: run 'up' first", service=service.name
+            )
+        found = conn.execute(
+            """SELECT r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
+                      OR r.rolname = current_user
+                      OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relowner = r.oid
+                                 AND c.relnamespace NOT IN ('pg_catalog'::regnamespace,
+                                                            'information_schema'::regnamespace))
+               FROM pg_catalog.pg_roles r WHERE r.rolname = %s""",
+            [name],
+        ).fetchone()
+        if found is not None and found[0]:
+            raise UsageError(
+                f"{service.name}: {name} is a role with more powers than an application login"
+                " (superuser, BYPASSRLS, CREATEROLE, CREATEDB, owner of tables, or the role"
+                " connected): choose another name"
+            )
+        verifier = conn.pgconn.encrypt_password(
+            password.encode(), name.encode(), b"scram-sha-256"
+        ).decode()
+        ident, secret = sql.Identifier(name), sql.Literal(verifier)
+        created = False
+        with conn.transaction():
+            if found is None:
+                try:
+                    with conn.transaction():
+                        conn.execute(
+                            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, secret)
+                        )
+                    created = True
+                except (errors.DuplicateObject, errors.UniqueViolation):
+                    pass  # made meanwhile by another run
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(ident, secret))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), ident))
+    return LoginResult(service.name, name, role, created)
