@@ -23,36 +23,27 @@ from test_tenancy import CONTRACT, rls_version
 from alembic_common import runner, services, tenancy
 
 
-def _users_of(role: str) -> int:
-    return len(
-        [
-            r
-            for r in query(
-                _server(),
-                "SELECT DISTINCT dbid FROM pg_shdepend WHERE refobjid = (SELECT oid FROM pg_roles"
-                " WHERE rolname = %s)",
-                [role],
-            )
-        ]
+def _users_of(server: str, role: str) -> int:
+    """How many databases hold something of ``role`` (pg_shdepend is cluster-wide)."""
+    rows = query(
+        server,
+        "SELECT DISTINCT dbid FROM pg_shdepend WHERE refobjid ="
+        " (SELECT oid FROM pg_roles WHERE rolname = %s)",
+        [role],
     )
+    return len(rows)
 
 
-def _server() -> str:
-    import conftest
-
-    return conftest._server_url()
-
-
-def _role_exists(role: str) -> bool:
-    return bool(query(_server(), "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]))
+def _role_exists(server: str, role: str) -> bool:
+    return bool(query(server, "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]))
 
 
 def test_two_databases_share_the_role_and_the_last_downgrade_drops_it(server: str) -> None:
     name = "appointment"  # no session-wide peer database holds appointment_app
     role = tenancy.app_role(name)
-    if _users_of(role):
+    if _users_of(server, role):
         pytest.skip(f"another database on this server uses {role}")
-    if _role_exists(role):
+    if _role_exists(server, role):
         query(server, f"DROP ROLE {role}")
     service = services.get(name, ROOT)
     step = rls_version(name)
@@ -73,14 +64,14 @@ def test_two_databases_share_the_role_and_the_last_downgrade_drops_it(server: st
         ]
         outcomes = [(r.wait(timeout=120), r.communicate()[1]) for r in runs]
         assert [code for code, _ in outcomes] == [0, 0], outcomes
-        assert _role_exists(role) and _users_of(role) == 2
+        assert _role_exists(server, role) and _users_of(server, role) == 2
         runner.down(service, settings(name, urls[0]), step)
-        assert _role_exists(role), "dropped while another database uses it"
-        assert _users_of(role) == 1
+        assert _role_exists(server, role), "dropped while another database uses it"
+        assert _users_of(server, role) == 1
         runner.down(service, settings(name, urls[1]), step)
-        assert not _role_exists(role), "left behind by the last downgrade"
+        assert not _role_exists(server, role), "left behind by the last downgrade"
         runner.up(service, settings(name, urls[1]), options=CONTRACT, peers=peers)
-        assert _role_exists(role)  # and made again
+        assert _role_exists(server, role)  # and made again
     finally:
         for url in urls:
             drop_database(server, url)
