@@ -1,9 +1,19 @@
-"""Squawk over each version's SQL, exactly as ``up`` runs it, and the reasons a migration
-gives for accepting a finding (``lint_accepted``)."""
+"""Squawk over each version's SQL, exactly as ``up`` runs it, the toolkit's own rules, and
+the reasons a migration gives for accepting a finding (``lint_accepted``).
+
+The toolkit's own rule, next to squawk's:
+
+* ``tenant-table-without-rls``: a migration that creates a table with
+  ``healthcare_entity_id`` (or adds that column to a table) must, in the same migration,
+  ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` on it and ``CREATE POLICY`` on it
+  (``tenancy.isolate`` does all three). Tenant rows without a policy are visible to every
+  tenant's sessions.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +78,62 @@ def lint(
             rule = raw.get("rule_name") or "unknown"
             reason = accepted.get(version, {}).get(rule)
             findings.append(Finding(version, rule, raw.get("message", ""), script[index], reason))
+        for rule, message, statement in tenant_findings(statements):
+            reason = accepted.get(version, {}).get(rule)
+            findings.append(Finding(version, rule, message, statement, reason))
     return findings
+
+
+TENANT_RULE = "tenant-table-without-rls"
+_NAME = r'(?:"?[A-Za-z_][\w$]*"?\.)?"?([A-Za-z_][\w$]*)"?'
+_TENANT_TABLE = [
+    re.compile(
+        r"\bCREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+        rf"{_NAME}\s*\((?=.*\bhealthcare_entity_id\b)",
+        re.IGNORECASE | re.DOTALL,
+    ),
+    re.compile(
+        rf"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_NAME}\s.*?"
+        r'\bADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?"?healthcare_entity_id\b',
+        re.IGNORECASE | re.DOTALL,
+    ),
+]
+_ALTER = rf"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_NAME}\s+"
+_ISOLATION = {
+    "ENABLE ROW LEVEL SECURITY": re.compile(
+        _ALTER + r"ENABLE\s+ROW\s+LEVEL\s+SECURITY", re.IGNORECASE
+    ),
+    "FORCE ROW LEVEL SECURITY": re.compile(
+        _ALTER + r"FORCE\s+ROW\s+LEVEL\s+SECURITY", re.IGNORECASE
+    ),
+    "CREATE POLICY": re.compile(rf"\bCREATE\s+POLICY\s+\S+\s+ON\s+{_NAME}", re.IGNORECASE),
+}
+
+
+def tenant_findings(statements: list[str]) -> list[tuple[str, str, str]]:
+    """(rule, message, statement) for each table with ``healthcare_entity_id`` that these
+    statements (one migration) add without enabling and forcing RLS and a policy on it."""
+    done: dict[str, set[str]] = {what: set() for what in _ISOLATION}
+    for statement in statements:
+        for what, pattern in _ISOLATION.items():
+            done[what].update(m.group(1).lower() for m in pattern.finditer(statement))
+    found = []
+    for statement in statements:
+        for pattern in _TENANT_TABLE:
+            match = pattern.search(statement)
+            if not match:
+                continue
+            table = match.group(1).lower()
+            missing = [what for what in _ISOLATION if table not in done[what]]
+            if missing:
+                message = (
+                    f"{table} holds healthcare_entity_id but this migration does not "
+                    f"{', '.join(missing)} on it: every tenant would see its rows "
+                    "(use tenancy.isolate)"
+                )
+                found.append((TENANT_RULE, message, statement))
+            break
+    return found
 
 
 def _numbered(statements: list[str]) -> tuple[str, list[int]]:

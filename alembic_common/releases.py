@@ -17,7 +17,8 @@ contract. After it, the views stay as pass-through views (a renamed column keeps
 view column, PostgreSQL tracks columns by number), so that release goes on with no
 redeploy; the schema is dropped when a later contract step is applied, and when a
 downgrade goes back below its expand step. The views are ``security_invoker`` (row-level
-security applies through them) and simple enough to be auto-updatable.
+security applies through them) and simple enough to be auto-updatable; each has its
+table's grants, and whoever holds one has USAGE on the schema (tenancy.py's roles).
 
 The schemas are rebuilt by the history recorder after every step, in the step's own
 transaction, by one SQL block that reads the catalogs: online and in offline plans alike.
@@ -191,6 +192,7 @@ DECLARE
     spec jsonb := %s;
     target record;
     rel record;
+    acl record;
     columns text;
     body text;
 BEGIN
@@ -235,6 +237,41 @@ BEGIN
                 EXECUTE format('DROP VIEW %%I.%%I', target.name, rel.relname);
                 EXECUTE 'CREATE ' || body;
             END;
+            -- The view's grants are its table's (and, security_invoker, so is its RLS).
+            FOR acl IN
+                SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+                WHERE v.oid = pg_catalog.format('%%I.%%I', target.name, rel.relname)::pg_catalog.regclass
+                  AND a.grantee <> v.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %%I.%%I FROM %%s', target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+            FOR acl IN
+                SELECT a.grantee, a.privilege_type FROM pg_catalog.pg_class t, pg_catalog.aclexplode(t.relacl) a
+                WHERE t.oid = rel.oid AND a.grantee <> t.relowner
+            LOOP
+                EXECUTE format('GRANT %%s ON %%I.%%I TO %%s', acl.privilege_type, target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+        END LOOP;
+        -- USAGE on the schema for exactly those who hold a grant on one of its views.
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.oid = pg_catalog.to_regnamespace(target.name) AND a.grantee <> n.nspowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON SCHEMA %%I FROM %%s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+        END LOOP;
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+            WHERE v.relnamespace = pg_catalog.to_regnamespace(target.name) AND a.grantee <> v.relowner
+        LOOP
+            EXECUTE format('GRANT USAGE ON SCHEMA %%I TO %%s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
         END LOOP;
     END LOOP;
 END

@@ -697,6 +697,9 @@ def _run_alembic(
         engine = db.engine(settings)
         try:
             with engine.connect() as migration:
+                raw = migration.connection.driver_connection
+                if progress is not None and raw is not None:
+                    raw.add_notice_handler(notices(progress))
                 run(
                     service.config(
                         connection=migration,
@@ -762,6 +765,21 @@ def _run_alembic(
         finally:
             engine.dispose()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+NOTICE_PREFIX = "migrate: "
+
+
+def notices(progress: Progress) -> Callable[[Any], None]:
+    """Forward a migration's own NOTICEs (``RAISE NOTICE 'migrate: ...'``) as progress
+    events: what a step skipped or kept, e.g. an operator role it may not create."""
+
+    def handler(diagnostic: Any) -> None:
+        message = diagnostic.message_primary or ""
+        if message.startswith(NOTICE_PREFIX):
+            progress({"event": "notice", "message": message[len(NOTICE_PREFIX) :]})
+
+    return handler
 
 
 def _interrupted(

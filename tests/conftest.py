@@ -116,12 +116,24 @@ REQUIRED = sorted(
 
 @pytest.fixture(scope="session", autouse=True)
 def peer_databases(server: str) -> Iterator[None]:
+    made_by_migrations = [f"{n}_app" for n in SERVICES] + ["platform_operator"]
+    existing = {r[0] for r in query(server, "SELECT rolname FROM pg_catalog.pg_roles")}
     for name in REQUIRED:
         PEER_URLS[name] = create_database(server)
         runner.up(services.get(name, ROOT), Settings(name, PEER_URLS[name], "test"))
     yield
     for url in PEER_URLS.values():
         drop_database(server, url)
+    # Roles are cluster-wide: those the session's migrations made go once no database uses them.
+    for role in sorted(set(made_by_migrations) - existing):
+        unused = query(
+            server,
+            "SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_shdepend d WHERE d.refobjid = r.oid)"
+            " FROM pg_catalog.pg_roles r WHERE r.rolname = %s",
+            [role],
+        )
+        if unused == [(True,)]:
+            query(server, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def peers(other: str) -> Settings:

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import phonenumbers
@@ -295,6 +296,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 
 
 def _interpolate(value: str) -> str:
+    value = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: os.environ.get(m.group(1), ""), value)
     return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), value)
 
 
@@ -313,9 +315,28 @@ def test_compose_wires_databases_jobs_and_apps() -> None:
         assert job["command"] == ["python", "scripts/migrate.py", name, "up", "--wait", "60"]
         assert f"@{name}-db:5432/{database}" in job["environment"][f"{name.upper()}_DATABASE_URL"]
         assert job["depends_on"][f"{name}-db"] == {"condition": "service_healthy"}
-        assert app["depends_on"][f"{name}-migrate"] == {
+        # The application connects as its login role (never the owner), made by a job after
+        # the migration; the password comes from the environment, never from the file.
+        login = COMPOSE[f"{name}-login"]
+        assert app["depends_on"] == {
+            f"{name}-login": {"condition": "service_completed_successfully"}
+        }
+        assert login["depends_on"][f"{name}-migrate"] == {
             "condition": "service_completed_successfully"
         }
+        variable = f"{name.upper()}_APP_PASSWORD"
+        assert login["command"] == [
+            "python",
+            "scripts/migrate.py",
+            name,
+            "login",
+            f"{name}_login",
+            "--login-password-env",
+            variable,
+        ]
+        assert login["environment"][variable].startswith(f"${{{variable}:?")
+        assert app["environment"]["DATABASE_URL"].startswith(f"postgresql://{name}_login@")
+        assert app["environment"]["PGPASSWORD"].startswith(f"${{{variable}:?")
     appointment = COMPOSE["appointment-migrate"]["depends_on"]
     for needed in ("patient", "user"):
         assert appointment[f"{needed}-migrate"] == {"condition": "service_completed_successfully"}
@@ -326,11 +347,11 @@ def test_compose_wires_databases_jobs_and_apps() -> None:
 
 
 def _job_order() -> list[str]:
-    jobs = [n for n in COMPOSE if n.endswith("-migrate")]
+    jobs = [n for n in COMPOSE if n.endswith(("-migrate", "-login"))]
     order: list[str] = []
     while len(order) < len(jobs):
         for job in jobs:
-            needs = [d for d in COMPOSE[job].get("depends_on", {}) if d.endswith("-migrate")]
+            needs = [d for d in COMPOSE[job].get("depends_on", {}) if d in jobs]
             if job not in order and all(n in order for n in needs):
                 order.append(job)
     return order
@@ -338,13 +359,40 @@ def _job_order() -> list[str]:
 
 def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, str]) -> None:
     hosts = {f"{name}-db": _url(platform, name) for name in SERVICES}
+    passwords = {f"{n.upper()}_APP_PASSWORD": f"pw-{uuid.uuid4().hex}" for n in SERVICES}
+    try:
+        _run_compose_jobs(hosts, passwords)
+        for name in SERVICES:  # each login job made its application's login role
+            login = re.match(
+                r"postgresql://(\w+)@", COMPOSE[f"{name}-service"]["environment"]["DATABASE_URL"]
+            ).group(1)
+            member = query(
+                _url(platform, name),
+                "SELECT r.rolcanlogin, r.rolsuper, pg_has_role(r.oid, %s, 'USAGE')"
+                " FROM pg_roles r WHERE r.rolname = %s",
+                [f"{name}_app", login],
+            )
+            assert member == [(True, False, True)], name
+    finally:
+        for name in SERVICES:
+            query(_url(platform, name), f"DROP ROLE IF EXISTS {name}_login")
+    assert history(_url(platform, "appointment")) == versions("appointment")
+    assert history(_url(platform, "patient")) == applied_by_default("patient")
+
+
+def _run_compose_jobs(hosts: dict[str, str], passwords: dict[str, str]) -> None:
+    """Run every migrate and login job's command, in dependency order, against local
+    PostgreSQL; the only change is each compose hostname -> a local database."""
     for job in _job_order():
         spec = COMPOSE[job]
         env = {"PATH": os.environ["PATH"]}
         for key, value in spec["environment"].items():
+            if key in passwords:
+                env[key] = passwords[key]
+                continue
             url = _interpolate(value)
             host = re.match(r"postgresql://[^@]*@([\w-]+):5432/", url).group(1)
-            env[key] = hosts[host]  # the only change: the compose hostname -> a local database
+            env[key] = hosts[host]
         command = [
             sys.executable if spec["command"][0] == "python" else spec["command"][0],
             *spec["command"][1:],
@@ -353,8 +401,8 @@ def test_compose_migration_jobs_run_against_local_postgres(platform: dict[str, s
             command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, f"{job}: {done.stderr}"
-    assert history(_url(platform, "appointment")) == versions("appointment")
-    assert history(_url(platform, "patient")) == applied_by_default("patient")
+        for secret in passwords.values():
+            assert secret not in done.stdout + done.stderr, job
 
 
 def _local(compose_url: str, hosts: dict[str, str]) -> str:

@@ -1,7 +1,9 @@
-"""The operations commands: ``seed`` (demo and fixture data)."""
+"""The operations commands: ``seed`` (demo and fixture data), ``login`` (application logins)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -44,3 +46,52 @@ def seed(
         print_json(result.to_dict())
     else:
         out(f"{service.name}: seed {profile!r} inserted {result.inserted} row(s)")
+
+
+@app.command()
+@with_connection
+def login(
+    ctx: typer.Context,
+    conn: Connection,
+    name: Annotated[str, typer.Argument(help="The login role to create or update.")],
+    login_password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the password from this file (e.g. /run/secrets/...)."),
+    ] = None,
+    login_password_env: Annotated[
+        str | None, typer.Option(help="Read the password from this environment variable.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Create or update a login role that is a member of <service>_app (idempotent).
+
+    The password never appears in output or in the server's logs (it is sent hashed)."""
+    from alembic_common import tenancy
+    from alembic_common.errors import UsageError
+
+    service = service_of(ctx)
+    tenancy.plain_identifier(name)
+    if (login_password_file is None) == (login_password_env is None):
+        raise UsageError(
+            "give the password with exactly one of --login-password-file or --login-password-env"
+        )
+    if login_password_file is not None:
+        try:
+            password = login_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --login-password-file {login_password_file}: {exc.__class__.__name__}"
+            ) from None
+    else:
+        assert login_password_env is not None
+        if login_password_env not in os.environ:
+            raise UsageError(
+                f"--login-password-env {login_password_env}: no such environment variable"
+            )
+        password = os.environ[login_password_env]
+    result = tenancy.ensure_login(service, conn.settings(service, say=err), name, password)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        verb = "created" if result.created else "updated (password and membership)"
+        out(f"{service.name}: login {result.login} {verb}, member of {result.role}")

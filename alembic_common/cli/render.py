@@ -148,6 +148,8 @@ def describe(event: dict[str, Any]) -> str | None:
             f"{svc}: waiting up to {event['wait_s']:g}s for the database at {event['target']} "
             "to accept connections"
         )
+    if kind == "notice":
+        return f"{svc}{where}: {event['message']}"
     if kind == "applied":
         return f"{svc}{where}: applied version {event['version']} ({event['duration_ms']} ms)"
     if kind == "rolled_back":

@@ -19,6 +19,7 @@ DECLARE
     spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
     target record;
     rel record;
+    acl record;
     columns text;
     body text;
 BEGIN
@@ -63,6 +64,41 @@ BEGIN
                 EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
                 EXECUTE 'CREATE ' || body;
             END;
+            -- The view's grants are its table's (and, security_invoker, so is its RLS).
+            FOR acl IN
+                SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+                WHERE v.oid = pg_catalog.format('%I.%I', target.name, rel.relname)::pg_catalog.regclass
+                  AND a.grantee <> v.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %I.%I FROM %s', target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+            FOR acl IN
+                SELECT a.grantee, a.privilege_type FROM pg_catalog.pg_class t, pg_catalog.aclexplode(t.relacl) a
+                WHERE t.oid = rel.oid AND a.grantee <> t.relowner
+            LOOP
+                EXECUTE format('GRANT %s ON %I.%I TO %s', acl.privilege_type, target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+        END LOOP;
+        -- USAGE on the schema for exactly those who hold a grant on one of its views.
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.oid = pg_catalog.to_regnamespace(target.name) AND a.grantee <> n.nspowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+        END LOOP;
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+            WHERE v.relnamespace = pg_catalog.to_regnamespace(target.name) AND a.grantee <> v.relowner
+        LOOP
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
         END LOOP;
     END LOOP;
 END
@@ -92,6 +128,7 @@ DECLARE
     spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {}, "skip": ["alembic_version", "schema_migrations"]}';
     target record;
     rel record;
+    acl record;
     columns text;
     body text;
 BEGIN
@@ -136,6 +173,41 @@ BEGIN
                 EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
                 EXECUTE 'CREATE ' || body;
             END;
+            -- The view's grants are its table's (and, security_invoker, so is its RLS).
+            FOR acl IN
+                SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+                WHERE v.oid = pg_catalog.format('%I.%I', target.name, rel.relname)::pg_catalog.regclass
+                  AND a.grantee <> v.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %I.%I FROM %s', target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+            FOR acl IN
+                SELECT a.grantee, a.privilege_type FROM pg_catalog.pg_class t, pg_catalog.aclexplode(t.relacl) a
+                WHERE t.oid = rel.oid AND a.grantee <> t.relowner
+            LOOP
+                EXECUTE format('GRANT %s ON %I.%I TO %s', acl.privilege_type, target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+        END LOOP;
+        -- USAGE on the schema for exactly those who hold a grant on one of its views.
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.oid = pg_catalog.to_regnamespace(target.name) AND a.grantee <> n.nspowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+        END LOOP;
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+            WHERE v.relnamespace = pg_catalog.to_regnamespace(target.name) AND a.grantee <> v.relowner
+        LOOP
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
         END LOOP;
     END LOOP;
 END

@@ -1,0 +1,172 @@
+BEGIN;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'v' AND pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE 'migrate: version schema of the patient service%'
+    LOOP
+        EXECUTE format('DROP VIEW IF EXISTS %I.%I CASCADE', found.nspname, found.relname);
+    END LOOP;
+END
+$migrate$;
+DO $migrate$
+BEGIN
+    BEGIN
+        CREATE ROLE patient_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;  -- made before, or meanwhile by a run on another database of this server
+    END;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'patient_app'
+               AND (rolsuper OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role patient_app exists with SUPERUSER or BYPASSRLS: '
+            'it would see every entity''s rows'
+            USING HINT = 'ALTER ROLE patient_app NOSUPERUSER NOBYPASSRLS, then run ''up'' again';
+    END IF;
+END
+$migrate$;
+DO $migrate$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'platform_operator') THEN
+        BEGIN
+            CREATE ROLE platform_operator NOLOGIN BYPASSRLS;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- made meanwhile by a run on another database
+            WHEN insufficient_privilege THEN
+                RAISE NOTICE 'migrate: operator role platform_operator not created: % may not create a '
+                    'BYPASSRLS role (a superuser may); README "Tenant isolation" has the '
+                    'one-time manual step', current_user;
+        END;
+    END IF;
+END
+$migrate$;
+ALTER TABLE patients ENABLE ROW LEVEL SECURITY;
+ALTER TABLE patients FORCE ROW LEVEL SECURITY;
+CREATE POLICY patients_tenant ON patients AS PERMISSIVE FOR ALL TO PUBLIC USING (healthcare_entity_id = nullif(current_setting('app.healthcare_entity_id', true), '')::bigint) WITH CHECK (healthcare_entity_id = nullif(current_setting('app.healthcare_entity_id', true), '')::bigint);
+CREATE POLICY patients_owner ON patients AS PERMISSIVE FOR ALL TO CURRENT_USER USING (true) WITH CHECK (true);
+GRANT SELECT, INSERT, UPDATE, DELETE ON patients TO patient_app;
+DO $migrate$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT d.objid::pg_catalog.regclass AS seq FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refobjid = 'patients'::pg_catalog.regclass AND d.deptype IN ('a', 'i')
+    LOOP
+        EXECUTE pg_catalog.format('GRANT USAGE ON SEQUENCE %s TO patient_app', found.seq);
+    END LOOP;
+END
+$migrate$;
+DO $migrate$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'platform_operator') THEN
+        GRANT SELECT ON patients TO platform_operator;
+    END IF;
+END
+$migrate$;
+GRANT SELECT ON patient_phone_rules TO patient_app;
+DO $migrate$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'platform_operator') THEN
+        GRANT SELECT ON patient_phone_rules TO platform_operator;
+    END IF;
+END
+$migrate$;
+UPDATE public.alembic_version SET version_num='0009' WHERE public.alembic_version.version_num = '0008';
+INSERT INTO public.schema_migrations (version, description) VALUES (9, 'Isolate tenants by the database: row-level security on patients, patient_app role');
+DO $migrate$
+DECLARE
+    spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (applied)", "hide": {"patients": ["phone_original"]}}}, "skip": ["alembic_version", "schema_migrations"]}';
+    target record;
+    rel record;
+    acl record;
+    columns text;
+    body text;
+BEGIN
+    FOR target IN
+        SELECT n.nspname FROM pg_catalog.pg_namespace n
+        WHERE pg_catalog.obj_description(n.oid, 'pg_namespace') LIKE spec ->> 'marker'
+          AND NOT (spec -> 'schemas') ? n.nspname
+    LOOP
+        EXECUTE format('DROP SCHEMA %I CASCADE', target.nspname);
+    END LOOP;
+    FOR target IN SELECT key AS name, value AS v FROM jsonb_each(spec -> 'schemas') LOOP
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', target.name);
+        EXECUTE format('COMMENT ON SCHEMA %I IS %L', target.name, target.v ->> 'comment');
+        FOR rel IN
+            SELECT c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(target.name) AND c.relkind = 'v'
+              AND pg_catalog.to_regclass(pg_catalog.format('%I.%I', spec ->> 'schema', c.relname)) IS NULL
+        LOOP
+            EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+        END LOOP;
+        FOR rel IN
+            SELECT c.oid, c.relname FROM pg_catalog.pg_class c
+            WHERE c.relnamespace = pg_catalog.to_regnamespace(spec ->> 'schema')
+              AND c.relkind IN ('r', 'p') AND NOT (spec -> 'skip') ? c.relname
+              AND c.relname NOT LIKE '\_migrate\_%'
+            ORDER BY c.relname
+        LOOP
+            SELECT pg_catalog.string_agg(pg_catalog.format('%I AS %I', x.attname, x.shown), ', '
+                                         ORDER BY x.attnum)
+            INTO columns
+            FROM (SELECT a.attname, a.attnum,
+                         coalesce(target.v #>> ARRAY['rename', rel.relname, a.attname], a.attname) AS shown
+                  FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped) x
+            WHERE NOT coalesce(target.v #> ARRAY['hide', rel.relname], '[]') ? x.shown;
+            body := format('VIEW %I.%I WITH (security_invoker = true) AS SELECT %s FROM %I.%I',
+                           target.name, rel.relname, columns, spec ->> 'schema', rel.relname);
+            BEGIN
+                EXECUTE 'CREATE OR REPLACE ' || body;
+            EXCEPTION WHEN invalid_table_definition THEN
+                -- a column left or changed its type: the view is made again
+                EXECUTE format('DROP VIEW %I.%I', target.name, rel.relname);
+                EXECUTE 'CREATE ' || body;
+            END;
+            -- The view's grants are its table's (and, security_invoker, so is its RLS).
+            FOR acl IN
+                SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+                WHERE v.oid = pg_catalog.format('%I.%I', target.name, rel.relname)::pg_catalog.regclass
+                  AND a.grantee <> v.relowner
+            LOOP
+                EXECUTE format('REVOKE ALL ON %I.%I FROM %s', target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+            FOR acl IN
+                SELECT a.grantee, a.privilege_type FROM pg_catalog.pg_class t, pg_catalog.aclexplode(t.relacl) a
+                WHERE t.oid = rel.oid AND a.grantee <> t.relowner
+            LOOP
+                EXECUTE format('GRANT %s ON %I.%I TO %s', acl.privilege_type, target.name, rel.relname,
+                               CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+            END LOOP;
+        END LOOP;
+        -- USAGE on the schema for exactly those who hold a grant on one of its views.
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+            WHERE n.oid = pg_catalog.to_regnamespace(target.name) AND a.grantee <> n.nspowner
+        LOOP
+            EXECUTE format('REVOKE ALL ON SCHEMA %I FROM %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+        END LOOP;
+        FOR acl IN
+            SELECT DISTINCT a.grantee FROM pg_catalog.pg_class v, pg_catalog.aclexplode(v.relacl) a
+            WHERE v.relnamespace = pg_catalog.to_regnamespace(target.name) AND a.grantee <> v.relowner
+        LOOP
+            EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', target.name,
+                           CASE WHEN acl.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(acl.grantee)) END);
+        END LOOP;
+    END LOOP;
+END
+$migrate$;
+COMMIT;
