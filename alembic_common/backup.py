@@ -580,6 +580,18 @@ def restore(
         return _restore_locked(service, settings, conn, backup, jobs, _named(others), progress)
 
 
+def restore_under_lock(
+    service: Service,
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    path: Path,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore a run's own backup while that run holds the lock on ``conn``
+    (``up --on-failure rollback``); the sessions of running releases are left alone."""
+    return _restore_locked(service, settings, conn, verify(service, path), 1, [], progress)
+
+
 def _restore_locked(
     service: Service,
     settings: Settings,
