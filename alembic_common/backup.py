@@ -288,8 +288,10 @@ def take(
         version = "empty" if found.current is None else f"v{found.current}"
         name = f"{service.name}-{settings.database}-{version}-{stamp:%Y%m%dT%H%M%S}Z"
         final = folder / (name + (".dir" if jobs > 1 else ".dump"))
-        if final.exists() or manifest_path(final).exists():
-            final = final.with_name(f"{name}-{os.getpid()}{final.suffix}")
+        suffix, n = final.suffix, 1
+        while final.exists() or manifest_path(final).exists():  # two in one second
+            n += 1
+            final = folder / f"{name}-{n}{suffix}"
         partial = folder / f".{final.name}.partial"
         args = [
             tools.path("pg_dump"),
@@ -339,7 +341,7 @@ def take(
         "file": final.name,
         "bytes": size,
         "sha256": digest,
-        "taken_at": stamp.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "taken_at": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
         "seconds": round(time.monotonic() - started, 3),
         "row_counts": counts,
     }
@@ -678,10 +680,13 @@ def _restore_in_one_transaction(
         assert producer.stdout is not None and consumer.stdin is not None
         try:
             source, sink = producer.stdout.fileno(), consumer.stdin
-            with contextlib.suppress(BrokenPipeError):  # psql stopped at an error
+            try:
                 while chunk := os.read(source, 1 << 20):
                     sink.write(chunk)
-            if producer.wait() != 0:
+            except BrokenPipeError:  # psql stopped at an error: pg_restore must not block
+                producer.kill()
+            producer.stdout.close()
+            if producer.wait() != 0 and consumer.poll() is None:
                 consumer.kill()  # before its input ends: the transaction never commits
             with contextlib.suppress(BrokenPipeError):
                 sink.close()
@@ -692,7 +697,7 @@ def _restore_in_one_transaction(
             consumer.wait()
             producer.wait()
             raise
-        for child, err, what in ((producer, dump_err, "pg_restore"), (consumer, psql_err, "psql")):
+        for child, err, what in ((consumer, psql_err, "psql"), (producer, dump_err, "pg_restore")):
             if child.returncode != 0:
                 err.seek(0)
                 raise BackupError(
