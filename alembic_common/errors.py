@@ -86,3 +86,7 @@ def signal_name(exc: BaseException) -> tuple[int, str]:
     """The signal behind a KeyboardInterrupt (SIGINT unless the CLI said otherwise)."""
     signum = int(getattr(exc, "signum", 2))
     return signum, {2: "SIGINT", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+
+
+class BackupError(MigrationError):
+    """A backup or a restore failed, or no fitting pg_dump/pg_restore was found."""

@@ -11,22 +11,25 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from alembic_common import checksums, db, deps, history, locking, plan, releases
+from alembic_common import checksums, db, deps, health, history, locking, plan, releases
 from alembic_common.errors import (
     ConnectionLostError,
     Interrupted,
     LockTimeoutError,
     MigrationError,
     ProductionGuardError,
+    RefusedError,
     StateError,
     StepError,
     UsageError,
     signal_name,
 )
+from alembic_common.health import Invalid
 from alembic_common.plan import Plan
 from alembic_common.project import Project
 from alembic_common.releases import Session
@@ -55,6 +58,14 @@ class RunOptions:
     contract: bool = False  # force contract steps, even with old releases connected
     hold_contract: bool = False  # hold contract steps, even when no old release is connected
     accept_changed: bool = False  # build on applied steps whose code changed since
+    backup: bool | None = None  # None: only in production (see ``backs_up``)
+    backup_dir: str | None = None  # None: MIGRATE_BACKUP_DIR, else backups/ in the project
+    on_failure: str = "stop"  # "rollback": undo this run's steps when one fails
+
+    @property
+    def backs_up(self) -> bool:
+        """Whether ``up`` takes a backup before it changes anything."""
+        return self.backup if self.backup is not None else self.environment == PRODUCTION
 
 
 @dataclass
@@ -73,6 +84,7 @@ class RunResult:
     accepted: list[int] = field(default_factory=list)  # changed steps accepted as they are
     why_held: str | None = None
     holders: list[Session] = field(default_factory=list)  # sessions holding the contract back
+    backup: str | None = None  # the backup taken before this run changed anything
 
     @property
     def noop(self) -> bool:
@@ -110,6 +122,7 @@ class Status:
     why_held: str | None = None
     holders: list[Session] = field(default_factory=list)  # announce an older version
     unannounced: list[Session] = field(default_factory=list)  # connected, announce nothing
+    invalid: list[Invalid] = field(default_factory=list)  # NOT VALID constraints, INVALID indexes
 
     @property
     def current(self) -> int | None:
@@ -163,6 +176,7 @@ class Status:
             "why_held": self.why_held,
             "holders": [s.to_dict() for s in self.holders],
             "unannounced": [s.to_dict() for s in self.unannounced],
+            "invalid": [i.to_dict() for i in self.invalid],
             "consistent": self.problem is None,
             "ahead": bool(self.unknown),
             "behind": self.behind,
@@ -390,6 +404,7 @@ def _apply(
         return planned  # another replica did the work while we waited
     service.scripts  # noqa: B018 - a file that does not import is named before any change
     if planned.adopt:
+        _backup_once(service, settings, options, progress, result)
         result.adopted = _adopt(service, conn, state, progress)
         state = read(conn, service.schema)
         result.after = plan.make(service, state, target).found.current
@@ -410,21 +425,131 @@ def _apply(
         return planned
     _announce_unannounced(service, conn, planned, progress)
     result.accepted = _check_history(service, conn, state, planned, options, progress)
-
+    _backup_once(service, settings, options, progress, result)
     destination = revision_id(planned.run[-1])
-    result.steps += _run_alembic(
-        service,
-        settings,
-        options,
-        progress,
-        planned.run,
-        conn,
-        lambda cfg: service.run_alembic(cfg, destination),
-        history.Guard(service.name, lock_pid),
-        checksums.expected(service, planned.run),
-    )
+    try:
+        result.steps += _run_alembic(
+            service,
+            settings,
+            options,
+            progress,
+            planned.run,
+            conn,
+            lambda cfg: service.run_alembic(cfg, destination),
+            history.Guard(service.name, lock_pid),
+            checksums.expected(service, planned.run),
+        )
+    except (StepError, LockTimeoutError, RefusedError) as exc:
+        if options.on_failure != "rollback" or options.atomic:
+            raise
+        raise _roll_back(service, settings, options, progress, conn, lock_pid, result, exc) from exc
     result.after = result.steps[-1] if result.steps else result.after
     return planned
+
+
+def refuse_rollback_without_backup(name: str, options: RunOptions) -> None:
+    """``--on-failure rollback`` may need the run's backup: refuse it up front without one."""
+    if options.on_failure not in ("stop", "rollback"):
+        raise UsageError(
+            f"--on-failure must be 'stop' or 'rollback', not {options.on_failure!r}",
+            service=name,
+        )
+    if options.on_failure == "rollback" and not options.atomic and not options.backs_up:
+        raise UsageError(
+            f"{name}: --on-failure rollback needs a backup taken at the start of the "
+            "run, to restore if a step cannot be undone: add --backup (production takes one "
+            "by default), or use --atomic",
+            service=name,
+        )
+
+
+def _backup_once(
+    service: Service,
+    settings: Settings,
+    options: RunOptions,
+    progress: Progress | None,
+    result: RunResult,
+) -> None:
+    """Before the run's first change: a backup, when asked for (or in production)."""
+    if not options.backs_up or result.backup is not None:
+        return
+    from alembic_common import backup
+
+    folder = Path(options.backup_dir) if options.backup_dir else None
+    result.backup = str(backup.take(service, settings, folder, progress=progress).path)
+
+
+def _roll_back(
+    service: Service,
+    settings: Settings,
+    options: RunOptions,
+    progress: Progress | None,
+    conn: psycopg.Connection[Any],
+    lock_pid: int,
+    result: RunResult,
+    failure: MigrationError,
+) -> MigrationError:
+    """``--on-failure rollback``: undo the steps this run applied, newest first, by their
+    downgrades; restore the run's backup if one of them is irreversible or its downgrade
+    fails. Returns the error to raise, which says which path was taken."""
+
+    from alembic_common import backup
+
+    before = result.before
+    found = plan.assess_for(service, read(conn, service.schema))
+    done = sorted((v for v in found.applied if before is None or v > before), reverse=True)
+    base = f"{failure}; --on-failure rollback: "
+    at = before if before is not None else "no version"
+    if not done:
+        return StepError(
+            base + f"nothing else was applied by this run; the database stays at {at}",
+            service=service.name,
+            version=failure.version,
+        )
+    paths = {m.version: m.path for m in service.migrations}
+    stuck = [v for v in done if backup.irreversible(paths[v])]
+    why = f"version(s) {', '.join(map(str, stuck))} cannot be undone (irreversible)"
+    if not stuck:
+        destination = revision_id(before) if before is not None else "base"
+        try:
+            undone = _run_alembic(
+                service,
+                settings,
+                options,
+                progress,
+                done,
+                conn,
+                lambda cfg: service.run_alembic(cfg, destination, down=True),
+                history.Guard(service.name, lock_pid),
+            )
+        except MigrationError as exc:
+            why = f"the downgrade failed ({exc})"
+        else:
+            result.after = before
+            if progress is not None:
+                progress({"event": "rollback", "path": "downgrade", "versions": undone})
+            return StepError(
+                base + f"rolled back version(s) {', '.join(map(str, undone))} by their "
+                f"downgrades; the database is back at {at}",
+                service=service.name,
+                version=failure.version,
+            )
+    if result.backup is None:
+        return StepError(
+            base + f"{why} and this run took no backup; the database is left at {found.current}",
+            service=service.name,
+            version=failure.version,
+        )
+    restored = backup.restore_under_lock(service, settings, conn, Path(result.backup), progress)
+    result.after = restored.after
+    if progress is not None:
+        progress({"event": "rollback", "path": "restore", "backup": result.backup})
+    return StepError(
+        base + f"{why}; restored the backup {result.backup} taken at the start of the run; "
+        f"the database is back at {restored.after if restored.after is not None else 'no version'}",
+        service=service.name,
+        version=failure.version,
+    )
 
 
 def _announce_unannounced(
@@ -565,6 +690,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
             if service.contract_versions(planned.found.pending)
             else []
         )
+        invalid = health.problems(conn, service)
     found = planned.found
     rows = []
     for m in service.migrations:
@@ -587,6 +713,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         planned.why_held,
         planned.holders,
         unannounced,
+        invalid,
     )
 
 

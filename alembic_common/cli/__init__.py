@@ -5,7 +5,13 @@
 plan, lint) and ``ops`` (seed), and register themselves on import.
 """
 
-from alembic_common.cli import authoring, migrate, ops, platform  # noqa: F401 - registers commands
+from alembic_common.cli import (  # noqa: F401 - registers commands
+    authoring,
+    backup,
+    migrate,
+    ops,
+    platform,
+)
 from alembic_common.cli.app import app, main
 
 __all__ = ["app", "main"]

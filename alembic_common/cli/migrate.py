@@ -110,6 +110,33 @@ def up(
             help="Build on applied steps whose SQL changed since they ran, and record them as accepted.",
         ),
     ] = False,
+    backup: Annotated[
+        bool | None,
+        typer.Option(
+            "--backup/--no-backup",
+            help="Take a verified pg_dump before the first change (only when there is work). "
+            "Default: on in production (APP_ENV), off elsewhere.",
+        ),
+    ] = None,
+    backup_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--backup-to",
+            metavar="DIR",
+            help="Folder for that backup (default $MIGRATE_BACKUP_DIR, else backups/).",
+        ),
+    ] = None,
+    on_failure: Annotated[
+        str,
+        typer.Option(
+            "--on-failure",
+            metavar="stop|rollback",
+            help="rollback: when a step fails, undo the steps this run applied, newest first, "
+            "by their downgrades, or restore the run's backup if one is irreversible or its "
+            "downgrade fails (needs --backup or production). Under --atomic nothing of the "
+            "batch is ever left applied, which is the same outcome.",
+        ),
+    ] = "stop",
     jobs: Jobs = 4,
     events: Events = None,
     metrics_file: MetricsFile = None,
@@ -119,6 +146,8 @@ def up(
     options.outputs(events, metrics_file)
     if contract and hold_contract:
         raise UsageError("--contract and --hold-contract contradict each other; give one")
+    if backup_to is not None and backup_to.exists() and not backup_to.is_dir():
+        raise UsageError(f"--backup-to {backup_to} is not a folder")
     run_options = runner.RunOptions(
         wait=wait,
         lock_wait=lock_wait,
@@ -130,9 +159,15 @@ def up(
         hold_contract=hold_contract,
         accept_changed=accept_changed,
         environment=options.environment(None),
+        backup=backup,
+        backup_dir=str(backup_to) if backup_to is not None else None,
+        on_failure=on_failure.strip().lower(),
     )
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
     project = project_of(ctx)
+    runner.refuse_rollback_without_backup(
+        "all" if is_all(ctx) else service_of(ctx).name, run_options
+    )
     if is_all(ctx):
         from alembic_common.cli.platform import all_up
 
@@ -196,6 +231,8 @@ def show_result(result: runner.RunResult, json_output: bool) -> None:
     verb = "applied" if result.action == "up" else "rolled back"
     steps = ", ".join(map(str, result.steps)) or "nothing"
     before, after = (v if v is not None else "empty" for v in (result.before, result.after))
+    if result.backup:
+        out(wrapped(f"{name}: backup {result.backup}"))
     out(wrapped(f"{name}: {before} -> {after} ({verb} {steps}){held}"))
 
 
@@ -389,7 +426,9 @@ def status(
     strict: Annotated[
         bool,
         typer.Option(
-            "--strict", help="Also exit 1 when an applied step's SQL changed since it ran."
+            "--strict",
+            help="Also exit 1 when an applied step's SQL changed since it ran, or when a "
+            "constraint is NOT VALID or an index INVALID.",
         ),
     ] = False,
     as_json: Json = False,
@@ -430,7 +469,7 @@ def status(
         print_json(report.to_dict())
     else:
         show_status(report)
-    if not report.ok or (strict and report.changed):
+    if not report.ok or (strict and (report.changed or report.invalid)):
         raise typer.Exit(1)
 
 
@@ -482,6 +521,8 @@ def show_status(report: runner.Status) -> None:
                 "(legacy, plain alembic, or an older release): unverified"
             )
         )
+    for item in report.invalid:
+        out(wrapped(f"HEALTH: {item}"))
     if report.unknown:
         out(f"AHEAD: the database has versions this code does not know: {report.unknown}")
     if report.problem:

