@@ -33,6 +33,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -223,6 +224,17 @@ def checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stream(child: subprocess.Popen[bytes], partial: Path, found: dict[str, str]) -> None:
+    """Copy pg_dump's output into ``partial`` (mode 0600), hashing it on the way."""
+    digest = hashlib.sha256()
+    assert child.stdout is not None
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        while chunk := child.stdout.read(1 << 20):
+            out.write(chunk)
+            digest.update(chunk)
+    found["sha256"] = digest.hexdigest()
+
+
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -293,23 +305,38 @@ def take(
             n += 1
             final = folder / f"{name}-{n}{suffix}"
         partial = folder / f".{final.name}.partial"
-        args = [
-            tools.path("pg_dump"),
-            f"--snapshot={snapshot_row[0]}",
-            f"--file={partial}",
-            f"--dbname={conninfo}",
-        ]
-        args += ["--format=directory", f"--jobs={jobs}"] if jobs > 1 else ["--format=custom"]
+        args = [tools.path("pg_dump"), f"--snapshot={snapshot_row[0]}", f"--dbname={conninfo}"]
+        # A custom-format dump streams through here: written and hashed in one pass.
+        args += (
+            ["--format=directory", f"--jobs={jobs}", f"--file={partial}"]
+            if jobs > 1
+            else ["--format=custom"]
+        )
         old_umask = os.umask(0o077)
         try:
             child = subprocess.Popen(
-                args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+                args,
+                stdout=subprocess.PIPE if jobs <= 1 else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
             )
+            streamed: dict[str, str] = {}
+            copier = (
+                threading.Thread(target=_stream, args=(child, partial, streamed), daemon=True)
+                if jobs <= 1
+                else None
+            )
+            if copier is not None:
+                copier.start()
         finally:
             os.umask(old_umask)
         try:
             counts = _row_counts(conn)  # while the dump runs, in the same snapshot
-            _, stderr = child.communicate()
+            assert child.stderr is not None
+            stderr = child.stderr.read().decode("utf-8", "replace")
+            child.wait()
+            if copier is not None:
+                copier.join()
         except BaseException:
             child.kill()
             child.wait()
@@ -323,7 +350,7 @@ def take(
                 service=service.name,
             )
         _run([tools.path("pg_restore"), "--list", str(partial)], env, settings, "pg_restore --list")
-        digest = checksum(partial)
+        digest = streamed.get("sha256") or checksum(partial)
         size = _size(partial)
         os.replace(partial, final)
     except BaseException:
