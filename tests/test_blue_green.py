@@ -399,3 +399,28 @@ def test_the_new_release_keeps_writing_through_its_schema_at_the_head(db: str) -
         assert new.execute("SELECT phone FROM patients WHERE id = %s", (pid,)).fetchone() == (
             "+212612345679",
         )
+
+
+def test_what_the_new_release_writes_is_read_as_a_number_never_kept_as_garbage(db: str) -> None:
+    assert run_cli("patient", "up", "--version", str(EXPAND), "--url", db).exit_code == 0
+    with _new_release(db) as new:
+        for pid, country, written in (
+            ("G1", "Canada", "514 555 0199 x12"),  # not E.164, but a number: converted
+            ("G2", "canada", "+15145550188"),  # a country spelled another way
+            ("G3", "France", "garbage"),  # no number: NULL on the new side
+        ):
+            new.execute(INSERT, (pid, country, written))
+        new.execute("UPDATE patients SET phone = NULL WHERE patient_id = 'G1'")
+    rows = {
+        r[0]: r[1:]
+        for r in query(
+            db, "SELECT patient_id, phone_e164, phone_extension, phone FROM public.patients"
+        )
+    }
+    assert rows["G1"][:2] == (None, None)  # cleared: the extension goes with the number
+    assert rows["G2"][:2] == ("+15145550188", None)
+    assert not rows["G2"][2].startswith("+") and _e164(rows["G2"][2], "CA") == "+15145550188"
+    assert rows["G3"] == (None, None, "garbage")  # kept as entered, for the old release
+    assert run_cli("patient", "up", "--version", str(CONTRACT), "--url", db).exit_code == 0
+    with _new_release(db) as new, pytest.raises(psycopg.errors.CheckViolation):
+        new.execute(INSERT, ("G4", "France", "06 12 34 56 78"))  # after the contract: E.164 only

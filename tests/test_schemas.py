@@ -225,3 +225,18 @@ def test_phones_of_countries_spelled_another_way_are_converted(db: str) -> None:
         "+212612345678",
         "+33123456789",
     ]
+
+
+def test_the_national_form_reads_a_country_spelled_another_way(db: str) -> None:
+    """patient_phone_national and patient_phone_parse agree on 'canada', 'FR', 'Maroc'."""
+    migrate("patient", db, target=4)
+    for country, region, e164 in (
+        ("canada", "CA", "+15145550199"),
+        ("FR", "FR", "+33612345678"),
+        ("Maroc", "MA", "+212612345678"),
+    ):
+        ((national,),) = query(db, "SELECT patient_phone_national(%s, '7', %s)", (e164, country))
+        number = phonenumbers.parse(national, region)
+        assert not national.startswith("+"), national
+        assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == e164
+        assert number.extension == "7"

@@ -481,7 +481,8 @@ def show_status(report: runner.Status) -> None:
     for m in report.migrations:
         state = "applied" if m.applied else "pending"
         if m.version in report.held:
-            state = "held (contract)"
+            first = report.held[0]
+            state = "held (contract)" if m.version == first else f"waits for {first}"
         applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
         rows.append((m.version, state, applied_at, m.description))
     out(table(("version", "state", "applied at", "description"), rows, right=(0,)))

@@ -380,7 +380,22 @@ BEGIN
     IF e164 IS NULL THEN
         RETURN NULL;
     END IF;
-    IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
+    IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
+        country := CASE lower(btrim(country))
+            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
+            WHEN 'كندا' THEN 'Canada'
+            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
+            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
+            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
+            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
+            WHEN 'الولايات المتحدة' THEN 'USA'
+            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
+            WHEN 'فرنسا' THEN 'France'
+            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
+            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
+            ELSE country END;
+    END IF;
+IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
         n := substr(e164, 3);
         national := '(' || left(n, 3) || ') ' || substr(n, 4, 3) || '-' || substr(n, 7);
     ELSIF country = 'France' AND e164 ~ '^\+33[0-9]{9}$' THEN
@@ -411,6 +426,7 @@ CREATE OR REPLACE FUNCTION patients_sync_phone() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     parsed text;
+    written text;
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.phone IS DISTINCT FROM OLD.phone
        AND NOT (NEW.phone_e164 IS DISTINCT FROM OLD.phone_e164
@@ -419,10 +435,19 @@ BEGIN
     ELSIF TG_OP = 'INSERT' AND NEW.phone_e164 IS NULL AND NEW.phone_extension IS NULL THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release inserted
     ELSIF TG_OP = 'INSERT' OR NEW.phone IS NOT DISTINCT FROM OLD.phone THEN
-        -- the new release wrote: keep phone when it already means the same number
-        parsed := patient_phone_parse(NEW.phone, NEW.country);
-        IF split_part(parsed, ';ext=', 1) IS DISTINCT FROM NEW.phone_e164
-           OR nullif(split_part(parsed, ';ext=', 2), '') IS DISTINCT FROM NEW.phone_extension THEN
+        -- the new release wrote: its value is read as a number, never kept as garbage
+        written := patient_phone_parse(
+            NEW.phone_e164 || coalesce(' ext. ' || NEW.phone_extension, ''), NEW.country);
+        IF NEW.phone_e164 IS NOT NULL AND written IS NULL THEN
+            NEW.phone := NEW.phone_e164;  -- no number in it: kept as entered, on the old side
+            NEW.phone_e164 := NULL;
+            NEW.phone_extension := NULL;
+            RETURN NEW;
+        END IF;
+        NEW.phone_e164 := split_part(written, ';ext=', 1);
+        NEW.phone_extension := nullif(split_part(written, ';ext=', 2), '');
+        -- phone keeps its text when it already means the same number
+        IF patient_phone_parse(NEW.phone, NEW.country) IS DISTINCT FROM written THEN
             NEW.phone := patient_phone_national(NEW.phone_e164, NEW.phone_extension, NEW.country);
         END IF;
         RETURN NEW;

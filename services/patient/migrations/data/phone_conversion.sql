@@ -403,6 +403,23 @@ BEGIN
     IF e164 IS NULL THEN
         RETURN NULL;
     END IF;
+    -- a country spelled another way (before patient version 6 made them canonical)
+    IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
+        country := CASE lower(btrim(country))
+            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
+            WHEN 'كندا' THEN 'Canada'
+            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
+            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
+            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
+            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
+            WHEN 'الولايات المتحدة' THEN 'USA'
+            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
+            WHEN 'فرنسا' THEN 'France'
+            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
+            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
+            ELSE country END;
+    END IF;
+
     IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
         n := substr(e164, 3);
         national := '(' || left(n, 3) || ') ' || substr(n, 4, 3) || '-' || substr(n, 7);

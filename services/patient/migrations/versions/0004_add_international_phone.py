@@ -16,7 +16,9 @@ reverse conversion and version 5's downgrade.
 
 The sync trigger works both ways: a write of phone by the old release fills the new
 columns; a write of the new columns by the new release fills phone with the national
-number, unless phone already means that number (its text as entered is then kept).
+number, unless phone already means that number (its text as entered is then kept); what
+the new release writes is read as a number too (an extension written into it moves to
+phone_extension), and a value with no number in it is kept in phone, NULL in phone_e164.
 Existing rows are converted by a batched, resumable backfill, whose writes the trigger
 skips. A value with no valid number keeps phone and leaves phone_e164 NULL:
 
@@ -61,6 +63,7 @@ CREATE OR REPLACE FUNCTION patients_sync_phone() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     parsed text;
+    written text;
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.phone IS DISTINCT FROM OLD.phone
        AND NOT (NEW.phone_e164 IS DISTINCT FROM OLD.phone_e164
@@ -69,10 +72,19 @@ BEGIN
     ELSIF TG_OP = 'INSERT' AND NEW.phone_e164 IS NULL AND NEW.phone_extension IS NULL THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release inserted
     ELSIF TG_OP = 'INSERT' OR NEW.phone IS NOT DISTINCT FROM OLD.phone THEN
-        -- the new release wrote: keep phone when it already means the same number
-        parsed := patient_phone_parse(NEW.phone, NEW.country);
-        IF split_part(parsed, ';ext=', 1) IS DISTINCT FROM NEW.phone_e164
-           OR nullif(split_part(parsed, ';ext=', 2), '') IS DISTINCT FROM NEW.phone_extension THEN
+        -- the new release wrote: its value is read as a number, never kept as garbage
+        written := patient_phone_parse(
+            NEW.phone_e164 || coalesce(' ext. ' || NEW.phone_extension, ''), NEW.country);
+        IF NEW.phone_e164 IS NOT NULL AND written IS NULL THEN
+            NEW.phone := NEW.phone_e164;  -- no number in it: kept as entered, on the old side
+            NEW.phone_e164 := NULL;
+            NEW.phone_extension := NULL;
+            RETURN NEW;
+        END IF;
+        NEW.phone_e164 := split_part(written, ';ext=', 1);
+        NEW.phone_extension := nullif(split_part(written, ';ext=', 2), '');
+        -- phone keeps its text when it already means the same number
+        IF patient_phone_parse(NEW.phone, NEW.country) IS DISTINCT FROM written THEN
             NEW.phone := patient_phone_national(NEW.phone_e164, NEW.phone_extension, NEW.country);
         END IF;
         RETURN NEW;

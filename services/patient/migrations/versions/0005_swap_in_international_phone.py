@@ -3,7 +3,8 @@
 Contract step of version 4. phone becomes the E.164 number (version 4's phone_e164),
 phone_extension stays, and the number as originally entered stays as phone_original, so
 this step is undone without loss. The sync trigger goes: the new release writes E.164
-numbers itself. The conversion functions stay (version 4 owns them).
+numbers itself, and a CHECK keeps phone E.164 or NULL. The conversion functions stay
+(version 4 owns them).
 
 A plain 'up' runs this step by itself once no session announces a release older than 5
 (application_name 'patient@3' or 'patient@4'); until then it is held, and a release
@@ -26,6 +27,7 @@ from alembic import op
 
 from alembic_common.backfill import backfill
 from alembic_common.ddl import NOT_BACKFILL
+from alembic_common.safe import add_check_constraint
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -40,6 +42,7 @@ contract = {
         "hide": ["phone_original"],
     },
 }
+E164 = "phone IS NULL OR phone ~ '^[+][1-9][0-9]{6,14}$'"
 lint_accepted = {
     "renaming-column": "contract step, run only once no release uses the old column names",
 }
@@ -49,9 +52,12 @@ def upgrade() -> None:
     op.execute("DROP TRIGGER IF EXISTS patients_sync_phone ON patients")
     op.execute("ALTER TABLE patients RENAME COLUMN phone TO phone_original")
     op.execute("ALTER TABLE patients RENAME COLUMN phone_e164 TO phone")
+    # From now on the application writes phone itself: E.164 or NULL, never anything else.
+    add_check_constraint("patients", "patients_phone_e164_check", E164)
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE patients DROP CONSTRAINT IF EXISTS patients_phone_e164_check")
     backfill(
         "patients",
         "phone_original = patient_phone_national(phone, phone_extension, country)",
