@@ -38,7 +38,15 @@ VERSION_FILE = re.compile(r"^(\d{4,})_[a-z0-9_]+\.py$")
 PHASES = ("expand", "contract")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {"all"}
-DECLARED = ("revision", "down_revision", "phase", "requires", "lint_accepted", "contract")
+DECLARED = (
+    "revision",
+    "down_revision",
+    "phase",
+    "requires",
+    "lint_accepted",
+    "contract",
+    "x_arguments",
+)
 
 
 def revision_id(version: int) -> str:
@@ -67,6 +75,8 @@ class Migration:
     # A contract step's columns after it, per table: {"rename": {old: new}, "hide": [new]}
     # (see releases.py: the version schema a release built for it runs against).
     contract: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The -x KEY=VALUE its downgrade reads: key -> accepted values (case and spaces ignored).
+    x_arguments: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:
@@ -117,6 +127,14 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
         if values.get("phase") != "contract":
             raise ScriptError(f'{path.name}: a contract declaration needs phase = "contract"')
         releases.check_declaration(path.name, values["contract"])
+    x_args = values.get("x_arguments") or {}
+    if not isinstance(x_args, dict) or not all(
+        isinstance(k, str) and isinstance(v, list | tuple) and all(isinstance(i, str) for i in v)
+        for k, v in x_args.items()
+    ):
+        raise ScriptError(
+            f'{path.name}: x_arguments must map each -x key to its accepted values, e.g. {{"rh_null": ["NULL"]}}'
+        )
     down = values.get("down_revision")
     if down is not None and not isinstance(down, str):
         raise ScriptError(f"{path.name}: down_revision must be one revision id (or None)")
@@ -185,6 +203,7 @@ def load_migration(path: Path, version: int, cache: _DeclarationCache | None = N
         values.get("down_revision"),
         dict(values.get("lint_accepted") or {}),
         dict(values.get("contract") or {}),
+        {k: list(v) for k, v in (values.get("x_arguments") or {}).items()},
     )
 
 

@@ -13,8 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from alembic_common.errors import UsageError
+
+if TYPE_CHECKING:
+    from alembic_common.services import Migration
 
 _GIVEN: ContextVar[Mapping[str, str]] = ContextVar("x_arguments", default=MappingProxyType({}))
 
@@ -43,3 +47,19 @@ def given(values: Mapping[str, str]) -> Iterator[None]:
 def current() -> list[str]:
     """The ``-x`` arguments in force, as Alembic's ``cmd_opts.x`` holds them."""
     return [f"{k}={v}" for k, v in _GIVEN.get().items()]
+
+
+def check(migrations: Iterable[Migration], given: Mapping[str, str]) -> None:
+    """Refuse, before anything runs, a -x key no migration of the run reads or a value it
+    does not accept (each migration declares ``x_arguments = {"key": ["VALUE", ...]}``)."""
+    accepted: dict[str, set[str]] = {}
+    for m in migrations:
+        for key, values in m.x_arguments.items():
+            accepted.setdefault(key, set()).update(v.strip().upper() for v in values)
+    for key, value in given.items():
+        if key not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise UsageError(f"-x {key}: no migration of this run reads it (it reads: {known})")
+        if value.strip().upper() not in accepted[key]:
+            choices = " or ".join(sorted(accepted[key]))
+            raise UsageError(f"-x {key}={value!r} is not accepted: use {key}={choices}")

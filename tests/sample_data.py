@@ -1,4 +1,7 @@
-"""Rows each service's schema accepts from a given version on, for data-bearing round trips."""
+"""Rows each service's schema accepts from a given version on, for data-bearing round trips.
+
+Phones are written E.164 here: from patient version 5 on, phone holds nothing else (national
+spellings are covered by tests/test_phones.py, test_schemas.py and test_clinical.py)."""
 
 from __future__ import annotations
 
@@ -31,16 +34,16 @@ SAMPLES: dict[str, list[tuple[int, str]]] = {
             1,
             f"""
             INSERT INTO patients ({PATIENT_COLUMNS}) VALUES
-              (1, 'MTL-1', 'Amélie', 'Tremblay', '1984-03-02', 'female', '(514) 555-0143', 'a@x.ca',
+              (1, 'MTL-1', 'Amélie', 'Tremblay', '1984-03-02', 'female', '+15145550143', 'a@x.ca',
                '1 rue Sainte-Catherine', 'Montréal', 'QC', 'H2X 1Y4', 'Canada', 'Luc', '514-555-0144',
                'O+', 'fr', 'married', '2025-01-01Z'),
-              (2, 'NYC-1', 'John', 'Miller', '1979-11-20', 'male', '1-212-555-0187', NULL,
+              (2, 'NYC-1', 'John', 'Miller', '1979-11-20', 'male', '+12125550187', NULL,
                NULL, 'New York', 'NY', '10001', 'USA', NULL, NULL, '', 'en', '', '2025-01-01Z'),
-              (3, 'CAS-1', 'Youssef', 'El Amrani', '1991-07-14', NULL, '06 61 23 45 67', NULL,
+              (3, 'CAS-1', 'Youssef', 'El Amrani', '1991-07-14', NULL, '+212661234567', NULL,
                NULL, 'Casablanca', NULL, '20000', 'Morocco', NULL, NULL, NULL, 'ar', NULL, '2025-01-01Z'),
-              (4, 'PAR-1', 'Claire', 'Dubois', '1966-01-30', 'female', '+33 1 42 68 53 00', NULL,
+              (4, 'PAR-1', 'Claire', 'Dubois', '1966-01-30', 'female', '+33142685300', NULL,
                NULL, 'Paris', NULL, '75011', 'France', NULL, NULL, 'AB-', 'fr', 'widowed', '2025-01-01Z'),
-              (4, 'PAR-2', 'Ana', 'García', '1990-05-05', NULL, '+34 612 345 678', NULL,
+              (4, 'PAR-2', 'Ana', 'García', '1990-05-05', NULL, '+34612345678', NULL,
                NULL, 'Paris', NULL, '75011', 'France', NULL, NULL, NULL, 'es', NULL, '2025-01-01Z'),
               (4, 'PAR-3', 'Nobody', 'Phone', '2001-01-01', NULL, NULL, NULL,
                NULL, NULL, NULL, NULL, 'France', NULL, NULL, NULL, NULL, NULL, '2025-01-01Z');
@@ -54,7 +57,7 @@ SAMPLES: dict[str, list[tuple[int, str]]] = {
             3,
             f"""
             INSERT INTO patients ({PATIENT_COLUMNS}) VALUES
-              (1, 'MTL-2', 'Rare', 'Blood', '1970-02-02', NULL, '514 555 0111', NULL, NULL, NULL, NULL,
+              (1, 'MTL-2', 'Rare', 'Blood', '1970-02-02', NULL, '+15145550111', NULL, NULL, NULL, NULL,
                NULL, 'Canada', NULL, NULL, 'Rh-null', NULL, NULL, '2025-01-01Z')
         """,
         ),

@@ -557,3 +557,16 @@ def test_dropping_emergency_contact_addresses_needs_consent(db: str) -> None:
 
 def test_migrate_cmd_is_the_script() -> None:
     assert migrate_cmd("x")[-1] == "x"
+
+
+def test_a_bad_x_argument_is_refused_before_anything_is_rolled_back(db: str) -> None:
+    assert run_cli("patient", "up", "--url", db).exit_code == 0
+    before = history(db)
+    for given in ("rh_null=", "rh_null=keep", "rh_nul=NULL", "RH_NULL=NULL"):
+        result = run_cli("patient", "down", "--version", "3", "-x", given, "--url", db)
+        assert result.exit_code == 2, (given, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert history(db) == before, given  # nothing rolled back
+    far = run_cli("patient", "down", "--version", "5", "-x", "rh_null=NULL", "--url", db)
+    assert far.exit_code == 2 and "no migration of this run reads it" in far.stderr
+    assert history(db) == before

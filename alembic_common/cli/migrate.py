@@ -387,6 +387,7 @@ def down(
     )
     # Usage errors and the production guard come before any connection is made.
     runner.check_version(service, service.disk_versions(), version)
+    xargs.check((m for m in service.migrations if m.version >= version), x_arguments)
     runner.refuse_production(service, "down", run_options)
     settings = conn.settings(service, say=err)
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())

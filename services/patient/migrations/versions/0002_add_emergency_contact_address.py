@@ -25,6 +25,7 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+x_arguments = {"emergency_contact_address": ["drop"]}  # read by downgrade()
 
 
 def upgrade() -> None:

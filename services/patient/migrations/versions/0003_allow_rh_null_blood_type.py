@@ -28,6 +28,7 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+x_arguments = {"rh_null": ["NULL"]}  # read by downgrade()
 
 lint_accepted = {
     "ban-drop-constraint": "the CHECK is replaced in the same step by a wider one; "
