@@ -224,15 +224,20 @@ def checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stream(child: subprocess.Popen[bytes], partial: Path, found: dict[str, str]) -> None:
-    """Copy pg_dump's output into ``partial`` (mode 0600), hashing it on the way."""
+def _stream(child: subprocess.Popen[bytes], out: Any, found: dict[str, Any]) -> None:
+    """Copy pg_dump's output into ``out``, hashing it on the way. A failure to write (a full
+    disk) ends pg_dump and is kept for the caller to raise."""
     digest = hashlib.sha256()
     assert child.stdout is not None
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-        while chunk := child.stdout.read(1 << 20):
-            out.write(chunk)
-            digest.update(chunk)
-    found["sha256"] = digest.hexdigest()
+    try:
+        with out:
+            while chunk := child.stdout.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+        found["sha256"] = digest.hexdigest()
+    except OSError as exc:
+        found["error"] = exc
+        child.kill()
 
 
 def _size(path: Path) -> int:
@@ -293,6 +298,12 @@ def take(
         snapshot_row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
         assert snapshot_row is not None
         found = plan.assess_for(service, read(conn, service.schema))
+        if found.owner is not None and found.owner != service.name:
+            raise StateError(
+                f"{service.name}: this database belongs to the {found.owner} service; back it up"
+                f" with 'migrate {found.owner} backup'",
+                service=service.name,
+            )
         server = conn.info.server_version
         tools = choose(server)
         conninfo, env = _conninfo(settings)
@@ -312,6 +323,17 @@ def take(
             if jobs > 1
             else ["--format=custom"]
         )
+        out = None
+        if jobs <= 1:  # opened here, so a folder that cannot take it fails before pg_dump runs
+            try:
+                out = os.fdopen(
+                    os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
+                )
+            except OSError as exc:
+                raise BackupError(
+                    f"{service.name}: cannot write a backup in {folder}: {exc.strerror}",
+                    service=service.name,
+                ) from None
         old_umask = os.umask(0o077)
         try:
             child = subprocess.Popen(
@@ -320,10 +342,10 @@ def take(
                 stderr=subprocess.PIPE,
                 env=env,
             )
-            streamed: dict[str, str] = {}
+            streamed: dict[str, Any] = {}
             copier = (
-                threading.Thread(target=_stream, args=(child, partial, streamed), daemon=True)
-                if jobs <= 1
+                threading.Thread(target=_stream, args=(child, out, streamed), daemon=True)
+                if out is not None
                 else None
             )
             if copier is not None:
@@ -350,6 +372,11 @@ def take(
                 service=service.name,
             )
         _run([tools.path("pg_restore"), "--list", str(partial)], env, settings, "pg_restore --list")
+        if "error" in streamed:
+            raise BackupError(
+                f"{service.name}: writing the backup failed: {streamed['error']}",
+                service=service.name,
+            )
         digest = streamed.get("sha256") or checksum(partial)
         size = _size(partial)
         os.replace(partial, final)

@@ -35,6 +35,10 @@ CURRENT_ENTITY = f"nullif(current_setting('{SETTING}', true), '')::bigint"
 TENANT_COLUMN = "healthcare_entity_id"
 APP_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 OPERATOR_ROLE = "platform_operator"
+# Names PostgreSQL reserves for role specifications, or that read as one.
+RESERVED_NAMES = frozenset(
+    {"public", "none", "current_user", "session_user", "current_role", "user", "all"}
+)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -346,6 +350,16 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
 
     name = plain_identifier(name)
     role = app_role(service.name)
+    if (
+        name in RESERVED_NAMES
+        or name.startswith("pg_")
+        or name.endswith("_app")
+        or name == OPERATOR_ROLE
+    ):
+        raise UsageError(
+            f"{service.name}: {name!r} cannot be a login: it is reserved, a system role or a "
+            "group role of this toolkit (*_app, the operator role)"
+        )
     if not password or password != password.strip() or "\n" in password:
         raise UsageError(
             f"{service.name}: the password for {name} is empty or has surrounding whitespace"

@@ -428,3 +428,18 @@ def test_the_password_never_reaches_the_command_line(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PGPASSWORD", "other")
     assert backup._conninfo(conf)[1]["PGPASSWORD"] == "s3cret-pw"
     assert "s3cret-pw" not in backup._scrubbed("FATAL: password s3cret-pw rejected", conf)
+
+
+def test_backup_refusals_are_one_line_and_leave_nothing(db: str, tmp_path: Path) -> None:
+    assert run_cli("patient", "up", "--url", db).exit_code == 0
+    # another service's database: refused (its dump would restore as the wrong service)
+    wrong = run_cli("appointment", "backup", "--to", str(tmp_path), "--url", db)
+    assert wrong.exit_code == 1 and "belongs to the patient service" in wrong.stderr
+    assert list(tmp_path.iterdir()) == []
+    # a folder no file can be written in: one line, no hang, no traceback
+    stuck = run_cli("patient", "backup", "--to", "/proc", "--url", db)
+    assert stuck.exit_code == 1, stuck.output
+    assert len(stuck.stderr.strip().splitlines()) == 1 and "Traceback" not in stuck.output
+    # an empty path is bad usage
+    empty = run_cli("patient", "restore", "", "--url", db)
+    assert empty.exit_code == 2 and len(empty.stderr.strip().splitlines()) == 1

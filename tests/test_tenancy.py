@@ -502,6 +502,14 @@ def test_login_from_an_environment_variable(heads: dict[str, str], login_name: s
         ["ok_name", "--login-password-env", "MT_UNSET"],
         ["ok_name", "--login-password-file", "/nonexistent/pw"],
         ["postgres", "--login-password-env", "MT_PW"],
+        # group roles of the toolkit, reserved and system names: refused before any SQL
+        ["user_app", "--login-password-env", "MT_PW"],
+        ["patient_app", "--login-password-env", "MT_PW"],
+        ["platform_operator", "--login-password-env", "MT_PW"],
+        ["public", "--login-password-env", "MT_PW"],
+        ["none", "--login-password-env", "MT_PW"],
+        ["current_user", "--login-password-env", "MT_PW"],
+        ["pg_monitor", "--login-password-env", "MT_PW"],
     ],
 )
 def test_login_refuses_bad_input_with_exit_2(
@@ -511,8 +519,14 @@ def test_login_refuses_bad_input_with_exit_2(
         "patient", "login", *args, "--url", heads["patient"], env={"MT_PW": "pw-value"}
     )
     assert result.exit_code == 2, result.output
-    assert "pw-value" not in result.output
+    assert "pw-value" not in result.output and "SCRAM" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
     assert query(server, "SELECT 1 FROM pg_roles WHERE rolname = 'ok_name'") == []
+    if args[0] in ("user_app", "patient_app", "platform_operator"):  # left as they were
+        assert query(server, "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [args[0]]) in (
+            [],
+            [(False,)],
+        )
 
 
 def test_plain_identifier_refuses_quoting_tricks() -> None:

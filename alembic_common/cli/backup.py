@@ -139,6 +139,10 @@ def restore(
 ) -> None:
     """Bring the database back to exactly FILE: schema, data and both version tables."""
     service = service_of(ctx)
+    if not str(file).strip() or file.name in ("", ".", ".."):
+        raise UsageError(
+            f"{service.name}: restore needs the path of a backup file, got {str(file)!r}"
+        )
     run_options = runner.RunOptions(
         environment=options.environment(env), allow_production=allow_production
     )
