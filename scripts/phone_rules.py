@@ -688,8 +688,7 @@ BEGIN
     IF e164 IS NULL THEN
         RETURN NULL;
     END IF;
-{COUNTRY}
-    IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{{10}}$' THEN
+{COUNTRY}    IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{{10}}$' THEN
         n := substr(e164, 3);
         national := '(' || left(n, 3) || ') ' || substr(n, 4, 3) || '-' || substr(n, 7);
     ELSIF country = 'France' AND e164 ~ '^\+33[0-9]{{9}}$' THEN

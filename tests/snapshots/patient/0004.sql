@@ -395,7 +395,7 @@ BEGIN
             WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
             ELSE country END;
     END IF;
-IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
+    IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
         n := substr(e164, 3);
         national := '(' || left(n, 3) || ') ' || substr(n, 4, 3) || '-' || substr(n, 7);
     ELSIF country = 'France' AND e164 ~ '^\+33[0-9]{9}$' THEN
