@@ -191,7 +191,7 @@ class Backfill:
                 thread.start()
             while alive := [t for t in threads if t.is_alive()]:
                 alive[0].join(timeout=0.5)
-                self._report_total(sum(done.values()), began, span, slices, conn)
+                self._report_total(sum(done.values()), began, span, conn)
         except BaseException:
             stop.set()  # a signal: each worker ends its batch (committed or not), then stops
             for thread in threads:
@@ -201,9 +201,7 @@ class Backfill:
             raise errors[0]
         return sum(done.values())
 
-    def _report_total(
-        self, rows: int, began: float, span: int, slices: list[Any], conn: Any
-    ) -> None:
+    def _report_total(self, rows: int, began: float, span: int, conn: Any) -> None:
         if self.report is None:
             return
         left = conn.execute(
@@ -212,6 +210,11 @@ class Backfill:
             [self.name + "#"],
         ).fetchone()[0]
         fraction = min(1.0, max(0.0, 1 - int(left) / span))
+        self._report(rows, began, fraction, resumed_from=None, workers=self.workers)
+
+    def _report(self, rows: int, began: float, fraction: float, **extra: Any) -> None:
+        """One ``backfill`` progress event: rows so far, the share of the key range done, ETA."""
+        assert self.report is not None
         elapsed = time.perf_counter() - began
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
         self.report(
@@ -219,12 +222,11 @@ class Backfill:
                 "event": "backfill",
                 "table": self.table,
                 "name": self.name,
-                "resumed_from": None,
                 "rows_done": rows,
                 "fraction": round(fraction, 4),
                 "rows_per_s": round(rows / elapsed) if elapsed > 0 else 0,
                 "eta_s": None if eta is None else round(eta, 1),
-                "workers": self.workers,
+                **extra,
             }
         )
 
@@ -259,21 +261,12 @@ class Backfill:
             now = time.perf_counter()
             if self.report is not None and (now - last_report >= 0.5 or position > high):
                 last_report = now
-                fraction = min(1.0, (position - start) / span)
-                elapsed = now - began
-                eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-                self.report(
-                    {
-                        "event": "backfill",
-                        "table": self.table,
-                        "name": self.name,
-                        "resumed_from": start if resumed else None,
-                        "rows_done": done,
-                        "fraction": round(fraction, 4),
-                        "rows_per_s": round(done / elapsed) if elapsed > 0 else 0,
-                        "eta_s": None if eta is None else round(eta, 1),
-                        "batch_keys": sizer.width,
-                    }
+                self._report(
+                    done,
+                    began,
+                    min(1.0, (position - start) / span),
+                    resumed_from=start if resumed else None,
+                    batch_keys=sizer.width,
                 )
             if self.pause_ms > 0:
                 time.sleep(self.pause_ms / 1000)

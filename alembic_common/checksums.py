@@ -62,7 +62,7 @@ def compute(service: Service, versions: list[int] | None = None) -> dict[int, st
 
 def fingerprints(service: Service) -> dict[int, str]:
     """The sha256 of each migration file's bytes, by version."""
-    return {v: hashlib.sha256(p.read_bytes()).hexdigest() for v, p in service.files.items()}
+    return dict(service.file_hashes)
 
 
 def read(service: Service) -> dict[int, tuple[str, str]]:

@@ -7,6 +7,7 @@ and hand over to Alembic. Nothing here prints or exits; progress goes through a 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -326,19 +327,25 @@ def _plan(
     target: int | None,
     options: RunOptions,
     state: DbState | None = None,
+    sessions: Callable[[], list[Session]] | None = None,
     **extra: Any,
 ) -> Plan:
     """The plan on this connection; the sessions on the database are read only to judge a
-    pending contract step."""
+    pending contract step (through ``sessions`` when the caller reads them once for more)."""
     return plan.make(
         service,
         state if state is not None else read(conn, service.schema),
         target,
         contract=options.contract,
         hold=options.hold_contract,
-        sessions=lambda: releases.sessions(conn, service.name),
+        sessions=sessions or (lambda: releases.sessions(conn, service.name)),
         **extra,
     )
+
+
+def _sessions_once(service: Service, conn: psycopg.Connection[Any]) -> Callable[[], list[Session]]:
+    """The sessions on the database, read at most once whoever asks."""
+    return functools.cache(lambda: releases.sessions(conn, service.name))
 
 
 def _wait_for_releases(
@@ -394,7 +401,8 @@ def _apply(
 ) -> Plan:
     """Under the lock: re-read, re-plan, adopt, check, then run what the plan says."""
     state = read(conn, service.schema)
-    planned = _plan(service, conn, target, options, state)
+    seen = _sessions_once(service, conn)  # one look at the releases for this whole decision
+    planned = _plan(service, conn, target, options, state, seen)
     refuse_unusable(service, planned.found)
     if not result.steps:
         result.before = planned.found.current
@@ -415,6 +423,7 @@ def _apply(
         target,
         options,
         state,
+        seen,
         peers=peers or project.peers(settings),
         known=project.services,
     )
@@ -423,7 +432,7 @@ def _apply(
         raise deps.refusal(planned.blocked)
     if not planned.run:
         return planned
-    _announce_unannounced(service, conn, planned, progress)
+    _announce_unannounced(service, seen, planned, progress)
     result.accepted = _check_history(service, conn, state, planned, options, progress)
     _backup_once(service, settings, options, progress, result)
     destination = revision_id(planned.run[-1])
@@ -553,13 +562,16 @@ def _roll_back(
 
 
 def _announce_unannounced(
-    service: Service, conn: psycopg.Connection[Any], planned: Plan, progress: Progress | None
+    service: Service,
+    sessions: Callable[[], list[Session]],
+    planned: Plan,
+    progress: Progress | None,
 ) -> None:
     """A contract step about to run beside sessions that announce nothing: say who they are."""
     contracts = service.contract_versions(planned.run)
     if not contracts or progress is None:
         return
-    found = releases.unannounced(releases.sessions(conn, service.name))
+    found = releases.unannounced(sessions())
     if found:
         progress(
             {
@@ -681,15 +693,10 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
     """
     with db.connect(settings, wait=wait) as conn:
         state = read(conn, service.schema)
-        planned = _plan(service, conn, None, RunOptions(), state)
-        gate = planned.gate
-        unannounced = (
-            gate.unannounced
-            if gate is not None
-            else releases.unannounced(releases.sessions(conn, service.name))
-            if service.contract_versions(planned.found.pending)
-            else []
-        )
+        seen = _sessions_once(service, conn)
+        planned = _plan(service, conn, None, RunOptions(), state, seen)
+        pending_contract = service.contract_versions(planned.found.pending)
+        unannounced = releases.unannounced(seen()) if pending_contract else []
         invalid = health.problems(conn, service)
     found = planned.found
     rows = []

@@ -148,8 +148,9 @@ CACHE = Path("__pycache__") / "migrate-declarations.json"
 
 
 class _DeclarationCache:
-    def __init__(self, versions_dir: Path) -> None:
+    def __init__(self, versions_dir: Path, hashes: dict[str, str]) -> None:
         self.path = versions_dir / CACHE
+        self.hashes = hashes  # file name -> sha256 of its bytes
         try:
             self.entries: dict[str, Any] = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -157,7 +158,7 @@ class _DeclarationCache:
         self.changed = False
 
     def declared(self, path: Path) -> tuple[str | None, dict[str, Any]]:
-        stamp = hashlib.sha256(path.read_bytes()).hexdigest()
+        stamp = self.hashes.get(path.name) or hashlib.sha256(path.read_bytes()).hexdigest()
         entry = self.entries.get(path.name)
         if isinstance(entry, dict) and entry.get("stamp") == stamp:
             return entry.get("doc"), dict(entry.get("values") or {})
@@ -294,20 +295,22 @@ class Service:
         found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
         return {int(m.group(1)): p for m, p in found if m}
 
-    @property
-    def files(self) -> dict[int, Path]:
-        """Each version's migration file, by version."""
-        return self._files()
-
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone."""
         return sorted(self._files())
 
     @cached_property
+    def file_hashes(self) -> dict[int, str]:
+        """The sha256 of each migration file's bytes, by version, taken once: the declaration
+        cache and the checksums' fingerprints both use it."""
+        return {v: hashlib.sha256(p.read_bytes()).hexdigest() for v, p in self._files().items()}
+
+    @cached_property
     def migrations(self) -> list[Migration]:
         """Every migration, oldest first, checked to be one line of integer versions."""
         files = self._files()
-        cache = _DeclarationCache(self.versions_dir)
+        hashes = self.file_hashes
+        cache = _DeclarationCache(self.versions_dir, {p.name: hashes[v] for v, p in files.items()})
         try:
             loaded = [load_migration(files[v], v, cache) for v in sorted(files)]
             cache.save({p.name for p in files.values()})
