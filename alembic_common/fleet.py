@@ -8,10 +8,21 @@ work (``all up``) or is simply reported beside the others (many targets).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+    wait,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +57,20 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.state == "ok"
+
+    @property
+    def kind(self) -> str:
+        """What a fleet summary counts it as: at head, migrated, held, failed or skipped."""
+        if self.state in ("skipped", "not run"):
+            return "skipped"
+        if not self.ok:
+            return "failed"
+        result = self.result
+        if isinstance(result, runner.RunResult):
+            return "held" if result.held else "at head" if result.noop else "migrated"
+        if isinstance(result, runner.Status):
+            return "held" if result.held else "at head" if not result.pending else "behind"
+        return "at head"
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k != "result"}
@@ -110,20 +135,25 @@ def run(
     *,
     root: Path,
     parallel: int = 1,
-    stop_on_failure: bool = False,
+    per_host: int | None = None,
+    max_failures: int | None = None,
     progress: Any = None,
     on_outcome: Callable[[int, Outcome], None] | None = None,
     **extra: Any,
 ) -> list[Outcome]:
-    """Run ``work`` for each job, at most ``parallel`` at a time, respecting ``Job.after``."""
+    """Run ``work`` for each job, at most ``parallel`` at a time and ``per_host`` on one
+    server, respecting ``Job.after``; once more than ``max_failures`` failed, no new work starts.
+    """
     outcomes: dict[int, Outcome] = {}
     todo = list(range(len(jobs)))
+    busy: Counter[str] = Counter()  # running jobs per server
     stopped = False
 
     def finish(index: int, outcome: Outcome) -> None:
         nonlocal stopped
         outcomes[index] = outcome
-        if not outcome.ok and stop_on_failure:
+        failed = sum(not o.ok for o in outcomes.values())
+        if max_failures is not None and failed > max_failures:
             stopped = True
         if on_outcome is not None:
             on_outcome(index, outcome)
@@ -135,9 +165,10 @@ def run(
             return None
         return all(n in outcomes for n in needs)
 
-    # One Service object per service, shared by its jobs: the history is read from disk
-    # once, not once per database.
-    loaded = {name: services.get(name, root) for name in {j.service for j in jobs}}
+    def room(index: int) -> bool:
+        return per_host is None or busy[jobs[index].settings.host_port] < per_host
+
+    loaded = _load(jobs, root)
 
     def task(index: int) -> _Task:
         return _Task(work, loaded[jobs[index].service], jobs[index], progress, extra)
@@ -155,33 +186,137 @@ def run(
     else:
         _preload(loaded.values())
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(parallel, len(jobs)), mp_context=context, initializer=_die_with_parent
+        ) as pool:
             running: dict[Future[Outcome], int] = {}
             while (todo and not stopped) or running:
-                for index in [i for i in todo if ready(i) is not False]:
+                for index in [i for i in todo if ready(i) is not False and room(i)]:
                     if stopped or len(running) >= parallel:
                         break
+                    if not room(index):
+                        continue
                     todo.remove(index)
                     if ready(index) is None:
                         finish(index, _skipped(jobs[index]))
                         continue
+                    busy[jobs[index].settings.host_port] += 1
                     running[pool.submit(_call, task(index))] = index
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    finish(running.pop(future), future.result())
+                    index = running.pop(future)
+                    busy[jobs[index].settings.host_port] -= 1
+                    finish(index, future.result())
     for index in todo:
-        outcomes[index] = (
-            _skipped(jobs[index])
-            if ready(index) is None
-            else Outcome(
-                jobs[index].service,
-                jobs[index].settings.display,
-                "not run",
-                error="not started: an earlier failure stopped the run",
-            )
+        outcomes[index] = _skipped(jobs[index]) if ready(index) is None else _not_run(jobs[index])
+        if on_outcome is not None:
+            on_outcome(index, outcomes[index])
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def check(
+    jobs: Sequence[Job],
+    work: Work,
+    *,
+    root: Path,
+    threads: int = 16,
+    on_outcome: Callable[[int, Outcome], None] | None = None,
+    **extra: Any,
+) -> list[Outcome]:
+    """Run a short, read-only ``work`` for every job on threads: one connection each, many at a
+    time, no worker process and no Alembic. Outcomes come back in the jobs' order."""
+    loaded = _load(jobs, root)
+    for service in loaded.values():
+        _warm(service)  # read the history once here, not once per thread
+    tasks = [_Task(work, loaded[j.service], j, None, extra) for j in jobs]
+    if len(tasks) <= 1 or threads <= 1:
+        found = []
+        for index, t in enumerate(tasks):
+            found.append(t())
+            if on_outcome is not None:
+                on_outcome(index, found[-1])
+        return found
+    results: dict[int, Outcome] = {}
+    with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
+        futures = {pool.submit(t): i for i, t in enumerate(tasks)}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            if on_outcome is not None:
+                on_outcome(index, results[index])
+    return [results[i] for i in range(len(tasks))]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How a fleet run goes: caps, a canary, waves and a failure budget."""
+
+    parallel: int = 4  # migrations at once, overall
+    per_host: int | None = 2  # migrations at once on one server
+    canary: int = 0  # targets migrated first; any failure among them stops the rest
+    wave_size: int | None = None  # then waves of this many (None: the rest at once)
+    max_failures: int | None = None  # more failures than this: no new work starts
+    threads: int = 16  # connections of the quick check at once
+
+
+def waves(indices: Sequence[int], canary: int, wave_size: int | None) -> list[list[int]]:
+    """The canary (if any), then the rest in waves of ``wave_size``."""
+    first, rest = list(indices[:canary]), list(indices[canary:])
+    size = wave_size or len(rest) or 1
+    return ([first] if first else []) + [rest[i : i + size] for i in range(0, len(rest), size)]
+
+
+def roll_out(
+    jobs: Sequence[Job],
+    look: Work,
+    work: Work,
+    rollout: Rollout,
+    *,
+    root: Path,
+    progress: Any = None,
+    on_outcome: Callable[[int, Outcome], None] | None = None,
+    **extra: Any,
+) -> list[Outcome]:
+    """Look at every target quickly (``look``: an outcome when there is nothing to do, or
+    ``None``); run ``work`` only where there is work, canary first, then in waves.
+
+    A failing canary stops everything else; more than ``max_failures`` failures stop new
+    work (running work finishes). What did not start is "not run", left for a rerun.
+    """
+    report = on_outcome or (lambda _index, _outcome: None)
+    seen = check(jobs, look, root=root, threads=rollout.threads, **extra)
+    outcomes: dict[int, Outcome] = {}
+    for index, outcome in enumerate(seen):
+        if not (outcome.ok and outcome.result is None):
+            outcomes[index] = outcome
+            report(index, outcome)
+    pending = [i for i in range(len(jobs)) if i not in outcomes]
+    limit = rollout.max_failures
+    for number, wave in enumerate(waves(pending, rollout.canary, rollout.wave_size)):
+        failed = sum(not o.ok for o in outcomes.values())
+        if limit is not None and failed > limit:
+            break
+        canary = number == 0 and rollout.canary > 0
+        done = run(
+            [jobs[i] for i in wave],
+            work,
+            root=root,
+            parallel=rollout.parallel,
+            per_host=rollout.per_host,
+            max_failures=0 if canary else None if limit is None else limit - failed,
+            progress=progress,
+            on_outcome=_within(wave, report),
+            **extra,
         )
+        outcomes.update(zip(wave, done, strict=True))
+        if canary and not all(o.ok for o in done):
+            break
+    for index in pending:
+        if index not in outcomes:
+            outcomes[index] = _not_run(jobs[index])
+            report(index, outcomes[index])
     return [outcomes[i] for i in range(len(jobs))]
 
 
@@ -208,6 +343,33 @@ def merge(service: str, settings: Settings, parts: list[Outcome], before: runner
         failed.exit_code if failed else 0,
         sum(p.seconds for p in parts),
     )
+
+
+def summary(outcomes: Iterable[Outcome]) -> dict[str, int]:
+    """How many targets ended each way, in the order a summary shows them."""
+    counts = dict.fromkeys(metrics.OUTCOMES, 0)
+    for outcome in outcomes:
+        counts[outcome.kind] = counts.get(outcome.kind, 0) + 1
+    return counts
+
+
+def aggregates(pairs: list[tuple[Settings, Outcome]], seconds: float) -> list[metrics.Fleet]:
+    """A fleet run's metrics per service: counts per outcome, and the slowest target."""
+    found = []
+    for service in dict.fromkeys(o.service for _, o in pairs):
+        mine = [(s, o) for s, o in pairs if o.service == service]
+        ran = [(s, o) for s, o in mine if o.kind != "skipped"]
+        slowest = max(ran, key=lambda p: p[1].seconds, default=None)
+        found.append(
+            metrics.Fleet(
+                service,
+                summary(o for _, o in mine),
+                (slowest[0].label, slowest[1].seconds) if slowest else None,
+                seconds,
+                time.time(),
+            )
+        )
+    return found
 
 
 def samples(
@@ -261,6 +423,46 @@ def _preload(loaded: Iterable[services.Service]) -> None:
         services.remember(service)
 
 
+def _within(
+    wave: Sequence[int], report: Callable[[int, Outcome], None]
+) -> Callable[[int, Outcome], None]:
+    """Report a wave's outcome under the job's index in the whole run."""
+    return lambda index, outcome: report(wave[index], outcome)
+
+
+def _load(jobs: Iterable[Job], root: Path) -> dict[str, services.Service]:
+    """One Service object per service, shared by its jobs: the history is read from disk
+    once, not once per database."""
+    return {name: services.get(name, root) for name in {j.service for j in jobs}}
+
+
+def _warm(service: services.Service) -> None:
+    """Read what a quick look needs (the files' declarations) before threads share it."""
+    service.migrations  # noqa: B018
+    service.head  # noqa: B018
+
+
+def _die_with_parent() -> None:
+    """A worker ends with the runner: a killed runner leaves no migration running on."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # the parent died before the call above
+                os._exit(1)
+
+
+def _not_run(job: Job) -> Outcome:
+    return Outcome(
+        job.service,
+        job.settings.display,
+        "not run",
+        error="not started: earlier failures stopped the run",
+    )
+
+
 def _skipped(job: Job) -> Outcome:
     return Outcome(
         job.service,
@@ -281,6 +483,19 @@ def up_work(
 ) -> runner.RunResult:
     """The work of one ``up`` job."""
     return runner.up(service, settings, target, options, progress, peers=peers)
+
+
+def look_work(
+    service: services.Service,
+    settings: Settings,
+    target: int | None,
+    *,
+    progress: Any = None,
+    options: runner.RunOptions = runner.RunOptions(),
+    peers: Any = None,
+) -> runner.RunResult | None:
+    """A quick look for a fleet: what ``up`` returns when there is nothing to do, else None."""
+    return runner.first_look(service, settings, target, options)
 
 
 def status_work(

@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,19 @@ HELP = {
     "migrate_last_run_duration_seconds": "Wall time of the last run against this database.",
     "migrate_last_run_timestamp_seconds": "Unix time the last run finished.",
 }
-_LINE = re.compile(r'^(\w+)\{service="((?:[^"\\]|\\.)*)",target="((?:[^"\\]|\\.)*)"\} (\S+)$')
+# A fleet run's aggregate, per service: 10,000 label sets are too many for most set-ups.
+FLEET_HELP = {
+    "migrate_fleet_targets": "Targets of the last fleet run, by outcome.",
+    "migrate_fleet_slowest_seconds": "Wall time of the slowest target of the last fleet run.",
+    "migrate_fleet_duration_seconds": "Wall time of the last fleet run.",
+    "migrate_fleet_timestamp_seconds": "Unix time the last fleet run finished.",
+}
+OUTCOMES = ("at head", "migrated", "held", "failed", "skipped")
+_LINE = re.compile(r'^(\w+)\{((?:\w+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
-Key = tuple[str, str, str]  # metric, service, target
+Labels = tuple[tuple[str, str], ...]
+Key = tuple[str, Labels]  # metric, its labels in order
 
 
 @dataclass(frozen=True)
@@ -74,33 +84,73 @@ def parse(text: str) -> dict[Key, float]:
     found: dict[Key, float] = {}
     for line in text.splitlines():
         match = _LINE.match(line)
-        if match and match.group(1) in HELP:
-            key = (match.group(1), _unescape(match.group(2)), _unescape(match.group(3)))
+        if match and (match.group(1) in HELP or match.group(1) in FLEET_HELP):
+            labels = tuple((k, _unescape(v)) for k, v in _LABEL.findall(match.group(2)))
             with contextlib.suppress(ValueError):
-                found[key] = float(match.group(4))
+                found[match.group(1), labels] = float(match.group(3))
     return found
 
 
 def render(series: dict[Key, float]) -> str:
     """HELP and TYPE once per metric, one line per service and target."""
     lines = []
-    for name, text in HELP.items():
+    for name, text in (HELP | FLEET_HELP).items():
         rows = sorted((k, v) for k, v in series.items() if k[0] == name)
         if not rows:
             continue
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
-        for (_, service, target), value in rows:
+        for (_, labels), value in rows:
             shown = int(value) if float(value).is_integer() else value
-            labels = f'service="{_escape(service)}",target="{_escape(target)}"'
-            lines.append(f"{name}{{{labels}}} {shown}")
+            spelled = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{name}{{{spelled}}} {shown}")
     return "\n".join(lines) + "\n"
 
 
-def merge(series: dict[Key, float], samples: list[Sample]) -> dict[Key, float]:
-    merged = dict(series)
+@dataclass(frozen=True)
+class Fleet:
+    """A fleet run's aggregate for one service: targets per outcome, and the slowest one."""
+
+    service: str
+    outcomes: dict[str, int]
+    slowest: tuple[str, float] | None  # target label, seconds
+    seconds: float
+    finished_at: float
+
+    def series(self) -> dict[Key, float]:
+        service = (("service", self.service),)
+        found: dict[Key, float] = {
+            ("migrate_fleet_targets", (*service, ("outcome", o.replace(" ", "_")))): (
+                self.outcomes.get(o, 0)
+            )
+            for o in OUTCOMES
+        }
+        if self.slowest is not None:
+            target, seconds = self.slowest
+            labels = (*service, ("target", target))
+            found["migrate_fleet_slowest_seconds", labels] = round(seconds, 3)
+        found["migrate_fleet_duration_seconds", service] = round(self.seconds, 3)
+        found["migrate_fleet_timestamp_seconds", service] = round(self.finished_at, 3)
+        return found
+
+
+def merge(
+    series: dict[Key, float],
+    samples: list[Sample],
+    fleets: Sequence[Fleet] = (),
+) -> dict[Key, float]:
+    """The file's series updated: a service's fleet series are replaced as a whole."""
+    renewed = {f.service for f in fleets}
+    merged = {
+        k: v
+        for k, v in series.items()
+        if not (k[0] in FLEET_HELP and dict(k[1]).get("service") in renewed)
+    }
     for sample in samples:
+        labels = (("service", sample.service), ("target", sample.target))
         for name, value in sample.values().items():
-            merged[(name, sample.service, sample.target)] = value
+            merged[name, labels] = value
+    for fleet in fleets:
+        merged |= fleet.series()
     return merged
 
 
@@ -116,11 +166,16 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def write(path: Path, samples: list[Sample], scrub: Callable[[str], str] = str) -> None:
+def write(
+    path: Path,
+    samples: list[Sample],
+    scrub: Callable[[str], str] = str,
+    fleets: list[Fleet] | None = None,
+) -> None:
     """Merge ``samples`` into the file at ``path`` (created if missing), atomically."""
     with _locked(path):
         existing = ""
         if path.is_file() and not path.is_symlink():
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 existing = path.read_text()
-        files.write_whole(path, scrub(render(merge(parse(existing), samples))))
+        files.write_whole(path, scrub(render(merge(parse(existing), samples, fleets or []))))

@@ -145,7 +145,7 @@ def up(
         fleet.up_work,
         root=project.root,
         parallel=jobs,
-        stop_on_failure=True,
+        max_failures=0,
         progress=progress,
         on_outcome=on_outcome,
         options=options,

@@ -303,6 +303,33 @@ def _up(
     return result
 
 
+def first_look(
+    service: Service,
+    settings: Settings,
+    target: int | None = None,
+    options: RunOptions = RunOptions(),
+) -> RunResult | None:
+    """The fast path of ``up`` alone: one short connection, no lock and no Alembic.
+
+    Returns what ``up`` would return when it has nothing to run (at head, or held), raises
+    what it would raise (ahead, inconsistent, later work stranded), and returns None when
+    there is work (or a wait for a release) for ``up`` itself.
+    """
+    if target is not None:
+        check_version(service, service.disk_versions(), target)
+    with db.connect(settings, wait=options.wait) as conn:
+        planned = _plan(service, conn, target, options)
+    refuse_unusable(service, planned.found)
+    if not planned.idle or (planned.stranded and options.wait > 0):
+        return None
+    current = planned.found.current
+    result = RunResult(service.name, settings.display, "up", current, current)
+    result.hold(planned)
+    _refuse_stranded(service, planned, result)
+    result.pending = _pending_after(service, result.after)
+    return result
+
+
 def _locked_apply(
     service: Service,
     settings: Settings,

@@ -50,6 +50,7 @@ class Settings:
     source: str
     connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
     embedded_dir: Path | None = None
+    name: str | None = None  # a fleet target's name (targets file or registry)
 
     @cached_property
     def parts(self) -> urls.Parsed:
@@ -88,8 +89,8 @@ class Settings:
 
     @property
     def label(self) -> str:
-        """host:port/database: names the target without any credential (metrics, summaries)."""
-        return f"{self.host_port}/{self.database}"
+        """The target's name, else host:port/database: never a credential (metrics, summaries)."""
+        return self.name if self.name is not None else f"{self.host_port}/{self.database}"
 
     @property
     def database(self) -> str:

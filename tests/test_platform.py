@@ -258,10 +258,15 @@ def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) ->
             str(events_file),
             "--metrics-file",
             str(metrics_file),
+            "--metrics-per-target",
             env=env,
         )
         assert result.exit_code == 1
         report = json.loads(result.stdout)
+        assert report["summary"]["migrated"] == 19 and report["summary"]["failed"] == 1
+        text = metrics_file.read_text()
+        assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 19' in text
+        assert 'migrate_fleet_targets{service="patient",outcome="failed"} 1' in text
         states = [t["state"] for t in report["targets"]]
         assert states.count("ok") == 19 and states[7] == "failed"
         for url in urls:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from alembic_common import fleet, metrics, releases, runner, services, xargs
+from alembic_common import fleet, metrics, releases, runner, services, targets, xargs
 from alembic_common.cli import options
 from alembic_common.cli.app import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
+    Canary,
     Connection,
     Env,
     Events,
@@ -25,10 +28,20 @@ from alembic_common.cli.options import (
     Json,
     LockTimeout,
     LockWait,
+    MaxFailures,
     MetricsFile,
+    MetricsPerTarget,
+    Only,
+    PerHost,
+    RegistryQuery,
+    RegistryUrl,
     Retries,
+    Selection,
+    Shard,
     StatementTimeout,
+    TargetsFile,
     Wait,
+    WaveSize,
     with_connection,
 )
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table, wrapped
@@ -141,9 +154,30 @@ def up(
     events: Events = None,
     metrics_file: MetricsFile = None,
     as_json: Json = False,
+    targets_file: TargetsFile = None,
+    registry_url: RegistryUrl = None,
+    registry_query: RegistryQuery = None,
+    shard: Shard = None,
+    only: Only = None,
+    per_host: PerHost = 2,
+    canary: Canary = None,
+    wave_size: WaveSize = None,
+    max_failures: MaxFailures = None,
+    metrics_per_target: MetricsPerTarget = False,
 ) -> None:
-    """Apply pending migrations (all, or up to --version); 'all up' does every service in order."""
+    """Apply pending migrations (all, or up to --version); 'all up' does every service in order.
+
+    Over many databases (a fleet) every target is first looked at on one short connection;
+    only those with work are migrated, at most --jobs at once and --per-host on one server,
+    canary first, then in waves. The summary counts the outcomes and lists failures and
+    held targets; a rerun of the same command finishes what did not (finished targets are
+    no-ops).
+    """
     options.outputs(events, metrics_file)
+    chosen = Selection(targets_file, registry_url, registry_query, shard, only)
+    chosen.check()
+    options.share(canary, "--canary")
+    options.share(max_failures, "--max-failures")
     if contract and hold_contract:
         raise UsageError("--contract and --hold-contract contradict each other; give one")
     if backup_to is not None and backup_to.exists() and not backup_to.is_dir():
@@ -171,6 +205,8 @@ def up(
     if is_all(ctx):
         from alembic_common.cli.platform import all_up
 
+        if chosen.given:
+            raise UsageError("'all up' takes no targets file, registry, --shard or --only")
         if version is not None or conn.url:
             raise UsageError(
                 "'all up' takes neither --version nor --url: each service uses its own settings"
@@ -180,15 +216,35 @@ def up(
     service = service_of(ctx)
     if version is not None:  # usage errors come before any connection is made
         runner.check_version(service, service.disk_versions(), version)
-    targets = conn.targets(service, say=err)
+    targets = conn.targets(service, say=err, chosen=chosen)
     started = time.time()
     reporter.emit(
         "run_started", action="up", service=service.name, targets=[t.label for t in targets]
     )
-    if len(targets) > 1:
+    if len(targets) != 1 or chosen.given:
+        rollout = fleet.Rollout(
+            parallel=jobs,
+            per_host=per_host,
+            canary=limit(canary, len(targets), "--canary") or 0,
+            wave_size=wave_size,
+            max_failures=limit(max_failures, len(targets), "--max-failures"),
+        )
         jobs_list = [fleet.Job(service.name, t, version) for t in targets]
-        pairs = run_fleet(project, jobs_list, fleet.up_work, jobs, reporter, options=run_options)
-        finish(project, reporter, "up", pairs, started, metrics_file, as_json)
+        pairs = run_fleet(
+            jobs_list,
+            reporter.quiet,
+            lambda advance: fleet.roll_out(
+                jobs_list,
+                fleet.look_work,
+                fleet.up_work,
+                rollout,
+                root=project.root,
+                progress=reporter,
+                on_outcome=advance,
+                options=run_options,
+            ),
+        )
+        finish(project, reporter, "up", pairs, started, metrics_file, as_json, metrics_per_target)
         return
     try:
         result = runner.up(service, targets[0], version, run_options, reporter)
@@ -236,30 +292,35 @@ def show_result(result: runner.RunResult, json_output: bool) -> None:
     out(wrapped(f"{name}: {before} -> {after} ({verb} {steps}){held}"))
 
 
+def limit(text: str | None, total: int, option: str) -> int | None:
+    return None if text is None else targets.limit(text, total, option)
+
+
 def run_fleet(
-    project: Project,
     jobs_list: list[fleet.Job],
-    work: Any,
-    parallel: int,
-    reporter: Reporter,
-    **extra: Any,
+    quiet: bool,
+    run: Callable[[Callable[..., None]], list[fleet.Outcome]],
 ) -> list[Pair]:
     """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
-    with progress_bar(len(jobs_list), reporter.quiet) as advance:
-        outcomes = fleet.run(
-            jobs_list,
-            work,
-            root=project.root,
-            parallel=parallel,
-            progress=reporter,
-            on_outcome=advance,
-            **extra,
-        )
+    with progress_bar(len(jobs_list), quiet) as advance:
+        outcomes = run(advance)
     return list(zip([j.settings for j in jobs_list], outcomes, strict=True))
 
 
-def write_metrics(project: Project, path: Path, pairs: list[Pair], run: bool) -> None:
-    metrics.write(path, fleet.samples(pairs, project.services, run), scrubber())
+def write_metrics(
+    project: Project,
+    path: Path,
+    pairs: list[Pair],
+    run: bool,
+    *,
+    aggregate: bool = False,
+    per_target: bool = True,
+    seconds: float = 0.0,
+) -> None:
+    """Per-target series (one database, or asked for) and, for a fleet, its aggregates."""
+    samples = fleet.samples(pairs, project.services, run) if per_target else []
+    fleets = fleet.aggregates(pairs, seconds) if aggregate else []
+    metrics.write(path, samples, scrubber(), fleets)
 
 
 def record(
@@ -269,10 +330,13 @@ def record(
     pairs: list[Pair],
     started: float,
     metrics_file: Path | None,
+    *,
+    fleet_run: bool = False,
+    per_target: bool = True,
 ) -> None:
     """Emit failure and finish events, and write the metrics file."""
     for settings, outcome in pairs:
-        if not outcome.ok:
+        if outcome.kind == "failed":
             reporter.emit(
                 "failed",
                 action=action,
@@ -290,7 +354,15 @@ def record(
         targets=len(pairs),
     )
     if metrics_file is not None:
-        write_metrics(project, metrics_file, pairs, run=True)
+        write_metrics(
+            project,
+            metrics_file,
+            pairs,
+            run=True,
+            aggregate=fleet_run,
+            per_target=per_target,
+            seconds=time.time() - started,
+        )
 
 
 def finish(
@@ -301,31 +373,56 @@ def finish(
     started: float,
     metrics_file: Path | None,
     json_output: bool,
+    per_target: bool = False,
+    aggregate: bool = True,
 ) -> None:
-    """Summarise a run over several targets; exit 1 if any target failed."""
-    record(project, reporter, action, pairs, started, metrics_file)
+    """Summarise a fleet run: counts per outcome, then only failures and held targets.
+
+    Exit 1 if any target failed or did not run.
+    """
+    record(
+        project,
+        reporter,
+        action,
+        pairs,
+        started,
+        metrics_file,
+        fleet_run=aggregate,
+        per_target=per_target,
+    )
+    counts = fleet.summary(o for _, o in pairs)
     if json_output:
         print_json(
             {
                 "action": action,
                 "ok": all(o.ok for _, o in pairs),
-                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+                "summary": counts,
+                "targets": [
+                    {"target": s.label, "outcome": o.kind, **o.to_dict()} for s, o in pairs
+                ],
             }
         )
     else:
-        rows = []
+        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "no targets"
+        out(f"{action}: {len(pairs)} database(s): {shown}")
         for settings, o in pairs:
             r = o.result if isinstance(o.result, runner.RunResult) else None
-            before, after = (
-                ("empty" if v is None else v) for v in ((r.before, r.after) if r else (None, None))
-            )
-            moved = f"{before} -> {after}" if r else "-"
-            rows.append((o.service, settings.label, o.state, moved, f"{o.seconds:.2f}"))
-        out(f"{action}: {len(pairs)} database(s)")
-        out(table(("service", "target", "result", "versions", "seconds"), rows))
-        for settings, o in pairs:
-            if o.error:
+            if o.kind == "held" and r is not None:
+                at = "empty" if r.after is None else r.after
+                out(wrapped(f"held: {settings.label}: at {at}; {r.why_held or 'contract held'}"))
+            elif o.kind == "failed":
                 out(f"{o.state}: {settings.label}: {o.error}")
+        skipped = [(s, o) for s, o in pairs if o.kind == "skipped"]
+        if skipped:
+            names = ", ".join(s.label for s, _ in skipped[:5])
+            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            out(
+                wrapped(
+                    f"skipped: {len(skipped)} target(s) not started ({names}{more}): "
+                    f"{skipped[0][1].error}; run the same command again to finish them "
+                    "(finished targets are no-ops)"
+                )
+            )
     failed = [o for _, o in pairs if not o.ok]
     if failed:
         raise typer.Exit(max(o.exit_code for o in failed) or 1)
@@ -433,16 +530,27 @@ def status(
         ),
     ] = False,
     as_json: Json = False,
+    targets_file: TargetsFile = None,
+    registry_url: RegistryUrl = None,
+    registry_query: RegistryQuery = None,
+    shard: Shard = None,
+    only: Only = None,
+    metrics_per_target: MetricsPerTarget = False,
 ) -> None:
     """List every version with its state; exit 1 if the database is ahead or inconsistent.
 
     'all status' shows every service in one table and exits 1 if any is behind, ahead,
-    inconsistent or waiting on another service.
+    inconsistent or waiting on another service. Over many databases, each is read on one
+    short connection, --jobs (at least 16) at a time, with no Alembic.
     """
     options.outputs(None, metrics_file)
+    chosen = Selection(targets_file, registry_url, registry_query, shard, only)
+    chosen.check()
     if is_all(ctx):
         from alembic_common.cli.platform import all_status
 
+        if chosen.given:
+            raise UsageError("'all status' takes no targets file, registry, --shard or --only")
         if conn.url:
             raise UsageError(
                 "'all status' takes no --url: each service uses its own settings "
@@ -451,13 +559,30 @@ def status(
         all_status(project_of(ctx), conn, metrics_file, as_json)
         return
     service = service_of(ctx)
-    targets = conn.targets(service, say=err)
-    if len(targets) > 1:
+    targets = conn.targets(service, say=err, chosen=chosen)
+    if len(targets) != 1 or chosen.given:
         jobs_list = [fleet.Job(service.name, t) for t in targets]
-        pairs = run_fleet(project_of(ctx), jobs_list, fleet.status_work, jobs, Reporter(quiet=True))
+        pairs = run_fleet(
+            jobs_list,
+            as_json,
+            lambda advance: fleet.check(
+                jobs_list,
+                fleet.status_work,
+                root=project_of(ctx).root,
+                threads=max(jobs, fleet.Rollout.threads),
+                on_outcome=advance,
+            ),
+        )
         show_target_status(service, pairs, as_json)
         if metrics_file is not None:
-            write_metrics(project_of(ctx), metrics_file, pairs, run=False)
+            write_metrics(
+                project_of(ctx),
+                metrics_file,
+                pairs,
+                run=False,
+                aggregate=True,
+                per_target=metrics_per_target,
+            )
         reports = [o.result for _, o in pairs]
         if not all(isinstance(r, runner.Status) and r.ok for r in reports):
             raise typer.Exit(1)
@@ -531,34 +656,54 @@ def show_status(report: runner.Status) -> None:
         out(f"INCONSISTENT: {report.problem}")
 
 
+def target_state(outcome: fleet.Outcome) -> str:
+    """One word for where a target stands: at head, behind, held, ahead, inconsistent, error."""
+    r = outcome.result if isinstance(outcome.result, runner.Status) else None
+    if r is None:
+        return "error"
+    if r.unknown:
+        return "ahead"
+    if r.problem:
+        return "inconsistent"
+    return "held" if r.held else "behind" if r.pending else "at head"
+
+
 def show_target_status(service: services.Service, pairs: list[Pair], json_output: bool) -> None:
+    """Counts per state, databases behind grouped by version, and each one needing a look."""
     if json_output:
         print_json(
             {
                 "service": service.name,
                 "head": service.head,
-                "targets": [{"target": s.label, **o.to_dict()} for s, o in pairs],
+                "summary": dict(Counter(target_state(o) for _, o in pairs)),
+                "targets": [
+                    {"target": s.label, "outcome": target_state(o), **o.to_dict()} for s, o in pairs
+                ],
             }
         )
         return
-    rows = []
-    for settings, o in pairs:
-        r = o.result if isinstance(o.result, runner.Status) else None
-        state = (
-            "error"
-            if r is None
-            else "ahead"
-            if r.unknown
-            else "inconsistent"
-            if r.problem
-            else "ok"
+    states = Counter(target_state(o) for _, o in pairs)
+    shown = ", ".join(f"{n} {state}" for state, n in states.most_common()) or "no targets"
+    out(f"{service.name}: {len(pairs)} database(s), head {service.head}: {shown}")
+    behind = Counter(
+        "empty" if o.result.current is None else f"at {o.result.current}"
+        for _, o in pairs
+        if target_state(o) == "behind" and isinstance(o.result, runner.Status)
+    )
+    if behind:
+        out(
+            wrapped(
+                "behind: " + ", ".join(f"{n} at {v}" for v, n in sorted(behind.items(), key=str))
+            )
         )
-        current = "-" if r is None or r.current is None else r.current
-        rows.append((settings.label, current, r.pending if r else "-", state))
-    out(f"{service.name}: {len(pairs)} database(s), head {service.head}")
-    out(table(("target", "current", "pending", "state"), rows))
     for settings, o in pairs:
+        state = target_state(o)
         r = o.result if isinstance(o.result, runner.Status) else None
-        detail = o.error or (r.problem if r else None)
-        if detail:
-            out(f"{settings.label}: {detail}")
+        if state == "error":
+            out(f"error: {settings.label}: {o.error}")
+        elif state == "ahead" and r is not None:
+            out(f"ahead: {settings.label}: unknown versions {r.unknown}")
+        elif state == "inconsistent" and r is not None:
+            out(f"inconsistent: {settings.label}: {r.problem}")
+        elif state == "held" and r is not None:
+            out(wrapped(f"held: {settings.label}: at {r.current}; {r.why_held}"))

@@ -12,17 +12,18 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from alembic_common import files, settings, urls
+from alembic_common import files, settings, targets, urls
 from alembic_common.errors import UsageError
 from alembic_common.locking import DEFAULT_LOCK_WAIT
 from alembic_common.services import Service
 from alembic_common.settings import HostOptions, Settings, explicit_url, resolve
+from alembic_common.targets import Entry
 
 # --- value parsers -------------------------------------------------------------------------
 
@@ -111,17 +112,101 @@ class Connection:
             return None
         return self.settings(service, say=say)
 
-    def targets(self, service: Service, say: Callable[[str], None] | None = None) -> list[Settings]:
-        """Every database of the service: --url given more than once, or <SERVICE>_DATABASE_URLS."""
-        listed = list(self.url)
+    def targets(
+        self,
+        service: Service,
+        say: Callable[[str], None] | None = None,
+        chosen: Selection | None = None,
+    ) -> list[Settings]:
+        """Every database of the service this run takes: from --url given more than once,
+        --targets-file, the tenant registry or <SERVICE>_DATABASE_URLS, then --only and --shard.
+        """
+        chosen = chosen or Selection()
+        entries = self._entries(service, chosen)
+        if entries is None:
+            return [self.settings(service, self.url[0] if self.url else None, say=say)]
+        entries = targets.unique(entries)
+        if chosen.only is not None:
+            wanted = targets.unfinished(chosen.only)
+            gone = wanted - {e.name or self._label(service, e) for e in entries}
+            entries = [e for e in entries if (e.name or self._label(service, e)) in wanted]
+            if gone and say is not None:
+                say(f"--only: {len(gone)} target(s) of {chosen.only.name} are not listed any more")
+        if chosen.shard is not None:
+            index, count = targets.parse_shard(chosen.shard)
+            entries = [e for e in entries if targets.in_shard(targets.shard_key(e), index, count)]
+        return [
+            replace(self.settings(service, e.url), source=e.source, name=e.name) for e in entries
+        ]
+
+    def _label(self, service: Service, entry: Entry) -> str:
+        return Settings(service.name, entry.url, "listed").label
+
+    def _entries(self, service: Service, chosen: Selection) -> list[Entry] | None:
+        """The listed targets, or None for one database resolved the usual way."""
+        sources = [
+            name
+            for name, used in (
+                ("--url", bool(self.url)),
+                ("--targets-file", chosen.targets_file is not None),
+                ("--registry-url", chosen.registry_url is not None),
+            )
+            if used
+        ]
+        if len(sources) > 1:
+            raise UsageError(f"give one source of targets, not {' and '.join(sources)}")
+        if (chosen.registry_url is None) != (chosen.registry_query is None):
+            raise UsageError("--registry-url and --registry-query go together: give both")
         variable = f"{service.name.upper()}_DATABASE_URLS"
-        if not listed and variable in os.environ:
-            listed = urls.split_list(os.environ[variable])
-            if not listed:
+        if chosen.targets_file is not None:
+            found = targets.from_file(chosen.targets_file)
+        elif chosen.registry_url is not None:
+            found = targets.from_registry(
+                chosen.registry_url, chosen.registry_query or "", self.connect_timeout
+            )
+        elif self.url:
+            if len(self.url) == 1 and not chosen.filters:
+                return None
+            found = targets.from_urls(self.url, "--url")
+        elif variable in os.environ:
+            found = targets.from_urls(urls.split_list(os.environ[variable]), variable)
+            if not found:
                 raise UsageError(f"{variable} is empty (an unset shell variable?)")
-        if len(listed) <= 1:
-            return [self.settings(service, listed[0] if listed else None, say=say)]
-        return [self.settings(service, u) for u in listed]
+        elif chosen.filters:
+            raise UsageError(
+                f"--shard and --only choose among listed targets: give --targets-file, "
+                f"--registry-url, several --url or {variable}"
+            )
+        else:
+            return None
+        if not found:
+            raise UsageError(f"no targets: {sources[0]} lists no database")
+        return found
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Where a fleet's targets come from, and which of them this run takes."""
+
+    targets_file: Path | None = None
+    registry_url: str | None = None
+    registry_query: str | None = None
+    shard: str | None = None
+    only: Path | None = None
+
+    @property
+    def filters(self) -> bool:
+        return self.shard is not None or self.only is not None
+
+    def check(self) -> None:
+        """Usage errors of the fleet options, before any connection."""
+        if self.shard is not None:
+            targets.parse_shard(self.shard)
+
+    @property
+    def given(self) -> bool:
+        """A fleet option was given: the run reports as a fleet even with one target."""
+        return self.filters or self.targets_file is not None or self.registry_url is not None
 
 
 _CONNECTION_OPTIONS: list[tuple[str, Any, Any]] = [
@@ -242,6 +327,111 @@ MetricsFile = Annotated[
     Path | None,
     typer.Option(help="Write Prometheus textfile metrics here (node_exporter textfile collector)."),
 ]
+
+# --- fleets: where the targets come from, which of them, and how they are rolled out -------
+
+TargetsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--targets-file",
+        metavar="FILE",
+        help="The databases to run against: one postgresql:// URL or name=URL a line; "
+        "'#' starts a comment.",
+        rich_help_panel="Fleet",
+    ),
+]
+RegistryUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-url",
+        metavar="URL",
+        help="A control database holding the tenant registry (with --registry-query).",
+        rich_help_panel="Fleet",
+    ),
+]
+RegistryQuery = Annotated[
+    str | None,
+    typer.Option(
+        "--registry-query",
+        metavar="SQL",
+        help="Lists the tenants, read-only: columns name and url, or name, host, port and "
+        "database. No passwords in it: use PGPASSFILE or PGPASSWORD.",
+        rich_help_panel="Fleet",
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N|auto",
+        help="Take shard I of N (a stable hash of each target); auto: JOB_COMPLETION_INDEX "
+        "of JOB_COMPLETIONS, as in a Kubernetes Indexed Job.",
+        rich_help_panel="Fleet",
+    ),
+]
+Only = Annotated[
+    Path | None,
+    typer.Option(
+        "--only",
+        metavar="REPORT",
+        help="Rerun only the targets an earlier --json report lists as failed, not run or skipped.",
+        rich_help_panel="Fleet",
+    ),
+]
+PerHost = Annotated[
+    int,
+    typer.Option(
+        "--per-host",
+        help="Migrations at once on one PostgreSQL server (host:port), >= 1.",
+        parser=whole(1),
+        rich_help_panel="Fleet",
+    ),
+]
+Canary = Annotated[
+    str | None,
+    typer.Option(
+        "--canary",
+        metavar="N|P%",
+        help="Migrate this many targets (or percent) first; if any fails, stop there.",
+        rich_help_panel="Fleet",
+    ),
+]
+WaveSize = Annotated[
+    int | None,
+    typer.Option(
+        "--wave-size",
+        help="Then migrate the rest in waves of this many (default: all at once).",
+        parser=whole(1),
+        rich_help_panel="Fleet",
+    ),
+]
+MaxFailures = Annotated[
+    str | None,
+    typer.Option(
+        "--max-failures",
+        metavar="N|P%",
+        help="Start no new work once more targets than this (or percent) have failed; "
+        "running work finishes (default: no limit).",
+        rich_help_panel="Fleet",
+    ),
+]
+MetricsPerTarget = Annotated[
+    bool,
+    typer.Option(
+        "--metrics-per-target",
+        help="With --metrics-file over many targets: also write one series per target "
+        "(the default is aggregates per service).",
+        rich_help_panel="Fleet",
+    ),
+]
+
+
+def share(text: str | None, option: str) -> str | None:
+    """Check a count-or-percent option when parsed (its value needs the target count)."""
+    if text is not None:
+        targets.limit(text, 100, option)
+    return text
+
 
 DEFAULTS = {"lock_wait": DEFAULT_LOCK_WAIT, "lock_timeout": 5.0, "retries": 3, "jobs": 4}
 

@@ -34,7 +34,17 @@ def all_up(
         pairs = platform.up(
             project, where, options, jobs=jobs, progress=reporter, on_outcome=advance
         )
-    finish(project, reporter, "up", pairs, started, metrics_file, json_output)
+    finish(
+        project,
+        reporter,
+        "up",
+        pairs,
+        started,
+        metrics_file,
+        json_output,
+        per_target=True,
+        aggregate=False,
+    )
 
 
 def all_status(
