@@ -1,0 +1,555 @@
+"""Fleets of tenant databases: targets from a file or a registry, per-server caps, canary,
+failure budget, shards, reruns after a kill. Real databases on the test server throughout;
+expectations come from the migration history, never from today's head."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import (
+    Spawned,
+    create_database,
+    drop_database,
+    history,
+    migrate_cmd,
+    query,
+    run_cli,
+    versions,
+    wait_until,
+    with_database,
+)
+from relay import DelayedRelay
+
+from alembic_common.locking import lock_key
+from alembic_common.settings import Settings
+
+# Two early versions keep a fleet cheap; derived from the history, not hard-coded.
+FIRST = versions("patient")[0]
+SECOND = versions("patient")[1]
+UP_TO_SECOND = [v for v in versions("patient") if v <= SECOND]
+
+
+@pytest.fixture
+def make(server: str) -> Iterator[Any]:
+    """Make N fresh databases; every one is dropped at the end."""
+    made: list[str] = []
+
+    def make_n(count: int) -> list[str]:
+        urls = [create_database(server) for _ in range(count)]
+        made.extend(urls)
+        return urls
+
+    yield make_n
+    for url in made:
+        drop_database(server, url)
+
+
+def name_of(url: str) -> str:
+    return Settings("t", url, "t").database
+
+
+def write_targets(path: Path, urls: list[str], named: bool = True) -> Path:
+    lines = ["# the clinics of this test", ""]
+    lines += [f"clinic-{i}={u}" if named else u for i, u in enumerate(urls)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def report(result: Any) -> dict[str, Any]:
+    return json.loads(result.stdout)
+
+
+def break_first_step(url: str) -> None:
+    """Version 1 creates patients: a table already there makes it fail (and roll back)."""
+    query(url, "CREATE TABLE patients (id int)")
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+
+def test_a_registry_of_100_databases(server: str, make: Any) -> None:
+    urls = make(100)
+    registry = create_database(server)
+    try:
+        query(
+            registry,
+            "CREATE TABLE tenants (name text, url text, host text, port int, dbname text,"
+            " active bool)",
+        )
+        with psycopg.connect(registry, autocommit=True) as conn:
+            for i, url in enumerate(urls):
+                s = Settings("t", url, "t")
+                if i % 2:  # half by URL, half by host, port and database
+                    conn.execute(
+                        "INSERT INTO tenants (name, url, active) VALUES (%s, %s, true)",
+                        (f"clinic-{i}", url),
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO tenants (name, host, port, dbname, active)"
+                        " VALUES (%s, %s, %s, %s, true)",
+                        (f"clinic-{i}", s.host, s.port, s.database),
+                    )
+            conn.execute("INSERT INTO tenants (name, url, active) VALUES ('gone', 'x', false)")
+        sql = (
+            "SELECT name, url, host, port, dbname AS database FROM tenants WHERE active"
+            " ORDER BY name"
+        )
+        env = {"PGUSER": Settings("t", server, "t").user}
+        args = ["patient", "up", "--registry-url", registry, "--registry-query", sql]
+        first = run_cli(*args, "--version", str(SECOND), "--jobs", "2", "--json", env=env)
+        assert first.exit_code == 0, first.output
+        found = report(first)
+        assert found["summary"]["migrated"] == 100 and found["summary"]["failed"] == 0
+        assert {t["target"] for t in found["targets"]} == {f"clinic-{i}" for i in range(100)}
+        assert all(history(u) == UP_TO_SECOND for u in urls)
+
+        # The recheck of a fleet at its target: no Alembic imported, nothing forked.
+        again = run_cli(
+            *args, "--version", str(SECOND), env={**env, "PYTHONPROFILEIMPORTTIME": "1"}
+        )
+        assert again.exit_code == 0, again.output
+        assert "100 database(s): 100 at head" in again.stdout
+        imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines()}
+        assert "alembic" not in imported and "sqlalchemy" not in imported
+
+        status = run_cli(
+            "patient",
+            "status",
+            "--registry-url",
+            registry,
+            "--registry-query",
+            sql,
+            "--json",
+            env=env,
+        )
+        assert status.exit_code == 0, status.output
+        assert report(status)["summary"] == {"behind": 100}
+    finally:
+        drop_database(server, registry)
+
+
+@pytest.mark.parametrize(
+    ("rows", "needle"),
+    [
+        ("SELECT 'a' AS name, %(url)s AS url", "holds a password in clear"),
+        ("SELECT 'a' AS name, 'h' AS host", "must return 'url', or 'host' and 'database'"),
+        ("SELECT NULL AS name, %(plain)s AS url", "no name"),
+        ("SELECT 'a' AS name, %(plain)s AS url UNION ALL SELECT 'a', %(other)s", "used twice"),
+        ("SELECT 'a' AS name, 'h' AS host, 99999 AS port, 'd' AS database", "not a TCP port"),
+        ("DELETE FROM tenants RETURNING name, url", "read-only"),
+        ("SELEC 1", "syntax error"),
+    ],
+)
+def test_a_bad_registry_is_a_usage_error_and_changes_nothing(
+    server: str, make: Any, rows: str, needle: str
+) -> None:
+    (target, other) = make(2)
+    registry = create_database(server)
+    try:
+        query(registry, "CREATE TABLE tenants (name text, url text)")
+        query(registry, "INSERT INTO tenants VALUES ('kept', %s)", [target])
+        secret = "S3cret-registry-pw"
+        with_password = target.replace("://postgres@", f"://postgres:{secret}@")
+        sql = rows % {
+            "url": f"'{with_password}'",
+            "plain": f"'{target}'",
+            "other": f"'{other}'",
+        }
+        result = run_cli("patient", "up", "--registry-url", registry, "--registry-query", sql)
+        assert result.exit_code == 2, result.output
+        (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert needle in line and secret not in result.output
+        assert history(target) == [] and history(other) == []
+        assert query(registry, "SELECT count(*) FROM tenants") == [(1,)]
+    finally:
+        drop_database(server, registry)
+
+
+def test_an_unreachable_registry_is_an_operational_error(tmp_path: Path) -> None:
+    result = run_cli(
+        "patient",
+        "up",
+        "--registry-url",
+        "postgresql://u:hunter2pw@127.0.0.1:1/registry",
+        "--registry-query",
+        "SELECT 1",
+        "--connect-timeout",
+        "1",
+    )
+    assert result.exit_code == 1 and "tenant registry" in result.stderr
+    assert "hunter2pw" not in result.output
+
+
+def test_bad_or_duplicate_lines_name_the_line_and_nothing_runs(tmp_path: Path, make: Any) -> None:
+    a, b = make(2)
+    same_a = a.replace("127.0.0.1", "127.0.0.1").replace("postgres@", "someone@")
+    cases = [
+        (f"one={a}\ntwo={b}\nthree={same_a}\n", "line 3", "listed twice (also targets.txt line 1)"),
+        (f"one={a}\none={b}\n", "line 2", "the name one is used twice"),
+        (f"{a}\n\n# fine\nnot a url\n", "line 4", "expected a postgresql:// URL"),
+        (f"{a}\nx=postgresql://h:notaport/db\n", "line 2", "targets.txt line 2"),
+        ("# nothing but comments\n", "no targets", "lists no database"),
+    ]
+    for text, where, needle in cases:
+        path = tmp_path / "targets.txt"
+        path.write_text(text)
+        result = run_cli("patient", "up", "--targets-file", str(path))
+        assert result.exit_code == 2, (text, result.output)
+        (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert where in line and needle in line, line
+        assert history(a) == [] and history(b) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--shard", "3/3"], "index must be 0..N-1"),
+        (["--shard", "1-of-3"], "is not I/N"),
+        (["--shard", "auto"], "JOB_COMPLETION_INDEX and JOB_COMPLETIONS"),
+        (["--canary", "ten"], "not a count or a percentage"),
+        (["--max-failures", "150%"], "not a count or a percentage"),
+        (["--per-host", "0"], "must be at least 1"),
+        (["--url", "postgresql://h/db"], "give one source of targets"),
+        (["--registry-query", "SELECT 1"], "go together"),
+        (["--only", "/no/such/report.json"], "cannot read --only"),
+    ],
+)
+def test_fleet_usage_errors(tmp_path: Path, make: Any, args: list[str], needle: str) -> None:
+    (url,) = make(1)
+    targets = write_targets(tmp_path / "targets.txt", [url])
+    result = run_cli("patient", "up", "--targets-file", str(targets), *args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr and "Traceback" not in result.output
+    assert history(url) == []
+
+
+# --- caps, canary, failure budget ---------------------------------------------------------
+
+
+def test_one_server_never_runs_more_than_per_host_migrations(
+    server: str, make: Any, tmp_path: Path
+) -> None:
+    """Two "servers" (two relays to the test server), six databases each, listed
+    interleaved. Every database's migration lock is held by the test, so each migration the
+    runner starts waits in plain sight in pg_stat_activity."""
+    urls = make(12)
+    key = lock_key("patient")
+    with DelayedRelay(server, 0) as one, DelayedRelay(server, 0) as two:
+        port = {u: (one.port if i % 2 == 0 else two.port) for i, u in enumerate(urls)}
+        listed = [
+            with_database(f"postgresql://postgres@127.0.0.1:{port[u]}/postgres", name_of(u))
+            for u in urls
+        ]
+        wait_until(lambda: _connects(listed), "both relays to listen")
+        holders = [psycopg.connect(u, autocommit=True) for u in urls]
+        try:
+            for conn in holders:
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            held = {c.info.backend_pid for c in holders}
+            group = {name_of(u): port[u] for u in urls}
+            peak: Counter[int] = Counter()
+            stop = threading.Event()
+
+            def running() -> Counter[int]:
+                rows = query(
+                    server,
+                    "SELECT datname, pid FROM pg_stat_activity WHERE datname = ANY(%s)",
+                    [list(group)],
+                )
+                # A migration may use more than one session: count databases, not sessions.
+                return Counter(group[d] for d in {d for d, pid in rows if pid not in held})
+
+            def sample() -> None:
+                while not stop.is_set():
+                    for host, n in running().items():
+                        peak[host] = max(peak[host], n)
+                    time.sleep(0.005)
+
+            targets = write_targets(tmp_path / "targets.txt", listed)
+            runner = Spawned(
+                migrate_cmd(
+                    "patient",
+                    "up",
+                    "--targets-file",
+                    str(targets),
+                    "--version",
+                    str(FIRST),
+                    "--jobs",
+                    "6",
+                    "--per-host",
+                    "2",
+                    "--lock-wait",
+                    "120",
+                )
+            )
+            # The quick look at every target (short reads, many at once) is over once a
+            # migration waits for its lock; from then on every session here is a migration.
+            runner.wait_for("for the migration lock held by pid")
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            # Six workers, but only two may be at each server: four wait on the locks.
+            wait_until(
+                lambda: running() == Counter({one.port: 2, two.port: 2}),
+                "two migrations waiting at each server",
+            )
+            for conn in holders:  # let them through one database at a time
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            code, out, err = runner.finish(timeout=120)
+            stop.set()
+            sampler.join()
+        finally:
+            for conn in holders:
+                conn.close()
+    assert code == 0, err
+    assert out.splitlines()[0] == "up: 12 database(s): 12 migrated"
+    assert peak == Counter({one.port: 2, two.port: 2}), peak
+    assert all(history(u) == [FIRST] for u in urls)
+
+
+def _connects(urls: list[str]) -> bool:
+    try:
+        for url in (urls[0], urls[1]):
+            psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def test_a_failing_canary_stops_everything_else(make: Any, tmp_path: Path) -> None:
+    urls = make(6)
+    break_first_step(urls[1])
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    result = run_cli(
+        "patient",
+        "up",
+        "--targets-file",
+        str(targets),
+        "--version",
+        str(FIRST),
+        "--canary",
+        "2",
+        "--jobs",
+        "2",
+        "--json",
+    )
+    assert result.exit_code == 1
+    found = report(result)
+    outcome = {t["target"]: t["outcome"] for t in found["targets"]}
+    assert outcome["clinic-1"] == "failed"
+    assert [outcome[f"clinic-{i}"] for i in range(2, 6)] == ["skipped"] * 4
+    assert found["summary"]["skipped"] == 4 and found["summary"]["failed"] == 1
+    assert all(history(u) == [] for u in urls[1:])
+    # The canary that worked stays migrated (it is not rolled back).
+    assert history(urls[0]) == [FIRST] and outcome["clinic-0"] == "migrated"
+
+
+def test_max_failures_stops_new_work_and_only_reruns_the_rest(make: Any, tmp_path: Path) -> None:
+    urls = make(8)
+    for url in urls[:3]:
+        break_first_step(url)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    run = ["patient", "up", "--targets-file", str(targets), "--version", str(FIRST)]
+    result = run_cli(*run, "--jobs", "1", "--max-failures", "10%", "--json")  # 10% of 8: 1
+    assert result.exit_code == 1
+    found = report(result)
+    outcome = [t["outcome"] for t in found["targets"]]
+    assert outcome == ["failed", "failed"] + ["skipped"] * 6, outcome
+    assert all(history(u) == [] for u in urls)
+
+    text = run_cli(*run, "--jobs", "1", "--max-failures", "1")
+    assert text.exit_code == 1
+    lines = text.stdout.splitlines()
+    assert lines[0] == "up: 8 database(s): 2 failed, 6 skipped"
+    assert [ln.split(":")[1].strip() for ln in lines if ln.startswith("failed:")] == [
+        "clinic-0",
+        "clinic-1",
+    ]
+    assert sum(ln.startswith("skipped:") for ln in lines) == 1  # counted, not listed one by one
+
+    saved = tmp_path / "report.json"
+    saved.write_text(result.stdout)
+    for url in urls[:3]:  # fix the broken ones
+        query(url, "DROP TABLE patients")
+    history_before = {u: history(u) for u in urls}
+    query(urls[7], "CREATE TABLE patients (id int)")  # listed as skipped: it is rerun
+    fixed = run_cli(*run, "--only", str(saved), "--json")
+    assert fixed.exit_code == 1
+    rerun = report(fixed)
+    assert len(rerun["targets"]) == 8  # every failed and skipped target of the report
+    assert [t["outcome"] for t in rerun["targets"]][:7] == ["migrated"] * 7
+    assert history_before == {u: [] for u in urls}
+    query(urls[7], "DROP TABLE patients")
+    done = run_cli(*run, "--only", str(saved))
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == "up: 8 database(s): 7 at head, 1 migrated"
+    assert all(history(u) == [FIRST] for u in urls)
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+
+def test_shards_over_processes_cover_every_target_exactly_once(make: Any, tmp_path: Path) -> None:
+    urls = make(30)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    count = 3
+    spawned = [
+        Spawned(
+            migrate_cmd(
+                "patient",
+                "up",
+                "--targets-file",
+                str(targets),
+                "--version",
+                str(FIRST),
+                "--shard",
+                "auto",
+                "--jobs",
+                "2",
+                "--json",
+            ),
+            env={"JOB_COMPLETION_INDEX": str(i), "JOB_COMPLETIONS": str(count)},
+        )
+        for i in range(count)
+    ]
+    taken: list[list[str]] = []
+    for proc in spawned:
+        code, out, err = proc.finish(timeout=120)
+        assert code == 0, err
+        taken.append([t["target"] for t in json.loads(out)["targets"]])
+    every = [name for shard in taken for name in shard]
+    assert sorted(every) == sorted(f"clinic-{i}" for i in range(30))  # each exactly once
+    assert all(shard for shard in taken)  # none empty for 30 targets over 3 shards
+    assert all(history(u) == [FIRST] for u in urls)
+    # The partition is stable: the same shard takes the same targets again.
+    again = run_cli("patient", "status", "--targets-file", str(targets), "--shard", "1/3", "--json")
+    assert sorted(t["target"] for t in report(again)["targets"]) == sorted(taken[1])
+
+
+def test_overlapping_shards_are_harmless(make: Any, tmp_path: Path) -> None:
+    urls = make(10)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    both = [
+        Spawned(
+            migrate_cmd(
+                "patient",
+                "up",
+                "--targets-file",
+                str(targets),
+                "--version",
+                str(SECOND),
+                "--shard",
+                "0/1",
+                "--jobs",
+                "2",
+                "--json",
+            )
+        )
+        for _ in range(2)
+    ]
+    for proc in both:
+        code, _, err = proc.finish(timeout=120)
+        assert code == 0, err
+    for url in urls:
+        rows = query(url, "SELECT version, count(*) FROM schema_migrations GROUP BY 1 ORDER BY 1")
+        assert rows == [(v, 1) for v in UP_TO_SECOND]
+
+
+# --- a killed runner -------------------------------------------------------------------------
+
+
+def test_a_rerun_after_sigkill_finishes_the_rest(server: str, make: Any, tmp_path: Path) -> None:
+    urls = make(12)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    run = ["patient", "up", "--targets-file", str(targets), "--version", str(SECOND)]
+    runner = Spawned(migrate_cmd(*run, "--jobs", "2"))
+    runner.wait_for(f"applied version {FIRST}", timeout=60)
+    os.kill(runner.proc.pid, signal.SIGKILL)
+    runner.proc.wait(timeout=30)
+    names = [name_of(u) for u in urls]
+    # Its workers die with it: no session of the fleet is left on any database.
+    wait_until(
+        lambda: (
+            not query(server, "SELECT 1 FROM pg_stat_activity WHERE datname = ANY(%s)", [names])
+        ),
+        "the killed runner's sessions to go",
+    )
+    states = [history(u) for u in urls]
+    assert any(s == UP_TO_SECOND for s in states) or any(s for s in states)
+    assert not all(s == UP_TO_SECOND for s in states)  # killed part-way
+    rerun = run_cli(*run, "--jobs", "2", "--json")
+    assert rerun.exit_code == 0, rerun.output
+    kinds = Counter(t["outcome"] for t in report(rerun)["targets"])
+    assert kinds["migrated"] >= 1 and kinds["failed"] == 0
+    for url in urls:
+        rows = query(url, "SELECT version, count(*) FROM schema_migrations GROUP BY 1 ORDER BY 1")
+        assert rows == [(v, 1) for v in UP_TO_SECOND]
+        assert query(url, "SELECT version_num FROM alembic_version") == [(f"{SECOND:04d}",)]
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def test_fleet_metrics_are_aggregates_unless_asked(make: Any, tmp_path: Path) -> None:
+    urls = make(3)
+    break_first_step(urls[2])
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    metrics = tmp_path / "m.prom"
+    result = run_cli(
+        "patient",
+        "up",
+        "--targets-file",
+        str(targets),
+        "--version",
+        str(FIRST),
+        "--metrics-file",
+        str(metrics),
+    )
+    assert result.exit_code == 1
+    text = metrics.read_text()
+    assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 2' in text
+    assert 'migrate_fleet_targets{service="patient",outcome="failed"} 1' in text
+    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 0' in text
+    assert "migrate_fleet_slowest_seconds{" in text and 'target="clinic-' in text
+    assert "migrate_current_version" not in text  # no per-target series by default
+    again = run_cli(
+        "patient",
+        "up",
+        "--targets-file",
+        str(targets),
+        "--version",
+        str(FIRST),
+        "--metrics-file",
+        str(metrics),
+        "--metrics-per-target",
+    )
+    assert again.exit_code == 1
+    text = metrics.read_text()
+    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 2' in text
+    assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 0' in text
+    assert text.count("migrate_current_version{") == 3
+    assert text.count("migrate_fleet_slowest_seconds{") == 1  # replaced, not added
+
+
+def test_an_empty_shard_is_fine(make: Any, tmp_path: Path) -> None:
+    (url,) = make(1)
+    targets = write_targets(tmp_path / "targets.txt", [url])
+    results = [
+        run_cli("patient", "up", "--targets-file", str(targets), "--shard", f"{i}/2")
+        for i in range(2)
+    ]
+    assert [r.exit_code for r in results] == [0, 0]
+    assert sorted(r.stdout.splitlines()[0] for r in results) == [
+        "up: 0 database(s): no targets",
+        "up: 1 database(s): 1 migrated",
+    ]
