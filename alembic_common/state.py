@@ -33,9 +33,12 @@ from alembic_common.history import (
 # A revision id as this toolkit writes it: four or more ASCII digits.
 REVISION = re.compile(r"[0-9]{4,}")
 
+# to_regclass looks names up in the newest catalog, which may be ahead of the snapshot the
+# other reads use (a table another runner created a moment ago, its columns not yet
+# visible): a table counts only when its pg_class row is visible in that same snapshot.
 _PROBE = """
-SELECT pg_catalog.to_regclass(%(alembic)s) IS NOT NULL,
-       pg_catalog.to_regclass(%(history)s) IS NOT NULL,
+SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(alembic)s)),
+       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(history)s)),
        pg_catalog.obj_description(pg_catalog.to_regclass(%(history)s), 'pg_class'),
        (SELECT pg_catalog.array_agg(pg_catalog.json_build_array(
                    a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
