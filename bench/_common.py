@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -29,19 +31,68 @@ def server() -> str:
     return embedded.server_url(paths.data_dir(ROOT))
 
 
-def create_db(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
+def database_of(url: str) -> str:
+    return Settings("bench", url, "bench").database
+
+
+def create_db(server_url: str, *, template: str | None = None, prefix: str = "bench") -> str:
+    """A new, uniquely named database (a copy of ``template``'s database if given); its URL.
+
+    A template must have no connections while it is copied."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(database_of(template)))
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(query)
     return with_database(server_url, name)
 
 
 def drop_db(server_url: str, url: str) -> None:
-    name = Settings("bench", url, "bench").database
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database_of(url))
+            )
         )
+
+
+def create_dbs(
+    server_url: str,
+    count: int,
+    *,
+    template: str | None = None,
+    prefix: str = "bench",
+    threads: int = 8,
+) -> list[str]:
+    """``count`` new databases, ``threads`` CREATE DATABASE at a time (a drop or a copy is
+    mostly waiting on the server's checkpoint and disk, so a few at once go faster)."""
+    if count <= 0:
+        return []
+    with ThreadPoolExecutor(max_workers=min(threads, count)) as pool:
+        return list(
+            pool.map(
+                lambda _: create_db(server_url, template=template, prefix=prefix), range(count)
+            )
+        )
+
+
+def drop_dbs(server_url: str, urls: Iterable[str], threads: int = 8) -> None:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda url: drop_db(server_url, url), urls))
+
+
+def drop_prefixed(server_url: str, prefix: str, threads: int = 8) -> int:
+    """Drop every database whose name starts with ``prefix`` (a bench's leftovers); how many."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        names = [
+            name
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [prefix]
+            )
+        ]
+    drop_dbs(server_url, [with_database(server_url, name) for name in names], threads)
+    return len(names)
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -56,3 +107,11 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """'median (range min-max)', each value times ``scale``."""
+    low, mid, high = (v * scale for v in (min(values), median(values), max(values)))
+    if len(values) == 1:
+        return f"{mid:.{digits}f}"
+    return f"{mid:.{digits}f} (range {low:.{digits}f}-{high:.{digits}f})"

@@ -203,13 +203,7 @@ def build(srv: str, rows: int) -> tuple[str, float, float]:
 
 
 def clone(srv: str, template: str) -> str:
-    name = Settings("b", template, "b").database
-    copy = create_db(srv)
-    copy_name = Settings("b", copy, "b").database
-    with psycopg.connect(srv, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{copy_name}"')
-        conn.execute(f'CREATE DATABASE "{copy_name}" TEMPLATE "{name}"')
-    return copy
+    return create_db(srv, template=template)
 
 
 # --- writers ----------------------------------------------------------------------------------
