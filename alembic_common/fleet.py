@@ -191,7 +191,7 @@ def run(
         ) as pool:
             running: dict[Future[Outcome], int] = {}
             while (todo and not stopped) or running:
-                for index in [i for i in todo if ready(i) is not False and room(i)]:
+                for index in [i for i in todo if ready(i) is not False]:
                     if stopped or len(running) >= parallel:
                         break
                     if not room(index):

@@ -86,11 +86,10 @@ def from_registry(url: str, query: str, connect_timeout: int) -> list[Entry]:
 
     if not query.strip():
         raise UsageError("--registry-query is empty")
-    shown = urls.mask(urls.parse(url, "--registry-url").url())
+    canonical = urls.parse(url, "--registry-url").url()
+    shown = urls.mask(canonical)
     try:
-        with psycopg.connect(
-            urls.parse(url).url(), connect_timeout=connect_timeout, autocommit=False
-        ) as conn:
+        with psycopg.connect(canonical, connect_timeout=connect_timeout, autocommit=False) as conn:
             conn.read_only = True
             with conn.cursor() as cur:
                 cur.execute(query.encode())  # bytes: taken as it is, no placeholders
@@ -164,11 +163,10 @@ def _first_line(exc: BaseException) -> str:
 
 def identity(entry: Entry) -> str:
     """What makes two entries the same database: server and database, not the login."""
-    parsed = urls.parse(entry.url)
-    host, port = parsed.hosts[0] if parsed.hosts else (parsed.params.get("host", ""), None)
-    port = port or int(parsed.params.get("port") or 5432)
-    database = parsed.database or parsed.params.get("dbname") or ""
-    return f"{host.lower()}:{port}/{database}"
+    from alembic_common.settings import Settings
+
+    where = Settings("listed", entry.url, "listed")
+    return f"{where.host.lower()}:{where.port}/{where.database}"
 
 
 def unique(entries: Sequence[Entry]) -> list[Entry]:
