@@ -437,7 +437,7 @@ def _apply(
     result.hold(planned)
     if planned.idle:
         return planned  # another replica did the work while we waited
-    service.scripts  # noqa: B018 - a file that does not import is named before any change
+    service.load(planned.run)  # a file that does not import is named before any change
     if planned.adopt:
         _backup_once(service, settings, options, progress, result)
         result.adopted = _adopt(service, conn, state, progress)
@@ -691,10 +691,10 @@ def _down(
                     version=version,
                 )
 
-            service.scripts  # noqa: B018 - a file that does not import is named before any change
+            steps = sorted((v for v in found.applied if v >= version), reverse=True)
+            service.load(steps)  # a file that does not import is named before any change
             below = [v for v in disk if v < version]
             destination = revision_id(below[-1]) if below else "base"
-            steps = sorted((v for v in found.applied if v >= version), reverse=True)
             result = RunResult(service.name, settings.display, "down", found.current, found.current)
             result.steps = _run_alembic(
                 service,

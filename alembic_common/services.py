@@ -20,9 +20,11 @@ import re
 import sys
 import traceback
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from alembic_common import releases
@@ -46,6 +48,8 @@ DECLARED = (
     "lint_accepted",
     "contract",
     "x_arguments",
+    "branch_labels",
+    "depends_on",
 )
 
 
@@ -77,6 +81,9 @@ class Migration:
     contract: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The -x KEY=VALUE its downgrade reads: key -> accepted values (case and spaces ignored).
     x_arguments: dict[str, list[str]] = field(default_factory=dict)
+    # Alembic's own declarations, passed on as written (None when the file has none).
+    branch_labels: Any = None
+    depends_on: Any = None
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:
@@ -144,7 +151,7 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
 # reused while the file's bytes are unchanged (hashing a file costs a tenth of parsing it):
 # a history of thousands of files is parsed once, not on every run. A cache that cannot
 # be written is simply skipped.
-CACHE = Path("__pycache__") / "migrate-declarations.json"
+CACHE = Path("__pycache__") / "migrate-declarations-2.json"
 
 
 class _DeclarationCache:
@@ -205,6 +212,8 @@ def load_migration(path: Path, version: int, cache: _DeclarationCache | None = N
         dict(values.get("lint_accepted") or {}),
         dict(values.get("contract") or {}),
         {k: list(v) for k, v in (values.get("x_arguments") or {}).items()},
+        values.get("branch_labels"),
+        values.get("depends_on"),
     )
 
 
@@ -327,6 +336,11 @@ class Service:
     def descriptions(self) -> dict[int, str]:
         return {m.version: m.description for m in self.migrations}
 
+    @cached_property
+    def contract_steps(self) -> list[tuple[Migration, int | None]]:
+        """Each contract step, oldest first, with the version just before it."""
+        return releases.contract_steps(self.migrations)
+
     def contract_versions(self, versions: list[int]) -> list[int]:
         """Which of ``versions`` are contract steps."""
         if not versions:
@@ -350,16 +364,31 @@ class Service:
         return cfg
 
     @cached_property
+    def modules(self) -> dict[int, _Deferred]:
+        """Each migration file's module, by version, imported only when a step of it runs."""
+        return {m.version: _Deferred(self, m) for m in self.migrations}
+
+    @cached_property
     def scripts(self) -> ScriptDirectory:
-        """Alembic's view of the history, built once, every file imported (a broken one is named)."""
-        from alembic.script import ScriptDirectory
+        """Alembic's view of the history, built once per process from the history already
+        parsed: no file is imported to build it (see ``modules``)."""
+        from alembic.script import Script, ScriptDirectory
+        from alembic.script.revision import RevisionMap
 
         script = ScriptDirectory.from_config(self.config())
-        try:
-            list(script.walk_revisions())
-        except Exception as exc:  # a revision file that does not import
-            raise ScriptError(_load_failure(self, exc), service=self.name) from exc
+        modules = self.modules
+        script.revision_map = RevisionMap(
+            lambda: [Script(modules[m.version], m.revision, m.path) for m in self.migrations]  # type: ignore[arg-type]
+        )
+        script.revision_map.heads  # noqa: B018 - the map is built now, before workers fork
         return script
+
+    def load(self, versions: Iterable[int]) -> None:
+        """Import the files of ``versions`` now, so a broken one is named before any change."""
+        modules = self.modules
+        for version in versions:
+            if version in modules:
+                modules[version].module()
 
     def run_alembic(
         self, cfg: Config, destination: str, *, down: bool = False, start: str | None = None
@@ -406,6 +435,42 @@ class Service:
                 del sys.modules[module_name]
                 raise ScriptError(_load_failure(self, exc), service=self.name) from exc
         return sys.modules[module_name].target_metadata  # type: ignore[no-any-return]
+
+
+class _Deferred:
+    # A migration file's module as Alembic's ``Script`` sees it. The revision ids Alembic
+    # builds its map from are the ones our own parse read; the file itself is imported
+    # (as Alembic would import it) only when something asks for more, such as a step's
+    # ``upgrade``. With a long history, running one step imports one file, not all.
+
+    def __init__(self, service: Service, migration: Migration) -> None:
+        self.revision = migration.revision
+        self.down_revision = migration.down_revision
+        self.branch_labels = migration.branch_labels
+        self.depends_on = migration.depends_on
+        self._service, self._path = service, migration.path
+        self._module: ModuleType | None = None
+
+    def module(self) -> ModuleType:
+        if self._module is None:
+            from alembic.util import load_python_file
+
+            try:
+                self._module = load_python_file(self._path.parent, self._path.name)
+            except Exception as exc:
+                raise ScriptError(
+                    _load_failure(self._service, exc), service=self._service.name
+                ) from exc
+        return self._module
+
+    @property
+    def __doc__(self) -> str | None:  # type: ignore[override]  # Script.longdoc reads it
+        return self.module().__doc__
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.module(), name)
 
 
 def _load_failure(service: Service, exc: BaseException) -> str:
