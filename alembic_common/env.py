@@ -55,7 +55,7 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
     return {
         "target_metadata": service.metadata() if compare else None,
         "transaction_per_migration": not attributes.get("atomic", False),
-        "on_version_apply": history.make_recorder(
+        "on_version_apply": history.Recorder(
             service.schema,
             guard=attributes.get("guard"),
             descriptions=service.descriptions,
@@ -123,11 +123,11 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
     raw.commit()
 
 
-class _Cleared:
-    """A migration step whose body first drops the version schemas' views (releases.py)."""
+class _Step:
+    """A migration step whose body runs between ``before`` and ``after``."""
 
-    def __init__(self, step: Any, before: Callable[[], None]):
-        self._step, self._before = step, before
+    def __init__(self, step: Any, before: Callable[[], None], after: Callable[[], None]):
+        self._step, self._before, self._after = step, before, after
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._step, name)
@@ -137,22 +137,22 @@ class _Cleared:
         def run(**kw: Any) -> None:
             self._before()
             self._step.migration_fn(**kw)
+            self._after()
 
         return run
 
 
-def clear_views_first(service: Service) -> None:
+def wrap_steps(service: Service, recorder: history.Recorder) -> None:
     """Every step starts by dropping the version schemas' views, in its own transaction, so
-    it may change any column they show; the recorder makes them again at its end."""
+    it may change any column they show (the recorder makes them again at its end). Once its
+    body has run, its history write is readied to ride on Alembic's version-table write."""
     from alembic import context
 
     from alembic_common.ddl import literal_sql
 
     clear = releases.clear_sql(service)
-    if clear is None:
-        return
     migration = context.get_context()
-    steps = migration._migrations_fn  # Alembic has no public hook before a step's body
+    steps = migration._migrations_fn  # Alembic has no public hook around a step's body
     if steps is None:
         return
 
@@ -162,12 +162,17 @@ def clear_views_first(service: Service) -> None:
         for step in steps(heads, ctx):
 
             def before(step: Any = step) -> None:
+                if clear is None:
+                    return
                 # A step that commits part-way (a backfill) shows the views of the version it
                 # leaves the database at: the new release may start during a long backfill.
                 attributes["views_leaving_at"] = history.left_at(step.info)
                 ctx.execute(literal_sql(clear))
 
-            yield _Cleared(step, before)
+            def after(step: Any = step) -> None:
+                recorder.ready(step.info, ctx)
+
+            yield _Step(step, before, after)
 
     migration._migrations_fn = wrapped
 
@@ -182,16 +187,17 @@ def run(env_file: str) -> None:
     # The Service that started this run has its history parsed already: use it.
     service = given if isinstance(given, Service) and given.path == found.path else found
     if context.is_offline_mode():
+        options = configure_options(service, attributes)
         context.configure(
             dialect_name="postgresql",
             literal_binds=True,
             dialect_opts={"paramstyle": "named"},
-            **configure_options(service, attributes),
+            **options,
         )
         for statement in session_settings(service, attributes):
             context.execute(statement)  # what prepare_session does online, shown in the plan
         context.execute(history.create_sql(service.schema))
-        clear_views_first(service)
+        wrap_steps(service, options["on_version_apply"])
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -200,9 +206,11 @@ def run(env_file: str) -> None:
         prepare_session(conn, service, attributes)
         # What each step runs, recorded with it (migrate passes them; plain alembic reads them).
         attributes.setdefault("checksums", checksums.listed(service))
-        context.configure(connection=conn, **configure_options(service, attributes))
-        clear_views_first(service)
-        with context.begin_transaction():
+        options = configure_options(service, attributes)
+        context.configure(connection=conn, **options)
+        recorder = options["on_version_apply"]
+        wrap_steps(service, recorder)
+        with recorder.riding(conn), context.begin_transaction():
             context.run_migrations()
         conn.commit()
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from alembic_common.errors import LockLostError, StateError
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext, MigrationInfo
+    from sqlalchemy import Connection
 
 TABLE = "schema_migrations"
 ALEMBIC_TABLE = "alembic_version"
@@ -201,33 +203,11 @@ class Guard:
 
 _HELD = sql.SQL(
     """EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = %(pid)s
-         AND l.classid = %(classid)s::pg_catalog.oid AND l.objid = %(objid)s::pg_catalog.oid
+       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = {pid}
+         AND l.classid = {classid}::pg_catalog.oid AND l.objid = {objid}::pg_catalog.oid
          AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
                            WHERE d.datname = pg_catalog.current_database()))"""
 )
-
-
-def _write(
-    raw: psycopg.Connection[Any],
-    statement: sql.Composed,
-    params: dict[str, Any],
-    guard: Guard | None,
-) -> int:
-    """Run one history write on the step's connection; return the rows it changed.
-
-    With a guard, the step key is taken first and the write only happens while the lock
-    session still holds the run lock: both travel in one round trip (a pipeline).
-    """
-    if guard is None:
-        return raw.execute(statement, params).rowcount
-    key = locking.step_key(guard.service)
-    with raw.pipeline():
-        raw.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", key)
-        cursor = raw.execute(
-            statement, {**params, "pid": guard.pid, **locking.lock_oids(guard.service)}
-        )
-    return cursor.rowcount
 
 
 def _lock_lost(guard: Guard, version: int) -> LockLostError:
@@ -239,82 +219,205 @@ def _lock_lost(guard: Guard, version: int) -> LockLostError:
     )
 
 
-Recorder = Callable[..., None]
+@dataclass
+class _Write:
+    """One step's history write: SQL text with literal values, which may hold several
+    statements (the step lock, the write, the version schemas' rebuild)."""
+
+    version: int
+    upgrade: bool
+    duration_ms: int
+    text: str
+    counted: int  # which statement of ``text`` is the history write, from 0
+    changed: int | None = None  # the rows it changed, once sent
+    riding: bool = False  # sent with Alembic's own version-table statement
 
 
-def make_recorder(
-    schema: str,
-    *,
-    guard: Guard | None = None,
-    descriptions: Mapping[int, str],
-    checksums: Mapping[int, str] | None = None,
-    on_step: Callable[[dict[str, Any]], None] | None = None,
-    views: Callable[[int | None], str | None] | None = None,
-) -> Recorder:
-    """An ``on_version_apply`` hook that mirrors each step into ``schema_migrations``.
+def _versions_write(context: Any, schema: str) -> bool:
+    """Is this statement Alembic's write to its own version table?"""
+    statement = getattr(getattr(context, "compiled", None), "statement", None)
+    table = getattr(statement, "table", None)
+    return (
+        bool(getattr(statement, "is_dml", False))
+        and getattr(table, "name", None) == ALEMBIC_TABLE
+        and getattr(table, "schema", None) in (None, schema)
+    )
+
+
+class Recorder:
+    """Alembic's ``on_version_apply`` hook: it mirrors each step into ``schema_migrations``.
+
+    The history write rides on Alembic's own version-table statement: once a step's body
+    has run (``ready``), its write is appended to the ``UPDATE alembic_version`` that
+    Alembic sends next, so both travel in one round trip, in the step's transaction. The
+    hook then checks that exactly one history row changed. Without a guard the write is
+    plain; with one, the step key is taken first and the write happens only while the
+    lock session still holds the run lock. A write that could not ride (offline, or
+    Alembic sending no version statement) is sent by the hook itself.
 
     ``on_step`` receives one small event per step (version, direction, duration);
     ``views`` gives the SQL that rebuilds the version schemas for the version a step
     leaves (see releases.py), run in the step's transaction after its history row.
     """
-    table = qualified(schema, TABLE)
-    held = sql.Composed([sql.SQL(" WHERE "), _HELD]) if guard else sql.Composed([])
-    insert = (
-        sql.SQL(
-            "INSERT INTO {} (version, description, duration_ms, checksum)"
-            " SELECT %(version)s, %(description)s, %(duration_ms)s, %(checksum)s"
-        ).format(table)
-        + held
-    )
-    delete = sql.SQL("DELETE FROM {} WHERE version = %(version)s").format(table) + (
-        sql.Composed([sql.SQL(" AND "), _HELD]) if guard else sql.Composed([])
-    )
-    mark = [time.perf_counter()]
 
-    def record(*, ctx: MigrationContext, step: MigrationInfo, heads: set[str], **_: Any) -> None:
-        duration_ms = round((time.perf_counter() - mark[0]) * 1000)
+    def __init__(
+        self,
+        schema: str,
+        *,
+        guard: Guard | None = None,
+        descriptions: Mapping[int, str],
+        checksums: Mapping[int, str] | None = None,
+        on_step: Callable[[dict[str, Any]], None] | None = None,
+        views: Callable[[int | None], str | None] | None = None,
+    ) -> None:
+        self.schema, self.guard, self.descriptions = schema, guard, descriptions
+        self.checksums, self.on_step, self.views = checksums or {}, on_step, views
+        self.table = qualified(schema, TABLE)
+        self.pending: _Write | None = None
+        self.mark = time.perf_counter()
+        self._parts: tuple[str, str, str, str] | None = None
+
+    def _statements(self) -> tuple[str, str, str, str]:
+        """The fixed parts of every step's write: the statement before it (the step lock),
+        the heads of the insert and of the delete, and the lock check that ends either."""
+        table = self.table.as_string()
+        lock, held = "", ""
+        if self.guard is not None:
+            key = locking.step_key(self.guard.service)
+            lock = f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]});\n"
+            oids = locking.lock_oids(self.guard.service)
+            held = _HELD.format(
+                pid=sql.Literal(self.guard.pid),
+                classid=sql.Literal(oids["classid"]),
+                objid=sql.Literal(oids["objid"]),
+            ).as_string()
+        insert = f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
+        delete = f"DELETE FROM {table} WHERE version = "
+        return lock, insert, delete, held
+
+    def _compose(self, step: MigrationInfo, context: Any) -> _Write:
+        (revision,) = step.up_revision_ids
+        version, upgrade = int(revision), step.is_upgrade
+        duration_ms = round((time.perf_counter() - self.mark) * 1000)
+        if self._parts is None:
+            self._parts = self._statements()
+        lock, insert, delete, held = self._parts
+        if upgrade:
+            description = self.descriptions.get(version, f"revision {revision}")
+            values = (
+                str(version),
+                sql.Literal(description).as_string(context),
+                str(duration_ms),
+                sql.Literal(self.checksums.get(version)).as_string(context),
+            )
+            write = insert + ", ".join(values) + (f" WHERE {held}" if held else "")
+        else:
+            write = delete + str(version) + (f" AND {held}" if held else "")
+        text = lock + write
+        rebuild = self.views(left_at(step)) if self.views is not None else None
+        if rebuild is not None:
+            text += ";\n" + rebuild
+        return _Write(version, upgrade, duration_ms, text, 1 if lock else 0)
+
+    def ready(self, step: MigrationInfo, ctx: MigrationContext) -> None:
+        """A step's body has run: compose its history write, to travel with Alembic's
+        version-table statement, which comes next."""
+        if ctx.as_sql or ctx.connection is None:
+            return
+        self.pending = self._compose(step, ctx.connection.connection.driver_connection)
+
+    def before_cursor_execute(
+        self,
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> tuple[str, Any]:
+        """SQLAlchemy's hook: append the pending history write to Alembic's version write."""
+        write = self.pending
+        if write is None or write.riding or executemany or parameters:
+            return statement, parameters
+        if not _versions_write(context, self.schema):
+            return statement, parameters
+        write.riding = True
+        # Sent without bound parameters, so in one simple-protocol round trip; the driver
+        # still reads placeholders when given an (empty) parameter set.
+        text = write.text if parameters is None else write.text.replace("%", "%%")
+        return f"{statement};\n{text}", parameters
+
+    def after_cursor_execute(
+        self,
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
+        """SQLAlchemy's hook: note the rows the history write changed, then show Alembic
+        its own statement's result again."""
+        write = self.pending
+        if write is None or not write.riding or write.changed is not None:
+            return
+        write.changed = cursor.set_result(1 + write.counted).rowcount
+        cursor.set_result(0)
+
+    @contextmanager
+    def riding(self, conn: Connection) -> Iterator[None]:
+        """While migrating on ``conn``, let history writes ride on Alembic's statements."""
+        from sqlalchemy import event
+
+        hooks: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
+            ("before_cursor_execute", self.before_cursor_execute, {"retval": True}),
+            ("after_cursor_execute", self.after_cursor_execute, {}),
+        )
+        for name, hook, options in hooks:
+            event.listen(conn, name, hook, **options)
+        try:
+            yield
+        finally:
+            for name, hook, _ in hooks:
+                event.remove(conn, name, hook)
+
+    def __call__(
+        self, *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], **_: Any
+    ) -> None:
         (revision,) = step.up_revision_ids
         version = int(revision)
-        upgrade = step.is_upgrade
-        description = descriptions.get(version, f"revision {revision}") if upgrade else ""
+        write, self.pending = self.pending, None
         if ctx.as_sql:
-            _render(ctx, schema, version, description, upgrade)
+            description = self.descriptions.get(version, f"revision {revision}")
+            _render(
+                ctx, self.schema, version, description if step.is_upgrade else "", step.is_upgrade
+            )
+            rebuild = self.views(left_at(step)) if self.views is not None else None
+            if rebuild is not None:
+                from sqlalchemy import text
+
+                ctx.execute(text(rebuild.replace(":", "\\:")))
+            duration_ms = round((time.perf_counter() - self.mark) * 1000)
         else:
             assert ctx.connection is not None
             raw = ctx.connection.connection.driver_connection
             assert isinstance(raw, psycopg.Connection)
-            params = {
-                "version": version,
-                "description": description,
-                "duration_ms": duration_ms,
-                "checksum": (checksums or {}).get(version),
-            }
-            changed = _write(raw, insert if upgrade else delete, params, guard)
-            if changed != 1:
-                if guard is not None:
-                    raise _lock_lost(guard, version)
+            if write is None or write.version != version or write.changed is None:
+                write = self._compose(step, raw)  # it could not ride: send it now
+                write.changed = raw.execute(write.text).set_result(write.counted).rowcount
+            if write.changed != 1:
+                if self.guard is not None:
+                    raise _lock_lost(self.guard, version)
                 raise StateError(
                     f"schema_migrations disagrees with alembic_version at version {version}: "
-                    f"expected to change 1 row, changed {changed}; run 'status' to see both",
+                    f"expected to change 1 row, changed {write.changed}; run 'status' to see both",
                     version=version,
                 )
-        rebuild = views(left_at(step)) if views is not None else None
-        if rebuild is not None:
-            if ctx.as_sql:
-                from sqlalchemy import text
-
-                ctx.execute(text(rebuild.replace(":", "\\:")))
-            else:
-                assert ctx.connection is not None
-                driver = ctx.connection.connection.driver_connection
-                assert isinstance(driver, psycopg.Connection)
-                driver.execute(rebuild)
-        if on_step is not None:
-            action = "applied" if upgrade else "rolled_back"
-            on_step({"action": action, "version": version, "duration_ms": duration_ms})
-        mark[0] = time.perf_counter()
-
-    return record
+            duration_ms = write.duration_ms
+        if self.on_step is not None:
+            action = "applied" if step.is_upgrade else "rolled_back"
+            self.on_step({"action": action, "version": version, "duration_ms": duration_ms})
+        self.mark = time.perf_counter()
 
 
 def left_at(step: MigrationInfo) -> int | None:

@@ -165,7 +165,16 @@ def check_declaration(name: str, value: Any) -> None:
             raise ScriptError(f"{name}: contract renames two columns of {table} to one name")
 
 
-def wanted(migrations: list[Migration], current: int | None) -> dict[int, str]:
+def contract_steps(migrations: list[Migration]) -> list[tuple[Migration, int | None]]:
+    """Each contract step, oldest first, with the version just before it."""
+    return [
+        (m, migrations[i - 1].version if i else None)
+        for i, m in enumerate(migrations)
+        if m.phase == "contract"
+    ]
+
+
+def wanted(steps: list[tuple[Migration, int | None]], current: int | None) -> dict[int, str]:
     """Which version schemas a database at ``current`` has: contract version -> its state.
 
     ``pending``: the contract is the next step (its expand step is applied); ``applied``:
@@ -173,11 +182,10 @@ def wanted(migrations: list[Migration], current: int | None) -> dict[int, str]:
     """
     if current is None:
         return {}
-    contracts = [m.version for m in migrations if m.phase == "contract"]
-    order = [m.version for m in migrations]
+    contracts = [m.version for m, _ in steps]
     found = {}
-    for v in contracts:
-        before = order[order.index(v) - 1] if order.index(v) else None
+    for m, before in steps:
+        v = m.version
         if before == current:
             found[v] = "pending"
         elif v <= current and not any(v < w <= current for w in contracts):
@@ -302,7 +310,7 @@ def _quoted(value: str) -> str:
 
 def clear_sql(service: Service) -> str | None:
     """The SQL that drops the views of ``service``'s version schemas (None: it has none)."""
-    if not any(m.phase == "contract" for m in service.migrations):
+    if not service.contract_steps:
         return None
     return _CLEAR % _quoted(_like(service.name))
 
@@ -320,12 +328,12 @@ def sync_sql(service: Service, current: int | None, skip: frozenset[str]) -> str
 
     None for a service without contract steps: nothing to build and nothing to drop.
     """
-    migrations = service.migrations
-    by_version = {m.version: m for m in migrations}
-    if not any(m.phase == "contract" for m in migrations):
+    steps = service.contract_steps  # read once per process: this runs once per step
+    if not steps:
         return None
+    by_version = {m.version: m for m, _ in steps}
     schemas = {}
-    for v, state in wanted(migrations, current).items():
+    for v, state in wanted(steps, current).items():
         declared = by_version[v].contract
         spec: dict[str, Any] = {
             "comment": f"{_marker(service.name)}, contract {v} ({state})",

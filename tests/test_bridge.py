@@ -6,20 +6,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import (
     CONTRACT,
     PATIENT_HEAD,
     ROOT,
     SERVICES,
+    Spawned,
     alembic_head,
     copied_service,
     history,
+    migrate_cmd,
     peers,
     query,
     settings,
     tables,
+    up,
     versions,
+    wait_until,
 )
 
 from alembic_common import runner, services
@@ -149,3 +154,44 @@ def test_a_fourth_service_is_just_a_folder(project_copy: Path, db: str) -> None:
     runner.up(billing, settings("billing", db))
     assert history(db) == versions("user")
     assert {"healthcare_entities", "users"} <= tables(db)
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_the_history_write_travels_with_alembics_version_write(direction: str, db: str) -> None:
+    """One round trip per step for both tables: while the history table is locked, the
+    server shows the step's waiting query, and it holds Alembic's version-table write and
+    the schema_migrations write together (guarded by the run lock)."""
+    line = versions("user")
+    before, last = line[-2], line[-1]
+    if direction == "up":
+        up("user", db, target=before)
+        args, write = ["user", "up"], 'INSERT INTO "public"."schema_migrations"'
+        after = line
+    else:
+        up("user", db)
+        args = ["user", "down", "--version", str(last)]
+        write = f'DELETE FROM "public"."schema_migrations" WHERE version = {last} AND EXISTS'
+        after = line[:-1]
+    with psycopg.connect(db) as blocker:
+        blocker.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")
+        run = Spawned(migrate_cmd(*args, "--url", db))
+        waiting = wait_until(
+            lambda: query(
+                db,
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND query LIKE '%alembic_version%'",
+            ),
+            "the step's version write, waiting on the history table",
+        )
+        blocker.rollback()
+    code, _, err = run.finish()
+    assert code == 0, err
+    statements = [s.strip() for s in waiting[0][0].split(";\n")]
+    old, new = (before, last) if direction == "up" else (last, before)
+    assert statements[0] == (
+        f"UPDATE public.alembic_version SET version_num='{new:04d}' "
+        f"WHERE public.alembic_version.version_num = '{old:04d}'"
+    )
+    assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
+    assert statements[2].startswith(write) and "pg_catalog.pg_locks" in statements[2]
+    assert history(db) == after and alembic_head(db) == [f"{after[-1]:04d}"]
