@@ -9,20 +9,12 @@ work (``all up``) or is simply reported beside the others (many targets).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    as_completed,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +177,10 @@ def run(
                 finish(index, task(index)())
     else:
         _preload(loaded.values())
+        # Imported here: a single target's start (every container's) never forks.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(
             max_workers=min(parallel, len(jobs)), mp_context=context, initializer=_die_with_parent

@@ -182,13 +182,9 @@ def test_the_lock_session_outlives_idle_session_timeout(project_copy: Path, db: 
     env = {"MIGRATE_ROOT": str(project_copy)}
     assert run_cli("user", "up", "--url", db, env=env).exit_code == 0
     new = _slow_step(project_copy, 3.5, "user")
-    query(db, "ALTER DATABASE " + db.rsplit("/", 1)[1] + " SET idle_session_timeout = '2s'")
-    query(
-        db,
-        "ALTER DATABASE "
-        + db.rsplit("/", 1)[1]
-        + " SET idle_in_transaction_session_timeout = '1s'",
-    )
+    [(name,)] = query(db, "SELECT pg_catalog.quote_ident(pg_catalog.current_database())")
+    query(db, f"ALTER DATABASE {name} SET idle_session_timeout = '2s'")
+    query(db, f"ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '1s'")
     result = run_cli("user", "up", "--url", db, env=env)
     assert result.exit_code == 0, result.output
     assert history(db) == [*versions("user"), new]

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from alembic_common import backup as backups_mod
 from alembic_common import runner
 from alembic_common.cli import options
 from alembic_common.cli.app import app, service_of
@@ -55,6 +54,8 @@ def backup(
     service = service_of(ctx)
     folder = _folder(to)
     settings = conn.settings(service, say=err)
+    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+
     taken = backups_mod.take(service, settings, folder, jobs=jobs)
     if as_json:
         print_json(taken.to_dict())
@@ -89,6 +90,8 @@ def backups(
     folder = _folder(to)
     if prune != (keep is not None):
         raise UsageError("--prune and --keep N go together")
+    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+
     if prune:
         assert keep is not None
         result = backups_mod.prune(service, conn.settings(service, say=err), keep, folder)
@@ -147,6 +150,8 @@ def restore(
         environment=options.environment(env), allow_production=allow_production
     )
     runner.refuse_production(service, "restore", run_options)
+    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+
     backups_mod.verify(service, file)  # a wrong service or a damaged file, before connecting
     settings = conn.settings(service, say=err)
     reporter = Reporter(None)  # the sessions it terminates are named on stderr, even with --json
