@@ -201,12 +201,14 @@ class Guard:
     pid: int
 
 
-_HELD = sql.SQL(
-    """EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = {pid}
-         AND l.classid = {classid}::pg_catalog.oid AND l.objid = {objid}::pg_catalog.oid
-         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                           WHERE d.datname = pg_catalog.current_database()))"""
+# The run lock is still held: a session keeps its advisory lock until it ends, so the
+# session that took it still running (the same pid, started at the same time) is the lock
+# held. One backend's entry is read, not the whole lock table (pg_locks costs every step
+# a scan of every lock on the server). The statistics snapshot is cleared first, or a
+# transaction would keep seeing the session it saw first (an --atomic batch).
+_ALIVE = sql.SQL(
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity({pid}) a"
+    " WHERE a.backend_start IS NOT DISTINCT FROM {started})"
 )
 
 
@@ -277,30 +279,36 @@ class Recorder:
         self.mark = time.perf_counter()
         self._parts: tuple[str, str, str, str] | None = None
 
-    def _statements(self) -> tuple[str, str, str, str]:
+    def _statements(self, conn: psycopg.Connection[Any]) -> tuple[str, str, str, str]:
         """The fixed parts of every step's write: the statement before it (the step lock),
-        the heads of the insert and of the delete, and the lock check that ends either."""
+        the heads of the insert and of the delete, and the lock check that ends either.
+        The lock session's start is read here, once per run."""
         table = self.table.as_string()
         lock, held = "", ""
         if self.guard is not None:
             key = locking.step_key(self.guard.service)
-            lock = f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]});\n"
-            oids = locking.lock_oids(self.guard.service)
-            held = _HELD.format(
-                pid=sql.Literal(self.guard.pid),
-                classid=sql.Literal(oids["classid"]),
-                objid=sql.Literal(oids["objid"]),
-            ).as_string()
+            lock = (
+                f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]}),"
+                " pg_catalog.pg_stat_clear_snapshot();\n"
+            )
+            pid = self.guard.pid
+            row = conn.execute(
+                "SELECT backend_start FROM pg_catalog.pg_stat_get_activity(%s)", [pid]
+            ).fetchone()
+            held = "false"  # the lock session is gone already
+            if row is not None:
+                alive = _ALIVE.format(pid=sql.Literal(pid), started=sql.Literal(row[0]))
+                held = alive.as_string(conn)
         insert = f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
         delete = f"DELETE FROM {table} WHERE version = "
         return lock, insert, delete, held
 
-    def _compose(self, step: MigrationInfo, context: Any) -> _Write:
+    def _compose(self, step: MigrationInfo, context: psycopg.Connection[Any]) -> _Write:
         (revision,) = step.up_revision_ids
         version, upgrade = int(revision), step.is_upgrade
         duration_ms = round((time.perf_counter() - self.mark) * 1000)
         if self._parts is None:
-            self._parts = self._statements()
+            self._parts = self._statements(context)
         lock, insert, delete, held = self._parts
         if upgrade:
             description = self.descriptions.get(version, f"revision {revision}")
@@ -324,7 +332,9 @@ class Recorder:
         version-table statement, which comes next."""
         if ctx.as_sql or ctx.connection is None:
             return
-        self.pending = self._compose(step, ctx.connection.connection.driver_connection)
+        raw = ctx.connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        self.pending = self._compose(step, raw)
 
     def before_cursor_execute(
         self,

@@ -216,6 +216,25 @@ def test_a_terminated_lock_session_rolls_the_step_back(project_copy: Path, db: s
     assert history(db) == [*versions("user"), new]
 
 
+def test_an_atomic_batch_sees_a_lock_lost_after_its_first_step(project_copy: Path, db: str) -> None:
+    """In one transaction, each step's lock check still looks at the server as it is now,
+    not as the batch's first step saw it."""
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    assert run_cli("user", "up", "--url", db, env=env).exit_code == 0
+    quick = add_step(project_copy, "user", '    op.execute("CREATE TABLE quick_step (id int)")')
+    slow = _slow_step(project_copy, 2, "user")
+    run = Spawned(migrate_cmd("user", "up", "--atomic", "--url", db), env=env)
+    wait_until(lambda: backends(db, "%pg_sleep(2)%"), "the batch's second step to start")
+    query(db, "SELECT pg_terminate_backend(%s)", [_lock_session(db, "user")])
+    code, _, err = run.finish()
+    assert code == 1, err
+    assert f"the migration lock was lost during version {slow}" in err
+    assert history(db) == versions("user") and not {"quick_step", "step_runs"} & tables(db)
+    again = run_cli("user", "up", "--url", db, env=env)
+    assert again.exit_code == 0, again.output
+    assert history(db) == [*versions("user"), quick, slow]
+
+
 def test_a_second_runner_after_a_lost_lock_never_runs_a_step_twice(
     project_copy: Path, db: str
 ) -> None:
