@@ -47,6 +47,11 @@ SESSION_LIMITS = (
 
 Progress = Callable[[dict[str, Any]], None]
 
+
+class NotNeeded(Exception):
+    """A waiter found, on waking, that there is no longer anything to wait for."""
+
+
 HELD_BY = """
     SELECT l.pid FROM pg_catalog.pg_locks l
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
@@ -111,14 +116,20 @@ def advisory_lock(
     *,
     wait: float = DEFAULT_LOCK_WAIT,
     on_wait: Progress | None = None,
+    needed: Callable[[], bool] | None = None,
 ) -> Iterator[int]:
     """Hold ``service``'s run lock on ``conn`` (autocommit) for the block; yield its pid.
+
+    A waiter that wakes without the lock asks ``needed()`` (a lock-free look at the
+    database); when it says no, the wait ends with ``NotNeeded`` and the lock is never
+    taken: replicas that waited while another did the work all leave at once, instead of
+    taking the lock one after another only to find nothing to do.
 
     Releasing never raises: a dead connection has already lost the lock, and an error
     that is on its way out must not be replaced by one about the unlock.
     """
     keep_session(conn)
-    _acquire(conn, service, wait, on_wait)
+    _acquire(conn, service, wait, on_wait, needed)
     try:
         barrier(conn, service)
         yield conn.info.backend_pid
@@ -132,15 +143,20 @@ def barrier(conn: psycopg.Connection[Any], service: str) -> None:
 
 
 def _acquire(
-    conn: psycopg.Connection[Any], service: str, wait: float, on_wait: Progress | None
+    conn: psycopg.Connection[Any],
+    service: str,
+    wait: float,
+    on_wait: Progress | None,
+    needed: Callable[[], bool] | None = None,
 ) -> None:
     """Take the lock at once if free; otherwise report the holder and wait up to ``wait``."""
     if _try(conn, service):
         return
     holder = lock_holder(conn, service)
-    if on_wait is not None:
-        on_wait({"event": "lock_wait", "holder_pid": holder, "wait_s": wait})
+    waiting = {"event": "lock_wait", "holder_pid": holder, "wait_s": wait}
     if wait <= 0:
+        if on_wait is not None:
+            on_wait(waiting)
         raise LockWaitError(
             f"{service}: another migration run (pid {holder}) holds the migration lock",
             service=service,
@@ -149,7 +165,9 @@ def _acquire(
     listen = sql.Identifier(channel(service))
     try:
         conn.execute(sql.SQL("LISTEN {}").format(listen))
-        _wait(conn, service, deadline, wait, holder)
+        if on_wait is not None:
+            on_wait(waiting)  # listening already: a release from now on wakes this waiter
+        _wait(conn, service, deadline, wait, holder, needed)
     except KeyboardInterrupt as exc:
         signum, name = signal_name(exc)
         raise Interrupted(
@@ -164,10 +182,18 @@ def _acquire(
 
 
 def _wait(
-    conn: psycopg.Connection[Any], service: str, deadline: float, wait: float, holder: int | None
+    conn: psycopg.Connection[Any],
+    service: str,
+    deadline: float,
+    wait: float,
+    holder: int | None,
+    needed: Callable[[], bool] | None,
 ) -> None:
-    """Sleep on the channel until the lock is ours or the deadline passes."""
+    """Sleep on the channel until the lock is ours, it is no longer needed, or the
+    deadline passes."""
     while not _try(conn, service):
+        if needed is not None and not needed():
+            raise NotNeeded(service)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             holder = lock_holder(conn, service) or holder

@@ -340,12 +340,32 @@ def _locked_apply(
     conn: psycopg.Connection[Any],
     result: RunResult,
 ) -> Plan:
-    """Take the service's lock on ``conn`` and apply what the plan says under it."""
-    with (
-        _losing_connection(service, settings),
-        locking.advisory_lock(conn, service.name, wait=options.lock_wait, on_wait=progress) as pid,
-    ):
-        return _apply(service, settings, target, options, progress, peers, conn, pid, result)
+    """Take the service's lock on ``conn`` and apply what the plan says under it.
+
+    While it waits for the lock, each wake-up looks again without it: when another run has
+    done the work meanwhile, this one ends as a no-op without ever taking the lock."""
+    latest: list[Plan] = []
+
+    def needed() -> bool:
+        latest[:] = [_plan(service, conn, target, options)]
+        return not latest[0].idle
+
+    try:
+        with (
+            _losing_connection(service, settings),
+            locking.advisory_lock(
+                conn, service.name, wait=options.lock_wait, on_wait=progress, needed=needed
+            ) as pid,
+        ):
+            return _apply(service, settings, target, options, progress, peers, conn, pid, result)
+    except locking.NotNeeded:
+        (planned,) = latest
+        refuse_unusable(service, planned.found)
+        if not result.steps:
+            result.before = planned.found.current
+        result.after = planned.found.current
+        result.hold(planned)
+        return planned
 
 
 def _plan(

@@ -191,6 +191,47 @@ def test_the_lock_session_outlives_idle_session_timeout(project_copy: Path, db: 
     assert query(db, "SELECT count(*) FROM step_runs") == [(1,)]
 
 
+def test_waiting_replicas_leave_once_the_work_is_done_without_taking_the_lock(db: str) -> None:
+    """Replicas that waited while another run did the work end as no-ops as soon as they
+    wake and see it done, all at once: here the lock is never even released."""
+    line = versions("user")
+    assert run_cli("user", "up", "--version", str(line[0]), "--url", db).exit_code == 0
+    with psycopg.connect(db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", locking.lock_key("user"))
+        waiters = [Spawned(migrate_cmd("user", "up", "--url", db)) for _ in range(3)]
+        for waiter in waiters:
+            waiter.wait_for("waiting up to")
+        # The holder does the work, as the first replica would, and keeps the lock.
+        _run_under_held_lock(db, "user")
+        results = [waiter.finish(timeout=30) for waiter in waiters]
+        held = query(
+            db,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s",
+            [holder.info.backend_pid],
+        )
+    for code, out, err in results:
+        assert code == 0, err
+        assert f"at version {line[-1]}; nothing to do" in out + err
+    assert held == [(1,)]
+    assert history(db) == line
+
+
+def _run_under_held_lock(db: str, service: str) -> None:
+    """Bring the database to head with Alembic directly (the caller holds the run lock)."""
+    from alembic_common import db as dbmod
+    from alembic_common import services
+    from alembic_common.settings import Settings
+
+    svc = services.get(service)
+    engine = dbmod.engine(Settings(service, db, "t"))
+    try:
+        with engine.connect() as conn:
+            svc.run_alembic(svc.config(connection=conn), "heads")
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
 def _lock_session(db: str, service: str) -> int:
     with psycopg.connect(db, autocommit=True) as conn:
         pid = locking.lock_holder(conn, service)
