@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alembic_common.cli import main
+from alembic_common.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

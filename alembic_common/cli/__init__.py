@@ -12,6 +12,6 @@ from alembic_common.cli import (  # noqa: F401 - registers commands
     ops,
     platform,
 )
-from alembic_common.cli.app import app, main
+from alembic_common.cli.app import app, main, run
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

@@ -233,5 +233,27 @@ def project_of(ctx: typer.Context) -> Project:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """The CLI; it ends with SystemExit, so that a caller may go on afterwards."""
     app(prog_name=PROG)
+
+
+def run() -> None:
+    """The process's entry point (the ``migrate`` script and ``scripts/migrate.py``).
+
+    Runs ``main``, flushes the output, runs the ``atexit`` handlers, then ends the process
+    at once: the interpreter's own teardown of the modules loaded (psycopg above all) cost
+    every start about 100 ms, a third of a no-op ``up``. Files the run writes (events,
+    metrics, backups) are written and closed by then.
+    """
+    import atexit
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
