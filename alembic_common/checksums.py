@@ -65,12 +65,25 @@ def fingerprints(service: Service) -> dict[int, str]:
     return dict(service.file_hashes)
 
 
+# The checksums file as last parsed, by path and text: a fleet reads it for every target,
+# and comparing the text is a fraction of parsing its lines again.
+_PARSED: dict[Path, tuple[str, dict[int, tuple[str, str]]]] = {}
+
+
 def read(service: Service) -> dict[int, tuple[str, str]]:
     """The file's (checksum, fingerprint) per version (empty when it has none yet)."""
+    where = path(service)
     try:
-        text = path(service).read_text()
+        text = where.read_text()
     except FileNotFoundError:
         return {}
+    known = _PARSED.get(where)
+    if known is None or known[0] != text:
+        known = _PARSED[where] = (text, _parse(service, text))
+    return dict(known[1])
+
+
+def _parse(service: Service, text: str) -> dict[int, tuple[str, str]]:
     found = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()

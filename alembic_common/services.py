@@ -300,9 +300,15 @@ class Service:
         parser.read(self.ini)
         return parser.get("alembic", "version_table_schema", fallback="").strip() or "public"
 
-    def _files(self) -> dict[int, Path]:
+    @cached_property
+    def _listing(self) -> dict[int, Path]:
+        # Listed once, like the history parsed from it: a long history's folder is not
+        # read again by every step of a run or every target of a fleet.
         found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
         return {int(m.group(1)): p for m, p in found if m}
+
+    def _files(self) -> dict[int, Path]:
+        return self._listing
 
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone."""
