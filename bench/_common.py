@@ -16,6 +16,10 @@ import psycopg
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
+# Measure as deployed, with Python's bytecode cache: a shell that sets
+# PYTHONDONTWRITEBYTECODE (this sandbox does) would make every process it starts compile
+# the modules edited since the cache was written, on both sides of a comparison.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.path.insert(0, str(ROOT))
 
 from alembic_common import embedded, paths  # noqa: E402

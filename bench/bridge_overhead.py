@@ -1,11 +1,14 @@
-"""200 trivial migrations applied through the bridge, against plain Alembic without it.
+"""Trivial migrations applied through the bridge, against plain Alembic without it.
 
-Generates one throwaway Alembic project twice over the same 200 revision files: once
-with the shared env.py (schema_migrations bridge, lock, session setup), once with a
-stock env.py (one transaction per migration, no bridge). Each runs `alembic upgrade
-head` on a fresh database, alternating. Target: 1.15x or less.
+For each size (default 200 and 1,000) it generates one throwaway Alembic project twice
+over the same revision files: once with the shared env.py (schema_migrations bridge, run
+lock, session set-up), once with a minimal env.py (one transaction per migration, no
+bridge). Each runs `alembic upgrade head` on a fresh database, alternating. The floor is
+psql running the same steps' SQL (BEGIN; CREATE TABLE; the alembic_version write;
+COMMIT) from one script on one connection. Per-step cost is the whole run divided by the
+number of steps. Target: the bridge at most 1.10x plain Alembic.
 
-    python bench/bridge_overhead.py [--migrations 200] [--runs 3]
+    python bench/bridge_overhead.py [--sizes 200,1000] [--runs 5]
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import ROOT, create_db, drop_db, median, server, timed
+import psycopg
+from _common import ROOT, create_db, drop_db, server, spread, timed
+
+from alembic_common import backup
 
 PLAIN_ENV = """
 from alembic import context
@@ -54,39 +60,71 @@ def write_project(base: Path, count: int, plain: bool) -> Path:
     return folder / "alembic.ini"
 
 
+def psql_script(base: Path, count: int) -> Path:
+    """The SQL plain Alembic sends for ``count`` steps, one transaction each."""
+    lines = ["CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);"]
+    for v in range(1, count + 1):
+        write = (
+            f"INSERT INTO alembic_version VALUES ('{v:04d}')"
+            if v == 1
+            else f"UPDATE alembic_version SET version_num = '{v:04d}' WHERE version_num = '{v - 1:04d}'"
+        )
+        lines.append(f"BEGIN;\nCREATE TABLE t_{v} (id int);\n{write};\nCOMMIT;")
+    path = base / f"steps_{count}.sql"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def psql_binary(srv: str) -> str:
+    with psycopg.connect(srv) as conn:
+        version = conn.info.server_version
+    return str(backup.choose(version).folder / "psql")
+
+
+def measure(tmp: Path, count: int, runs: int, srv: str, psql: str) -> dict[str, list[float]]:
+    ours_ini = write_project(tmp / f"ours{count}", count, plain=False)
+    plain_ini = write_project(tmp / f"plain{count}", count, plain=True)
+    script = psql_script(tmp, count)
+    results: dict[str, list[float]] = {"ours": [], "plain": [], "psql": []}
+    for _ in range(runs):
+        for name, ini in (("ours", ours_ini), ("plain", plain_ini), ("psql", None)):
+            db = create_db(srv)
+            try:
+                if ini is None:
+                    cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", str(script)]
+                else:
+                    cmd = [sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={db}"]
+                    cmd += ["upgrade", "head"]
+                results[name].append(timed(cmd, env={"PYTHONPATH": str(ROOT)}))
+            finally:
+                drop_db(srv, db)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--migrations", type=int, default=200)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="200,1000", help="comma-separated step counts")
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     srv = server()
+    psql = psql_binary(srv)
+    print(f"trivial migrations on fresh databases, median (range) of {args.runs} runs each")
     with tempfile.TemporaryDirectory() as tmp:
-        ours_ini = write_project(Path(tmp) / "ours", args.migrations, plain=False)
-        plain_ini = write_project(Path(tmp) / "plain", args.migrations, plain=True)
-        results: dict[str, list[float]] = {"ours": [], "plain": []}
-        for _ in range(args.runs):
-            for name, ini in (("ours", ours_ini), ("plain", plain_ini)):
-                db = create_db(srv)
-                try:
-                    cmd = [
-                        sys.executable,
-                        "-m",
-                        "alembic",
-                        "-c",
-                        str(ini),
-                        "-x",
-                        f"url={db}",
-                        "upgrade",
-                        "head",
-                    ]
-                    results[name].append(timed(cmd, env={"PYTHONPATH": str(ROOT)}))
-                finally:
-                    drop_db(srv, db)
-    o, p = median(results["ours"]), median(results["plain"])
-    print(f"{args.migrations} trivial migrations, median of {args.runs} fresh-database runs each")
-    print(f"  through the bridge (shared env.py)   {o:6.2f} s")
-    print(f"  plain Alembic (no bridge)            {p:6.2f} s")
-    print(f"  ratio (bridge / plain)               {o / p:6.2f}x   (target <= 1.15x)")
+        for count in (int(n) for n in args.sizes.split(",")):
+            found = measure(Path(tmp), count, args.runs, srv, psql)
+            ratios = [o / p for o, p in zip(found["ours"], found["plain"], strict=True)]
+            per_step = 1000 / count
+            print(f"{count} steps:")
+            for name, label in (
+                ("ours", "through the bridge (shared env.py)"),
+                ("plain", "plain Alembic (minimal env.py)  "),
+                ("psql", "psql, the same SQL (the floor)   "),
+            ):
+                print(
+                    f"  {label} {spread(found[name], digits=2)} s, "
+                    f"{spread(found[name], per_step, digits=2)} ms/step"
+                )
+            print(f"  ratio bridge / plain               {spread(ratios)}x   (target <= 1.10x)")
 
 
 if __name__ == "__main__":

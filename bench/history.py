@@ -7,7 +7,12 @@ database at version N-1 it times, alternating, in fresh processes:
   * `migrate.py bench status` and a no-op `migrate.py bench up` at head.
 Targets: up with one pending step <= 1.0x plain Alembic; status <= 1.3x the no-op up.
 
-    python bench/history.py [--migrations 1000] [--runs 5]
+Then a fleet (--fleet 20 databases, 0 to skip): each database one step behind, migrated by
+one `migrate.py bench up --targets-file F --jobs 4 --per-host 4`, on a history of N
+migrations and on one of 5 (the size of today's services). Target: per database, the long
+history costs at most 1.3x the short one.
+
+    python bench/history.py [--migrations 1000] [--runs 5] [--fleet 20]
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from _common import ROOT, create_db, drop_db, server
+from _common import ROOT, create_db, create_dbs, drop_db, drop_dbs, server, spread
 from bridge_overhead import write_project
 
 
@@ -48,10 +53,49 @@ def _spread(values: list[float]) -> str:
     return f"{mid * 1000:7.0f} ms (range {ordered[0] * 1000:.0f}-{ordered[-1] * 1000:.0f})"
 
 
+def fleet_seconds(base: Path, n: int, size: int, runs: int, srv: str) -> list[float]:
+    """Seconds per database to migrate ``size`` databases, each at N-1, on an N-step history."""
+    write_project(base, n, plain=False)
+    env = {**os.environ, "MIGRATE_ROOT": str(base)}
+    migrate = [sys.executable, str(ROOT / "scripts/migrate.py"), "bench"]
+    subprocess.run([*migrate, "hash"], check=True, env=env, cwd=ROOT, capture_output=True)
+    template = create_db(srv)
+    try:
+        back = ["up", "--version", str(n - 1), "--url", template]
+        subprocess.run([*migrate, *back], check=True, env=env, cwd=ROOT, capture_output=True)
+        seconds = []
+        for run in range(runs + 1):
+            urls = create_dbs(srv, size, template=template)
+            try:
+                listing = base / "targets.txt"
+                listing.write_text("".join(f"db{i}={url}\n" for i, url in enumerate(urls)))
+                fleet = ["up", "--targets-file", str(listing), "--jobs", "4", "--per-host", "4"]
+                elapsed = _run([*migrate, *fleet], env)
+                if run:  # the first round only warms the caches
+                    seconds.append(elapsed / size)
+            finally:
+                drop_dbs(srv, urls)
+        return seconds
+    finally:
+        drop_db(srv, template)
+
+
+def fleet(args: argparse.Namespace, srv: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        short = fleet_seconds(Path(tmp) / "short", 5, args.fleet, args.runs, srv)
+        long = fleet_seconds(Path(tmp) / "long", args.migrations, args.fleet, args.runs, srv)
+    ratios = [a / b for a, b in zip(long, short, strict=True)]
+    print(f"a fleet of {args.fleet} databases, one step each, --jobs 4 --per-host 4, per database:")
+    print(f"  on a {args.migrations}-migration history  {spread(long, 1000, 0)} ms")
+    print(f"  on a 5-migration history     {spread(short, 1000, 0)} ms")
+    print(f"    ratio long / short: {spread(ratios)}x (target <= 1.3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--migrations", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--fleet", type=int, default=20, help="databases in the fleet (0: skip)")
     args = parser.parse_args()
     n = args.migrations
     srv = server()
@@ -108,6 +152,8 @@ def main() -> None:
         f"    ratio status / no-op up: {ratios_status[len(ratios_status) // 2]:.2f}x "
         f"(range {ratios_status[0]:.2f}-{ratios_status[-1]:.2f}; target <= 1.3x)"
     )
+    if args.fleet:
+        fleet(args, srv)
 
 
 if __name__ == "__main__":
