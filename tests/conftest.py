@@ -6,8 +6,10 @@ databases on it), else the embedded server under ``.pgdata/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -221,12 +223,18 @@ def run_script(
 
 
 @pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """A copy of the repository's services/ in a temporary root, free to be changed."""
+def project_copy(tmp_path: Path) -> Iterator[Path]:
+    """A copy of the repository's services/ in a temporary root, free to be changed.
+
+    An embedded server a test started in it (autogenerate's throwaway database) is
+    stopped afterwards, so a test run leaves no PostgreSQL running behind it."""
     shutil.copytree(
         ROOT / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__")
     )
-    return tmp_path
+    yield tmp_path
+    pid_file = tmp_path / paths.DATA_DIR_NAME / "postmaster.pid"  # never MIGRATE_PGDATA's
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # a fast shutdown
 
 
 def copied_service(root: Path, name: str) -> services.Service:
