@@ -206,9 +206,12 @@ class Guard:
 # held. One backend's entry is read, not the whole lock table (pg_locks costs every step
 # a scan of every lock on the server). The statistics snapshot is cleared first, or a
 # transaction would keep seeing the session it saw first (an --atomic batch).
+# A role that may not see the session's details (a step that ran SET ROLE) reads its start
+# as NULL: the session's pid alone then says it is alive.
 _ALIVE = sql.SQL(
     "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity({pid}) a"
-    " WHERE a.backend_start IS NOT DISTINCT FROM {started})"
+    " WHERE a.backend_start IS NULL OR {started}::timestamptz IS NULL"
+    " OR a.backend_start = {started})"
 )
 
 

@@ -14,12 +14,14 @@ from conftest import (
     ROOT,
     SERVICES,
     Spawned,
+    add_step,
     alembic_head,
     copied_service,
     history,
     migrate_cmd,
     peers,
     query,
+    run_cli,
     settings,
     tables,
     up,
@@ -195,3 +197,18 @@ def test_the_history_write_travels_with_alembics_version_write(direction: str, d
     assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
     assert statements[2].startswith(write) and "pg_catalog.pg_stat_get_activity" in statements[2]
     assert history(db) == after and alembic_head(db) == [f"{after[-1]:04d}"]
+
+
+def test_a_description_full_of_sql_syntax_is_recorded_exactly(project_copy: Path, db: str) -> None:
+    """The history write travels as literal SQL: quotes, percent signs, backslashes,
+    semicolons and comment markers in a docstring are data, recorded as written."""
+    description = (
+        "Raise fees 100% for O'Brien's clinic; back\\slash -- not a comment /* nor */ é 診"
+    )
+    new = add_step(project_copy, "user", "    pass", description=description.replace("\\", "\\\\"))
+    result = run_cli("user", "up", "--url", db, env={"MIGRATE_ROOT": str(project_copy)})
+    assert result.exit_code == 0, result.output
+    assert query(db, "SELECT description FROM schema_migrations WHERE version = %s", [new]) == [
+        (description,)
+    ]
+    assert history(db) == [*versions("user"), new]
