@@ -132,6 +132,9 @@ class _Step:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._step, name)
 
+    def __str__(self) -> str:  # Alembic logs "Running upgrade 0001 -> 0002, ..." with it
+        return str(self._step)
+
     @property
     def migration_fn(self) -> Callable[..., None]:
         def run(**kw: Any) -> None:

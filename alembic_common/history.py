@@ -201,17 +201,15 @@ class Guard:
     pid: int
 
 
-# The run lock is still held: a session keeps its advisory lock until it ends, so the
-# session that took it still running (the same pid, started at the same time) is the lock
-# held. One backend's entry is read, not the whole lock table (pg_locks costs every step
-# a scan of every lock on the server). The statistics snapshot is cleared first, or a
-# transaction would keep seeing the session it saw first (an --atomic batch).
-# A role that may not see the session's details (a step that ran SET ROLE) reads its start
-# as NULL: the session's pid alone then says it is alive.
-_ALIVE = sql.SQL(
-    "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity({pid}) a"
-    " WHERE a.backend_start IS NULL OR {started}::timestamptz IS NULL"
-    " OR a.backend_start = {started})"
+# The run lock is still held by the session that took it. pg_locks is exact: a session's
+# advisory locks go the moment it dies, before its entry in pg_stat_activity does, so only
+# the lock table itself never shows a lock that a new holder may already have taken.
+_HELD = sql.SQL(
+    """EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = {pid}
+         AND l.classid = {classid}::pg_catalog.oid AND l.objid = {objid}::pg_catalog.oid
+         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                           WHERE d.datname = pg_catalog.current_database()))"""
 )
 
 
@@ -282,26 +280,20 @@ class Recorder:
         self.mark = time.perf_counter()
         self._parts: tuple[str, str, str, str] | None = None
 
-    def _statements(self, conn: psycopg.Connection[Any]) -> tuple[str, str, str, str]:
+    def _statements(self) -> tuple[str, str, str, str]:
         """The fixed parts of every step's write: the statement before it (the step lock),
-        the heads of the insert and of the delete, and the lock check that ends either.
-        The lock session's start is read here, once per run."""
+        the heads of the insert and of the delete, and the lock check that ends either."""
         table = self.table.as_string()
         lock, held = "", ""
         if self.guard is not None:
             key = locking.step_key(self.guard.service)
-            lock = (
-                f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]}),"
-                " pg_catalog.pg_stat_clear_snapshot();\n"
-            )
-            pid = self.guard.pid
-            row = conn.execute(
-                "SELECT backend_start FROM pg_catalog.pg_stat_get_activity(%s)", [pid]
-            ).fetchone()
-            held = "false"  # the lock session is gone already
-            if row is not None:
-                alive = _ALIVE.format(pid=sql.Literal(pid), started=sql.Literal(row[0]))
-                held = alive.as_string(conn)
+            lock = f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]});\n"
+            oids = locking.lock_oids(self.guard.service)
+            held = _HELD.format(
+                pid=sql.Literal(self.guard.pid),
+                classid=sql.Literal(oids["classid"]),
+                objid=sql.Literal(oids["objid"]),
+            ).as_string()
         insert = f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
         delete = f"DELETE FROM {table} WHERE version = "
         return lock, insert, delete, held
@@ -311,7 +303,7 @@ class Recorder:
         version, upgrade = int(revision), step.is_upgrade
         duration_ms = round((time.perf_counter() - self.mark) * 1000)
         if self._parts is None:
-            self._parts = self._statements(context)
+            self._parts = self._statements()
         lock, insert, delete, held = self._parts
         if upgrade:
             description = self.descriptions.get(version, f"revision {revision}")

@@ -120,10 +120,12 @@ def advisory_lock(
 ) -> Iterator[int]:
     """Hold ``service``'s run lock on ``conn`` (autocommit) for the block; yield its pid.
 
-    A waiter that wakes without the lock asks ``needed()`` (a lock-free look at the
-    database); when it says no, the wait ends with ``NotNeeded`` and the lock is never
-    taken: replicas that waited while another did the work all leave at once, instead of
-    taking the lock one after another only to find nothing to do.
+    A waiter that wakes without the lock, once the holder it found has let go, asks
+    ``needed()`` (a lock-free look at the database); when it says no, the wait ends with
+    ``NotNeeded`` and the lock is never taken: replicas that waited while another did the
+    work all leave at once, instead of taking the lock one after another only to find
+    nothing to do. While that holder still runs, its intermediate state (a step it may yet
+    roll back) decides nothing.
 
     Releasing never raises: a dead connection has already lost the lock, and an error
     that is on its way out must not be replaced by one about the unlock.
@@ -192,7 +194,9 @@ def _wait(
     """Sleep on the channel until the lock is ours, it is no longer needed, or the
     deadline passes."""
     while not _try(conn, service):
-        if needed is not None and not needed():
+        # Only once the holder this waiter found has let go: its run is over (finished,
+        # failed or rolled back), and whoever holds the lock now came after it.
+        if needed is not None and lock_holder(conn, service) != holder and not needed():
             raise NotNeeded(service)
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -192,22 +193,41 @@ def test_the_lock_session_outlives_idle_session_timeout(project_copy: Path, db: 
 
 
 def test_waiting_replicas_leave_once_the_work_is_done_without_taking_the_lock(db: str) -> None:
-    """Replicas that waited while another run did the work end as no-ops as soon as they
-    wake and see it done, all at once: here the lock is never even released."""
+    """Replicas that waited while another run did the work end as no-ops once that run has
+    let go, all at once, without taking the lock in turn: here a next holder takes it the
+    moment it is released and keeps it, and the waiters leave all the same."""
     line = versions("user")
+    key = locking.lock_key("user")
     assert run_cli("user", "up", "--version", str(line[0]), "--url", db).exit_code == 0
-    with psycopg.connect(db, autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s, %s)", locking.lock_key("user"))
+    with (
+        psycopg.connect(db, autocommit=True) as holder,
+        psycopg.connect(db, autocommit=True) as successor,
+    ):
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", key)
         waiters = [Spawned(migrate_cmd("user", "up", "--url", db)) for _ in range(3)]
         for waiter in waiters:
             waiter.wait_for("waiting up to")
-        # The holder does the work, as the first replica would, and keeps the lock.
-        _run_under_held_lock(db, "user")
+        _run_under_held_lock(db, "user")  # the work, done as the first replica would
+        # The next holder queues inside the server: it has the lock the moment it is free.
+        queued = threading.Thread(
+            target=successor.execute, args=("SELECT pg_advisory_lock(%s, %s)", key)
+        )
+        queued.start()
+        wait_until(
+            lambda: query(
+                db,
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = %s",
+                [successor.info.backend_pid],
+            ),
+            "the next holder queued on the lock",
+        )
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+        queued.join()
         results = [waiter.finish(timeout=30) for waiter in waiters]
         held = query(
             db,
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s",
-            [holder.info.backend_pid],
+            [successor.info.backend_pid],
         )
     for code, out, err in results:
         assert code == 0, err
