@@ -228,7 +228,6 @@ class _Write:
     statements (the step lock, the write, the version schemas' rebuild)."""
 
     version: int
-    upgrade: bool
     duration_ms: int
     text: str
     counted: int  # which statement of ``text`` is the history write, from 0
@@ -278,7 +277,7 @@ class Recorder:
         self.table = qualified(schema, TABLE)
         self.pending: _Write | None = None
         self.mark = time.perf_counter()
-        self._parts: tuple[str, str, str, str] | None = None
+        self._parts = self._statements()
 
     def _statements(self) -> tuple[str, str, str, str]:
         """The fixed parts of every step's write: the statement before it (the step lock),
@@ -302,8 +301,6 @@ class Recorder:
         (revision,) = step.up_revision_ids
         version, upgrade = int(revision), step.is_upgrade
         duration_ms = round((time.perf_counter() - self.mark) * 1000)
-        if self._parts is None:
-            self._parts = self._statements()
         lock, insert, delete, held = self._parts
         if upgrade:
             description = self.descriptions.get(version, f"revision {revision}")
@@ -320,7 +317,7 @@ class Recorder:
         rebuild = self.views(left_at(step)) if self.views is not None else None
         if rebuild is not None:
             text += ";\n" + rebuild
-        return _Write(version, upgrade, duration_ms, text, 1 if lock else 0)
+        return _Write(version, duration_ms, text, 1 if lock else 0)
 
     def ready(self, step: MigrationInfo, ctx: MigrationContext) -> None:
         """A step's body has run: compose its history write, to travel with Alembic's

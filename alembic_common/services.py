@@ -301,29 +301,26 @@ class Service:
         return parser.get("alembic", "version_table_schema", fallback="").strip() or "public"
 
     @cached_property
-    def _listing(self) -> dict[int, Path]:
+    def _files(self) -> dict[int, Path]:
         # Listed once, like the history parsed from it: a long history's folder is not
         # read again by every step of a run or every target of a fleet.
         found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
         return {int(m.group(1)): p for m, p in found if m}
 
-    def _files(self) -> dict[int, Path]:
-        return self._listing
-
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone."""
-        return sorted(self._files())
+        return sorted(self._files)
 
     @cached_property
     def file_hashes(self) -> dict[int, str]:
         """The sha256 of each migration file's bytes, by version, taken once: the declaration
         cache and the checksums' fingerprints both use it."""
-        return {v: hashlib.sha256(p.read_bytes()).hexdigest() for v, p in self._files().items()}
+        return {v: hashlib.sha256(p.read_bytes()).hexdigest() for v, p in self._files.items()}
 
     @cached_property
     def migrations(self) -> list[Migration]:
         """Every migration, oldest first, checked to be one line of integer versions."""
-        files = self._files()
+        files = self._files
         hashes = self.file_hashes
         cache = _DeclarationCache(self.versions_dir, {p.name: hashes[v] for v, p in files.items()})
         try:
