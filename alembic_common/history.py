@@ -201,16 +201,11 @@ class Guard:
     pid: int
 
 
-# The run lock is still held by the session that took it. pg_locks is exact: a session's
-# advisory locks go the moment it dies, before its entry in pg_stat_activity does, so only
-# the lock table itself never shows a lock that a new holder may already have taken.
-_HELD = sql.SQL(
-    """EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
-       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.pid = {pid}
-         AND l.classid = {classid}::pg_catalog.oid AND l.objid = {objid}::pg_catalog.oid
-         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                           WHERE d.datname = pg_catalog.current_database()))"""
-)
+# The lock session is alive and still holds the run lock: its owner key cannot be had.
+# (A session's advisory locks go the moment it dies, so a new holder can never meet a
+# step that passed this check; see locking.py.) Should it be had, it is this step's
+# transaction's until it rolls back.
+_HELD = "NOT pg_catalog.pg_try_advisory_xact_lock({}, {})"
 
 
 def _lock_lost(guard: Guard, version: int) -> LockLostError:
@@ -287,12 +282,7 @@ class Recorder:
         if self.guard is not None:
             key = locking.step_key(self.guard.service)
             lock = f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]});\n"
-            oids = locking.lock_oids(self.guard.service)
-            held = _HELD.format(
-                pid=sql.Literal(self.guard.pid),
-                classid=sql.Literal(oids["classid"]),
-                objid=sql.Literal(oids["objid"]),
-            ).as_string()
+            held = _HELD.format(*locking.owner_key(self.guard.pid))
         insert = f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
         delete = f"DELETE FROM {table} WHERE version = "
         return lock, insert, delete, held

@@ -10,14 +10,18 @@ autocommit block cannot deadlock against it. Three more rules, each learnt the h
   wake on the holder's NOTIFY at release (or every ``POLL_S``), and try again.
 * **The lock session survives the server's own limits.** ``idle_session_timeout`` and
   friends are switched off on it, and the connection uses TCP keepalives (``db.py``).
-* **A lost lock is noticed before any step commits.** Each step's history write
-  (``history.py``) checks, in the same statement, that the lock session still holds the
-  lock, and takes the *step* key for its transaction. A new holder passes through the
-  step key (``barrier``) before reading the state, so it never reads around a step that
-  is still committing.
+* **A lost lock is noticed before any step commits.** With the run lock, the lock
+  session also takes an *owner* key of its own, keyed by its backend pid. Each step's
+  history write (``history.py``) takes the *step* key for its transaction, then writes
+  only if ``pg_try_advisory_xact_lock`` on that owner key fails: the lock session still
+  holds it, so it is alive and still holds the run lock. A session's advisory locks go
+  the moment it dies, so this is as exact as reading ``pg_locks``, without scanning the
+  whole lock table at every step. A new holder passes through the step key (``barrier``)
+  before reading the state, so it never reads around a step that is still committing.
 
-Keys: class ``0x4D47`` ("MG") for the run lock, ``0x4D53`` ("MS") for the step key, and
-the CRC-32 of the service name. ``pg_locks.objid`` is an unsigned ``oid``, so queries
+Keys: class ``0x4D47`` ("MG") for the run lock and ``0x4D53`` ("MS") for the step key,
+each with the CRC-32 of the service name; class ``0x4D4F`` ("MO") with the lock
+session's pid for the owner key. ``pg_locks.objid`` is an unsigned ``oid``, so queries
 compare it with the unsigned CRC, never a signed int.
 """
 
@@ -36,6 +40,7 @@ from alembic_common.errors import Interrupted, LockWaitError, signal_name
 
 LOCK_CLASS = 0x4D47
 STEP_CLASS = 0x4D53
+OWNER_CLASS = 0x4D4F
 DEFAULT_LOCK_WAIT = 300.0
 POLL_S = 0.25
 # Session limits that would end an idle lock session (PostgreSQL 14+ for the first).
@@ -76,6 +81,11 @@ def lock_key(service: str) -> tuple[int, int]:
 def step_key(service: str) -> tuple[int, int]:
     """The key a step's transaction holds from its lock check to its commit."""
     return STEP_CLASS, _signed(_crc(service))
+
+
+def owner_key(pid: int) -> tuple[int, int]:
+    """The key the lock session ``pid`` holds for as long as it holds a run lock."""
+    return OWNER_CLASS, pid
 
 
 def lock_oids(service: str) -> dict[str, int]:
@@ -140,8 +150,13 @@ def advisory_lock(
 
 
 def barrier(conn: psycopg.Connection[Any], service: str) -> None:
-    """Wait for a step of an earlier holder that is committing right now to finish."""
-    conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)", step_key(service))
+    """Take the owner key, then wait for a step of an earlier holder that is committing
+    right now to finish."""
+    conn.execute(
+        "SELECT pg_catalog.pg_advisory_lock(%s, pg_catalog.pg_backend_pid()),"
+        " pg_catalog.pg_advisory_xact_lock(%s, %s)",
+        [OWNER_CLASS, *step_key(service)],
+    )
 
 
 def _acquire(
@@ -215,5 +230,9 @@ def _release(conn: psycopg.Connection[Any], service: str) -> None:
     if conn.closed or conn.broken:
         return
     with contextlib.suppress(psycopg.Error):
-        conn.execute("SELECT pg_catalog.pg_advisory_unlock(%s, %s)", lock_key(service))
-        conn.execute("SELECT pg_catalog.pg_notify(%s, '')", [channel(service)])
+        # One statement, evaluated in order: the owner key, the run lock, then the news.
+        conn.execute(
+            "SELECT pg_catalog.pg_advisory_unlock(%s, pg_catalog.pg_backend_pid()),"
+            " pg_catalog.pg_advisory_unlock(%s, %s), pg_catalog.pg_notify(%s, '')",
+            [OWNER_CLASS, *lock_key(service), channel(service)],
+        )

@@ -29,7 +29,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common import runner, services
+from alembic_common import locking, runner, services
 from alembic_common.errors import StepError
 
 EXPECTED_TABLES = {
@@ -173,7 +173,7 @@ def test_the_history_write_travels_with_alembics_version_write(direction: str, d
     else:
         up("user", db)
         args = ["user", "down", "--version", str(last)]
-        write = f'DELETE FROM "public"."schema_migrations" WHERE version = {last} AND EXISTS'
+        write = f'DELETE FROM "public"."schema_migrations" WHERE version = {last} AND '
         after = line[:-1]
     with psycopg.connect(db) as blocker:
         blocker.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")
@@ -186,6 +186,7 @@ def test_the_history_write_travels_with_alembics_version_write(direction: str, d
             ),
             "the step's version write, waiting on the history table",
         )
+        pid = locking.lock_holder(blocker, "user")  # the run's lock session
         blocker.rollback()
     code, _, err = run.finish()
     assert code == 0, err
@@ -196,7 +197,9 @@ def test_the_history_write_travels_with_alembics_version_write(direction: str, d
         f"WHERE public.alembic_version.version_num = '{old:04d}'"
     )
     assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
-    assert statements[2].startswith(write) and "pg_catalog.pg_locks" in statements[2]
+    # ... and the write happens only while the lock session still holds its owner key.
+    owner = "NOT pg_catalog.pg_try_advisory_xact_lock({}, {})".format(*locking.owner_key(pid))
+    assert statements[2].startswith(write) and statements[2].endswith(owner)
     assert history(db) == after and alembic_head(db) == [f"{after[-1]:04d}"]
 
 

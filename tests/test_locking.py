@@ -318,6 +318,37 @@ def test_a_second_runner_after_a_lost_lock_never_runs_a_step_twice(
 # --- the lock module on its own ------------------------------------------------------------
 
 
+def test_the_lock_session_holds_the_run_lock_and_its_owner_key_and_lets_both_go(
+    db: str,
+) -> None:
+    """Each step checks the owner key (keyed by the lock session's pid): it must be held
+    exactly as long as the run lock, and both must go at release."""
+
+    def held(pid: int) -> set[tuple[int, int]]:
+        rows = query(
+            db,
+            "SELECT classid::bigint, objid::bigint FROM pg_locks"
+            " WHERE locktype = 'advisory' AND granted AND pid = %s",
+            [pid],
+        )
+        return {(int(c), int(o)) for c, o in rows}
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        with locking.advisory_lock(conn, "patient") as holder:
+            assert holder == pid
+            assert held(pid) == {
+                (locking.LOCK_CLASS, zlib.crc32(b"patient")),
+                locking.owner_key(pid),
+            }
+            # Another session cannot have the owner key while the run lock is held.
+            (taken,) = query(
+                db, "SELECT pg_try_advisory_xact_lock(%s, %s)", list(locking.owner_key(pid))
+            )[0]
+            assert taken is False
+        assert held(pid) == set()
+
+
 def test_releasing_on_a_dead_connection_does_not_raise(db: str) -> None:
     conn = psycopg.connect(db, autocommit=True)
     with pytest.raises(ZeroDivisionError), locking.advisory_lock(conn, "patient"):
