@@ -148,16 +148,24 @@ class _Step:
 def wrap_steps(service: Service, recorder: history.Recorder) -> None:
     """Every step starts by dropping the version schemas' views, in its own transaction, so
     it may change any column they show (the recorder makes them again at its end). Once its
-    body has run, its history write is readied to ride on Alembic's version-table write."""
+    body has run, its history write is readied, to ride on Alembic's version-table write:
+    the recorder sends that statement, with the write, when Alembic does."""
     from alembic import context
 
     from alembic_common.ddl import literal_sql
 
     clear = releases.clear_sql(service)
     migration = context.get_context()
-    steps = migration._migrations_fn  # Alembic has no public hook around a step's body
+    # Alembic has no public hook around a step's body, nor on its version-table write.
+    steps, send = migration._migrations_fn, migration.impl._exec
     if steps is None:
         return
+
+    def execute(construct: Any, *args: Any, **kwargs: Any) -> Any:
+        rows = None if args or kwargs else recorder.version_write(construct)
+        return rows if rows is not None else send(construct, *args, **kwargs)
+
+    migration.impl._exec = execute  # type: ignore[method-assign]
 
     attributes = context.config.attributes
 
@@ -211,9 +219,8 @@ def run(env_file: str) -> None:
         attributes.setdefault("checksums", checksums.listed(service))
         options = configure_options(service, attributes)
         context.configure(connection=conn, **options)
-        recorder = options["on_version_apply"]
-        wrap_steps(service, recorder)
-        with recorder.riding(conn), context.begin_transaction():
+        wrap_steps(service, options["on_version_apply"])
+        with context.begin_transaction():
             context.run_migrations()
         conn.commit()
 

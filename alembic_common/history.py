@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,6 @@ from alembic_common.errors import LockLostError, StateError
 
 if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext, MigrationInfo
-    from sqlalchemy import Connection
 
 TABLE = "schema_migrations"
 ALEMBIC_TABLE = "alembic_version"
@@ -217,6 +215,27 @@ def _lock_lost(guard: Guard, version: int) -> LockLostError:
     )
 
 
+def _dml_kind(construct: Any, schema: str) -> str | None:
+    """insert, update or delete when ``construct`` writes Alembic's version table."""
+    from sqlalchemy import Delete, Insert, Update
+
+    table = getattr(construct, "table", None)
+    if getattr(table, "name", None) != ALEMBIC_TABLE or table.schema not in (None, schema):
+        return None
+    kinds = ((Insert, "insert"), (Update, "update"), (Delete, "delete"))
+    return next((kind for cls, kind in kinds if isinstance(construct, cls)), None)
+
+
+def _version_sql(kind: str, table: str, old: str | None, new: str | None) -> str:
+    """Alembic's version-table statement for one step of a linear history, as text."""
+    old, new = (r.replace("'", "''") if r else r for r in (old, new))
+    if kind == "insert":
+        return f"INSERT INTO {table} (version_num) VALUES ('{new}')"
+    if kind == "delete":
+        return f"DELETE FROM {table} WHERE version_num = '{old}'"
+    return f"UPDATE {table} SET version_num = '{new}' WHERE version_num = '{old}'"
+
+
 @dataclass
 class _Write:
     """One step's history write: SQL text with literal values, which may hold several
@@ -227,30 +246,37 @@ class _Write:
     text: str
     counted: int  # which statement of ``text`` is the history write, from 0
     changed: int | None = None  # the rows it changed, once sent
-    riding: bool = False  # sent with Alembic's own version-table statement
 
 
-def _versions_write(context: Any, schema: str) -> bool:
-    """Is this statement Alembic's write to its own version table?"""
-    statement = getattr(getattr(context, "compiled", None), "statement", None)
-    table = getattr(statement, "table", None)
-    return (
-        bool(getattr(statement, "is_dml", False))
-        and getattr(table, "name", None) == ALEMBIC_TABLE
-        and getattr(table, "schema", None) in (None, schema)
-    )
+@dataclass
+class _Ride:
+    """A history write waiting for Alembic's version-table statement of its step, which
+    it takes over: the same statement, as literal SQL, sent with the write."""
+
+    write: _Write
+    conn: psycopg.Connection[Any]
+    kind: str  # what Alembic sends for the step: insert, update or delete
+    version_sql: str
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What Alembic reads of its version-table statement's result."""
+
+    rowcount: int
 
 
 class Recorder:
     """Alembic's ``on_version_apply`` hook: it mirrors each step into ``schema_migrations``.
 
     The history write rides on Alembic's own version-table statement: once a step's body
-    has run (``ready``), its write is appended to the ``UPDATE alembic_version`` that
-    Alembic sends next, so both travel in one round trip, in the step's transaction. The
-    hook then checks that exactly one history row changed. Without a guard the write is
-    plain; with one, the step key is taken first and the write happens only while the
-    lock session still holds the run lock. A write that could not ride (offline, or
-    Alembic sending no version statement) is sent by the hook itself.
+    has run (``ready``), its write is composed, and when Alembic sends the step's
+    ``alembic_version`` write (``version_write``), both go as literal SQL in one round
+    trip, in the step's transaction. The hook then checks that exactly one history row
+    changed. Without a guard the write is plain; with one, the step key is taken first
+    and the write happens only while the lock session still holds the run lock. A write
+    that could not ride (offline, or a version statement other than a linear step's) is
+    sent by the hook itself.
 
     ``on_step`` receives one small event per step (version, direction, duration);
     ``views`` gives the SQL that rebuilds the version schemas for the version a step
@@ -270,7 +296,7 @@ class Recorder:
         self.schema, self.guard, self.descriptions = schema, guard, descriptions
         self.checksums, self.on_step, self.views = checksums or {}, on_step, views
         self.table = qualified(schema, TABLE)
-        self.pending: _Write | None = None
+        self.pending: _Ride | None = None
         self.mark = time.perf_counter()
         self._parts = self._statements()
 
@@ -312,73 +338,40 @@ class Recorder:
     def ready(self, step: MigrationInfo, ctx: MigrationContext) -> None:
         """A step's body has run: compose its history write, to travel with Alembic's
         version-table statement, which comes next."""
-        if ctx.as_sql or ctx.connection is None:
-            return
+        self.pending = None
+        if ctx.as_sql or ctx.connection is None or len(step.down_revision_ids) > 1:
+            return  # offline, or a merge (not a linear step): the hook sends the write
         raw = ctx.connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
-        self.pending = self._compose(step, raw)
+        (above,), below = step.up_revision_ids, step.down_revision_ids
+        old, new = (below[0] if below else None), above
+        if not step.is_upgrade:
+            old, new = new, old
+        kind = "insert" if old is None else "delete" if new is None else "update"
+        table = qualified(ctx.version_table_schema or self.schema, ctx.version_table)
+        version_sql = _version_sql(kind, table.as_string(raw), old, new)
+        self.pending = _Ride(self._compose(step, raw), raw, kind, version_sql)
 
-    def before_cursor_execute(
-        self,
-        conn: Any,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> tuple[str, Any]:
-        """SQLAlchemy's hook: append the pending history write to Alembic's version write."""
-        write = self.pending
-        if write is None or write.riding or executemany or parameters:
-            return statement, parameters
-        if not _versions_write(context, self.schema):
-            return statement, parameters
-        write.riding = True
-        # Sent without bound parameters, so in one simple-protocol round trip; the driver
-        # still reads placeholders when given an (empty) parameter set.
-        text = write.text if parameters is None else write.text.replace("%", "%%")
-        return f"{statement};\n{text}", parameters
-
-    def after_cursor_execute(
-        self,
-        conn: Any,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        """SQLAlchemy's hook: note the rows the history write changed, then show Alembic
-        its own statement's result again."""
-        write = self.pending
-        if write is None or not write.riding or write.changed is not None:
-            return
-        write.changed = cursor.set_result(1 + write.counted).rowcount
-        cursor.set_result(0)
-
-    @contextmanager
-    def riding(self, conn: Connection) -> Iterator[None]:
-        """While migrating on ``conn``, let history writes ride on Alembic's statements."""
-        from sqlalchemy import event
-
-        hooks: tuple[tuple[str, Callable[..., Any], dict[str, Any]], ...] = (
-            ("before_cursor_execute", self.before_cursor_execute, {"retval": True}),
-            ("after_cursor_execute", self.after_cursor_execute, {}),
-        )
-        for name, hook, options in hooks:
-            event.listen(conn, name, hook, **options)
-        try:
-            yield
-        finally:
-            for name, hook, _ in hooks:
-                event.remove(conn, name, hook)
+    def version_write(self, construct: Any) -> _Rows | None:
+        """Alembic sends ``construct``: when it is the pending step's version-table write,
+        send it, as literal SQL, with the history write in one round trip and give Alembic
+        its row count; otherwise None, and Alembic sends its statement itself."""
+        ride = self.pending
+        if ride is None or ride.write.changed is not None:
+            return None
+        if _dml_kind(construct, self.schema) != ride.kind:
+            return None
+        cursor = ride.conn.execute(f"{ride.version_sql};\n{ride.write.text}")
+        ride.write.changed = cursor.set_result(1 + ride.write.counted).rowcount
+        return _Rows(cursor.set_result(0).rowcount)
 
     def __call__(
         self, *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], **_: Any
     ) -> None:
         (revision,) = step.up_revision_ids
         version = int(revision)
-        write, self.pending = self.pending, None
+        ride, self.pending = self.pending, None
+        write = ride.write if ride is not None else None
         if ctx.as_sql:
             description = self.descriptions.get(version, f"revision {revision}")
             _render(

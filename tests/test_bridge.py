@@ -159,22 +159,43 @@ def test_a_fourth_service_is_just_a_folder(project_copy: Path, db: str) -> None:
     assert {"healthcare_entities", "users"} <= tables(db)
 
 
-@pytest.mark.parametrize("direction", ["up", "down"])
-def test_the_history_write_travels_with_alembics_version_write(direction: str, db: str) -> None:
-    """One round trip per step for both tables: while the history table is locked, the
-    server shows the step's waiting query, and it holds Alembic's version-table write and
-    the schema_migrations write together (guarded by the run lock)."""
+@pytest.mark.parametrize("case", ["first up", "up", "down", "down to none"])
+def test_the_history_write_travels_with_alembics_version_write(case: str, db: str) -> None:
+    """One round trip per step for both tables, whichever statement Alembic's version
+    table needs (its first row, a change, its last row gone): while the history table is
+    locked, the server shows the step's waiting query, and it holds the version-table
+    write and the schema_migrations write together (guarded by the run lock)."""
     line = versions("user")
-    before, last = line[-2], line[-1]
-    if direction == "up":
+    first, before, last = line[0], line[-2], line[-1]
+    table = '"public"."alembic_version"'
+    if case == "first up":  # both tables exist, empty
+        up("user", db, target=first)
+        runner.down(services.get("user", ROOT), settings("user", db), first)
+        args, after = ["user", "up", "--version", str(first)], [first]
+        version_write = f"INSERT INTO {table} (version_num) VALUES ('{first:04d}')"
+    elif case == "up":
         up("user", db, target=before)
-        args, write = ["user", "up"], 'INSERT INTO "public"."schema_migrations"'
-        after = line
-    else:
+        args, after = ["user", "up"], line
+        version_write = (
+            f"UPDATE {table} SET version_num = '{last:04d}' WHERE version_num = '{before:04d}'"
+        )
+    elif case == "down":
         up("user", db)
-        args = ["user", "down", "--version", str(last)]
-        write = f'DELETE FROM "public"."schema_migrations" WHERE version = {last} AND '
-        after = line[:-1]
+        args, after = ["user", "down", "--version", str(last)], line[:-1]
+        version_write = (
+            f"UPDATE {table} SET version_num = '{before:04d}' WHERE version_num = '{last:04d}'"
+        )
+    else:
+        up("user", db, target=first)
+        args, after = ["user", "down", "--version", str(first)], []
+        version_write = f"DELETE FROM {table} WHERE version_num = '{first:04d}'"
+    (changed,) = set(after) ^ set(history(db))  # the one version the step adds or removes
+    write = (
+        'INSERT INTO "public"."schema_migrations" (version, description, duration_ms, checksum)'
+        f" SELECT {changed}, "
+        if changed in after
+        else f'DELETE FROM "public"."schema_migrations" WHERE version = {changed} AND '
+    )
     with psycopg.connect(db) as blocker:
         blocker.execute("LOCK TABLE public.schema_migrations IN EXCLUSIVE MODE")
         run = Spawned(migrate_cmd(*args, "--url", db))
@@ -191,16 +212,13 @@ def test_the_history_write_travels_with_alembics_version_write(direction: str, d
     code, _, err = run.finish()
     assert code == 0, err
     statements = [s.strip() for s in waiting[0][0].split(";\n")]
-    old, new = (before, last) if direction == "up" else (last, before)
-    assert statements[0] == (
-        f"UPDATE public.alembic_version SET version_num='{new:04d}' "
-        f"WHERE public.alembic_version.version_num = '{old:04d}'"
-    )
+    assert statements[0] == version_write
     assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
     # ... and the write happens only while the lock session still holds its owner key.
     owner = "NOT pg_catalog.pg_try_advisory_xact_lock({}, {})".format(*locking.owner_key(pid))
     assert statements[2].startswith(write) and statements[2].endswith(owner)
-    assert history(db) == after and alembic_head(db) == [f"{after[-1]:04d}"]
+    assert history(db) == after
+    assert alembic_head(db) == ([f"{after[-1]:04d}"] if after else [])
 
 
 def test_a_description_full_of_sql_syntax_is_recorded_exactly(project_copy: Path, db: str) -> None:
