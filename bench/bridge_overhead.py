@@ -3,10 +3,11 @@
 For each size (default 200 and 1,000) it generates one throwaway Alembic project twice
 over the same revision files: once with the shared env.py (schema_migrations bridge, run
 lock, session set-up), once with a minimal env.py (one transaction per migration, no
-bridge). Each runs `alembic upgrade head` on a fresh database, alternating. The floor is
-psql running the same steps' SQL (BEGIN; CREATE TABLE; the alembic_version write;
-COMMIT) from one script on one connection. Per-step cost is the whole run divided by the
-number of steps. Target: the bridge at most 1.10x plain Alembic.
+bridge; it logs Alembic's step lines as `alembic init`'s env.py does, like the shared one).
+Each runs `alembic upgrade head` on a fresh database, in turn, each run starting with
+another side. The floor is psql running the same steps' SQL (BEGIN; CREATE TABLE; the
+alembic_version write; COMMIT) from one script on one connection. Per-step cost is the
+whole run divided by the number of steps. Target: the bridge at most 1.10x plain Alembic.
 
     python bench/bridge_overhead.py [--sizes 200,1000] [--runs 5]
 """
@@ -24,9 +25,15 @@ from _common import ROOT, create_db, drop_db, server, spread, timed
 
 from alembic_common import backup
 
+# Minimal, but it logs Alembic's "Running upgrade" line per step as the env.py of
+# `alembic init` does (through its ini's logging sections), and as the shared one does.
 PLAIN_ENV = """
+import logging
 from alembic import context
 from sqlalchemy import create_engine, pool
+
+logging.basicConfig(format="%(levelname)-5.5s [%(name)s] %(message)s")
+logging.getLogger("alembic").setLevel(logging.INFO)
 
 url = context.get_x_argument(as_dictionary=True)["url"].replace("postgresql://", "postgresql+psycopg://", 1)
 engine = create_engine(url, poolclass=pool.NullPool)
@@ -86,8 +93,10 @@ def measure(tmp: Path, count: int, runs: int, srv: str, psql: str) -> dict[str, 
     plain_ini = write_project(tmp / f"plain{count}", count, plain=True)
     script = psql_script(tmp, count)
     results: dict[str, list[float]] = {"ours": [], "plain": [], "psql": []}
-    for _ in range(runs):
-        for name, ini in (("ours", ours_ini), ("plain", plain_ini), ("psql", None)):
+    sides = [("ours", ours_ini), ("plain", plain_ini), ("psql", None)]
+    for run in range(runs):
+        # Each run starts with a different side, so none always follows the same one.
+        for name, ini in sides[run % 3 :] + sides[: run % 3]:
             db = create_db(srv)
             try:
                 if ini is None:
