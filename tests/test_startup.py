@@ -7,10 +7,14 @@ import sys
 import time
 
 import pytest
+import typer.main
 from conftest import ROOT, applied_by_default, history, peer_env, run_cli, versions
 from relay import DelayedRelay
+from typer.testing import CliRunner
 
 from alembic_common import run_migrations
+from alembic_common.cli.app import app as cli_app
+from alembic_common.cli.app import named
 from alembic_common.errors import ConnectError
 from alembic_common.settings import Settings
 
@@ -83,3 +87,36 @@ def test_migrating_does_not_load_the_models(db: str) -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip().endswith("0 True False"), out.stdout + out.stderr
     assert history(db) == versions("user")
+
+
+COMMANDS = sorted(
+    c.name or typer.main.get_command_name(c.callback.__name__)
+    for c in cli_app.registered_commands
+    if c.callback is not None
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_run_builds_only_its_own_command_and_says_the_same(command: str) -> None:
+    """Typer converts every command's signature before parsing: a run builds only the
+    one it names, and its help reads exactly as the whole app's does."""
+    only = named(["patient", command, "--help"])
+    assert only is not cli_app
+    assert [c.callback.__name__ for c in only.registered_commands if c.callback] == [
+        c.callback.__name__
+        for c in cli_app.registered_commands
+        if c.callback is not None
+        and (c.name or typer.main.get_command_name(c.callback.__name__)) == command
+    ]
+    whole = CliRunner().invoke(cli_app, ["patient", command, "--help"], prog_name="migrate")
+    alone = CliRunner().invoke(only, ["patient", command, "--help"], prog_name="migrate")
+    assert whole.exit_code == alone.exit_code == 0
+    assert alone.stdout == whole.stdout and f"migrate {{SERVICE}} {command}" in alone.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["--help"], ["patient"], ["patient", "--help"], ["patient", "upp"], ["up", "patient"]],
+)
+def test_anything_but_a_named_command_sees_every_command(argv: list[str]) -> None:
+    assert named(argv) is cli_app

@@ -9,6 +9,7 @@ stdout and stderr passes through the run's scrubber. A closed stdout ends the ru
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import os
 import signal
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
 from alembic_common import redact, services, settings
@@ -234,7 +236,26 @@ def project_of(ctx: typer.Context) -> Project:
 
 def main() -> None:
     """The CLI; it ends with SystemExit, so that a caller may go on afterwards."""
-    app(prog_name=PROG)
+    named(sys.argv[1:])(prog_name=PROG)
+
+
+def named(argv: Sequence[str]) -> typer.Typer:
+    """The app with only the command that ``argv`` names (``SERVICE COMMAND ...``), else
+    the whole app. Typer turns every command's signature into options before it parses
+    anything, about 1 ms a command, and a run needs its own command's alone; help for the
+    whole CLI, completion and a mistyped command still see every command."""
+    name = argv[1] if len(argv) > 1 and not argv[0].startswith("-") else None
+    chosen = [
+        command
+        for command in app.registered_commands
+        if command.callback is not None
+        and (command.name or typer.main.get_command_name(command.callback.__name__)) == name
+    ]
+    if not chosen:
+        return app
+    only = copy.copy(app)
+    only.registered_commands = chosen
+    return only
 
 
 def run() -> None:
