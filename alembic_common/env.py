@@ -14,6 +14,7 @@ legacy, ahead), so plain Alembic cannot migrate another service's database eithe
   on_step          callback receiving one event dict per applied/rolled-back step
   on_progress      callback for progress inside a step (the batched backfill)
   compare_models   False when nothing will autogenerate (up/down): skip loading models.py
+  state            state.DbState read under the run lock just before (skips reading it again)
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
         [list(IDLE_LIMITS)],
     )
     raw.commit()  # session settings first: reading the state ends its transaction
-    found_state = state.read(raw, service.schema)
+    # migrate's runner hands over the state it has just read and checked under the lock.
+    found_state = attributes.get("state") or state.read(raw, service.schema)
     found = state.assess(
         [m.version for m in service.migrations], found_state, service.name, service.descriptions
     )

@@ -220,7 +220,8 @@ def _dml_kind(construct: Any, schema: str) -> str | None:
     from sqlalchemy import Delete, Insert, Update
 
     table = getattr(construct, "table", None)
-    if getattr(table, "name", None) != ALEMBIC_TABLE or table.schema not in (None, schema):
+    name, where = getattr(table, "name", None), getattr(table, "schema", None)
+    if name != ALEMBIC_TABLE or where not in (None, schema):
         return None
     kinds = ((Insert, "insert"), (Update, "update"), (Delete, "delete"))
     return next((kind for cls, kind in kinds if isinstance(construct, cls)), None)

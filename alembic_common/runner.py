@@ -494,6 +494,7 @@ def _apply(
             lambda cfg: service.run_alembic(cfg, destination),
             history.Guard(service.name, lock_pid),
             checksums.expected(service, planned.run),
+            state,
         )
     except (StepError, LockTimeoutError, RefusedError) as exc:
         if options.on_failure != "rollback" or options.atomic:
@@ -639,7 +640,8 @@ def _check_history(
     progress: Progress | None,
 ) -> list[int]:
     """Refuse to build on applied steps whose code changed since, unless told to accept them."""
-    recorded = {v: r.checksum for v, r in state.recorded.items() if v in planned.found.applied}
+    done = set(planned.found.applied)
+    recorded = {v: r.checksum for v, r in state.recorded.items() if v in done}
     changed = checksums.verdict(service, recorded).changed
     if not changed:
         return []
@@ -746,14 +748,15 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         unannounced = releases.unannounced(seen()) if pending_contract else []
         invalid = health.problems(conn, service)
     found = planned.found
+    done = set(found.applied)
     rows = []
     for m in service.migrations:
         recorded = state.recorded.get(m.version)
-        applied = m.version in found.applied or (found.legacy and recorded is not None)
+        applied = m.version in done or (found.legacy and recorded is not None)
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
         rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
     sums = checksums.verdict(
-        service, {v: r.checksum for v, r in state.recorded.items() if v in found.applied}
+        service, {v: r.checksum for v, r in state.recorded.items() if v in done}
     )
     return Status(
         service.name,
@@ -853,8 +856,12 @@ def _run_alembic(
     run: Callable[[Config], None],
     guard: history.Guard,
     sums: Mapping[int, str] | None = None,
+    state: DbState | None = None,
 ) -> list[int]:
-    """Run one Alembic command, retrying lock timeouts; return the versions it committed."""
+    """Run one Alembic command, retrying lock timeouts; return the versions it committed.
+
+    ``state`` is the state read (and checked) under the lock just before: the env.py's
+    session set-up uses it instead of reading the whole history again, the first time."""
     from sqlalchemy.exc import DBAPIError
 
     committed: list[int] = []
@@ -886,6 +893,7 @@ def _run_alembic(
                         connection=migration,
                         guard=guard,
                         checksums=sums,
+                        state=state if attempt == 0 else None,
                         atomic=options.atomic,
                         lock_timeout_ms=int(options.lock_timeout * 1000),
                         statement_timeout_ms=int(options.statement_timeout * 1000),

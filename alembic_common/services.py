@@ -393,6 +393,25 @@ class Service:
             if version in modules:
                 modules[version].module()
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {m.revision: i for i, m in enumerate(self.migrations)}
+
+    def walk(self, heads: Any, destination: str, *, down: bool = False) -> list[str] | None:
+        """The revisions, in running order, that take the database from ``heads`` to
+        ``destination`` along this service's one line of history; None when that is not
+        such a walk (several heads, an unknown revision, the wrong direction)."""
+        heads = (heads,) if isinstance(heads, str) else tuple(heads or ())
+        at = self._positions
+        if len(heads) > 1 or (heads and heads[0] not in at):
+            return None
+        here = at[heads[0]] if heads else -1
+        there = -1 if destination == "base" else at.get(destination)
+        if there is None or (there > here if down else there < here):
+            return None
+        line = [m.revision for m in self.migrations]
+        return line[there + 1 : here + 1][::-1] if down else line[here + 1 : there + 1]
+
     def run_alembic(
         self, cfg: Config, destination: str, *, down: bool = False, start: str | None = None
     ) -> None:
@@ -401,10 +420,17 @@ class Service:
         ``start`` asks for offline SQL from that revision (``alembic upgrade start:end --sql``).
         """
         from alembic.runtime.environment import EnvironmentContext
+        from alembic.runtime.migration import MigrationStep
 
         script = self.scripts
 
         def steps(revision: Any, _context: Any) -> Any:
+            walk = self.walk(revision, destination, down=down)
+            if walk is not None:  # Alembic would walk every ancestor to find these
+                build = MigrationStep.upgrade_from_script
+                if down:
+                    build = MigrationStep.downgrade_from_script
+                return [build(script.revision_map, script.get_revision(r)) for r in walk]
             if down:
                 return script._downgrade_revs(destination, revision)
             return script._upgrade_revs(destination, revision)

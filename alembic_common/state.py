@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -53,9 +53,8 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclas
 """
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """One ``schema_migrations`` row."""
+class Recorded(NamedTuple):
+    """One ``schema_migrations`` row (a tuple: a history holds thousands of them)."""
 
     version: int
     description: str

@@ -9,7 +9,7 @@ import typer
 from alembic_common import runner
 from alembic_common.cli.app import app, service_of
 from alembic_common.cli.options import Connection, Json, with_connection
-from alembic_common.cli.render import err, out, print_json, table
+from alembic_common.cli.render import err, out, print_json, spans, table
 from alembic_common.errors import ScriptError, UsageError
 
 
@@ -211,11 +211,11 @@ def hash_(
         if stale:
             out(
                 f"{service.name}: checksums.txt is not current for version(s) "
-                f"{', '.join(map(str, stale))}: run 'migrate {service.name} hash' and commit it"
+                f"{spans(stale)}: run 'migrate {service.name} hash' and commit it"
             )
             raise typer.Exit(1)
         out(f"{service.name}: checksums.txt is current ({len(current)} versions)")
         return
     path = checksums.write(service, current)
     changed = sorted(v for v in current if listed.get(v) != current[v])
-    out(f"{path} ({len(current)} versions; updated {changed or 'none'})")
+    out(f"{path} ({len(current)} versions; updated {spans(changed) or 'none'})")

@@ -40,6 +40,17 @@ def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def spans(versions: Sequence[int]) -> str:
+    """Sorted versions with each unbroken run shortened: ``1-1000``, ``2, 4-6``."""
+    runs: list[tuple[int, int]] = []
+    for version in versions:
+        if runs and version == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], version)
+        else:
+            runs.append((version, version))
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
