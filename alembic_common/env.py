@@ -27,7 +27,7 @@ from typing import Any
 from psycopg import sql
 
 from alembic_common import checksums, history, releases, state
-from alembic_common.errors import StateError
+from alembic_common.errors import MigrationError, StateError
 from alembic_common.history import OWN_TABLES
 from alembic_common.services import Service, service_for_env
 
@@ -191,10 +191,27 @@ def wrap_steps(service: Service, recorder: history.Recorder) -> None:
 
 
 def run(env_file: str) -> None:
-    """Run the migrations of the service whose ``env.py`` is ``env_file``."""
+    """Run the migrations of the service whose ``env.py`` is ``env_file``.
+
+    Under plain ``alembic`` a refusal (another service's database, a lost lock...) is
+    Alembic's own one-line ``FAILED: ...``, not a traceback; ``migrate`` reports it itself.
+    """
     from alembic import context
 
     attributes = context.config.attributes
+    try:
+        _run(env_file, attributes)
+    except MigrationError as exc:
+        if isinstance(attributes.get("service_object"), Service):
+            raise
+        from alembic.util import CommandError
+
+        raise CommandError(str(exc)) from exc
+
+
+def _run(env_file: str, attributes: dict[str, Any]) -> None:
+    from alembic import context
+
     given = attributes.get("service_object")
     found = service_for_env(env_file)
     # The Service that started this run has its history parsed already: use it.

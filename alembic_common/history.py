@@ -340,8 +340,8 @@ class Recorder:
         """A step's body has run: compose its history write, to travel with Alembic's
         version-table statement, which comes next."""
         self.pending = None
-        if ctx.as_sql or ctx.connection is None or len(step.down_revision_ids) > 1:
-            return  # offline, or a merge (not a linear step): the hook sends the write
+        if ctx.as_sql or ctx.connection is None or step.is_stamp or len(step.down_revision_ids) > 1:
+            return  # offline, a stamp or a merge (not a linear step): the hook writes
         raw = ctx.connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
         (above,), below = step.up_revision_ids, step.down_revision_ids
@@ -366,23 +366,79 @@ class Recorder:
         ride.write.changed = cursor.set_result(1 + ride.write.counted).rowcount
         return _Rows(cursor.set_result(0).rowcount)
 
+    def _render_plan(self, ctx: MigrationContext, step: MigrationInfo, versions: list[int]) -> None:
+        """Offline mode: the history writes of ``versions`` and the version schemas'
+        rebuild, as SQL in the plan."""
+        for version in versions if step.is_upgrade else versions[::-1]:
+            described = self.descriptions.get(version, f"revision {version:04d}")
+            _render(
+                ctx, self.schema, version, described if step.is_upgrade else "", step.is_upgrade
+            )
+        rebuild = self.views(left_at(step)) if self.views is not None else None
+        if rebuild is not None:
+            from sqlalchemy import text
+
+            ctx.execute(text(rebuild.replace(":", "\\:")))
+
+    def _stamp(self, ctx: MigrationContext, step: MigrationInfo) -> None:
+        """``alembic stamp``: each version it marks applied gets its row, each it marks
+        not applied loses it, so both tables still agree. The rows have no duration and
+        no checksum: nothing of theirs ran."""
+        upper, lower = step.up_revision_ids, step.down_revision_ids
+        if len(upper) != 1 or len(lower) > 1:
+            return  # not a move along one line of history
+        top, bottom = int(upper[0]), int(lower[0]) if lower else 0
+        versions = [v for v in sorted(self.descriptions) if bottom < v <= top]
+        if ctx.as_sql:
+            self._render_plan(ctx, step, versions)
+            return
+        assert ctx.connection is not None
+        raw = ctx.connection.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        if self.guard is not None:
+            raw.execute(
+                "SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)",
+                locking.step_key(self.guard.service),
+            )
+            lost = raw.execute(
+                "SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)",
+                locking.owner_key(self.guard.pid),
+            ).fetchone()
+            if lost is None or lost[0]:
+                raise _lock_lost(self.guard, top)
+        rebuild = self.views(left_at(step)) if self.views is not None else None
+        if step.is_upgrade:
+            raw.execute(
+                sql.SQL(
+                    "INSERT INTO {} (version, description) SELECT * FROM ROWS FROM"
+                    " (pg_catalog.unnest(%s::pg_catalog.int4[]),"
+                    " pg_catalog.unnest(%s::pg_catalog.text[]))"
+                    " ON CONFLICT (version) DO NOTHING"
+                ).format(self.table),
+                [versions, [self.descriptions[v] for v in versions]],
+            )
+        else:
+            raw.execute(
+                sql.SQL("DELETE FROM {} WHERE version > %s AND version <= %s").format(self.table),
+                [bottom, top],
+            )
+        if rebuild is not None:
+            raw.execute(rebuild)
+
     def __call__(
         self, *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], **_: Any
     ) -> None:
+        if step.is_stamp:
+            self.pending = None
+            self._stamp(ctx, step)
+            self.mark = time.perf_counter()
+            return
         (revision,) = step.up_revision_ids
         version = int(revision)
         ride, self.pending = self.pending, None
         write = ride.write if ride is not None else None
         if ctx.as_sql:
-            description = self.descriptions.get(version, f"revision {revision}")
-            _render(
-                ctx, self.schema, version, description if step.is_upgrade else "", step.is_upgrade
-            )
-            rebuild = self.views(left_at(step)) if self.views is not None else None
-            if rebuild is not None:
-                from sqlalchemy import text
-
-                ctx.execute(text(rebuild.replace(":", "\\:")))
+            self._render_plan(ctx, step, [version])
             duration_ms = round((time.perf_counter() - self.mark) * 1000)
         else:
             assert ctx.connection is not None

@@ -150,6 +150,54 @@ def test_plain_alembic_keeps_the_history_too(db: str) -> None:
     assert alembic_head(db) == [f"{versions('patient')[-2]:04d}"]
 
 
+def _plain_alembic(service: str, db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    ini = str(ROOT / "services" / service / "alembic.ini")
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", ini, "-x", f"url={db}", *args],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_plain_alembic_stamp_keeps_both_tables_in_step(db: str) -> None:
+    """`alembic stamp` marks versions applied, or no longer applied, without running
+    them: each gets its row (no duration, no checksum: nothing ran) or loses it, so the
+    two tables still agree and migrate carries on."""
+    line = versions("patient")
+    described = services.get("patient", ROOT).descriptions
+    columns = "SELECT version, description, duration_ms, checksum FROM schema_migrations"
+    for target, expected in (("head", line), (f"{line[2]:04d}", line[:3]), ("base", [])):
+        done = _plain_alembic("patient", db, "stamp", target)
+        assert done.returncode == 0, done.stderr
+        assert history(db) == expected
+        assert alembic_head(db) == ([f"{expected[-1]:04d}"] if expected else [])
+        assert query(db, columns + " ORDER BY version") == [
+            (v, described[v], None, None) for v in expected
+        ]
+        status = run_cli("patient", "status", "--url", db)
+        assert status.exit_code == 0, status.output
+        if expected:
+            assert f"version(s) {expected[0]}-{expected[-1]} were applied without a checksum" in (
+                status.stdout
+            )
+    # Offline, the plan shows the rows a stamp writes.
+    plan = _plain_alembic("patient", db, "stamp", f"{line[1]:04d}:{line[3]:04d}", "--sql")
+    assert plan.returncode == 0, plan.stderr
+    for version in line[2:4]:
+        assert f"VALUES ({version}, " in plan.stdout
+
+
+def test_plain_alembic_reports_a_refusal_in_one_line(db: str) -> None:
+    """Under plain alembic a refusal is Alembic's own `FAILED: ...` line, no traceback."""
+    up("patient", db)
+    refused = _plain_alembic("user", db, "upgrade", "head")
+    assert refused.returncode != 0
+    output = refused.stdout + refused.stderr
+    assert "FAILED: user: the database is at version" in output and "Traceback" not in output
+    assert history(db) == versions("patient")
+
+
 def test_a_fourth_service_is_just_a_folder(project_copy: Path, db: str) -> None:
     (project_copy / "services" / "user").rename(project_copy / "services" / "billing")
     assert sorted(services.discover(project_copy)) == ["appointment", "billing", "patient"]

@@ -44,7 +44,16 @@ from alembic_common.cli.options import (
     WaveSize,
     with_connection,
 )
-from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table, wrapped
+from alembic_common.cli.render import (
+    Reporter,
+    err,
+    out,
+    print_json,
+    progress_bar,
+    spans,
+    table,
+    wrapped,
+)
 from alembic_common.errors import MigrationError, UsageError
 from alembic_common.locking import DEFAULT_LOCK_WAIT
 from alembic_common.project import Project
@@ -630,28 +639,28 @@ def show_status(report: runner.Status) -> None:
     if report.renamed:
         out(
             wrapped(
-                f"note: the recorded description of version(s) {report.renamed} differs from the "
+                f"note: the recorded description of version(s) {spans(report.renamed)} differs from the "
                 "code's docstring"
             )
         )
     if report.changed:
         out(
             wrapped(
-                f"CHANGED: the SQL of version(s) {report.changed} is not what ran when they were "
+                f"CHANGED: the SQL of version(s) {spans(report.changed)} is not what ran when they were "
                 "applied; 'up' refuses to build on them until reviewed ('up --accept-changed')"
             )
         )
     if report.unverified:
         out(
             wrapped(
-                f"note: version(s) {report.unverified} were applied without a checksum "
+                f"note: version(s) {spans(report.unverified)} were applied without a checksum "
                 "(legacy, plain alembic, or an older release): unverified"
             )
         )
     for item in report.invalid:
         out(wrapped(f"HEALTH: {item}"))
     if report.unknown:
-        out(f"AHEAD: the database has versions this code does not know: {report.unknown}")
+        out(f"AHEAD: the database has versions this code does not know: {spans(report.unknown)}")
     if report.problem:
         out(f"INCONSISTENT: {report.problem}")
 

@@ -177,9 +177,7 @@ def describe(event: dict[str, Any]) -> str | None:
             f"{event['fraction']:.0%} {event['rows_done']:,} rows, {event['rows_per_s']:,} rows/s{eta}"
         )
     if kind == "accepted_changed":
-        return (
-            f"{svc}{where}: accepted the changed SQL of version(s) {event['versions']} as it is now"
-        )
+        return f"{svc}{where}: accepted the changed SQL of version(s) {spans(event['versions'])} as it is now"
     if kind == "release_wait":
         return f"{svc}{where}: waiting up to {event['wait_s']:g}s: {event['why']}"
     if kind == "unannounced":
