@@ -238,10 +238,23 @@ def _run(env_file: str, attributes: dict[str, Any]) -> None:
         attributes.setdefault("checksums", checksums.listed(service))
         options = configure_options(service, attributes)
         context.configure(connection=conn, **options)
-        wrap_steps(service, options["on_version_apply"])
+        recorder = options["on_version_apply"]
+        wrap_steps(service, recorder)
         with context.begin_transaction():
             context.run_migrations()
+            _after_purge(context.get_context(), recorder)
         conn.commit()
+
+
+def _after_purge(migration: Any, recorder: history.Recorder) -> None:
+    """``stamp --purge`` empties ``alembic_version`` behind the recorder's back (and a
+    purge to base runs no step at all): the history then follows what that table holds."""
+    if not migration.purge:
+        return
+    heads = migration.get_current_heads()
+    if len(heads) <= 1:
+        at = int(heads[0]) if heads else None
+        recorder.settle(migration.connection.connection.driver_connection, at, at or 0)
 
 
 def _connection(

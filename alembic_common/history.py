@@ -388,42 +388,49 @@ class Recorder:
         if len(upper) != 1 or len(lower) > 1:
             return  # not a move along one line of history
         top, bottom = int(upper[0]), int(lower[0]) if lower else 0
-        versions = [v for v in sorted(self.descriptions) if bottom < v <= top]
         if ctx.as_sql:
+            versions = [v for v in sorted(self.descriptions) if bottom < v <= top]
             self._render_plan(ctx, step, versions)
             return
         assert ctx.connection is not None
         raw = ctx.connection.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
+        self.settle(raw, left_at(step), top)
+
+    def settle(self, conn: psycopg.Connection[Any], at: int | None, version: int) -> None:
+        """Make the history hold exactly the versions up to ``at`` (a stamp, or the
+        ``alembic_version`` a ``stamp --purge`` left), adding any that are missing and
+        removing any above, in the transaction of ``version``'s stamp."""
         if self.guard is not None:
-            raw.execute(
+            conn.execute(
                 "SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)",
                 locking.step_key(self.guard.service),
             )
-            lost = raw.execute(
+            lost = conn.execute(
                 "SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)",
                 locking.owner_key(self.guard.pid),
             ).fetchone()
             if lost is None or lost[0]:
-                raise _lock_lost(self.guard, top)
-        rebuild = self.views(left_at(step)) if self.views is not None else None
-        if step.is_upgrade:
-            raw.execute(
-                sql.SQL(
-                    "INSERT INTO {} (version, description) SELECT * FROM ROWS FROM"
-                    " (pg_catalog.unnest(%s::pg_catalog.int4[]),"
-                    " pg_catalog.unnest(%s::pg_catalog.text[]))"
-                    " ON CONFLICT (version) DO NOTHING"
-                ).format(self.table),
-                [versions, [self.descriptions[v] for v in versions]],
-            )
-        else:
-            raw.execute(
-                sql.SQL("DELETE FROM {} WHERE version > %s AND version <= %s").format(self.table),
-                [bottom, top],
-            )
+                raise _lock_lost(self.guard, version)
+        kept = [v for v in sorted(self.descriptions) if at is not None and v <= at]
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE %s::pg_catalog.int4 IS NULL OR version > %s").format(
+                self.table
+            ),
+            [at, at],
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (version, description) SELECT * FROM ROWS FROM"
+                " (pg_catalog.unnest(%s::pg_catalog.int4[]),"
+                " pg_catalog.unnest(%s::pg_catalog.text[]))"
+                " ON CONFLICT (version) DO NOTHING"
+            ).format(self.table),
+            [kept, [self.descriptions[v] for v in kept]],
+        )
+        rebuild = self.views(at) if self.views is not None else None
         if rebuild is not None:
-            raw.execute(rebuild)
+            conn.execute(rebuild)
 
     def __call__(
         self, *, ctx: MigrationContext, step: MigrationInfo, heads: set[str], **_: Any

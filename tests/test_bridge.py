@@ -163,7 +163,7 @@ def _plain_alembic(service: str, db: str, *args: str) -> subprocess.CompletedPro
 def test_plain_alembic_stamp_keeps_both_tables_in_step(db: str) -> None:
     """`alembic stamp` marks versions applied, or no longer applied, without running
     them: each gets its row (no duration, no checksum: nothing ran) or loses it, so the
-    two tables still agree and migrate carries on."""
+    two tables still agree and migrate carries on; with --purge too."""
     line = versions("patient")
     described = services.get("patient", ROOT).descriptions
     columns = "SELECT version, description, duration_ms, checksum FROM schema_migrations"
@@ -181,6 +181,17 @@ def test_plain_alembic_stamp_keeps_both_tables_in_step(db: str) -> None:
             assert f"version(s) {expected[0]}-{expected[-1]} were applied without a checksum" in (
                 status.stdout
             )
+    # --purge empties alembic_version behind the bridge's back; the history follows it,
+    # keeping the rows (and checksums) of the versions that really ran.
+    up("patient", db)
+    ran = query(db, columns + " ORDER BY version")
+    for target, expected in ((f"{line[4]:04d}", line[:5]), ("base", [])):
+        done = _plain_alembic("patient", db, "stamp", target, "--purge")
+        assert done.returncode == 0, done.stderr
+        assert history(db) == expected
+        assert alembic_head(db) == ([f"{expected[-1]:04d}"] if expected else [])
+        assert query(db, columns + " ORDER BY version") == ran[: len(expected)]
+        assert run_cli("patient", "status", "--url", db).exit_code == 0
     # Offline, the plan shows the rows a stamp writes.
     plan = _plain_alembic("patient", db, "stamp", f"{line[1]:04d}:{line[3]:04d}", "--sql")
     assert plan.returncode == 0, plan.stderr
