@@ -6,8 +6,10 @@ at head; and against `alembic upgrade head` through the service's own alembic.in
 shared env.py, as the performance study compared). Each pair gives a ratio; the figures
 are their median and range. Target: 0.4x plain Alembic or less.
 
-Then where the no-op's time goes: one run under `python -X importtime`, its imports
-grouped by top-level package, next to the whole run's wall time.
+Beside them, the floor: Python starting and importing psycopg and typer (both required),
+as a share of the anchor. Then where the no-op's time goes: one run under
+`python -X importtime`, its imports grouped by top-level package, next to the whole run's
+wall time.
 
     python bench/noop_up.py [--runs 15]
 """
@@ -74,13 +76,18 @@ def main() -> None:
             timed(ours, env)  # bring it to head; warm the file caches for all three
             timed(plain, env)
             timed(shared, env)
-            ours_t, plain_t, shared_t = [], [], []
+            bare = [sys.executable, "-c", "pass"]
+            floor = [sys.executable, "-c", "import psycopg, typer"]
+            ours_t, plain_t, shared_t, bare_t, floor_t = [], [], [], [], []
             for _ in range(args.runs):
                 ours_t.append(timed(ours, env))
                 plain_t.append(timed(plain, env))
                 shared_t.append(timed(shared, env))
+                bare_t.append(timed(bare))
+                floor_t.append(timed(floor))
             ratios = [o / p for o, p in zip(ours_t, plain_t, strict=True)]
             to_shared = [o / p for o, p in zip(ours_t, shared_t, strict=True)]
+            floors = [f / p for f, p in zip(floor_t, plain_t, strict=True)]
             os.environ.update(env)
             wall, packages = import_breakdown(ours)
     finally:
@@ -91,6 +98,9 @@ def main() -> None:
     print(f"  alembic upgrade head, shared env.py  {spread(shared_t, 1000, 0)} ms")
     print(f"  ratio ours / minimal env.py          {spread(ratios)}x   (target <= 0.4x)")
     print(f"  ratio ours / shared env.py           {spread(to_shared)}x")
+    print(f"  python -c pass                       {spread(bare_t, 1000, 0)} ms")
+    print(f"  python -c 'import psycopg, typer'    {spread(floor_t, 1000, 0)} ms")
+    print(f"  that floor / minimal env.py          {spread(floors)}x   (before any work of ours)")
     print(f"where one no-op run's time goes ({wall * 1000:.0f} ms under -X importtime):")
     total = sum(packages.values())
     for name, seconds in sorted(packages.items(), key=lambda kv: -kv[1])[:8]:
