@@ -398,9 +398,9 @@ class Recorder:
         self.settle(raw, left_at(step), top)
 
     def settle(self, conn: psycopg.Connection[Any], at: int | None, version: int) -> None:
-        """Make the history hold exactly the versions up to ``at`` (a stamp, or the
-        ``alembic_version`` a ``stamp --purge`` left), adding any that are missing and
-        removing any above, in the transaction of ``version``'s stamp."""
+        """Make the history hold exactly the versions up to ``at`` (where a stamp, or the
+        ``alembic_version`` a ``stamp --purge`` left, puts the database): add those that
+        are missing, remove any above. ``version`` names the stamp if the lock was lost."""
         if self.guard is not None:
             conn.execute(
                 "SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)",
