@@ -254,7 +254,7 @@ def _after_purge(migration: Any, recorder: history.Recorder) -> None:
     heads = migration.get_current_heads()
     if len(heads) <= 1:
         at = int(heads[0]) if heads else None
-        recorder.settle(migration.connection.connection.driver_connection, at, at or 0)
+        recorder.settle(migration, at, at or 0)
 
 
 def _connection(

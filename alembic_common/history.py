@@ -215,6 +215,14 @@ def _lock_lost(guard: Guard, version: int) -> LockLostError:
     )
 
 
+def _driver(ctx: MigrationContext) -> psycopg.Connection[Any]:
+    """The psycopg connection under an online migration context's SQLAlchemy one."""
+    assert ctx.connection is not None
+    raw = ctx.connection.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
 def _dml_kind(construct: Any, schema: str) -> str | None:
     """insert, update or delete when ``construct`` writes Alembic's version table."""
     from sqlalchemy import Delete, Insert, Update
@@ -342,8 +350,7 @@ class Recorder:
         self.pending = None
         if ctx.as_sql or ctx.connection is None or step.is_stamp or len(step.down_revision_ids) > 1:
             return  # offline, a stamp or a merge (not a linear step): the hook writes
-        raw = ctx.connection.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
+        raw = _driver(ctx)
         (above,), below = step.up_revision_ids, step.down_revision_ids
         old, new = (below[0] if below else None), above
         if not step.is_upgrade:
@@ -392,25 +399,17 @@ class Recorder:
             versions = [v for v in sorted(self.descriptions) if bottom < v <= top]
             self._render_plan(ctx, step, versions)
             return
-        assert ctx.connection is not None
-        raw = ctx.connection.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        self.settle(raw, left_at(step), top)
+        self.settle(ctx, left_at(step), top)
 
-    def settle(self, conn: psycopg.Connection[Any], at: int | None, version: int) -> None:
+    def settle(self, ctx: MigrationContext, at: int | None, version: int) -> None:
         """Make the history hold exactly the versions up to ``at`` (where a stamp, or the
         ``alembic_version`` a ``stamp --purge`` left, puts the database): add those that
         are missing, remove any above. ``version`` names the stamp if the lock was lost."""
-        if self.guard is not None:
-            conn.execute(
-                "SELECT pg_catalog.pg_advisory_xact_lock(%s, %s)",
-                locking.step_key(self.guard.service),
-            )
-            lost = conn.execute(
-                "SELECT pg_catalog.pg_try_advisory_xact_lock(%s, %s)",
-                locking.owner_key(self.guard.pid),
-            ).fetchone()
-            if lost is None or lost[0]:
+        conn = _driver(ctx)
+        lock, _, _, held = self._parts
+        if self.guard is not None:  # the same step key and lock check as a step's write
+            found = conn.execute(f"{lock}SELECT {held}").set_result(1).fetchone()
+            if not (found and found[0]):
                 raise _lock_lost(self.guard, version)
         kept = [v for v in sorted(self.descriptions) if at is not None and v <= at]
         conn.execute(
@@ -448,9 +447,7 @@ class Recorder:
             self._render_plan(ctx, step, [version])
             duration_ms = round((time.perf_counter() - self.mark) * 1000)
         else:
-            assert ctx.connection is not None
-            raw = ctx.connection.connection.driver_connection
-            assert isinstance(raw, psycopg.Connection)
+            raw = _driver(ctx)
             if write is None or write.version != version or write.changed is None:
                 write = self._compose(step, raw)  # it could not ride: send it now
                 write.changed = raw.execute(write.text).set_result(write.counted).rowcount

@@ -360,12 +360,17 @@ def _locked_apply(
             return _apply(service, settings, target, options, progress, peers, conn, pid, result)
     except locking.NotNeeded:
         (planned,) = latest
-        refuse_unusable(service, planned.found)
-        if not result.steps:
-            result.before = planned.found.current
-        result.after = planned.found.current
-        result.hold(planned)
+        _take_plan(service, result, planned)
         return planned
+
+
+def _take_plan(service: Service, result: RunResult, planned: Plan) -> None:
+    """Refuse a database the plan cannot use; else note where it stands in the result."""
+    refuse_unusable(service, planned.found)
+    if not result.steps:
+        result.before = planned.found.current
+    result.after = planned.found.current
+    result.hold(planned)
 
 
 def _plan(
@@ -450,11 +455,7 @@ def _apply(
     state = read(conn, service.schema)
     seen = _sessions_once(service, conn)  # one look at the releases for this whole decision
     planned = _plan(service, conn, target, options, state, seen)
-    refuse_unusable(service, planned.found)
-    if not result.steps:
-        result.before = planned.found.current
-    result.after = planned.found.current
-    result.hold(planned)
+    _take_plan(service, result, planned)
     if planned.idle:
         return planned  # another replica did the work while we waited
     service.load(planned.run)  # a file that does not import is named before any change
@@ -631,6 +632,12 @@ def _announce_unannounced(
         )
 
 
+def _applied_sums(state: DbState, found: Assessment) -> dict[int, str | None]:
+    """The checksum recorded for each applied version (a set: histories run to thousands)."""
+    done = set(found.applied)
+    return {v: r.checksum for v, r in state.recorded.items() if v in done}
+
+
 def _check_history(
     service: Service,
     conn: psycopg.Connection[Any],
@@ -640,9 +647,7 @@ def _check_history(
     progress: Progress | None,
 ) -> list[int]:
     """Refuse to build on applied steps whose code changed since, unless told to accept them."""
-    done = set(planned.found.applied)
-    recorded = {v: r.checksum for v, r in state.recorded.items() if v in done}
-    changed = checksums.verdict(service, recorded).changed
+    changed = checksums.verdict(service, _applied_sums(state, planned.found)).changed
     if not changed:
         return []
     if not options.accept_changed:
@@ -755,9 +760,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         applied = m.version in done or (found.legacy and recorded is not None)
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
         rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
-    sums = checksums.verdict(
-        service, {v: r.checksum for v, r in state.recorded.items() if v in done}
-    )
+    sums = checksums.verdict(service, _applied_sums(state, found))
     return Status(
         service.name,
         settings.display,
