@@ -97,8 +97,15 @@ class Settings:
         return self.parts.database or self.parts.params.get("dbname") or self.user
 
     def sqlalchemy_url(self) -> str:
-        """The same URL spelled for SQLAlchemy's psycopg 3 dialect."""
-        return "postgresql+psycopg" + self.url[len("postgresql") :]
+        """The same URL spelled for SQLAlchemy's psycopg 3 dialect. A socket directory
+        goes in the query (``?host=/dir``): SQLAlchemy passes a host in the authority on
+        as written, percent-escapes and all, where libpq decodes them."""
+        parts = self.parts
+        if len(parts.hosts) == 1 and parts.hosts[0][0].startswith("/"):
+            ((host, port),) = parts.hosts
+            found = {"host": host, **({"port": str(port)} if port else {})}
+            parts = replace(parts, hosts=(), params={**found, **parts.params})
+        return "postgresql+psycopg" + parts.url()[len("postgresql") :]
 
     def for_database(self, database: str) -> Settings:
         """The same server and login, another database."""
