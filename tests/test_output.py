@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import select
+import shlex
 import struct
 import subprocess
 import termios
@@ -119,7 +120,7 @@ def test_a_closed_stdout_ends_quietly_with_exit_0(db: str) -> None:
     assert proc.returncode == 0, err
     assert err == "", err
     shell = subprocess.run(
-        f"{' '.join(migrate_cmd('patient', 'status', '--url', db))} | head -1; "
+        f"{shlex.join(migrate_cmd('patient', 'status', '--url', db))} | head -1; "
         "echo exit=${PIPESTATUS[0]}",
         shell=True,
         executable="/bin/bash",

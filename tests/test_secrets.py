@@ -221,7 +221,12 @@ def _runs(pw: str, auth: str, trust_db: str, root: Path, folder: Path) -> list[s
     own = auth.format(password=_in_url(pw))
     other = own.replace("/authdb?", "/authdb2?")
     conf = Settings("t", trust_db, "t")
-    trust = f"postgresql://postgres:{_in_url(pw)}@{conf.host}:{conf.port}/{conf.database}"
+    where = (  # a socket directory (the embedded server) goes in the query
+        f"/{conf.database}?host={conf.host}&port={conf.port}"
+        if conf.host.startswith("/")
+        else f"{conf.host}:{conf.port}/{conf.database}"
+    )
+    trust = f"postgresql://postgres:{_in_url(pw)}@{where}"
     unreachable = f"postgresql://postgres:{_in_url(pw)}@127.0.0.1:1/nowhere"
     pw_file = folder / "pw"
     pw_file.write_text(pw + "\n")
