@@ -244,3 +244,18 @@ def test_per_service_variable_beats_database_url_end_to_end(server: str, db: str
         assert via_url.exit_code == 0 and alembic_head(other) == [f"{versions('user')[-1]:04d}"]
     finally:
         drop_database(server, other)
+
+
+def test_a_socket_directory_reaches_sqlalchemy_decoded() -> None:
+    """libpq decodes a socket directory written in the URL's authority (%2Fdir); SQLAlchemy
+    would pass it on as written, so its URL carries the directory in the query instead."""
+    from sqlalchemy.engine import make_url
+
+    from alembic_common.settings import Settings
+
+    conf = Settings("t", "postgresql://postgres@%2Frun%2Fpg%20x:6543/db", "t")
+    url = make_url(conf.sqlalchemy_url())
+    assert url.host is None and url.database == "db" and url.username == "postgres"
+    assert dict(url.query) == {"host": "/run/pg x", "port": "6543"}
+    tcp = Settings("t", "postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable", "t")
+    assert tcp.sqlalchemy_url() == "postgresql+psycopg" + tcp.url[len("postgresql") :]
