@@ -14,14 +14,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic_common import metrics, runner, services
+from alembic_common import runner, services
 from alembic_common.errors import MigrationError
 from alembic_common.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: a single target's run needs neither
+    from concurrent.futures import Future
+
+    from alembic_common import metrics
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def run(
         _preload(loaded.values())
         # Imported here: a single target's start (every container's) never forks.
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(
@@ -234,6 +238,8 @@ def check(
             if on_outcome is not None:
                 on_outcome(index, found[-1])
         return found
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     results: dict[int, Outcome] = {}
     with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
         futures = {pool.submit(t): i for i, t in enumerate(tasks)}
@@ -343,6 +349,8 @@ def merge(service: str, settings: Settings, parts: list[Outcome], before: runner
 
 def summary(outcomes: Iterable[Outcome]) -> dict[str, int]:
     """How many targets ended each way, in the order a summary shows them."""
+    from alembic_common import metrics
+
     counts = dict.fromkeys(metrics.OUTCOMES, 0)
     for outcome in outcomes:
         counts[outcome.kind] = counts.get(outcome.kind, 0) + 1
@@ -351,6 +359,8 @@ def summary(outcomes: Iterable[Outcome]) -> dict[str, int]:
 
 def aggregates(pairs: list[tuple[Settings, Outcome]], seconds: float) -> list[metrics.Fleet]:
     """A fleet run's metrics per service: counts per outcome, and the slowest target."""
+    from alembic_common import metrics
+
     found = []
     for service in dict.fromkeys(o.service for _, o in pairs):
         mine = [(s, o) for s, o in pairs if o.service == service]
@@ -378,6 +388,8 @@ def samples(
 def _sample(
     settings: Settings, outcome: Outcome, service: services.Service, run: bool
 ) -> metrics.Sample:
+    from alembic_common import metrics
+
     head = service.head
     result = outcome.result
     current = pending = None

@@ -9,7 +9,6 @@ Alembic. Alembic's own ScriptDirectory is built only when something will run.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import configparser
 import hashlib
@@ -353,6 +352,8 @@ class Service:
 
     def config(self, output_buffer: Any = None, **attributes: Any) -> Config:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""
+        import argparse
+
         from alembic.config import Config
 
         from alembic_common import xargs

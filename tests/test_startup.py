@@ -7,14 +7,12 @@ import sys
 import time
 
 import pytest
-import typer.main
 from conftest import ROOT, applied_by_default, history, peer_env, run_cli, versions
 from relay import DelayedRelay
 from typer.testing import CliRunner
 
 from alembic_common import run_migrations
-from alembic_common.cli.app import app as cli_app
-from alembic_common.cli.app import named
+from alembic_common.cli.app import COMMANDS, ORDER, command_name, load, named
 from alembic_common.errors import ConnectError
 from alembic_common.settings import Settings
 
@@ -60,9 +58,21 @@ def test_cli_up_wait(db: str) -> None:
 
 
 def test_noop_up_imports_neither_alembic_nor_sqlalchemy(db: str) -> None:
-    """Nor what only other paths need: the worker pool of fleets, the backup tools."""
+    """Nor what only other paths need: the worker pools of fleets, the backup tools, the
+    metrics file, the other commands' modules."""
     run_migrations("patient", db)
-    unused = ("alembic", "sqlalchemy", "multiprocessing", "alembic_common.backup")
+    unused = (
+        "alembic",
+        "sqlalchemy",
+        "multiprocessing",
+        "argparse",
+        "alembic_common.backup",
+        "alembic_common.metrics",
+        "alembic_common.platform",
+        "alembic_common.cli.authoring",
+        "alembic_common.cli.backup",
+        "alembic_common.cli.ops",
+    )
     probe = (
         "import sys\n"
         "from alembic_common.cli import main\n"
@@ -89,14 +99,11 @@ def test_migrating_does_not_load_the_models(db: str) -> None:
     assert history(db) == versions("user")
 
 
-COMMANDS = sorted(
-    c.name or typer.main.get_command_name(c.callback.__name__)
-    for c in cli_app.registered_commands
-    if c.callback is not None
-)
+cli_app = load()  # every command
+NAMES = sorted(command_name(c) for c in cli_app.registered_commands)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", NAMES)
 def test_a_run_builds_only_its_own_command_and_says_the_same(command: str) -> None:
     """Typer converts every command's signature before parsing: a run builds only the
     one it names, and its help reads exactly as the whole app's does."""
@@ -105,8 +112,7 @@ def test_a_run_builds_only_its_own_command_and_says_the_same(command: str) -> No
     assert [c.callback.__name__ for c in only.registered_commands if c.callback] == [
         c.callback.__name__
         for c in cli_app.registered_commands
-        if c.callback is not None
-        and (c.name or typer.main.get_command_name(c.callback.__name__)) == command
+        if c.callback is not None and command_name(c) == command
     ]
     whole = CliRunner().invoke(cli_app, ["patient", command, "--help"], prog_name="migrate")
     alone = CliRunner().invoke(only, ["patient", command, "--help"], prog_name="migrate")
@@ -120,3 +126,38 @@ def test_a_run_builds_only_its_own_command_and_says_the_same(command: str) -> No
 )
 def test_anything_but_a_named_command_sees_every_command(argv: list[str]) -> None:
     assert named(argv) is cli_app
+
+
+@pytest.mark.parametrize("module", sorted(COMMANDS))
+def test_each_command_is_loaded_from_the_module_that_registers_it(module: str) -> None:
+    """``named`` imports only the module the table names for a command: a command missing
+    from the table, or listed under the wrong module, would not be found."""
+    registered = [
+        command_name(c)
+        for c in cli_app.registered_commands
+        if c.callback is not None and c.callback.__module__ == f"alembic_common.cli.{module}"
+    ]
+    assert sorted(registered) == sorted(COMMANDS[module])
+
+
+def test_every_registered_command_is_in_the_table() -> None:
+    assert sorted(command_name(c) for c in cli_app.registered_commands) == sorted(ORDER)
+
+
+@pytest.mark.parametrize("first", ["up", "revision", "seed"])
+def test_help_lists_the_commands_in_one_order_whatever_ran_first(first: str) -> None:
+    """A process that loaded one command's module first still shows the whole list in the
+    table's order: the heart of it (up, down, status) first."""
+    probe = (
+        "import sys\n"
+        "from alembic_common.cli.app import named\n"
+        f"named(['patient', {first!r}])\n"
+        "sys.argv = ['migrate', '--help']\n"
+        "from alembic_common.cli import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    section = out.stdout.split("Commands:")[-1].splitlines()
+    listed = [line.split()[0] for line in section if line.startswith("  ") and line[2] != " "]
+    assert out.returncode == 0, out.stderr
+    assert listed == ORDER

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import importlib
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
+import typer.models
 from typer.core import TyperGroup
 
 from alembic_common import redact, services, settings
@@ -239,22 +241,43 @@ def main() -> None:
     named(sys.argv[1:])(prog_name=PROG)
 
 
+COMMANDS = {
+    "migrate": ("up", "down", "status"),
+    "authoring": ("revision", "check", "diff", "plan", "lint", "hash"),
+    "backup": ("backup", "backups", "restore"),
+    "ops": ("seed", "login"),
+}
+"""Each module of this package that registers commands, and its commands in help's order."""
+ORDER = [name for names in COMMANDS.values() for name in names]
+
+
+def command_name(command: typer.models.CommandInfo) -> str:
+    return command.name or typer.main.get_command_name(getattr(command.callback, "__name__", ""))
+
+
+def load(command: str | None = None) -> typer.Typer:
+    """The app, with the commands of the module that registers ``command`` (of every
+    module when it is None or not one of ``COMMANDS``): a run imports only what its own
+    command needs, so a no-op ``up`` skips the authoring, backup and fleet code."""
+    known = command in ORDER
+    for module, names in COMMANDS.items():
+        if not known or command in names:
+            importlib.import_module(f"alembic_common.cli.{module}")
+    if not known:  # help lists them in one order, whatever was loaded first
+        app.registered_commands.sort(key=lambda c: ORDER.index(command_name(c)))
+    return app
+
+
 def named(argv: Sequence[str]) -> typer.Typer:
     """The app with only the command that ``argv`` names (``SERVICE COMMAND ...``), else
     the whole app. Typer turns every command's signature into options before it parses
     anything, about 1 ms a command, and a run needs its own command's alone; help for the
     whole CLI, completion and a mistyped command still see every command."""
     name = argv[1] if len(argv) > 1 and not argv[0].startswith("-") else None
-    chosen = [
-        command
-        for command in app.registered_commands
-        if command.callback is not None
-        and (command.name or typer.main.get_command_name(command.callback.__name__)) == name
-    ]
-    if not chosen:
-        return app
-    only = copy.copy(app)
-    only.registered_commands = chosen
+    if name not in ORDER:
+        return load()
+    only = copy.copy(load(name))
+    only.registered_commands = [c for c in app.registered_commands if command_name(c) == name]
     return only
 
 

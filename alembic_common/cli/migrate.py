@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from alembic_common import fleet, metrics, releases, runner, services, targets, xargs
+from alembic_common import fleet, releases, runner, services, xargs
 from alembic_common.cli import options
 from alembic_common.cli.app import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
@@ -302,7 +302,9 @@ def show_result(result: runner.RunResult, json_output: bool) -> None:
 
 
 def limit(text: str | None, total: int, option: str) -> int | None:
-    return None if text is None else targets.limit(text, total, option)
+    from alembic_common.targets import limit as within
+
+    return None if text is None else within(text, total, option)
 
 
 def run_fleet(
@@ -327,6 +329,8 @@ def write_metrics(
     seconds: float = 0.0,
 ) -> None:
     """Per-target series (one database, or asked for) and, for a fleet, its aggregates."""
+    from alembic_common import metrics
+
     samples = fleet.samples(pairs, project.services, run) if per_target else []
     fleets = fleet.aggregates(pairs, seconds) if aggregate else []
     metrics.write(path, samples, scrubber(), fleets)
