@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic_common.errors import ScriptError
 from alembic_common.services import Service
@@ -132,12 +132,11 @@ def expected(service: Service, versions: list[int]) -> dict[int, str]:
     return {v: fresh[v] for v in versions if v in fresh}
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """Applied versions against the code: changed since applied, or never checksummed."""
 
-    changed: list[int] = field(default_factory=list)
-    unverified: list[int] = field(default_factory=list)
+    changed: list[int]
+    unverified: list[int]
 
 
 def verdict(service: Service, recorded: dict[int, str | None]) -> Verdict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from alembic_common import db
 from alembic_common.errors import MigrationError, ScriptError, StateError
@@ -71,8 +72,7 @@ def _refuse_cycles(edges: dict[Node, set[Node]]) -> None:
             visit(node)
 
 
-@dataclass(frozen=True)
-class Unmet:
+class Unmet(NamedTuple):
     """A version of ``service`` that needs ``other`` at ``needed``, which it has not reached."""
 
     service: str

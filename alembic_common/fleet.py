@@ -14,9 +14,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic_common import runner, services
 from alembic_common.errors import MigrationError
@@ -28,8 +27,7 @@ if TYPE_CHECKING:  # imported where used: a single target's run needs neither
     from alembic_common import metrics
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One ``up`` (or ``status``) of one service against one database."""
 
     service: str
@@ -38,8 +36,7 @@ class Job:
     after: frozenset[int] = frozenset()  # indices of jobs that must succeed first
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """What became of a job."""
 
     service: str
@@ -69,7 +66,7 @@ class Outcome:
         return "at head"
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "result"}
+        data = {k: v for k, v in self._asdict().items() if k != "result"}
         data["result"] = self.result.to_dict() if self.result is not None else None
         return data
 
@@ -77,13 +74,12 @@ class Outcome:
 Work = Callable[..., Any]  # (service, settings, target, *, progress, **options)
 
 
-@dataclass
-class _Task:
+class _Task(NamedTuple):
     work: Work
     service: services.Service
     job: Job
-    progress: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    progress: Any
+    extra: dict[str, Any]
 
     def __call__(self) -> Outcome:
         started = time.perf_counter()
@@ -242,7 +238,7 @@ def check(
 
     results: dict[int, Outcome] = {}
     with ThreadPoolExecutor(max_workers=min(threads, len(tasks))) as pool:
-        futures = {pool.submit(t): i for i, t in enumerate(tasks)}
+        futures = {pool.submit(_call, t): i for i, t in enumerate(tasks)}
         for future in as_completed(futures):
             index = futures[future]
             results[index] = future.result()
@@ -251,8 +247,7 @@ def check(
     return [results[i] for i in range(len(tasks))]
 
 
-@dataclass(frozen=True)
-class Rollout:
+class Rollout(NamedTuple):
     """How a fleet run goes: caps, a canary, waves and a failure budget."""
 
     parallel: int = 4  # migrations at once, overall

@@ -7,8 +7,7 @@ be short-lived, so ``status`` lists them and ``status --strict`` fails on them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -34,8 +33,7 @@ _QUERY = """
 _KINDS = {"c": "check", "f": "foreign key", "n": "not null", "u": "unique", "p": "primary key"}
 
 
-@dataclass(frozen=True)
-class Invalid:
+class Invalid(NamedTuple):
     """One NOT VALID constraint or INVALID index."""
 
     kind: str  # "constraint" or "index"
@@ -46,7 +44,7 @@ class Invalid:
     since: int | None  # the first version whose file names it, when one does
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     def __str__(self) -> str:
         what = f"{self.detail} constraint" if self.kind == "constraint" else "index"

@@ -16,7 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -84,16 +84,14 @@ def owner_of(comment: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):
     name: str
     type: str
     not_null: bool
     has_default: bool
 
 
-@dataclass(frozen=True)
-class Shape:
+class Shape(NamedTuple):
     """The columns and primary key of an existing ``schema_migrations``."""
 
     columns: tuple[Column, ...]
@@ -191,8 +189,7 @@ def stamp(
 # --- the bridge: one row per step, in the step's own transaction -------------------------
 
 
-@dataclass(frozen=True)
-class Guard:
+class Guard(NamedTuple):
     """The lock a step must still hold when it records itself (None: nothing to check)."""
 
     service: str
@@ -268,8 +265,7 @@ class _Ride:
     version_sql: str
 
 
-@dataclass(frozen=True)
-class _Rows:
+class _Rows(NamedTuple):
     """What Alembic reads of its version-table statement's result."""
 
     rowcount: int

@@ -9,8 +9,7 @@ they cannot disagree about a step (a contract step held by one and pending in an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from alembic_common import releases
 from alembic_common.releases import Session
@@ -22,15 +21,14 @@ if TYPE_CHECKING:
     from alembic_common.settings import Settings
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What an ``up`` of one service would do to one database, and why not more."""
 
     found: Assessment
     run: list[int]  # applied now, oldest first
-    held: list[int] = field(default_factory=list)  # a held contract step, and all after it
-    blocked: list[Unmet] = field(default_factory=list)  # requirements other services miss
-    gate: Gate | None = None  # why the first of ``held`` waits
+    held: list[int]  # a held contract step, and all after it
+    blocked: list[Unmet]  # requirements other services miss
+    gate: Gate | None  # why the first of ``held`` waits
 
     @property
     def adopt(self) -> bool:
@@ -58,13 +56,12 @@ class Plan:
         return self.gate.words(self.held[0])
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     """Why a contract step waits: old releases connected, an operator's hold, or no way to look."""
 
     reason: str  # "sessions", "asked" (--hold-contract) or "unknown" (an offline plan)
-    holders: list[Session] = field(default_factory=list)  # announce an older version
-    unannounced: list[Session] = field(default_factory=list)  # listed, never counted
+    holders: list[Session]  # announce an older version
+    unannounced: list[Session]  # listed, never counted
 
     def words(self, contract: int) -> str:
         if self.reason == "asked":
@@ -111,7 +108,7 @@ def split_held(
         if v not in contract_steps:
             continue
         if hold or sessions is None:
-            return pending[:i], pending[i:], Gate("asked" if hold else "unknown")
+            return pending[:i], pending[i:], Gate("asked" if hold else "unknown", [], [])
         seen = sessions() if seen is None else seen
         holders = releases.holding(v, seen)
         if holders:

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 from alembic_common.errors import ScriptError
@@ -45,8 +44,7 @@ OWN_APPLICATION = "migrate"
 _ANNOUNCED = re.compile(r"^([a-z][a-z0-9_]*)@(\d{1,9})$")
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     """Another session on the service's database, as ``pg_stat_activity`` shows it."""
 
     pid: int

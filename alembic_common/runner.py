@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 
@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 Progress = Callable[[dict[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     """How a run behaves: waits, timeouts, retries, batching and environment."""
 
     wait: float = 0.0
@@ -99,8 +98,7 @@ class RunResult:
         self.held, self.why_held, self.holders = planned.held, planned.why_held, planned.holders
 
 
-@dataclass(frozen=True)
-class MigrationStatus:
+class MigrationStatus(NamedTuple):
     version: int
     description: str
     applied: bool
@@ -165,7 +163,7 @@ class Status:
             "database": self.database,
             "current": self.current,
             "head": self.head,
-            "migrations": [asdict(m) for m in self.migrations],
+            "migrations": [m._asdict() for m in self.migrations],
             "pending": self.pending,
             "held": self.held,
             "unknown": self.unknown,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic_common import embedded, paths, urls
 from alembic_common.embedded import default_database
@@ -25,8 +26,7 @@ DEFAULT_CONNECT_TIMEOUT = 10
 __all__ = ["Settings", "mask", "normalize_url", "resolve"]
 
 
-@dataclass(frozen=True)
-class HostOptions:
+class HostOptions(NamedTuple):
     """The seed's individual connection flags; any one given selects this source."""
 
     host: str | None = None

@@ -10,7 +10,6 @@ cannot make a database look migrated.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -62,16 +61,15 @@ class Recorded(NamedTuple):
     checksum: str | None = None  # of what the step ran, when it was recorded
 
 
-@dataclass(frozen=True)
-class DbState:
+class DbState(NamedTuple):
     """The two version tables as found."""
 
-    alembic_table: bool = False
-    history_table: bool = False
-    heads: tuple[str, ...] = ()
-    recorded: dict[int, Recorded] = field(default_factory=dict)
-    owner: str | None = None  # the service the history table's comment names
-    shape: Shape | None = None  # the history table's columns, when it exists
+    alembic_table: bool
+    history_table: bool
+    heads: tuple[str, ...]
+    recorded: dict[int, Recorded]
+    owner: str | None  # the service the history table's comment names
+    shape: Shape | None  # the history table's columns, when it exists
 
 
 def read(conn: psycopg.Connection[Any], schema: str = "public") -> DbState:
@@ -129,8 +127,7 @@ def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, st
     return DbState(alembic_table, history_table, heads, recorded, owner_of(comment), shape)
 
 
-@dataclass(frozen=True)
-class Assessment:
+class Assessment(NamedTuple):
     """The database's state read against the versions this code knows."""
 
     current: int | None

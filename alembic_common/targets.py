@@ -16,10 +16,9 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic_common import urls
 from alembic_common.errors import ConnectError, UsageError
@@ -30,8 +29,7 @@ _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+psycopg)?://", re.IGNORECASE)
 UNFINISHED = ("failed", "not run", "skipped")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One target as listed: its URL, an optional name, and where it was listed."""
 
     url: str

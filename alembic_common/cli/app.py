@@ -18,8 +18,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 import typer.main
@@ -192,8 +191,7 @@ app = typer.Typer(
 )
 
 
-@dataclass
-class Chosen:
+class Chosen(NamedTuple):
     """What the command line chose before the command runs (kept in ``ctx.obj``)."""
 
     project: Project

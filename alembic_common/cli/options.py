@@ -12,9 +12,9 @@ import inspect
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
@@ -66,8 +66,7 @@ def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
 # --- connection ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Connection:
+class Connection(NamedTuple):
     """The connection flags as typed; resolved only when a command needs a database."""
 
     url: tuple[str, ...] = ()
@@ -184,8 +183,7 @@ class Connection:
         return found
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """Where a fleet's targets come from, and which of them this run takes."""
 
     targets_file: Path | None = None
@@ -250,7 +248,7 @@ def with_connection(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the shared connection options, gathered into ``conn: Connection``."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "conn"]
-    defaults = {f.name: f.default for f in Connection.__dataclass_fields__.values()}
+    defaults = dict(Connection._field_defaults)
     defaults |= {"debug": False, "url": None}
     added = [
         inspect.Parameter(
