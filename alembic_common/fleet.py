@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # imported where used: a single target's run needs neither
     from alembic_common import metrics
 
 
+CHECK_THREADS = 16  # a fleet's quick look: connections at once
+
+
 class Job(NamedTuple):
     """One ``up`` (or ``status``) of one service against one database."""
 
@@ -217,7 +220,7 @@ def check(
     work: Work,
     *,
     root: Path,
-    threads: int = 16,
+    threads: int = CHECK_THREADS,
     on_outcome: Callable[[int, Outcome], None] | None = None,
     **extra: Any,
 ) -> list[Outcome]:
@@ -255,7 +258,7 @@ class Rollout(NamedTuple):
     canary: int = 0  # targets migrated first; any failure among them stops the rest
     wave_size: int | None = None  # then waves of this many (None: the rest at once)
     max_failures: int | None = None  # more failures than this: no new work starts
-    threads: int = 16  # connections of the quick check at once
+    threads: int = CHECK_THREADS  # connections of the quick check at once
 
 
 def waves(indices: Sequence[int], canary: int, wave_size: int | None) -> list[list[int]]:

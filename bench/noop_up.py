@@ -6,8 +6,9 @@ at head; and against `alembic upgrade head` through the service's own alembic.in
 shared env.py, as the performance study compared). Each pair gives a ratio; the figures
 are their median and range. Target: 0.4x plain Alembic or less.
 
-Beside them, the floor: Python starting and importing psycopg and typer (both required),
-as a share of the anchor. Then where the no-op's time goes: one run under
+Beside them, the floor: Python starting, importing psycopg and typer (both required) and
+ending as our run ends, with ``os._exit`` (the interpreter's teardown of psycopg alone
+costs about 25 ms), as a share of the anchor; our share is the rest of our run. Then where the no-op's time goes: one run under
 `python -X importtime`, its imports grouped by top-level package, next to the whole run's
 wall time.
 
@@ -77,7 +78,7 @@ def main() -> None:
             timed(plain, env)
             timed(shared, env)
             bare = [sys.executable, "-c", "pass"]
-            floor = [sys.executable, "-c", "import psycopg, typer"]
+            floor = [sys.executable, "-c", "import os, psycopg, typer; os._exit(0)"]
             ours_t, plain_t, shared_t, bare_t, floor_t = [], [], [], [], []
             for _ in range(args.runs):
                 ours_t.append(timed(ours, env))
@@ -88,6 +89,7 @@ def main() -> None:
             ratios = [o / p for o, p in zip(ours_t, plain_t, strict=True)]
             to_shared = [o / p for o, p in zip(ours_t, shared_t, strict=True)]
             floors = [f / p for f, p in zip(floor_t, plain_t, strict=True)]
+            share = [o - f for o, f in zip(ours_t, floor_t, strict=True)]
             os.environ.update(env)
             wall, packages = import_breakdown(ours)
     finally:
@@ -99,8 +101,9 @@ def main() -> None:
     print(f"  ratio ours / minimal env.py          {spread(ratios)}x   (target <= 0.4x)")
     print(f"  ratio ours / shared env.py           {spread(to_shared)}x")
     print(f"  python -c pass                       {spread(bare_t, 1000, 0)} ms")
-    print(f"  python -c 'import psycopg, typer'    {spread(floor_t, 1000, 0)} ms")
+    print(f"  python -c 'import psycopg, typer'    {spread(floor_t, 1000, 0)} ms   (then os._exit)")
     print(f"  that floor / minimal env.py          {spread(floors)}x   (before any work of ours)")
+    print(f"  our share: migrate.py - that floor   {spread(share, 1000, 0)} ms")
     print(f"where one no-op run's time goes ({wall * 1000:.0f} ms under -X importtime):")
     total = sum(packages.values())
     for name, seconds in sorted(packages.items(), key=lambda kv: -kv[1])[:8]:

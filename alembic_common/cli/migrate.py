@@ -582,7 +582,7 @@ def status(
                 jobs_list,
                 fleet.status_work,
                 root=project_of(ctx).root,
-                threads=max(jobs, fleet.Rollout.threads),
+                threads=max(jobs, fleet.CHECK_THREADS),
                 on_outcome=advance,
             ),
         )
