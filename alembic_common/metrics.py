@@ -32,7 +32,7 @@ FLEET_HELP = {
     "migrate_fleet_duration_seconds": "Wall time of the last fleet run.",
     "migrate_fleet_timestamp_seconds": "Unix time the last fleet run finished.",
 }
-OUTCOMES = ("at head", "migrated", "held", "failed", "skipped")
+OUTCOMES = ("at head", "behind", "migrated", "held", "failed", "skipped")  # behind: status only
 _LINE = re.compile(r'^(\w+)\{((?:\w+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 

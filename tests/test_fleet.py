@@ -502,6 +502,27 @@ def test_a_rerun_after_sigkill_finishes_the_rest(server: str, make: Any, tmp_pat
 # --- reporting ---------------------------------------------------------------------------------
 
 
+def test_fleet_status_metrics_count_the_targets_behind(make: Any, tmp_path: Path) -> None:
+    """A status over a fleet writes how many targets are behind, and 0 once none is: a
+    count it left out would keep the last status's figure in the merged file."""
+    urls = make(3)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    metrics = tmp_path / "m.prom"
+    up = run_cli("patient", "up", "--url", urls[0])
+    assert up.exit_code == 0, up.output
+    look = ["patient", "status", "--targets-file", str(targets), "--metrics-file", str(metrics)]
+    assert run_cli(*look).exit_code == 0
+    text = metrics.read_text()
+    assert 'migrate_fleet_targets{service="patient",outcome="behind"} 2' in text
+    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 1' in text
+    for url in urls[1:]:
+        assert run_cli("patient", "up", "--url", url).exit_code == 0
+    assert run_cli(*look).exit_code == 0
+    text = metrics.read_text()
+    assert 'migrate_fleet_targets{service="patient",outcome="behind"} 0' in text
+    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 3' in text
+
+
 def test_fleet_metrics_are_aggregates_unless_asked(make: Any, tmp_path: Path) -> None:
     urls = make(3)
     break_first_step(urls[2])
