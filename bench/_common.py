@@ -118,4 +118,5 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
     low, mid, high = (v * scale for v in (min(values), median(values), max(values)))
     if len(values) == 1:
         return f"{mid:.{digits}f}"
-    return f"{mid:.{digits}f} (range {low:.{digits}f}-{high:.{digits}f})"
+    dash = " to " if low < 0 else "-"  # "-84 to 54", not "-84-54"
+    return f"{mid:.{digits}f} (range {low:.{digits}f}{dash}{high:.{digits}f})"
