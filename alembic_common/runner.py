@@ -105,23 +105,22 @@ class MigrationStatus(NamedTuple):
     applied_at: str | None
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     """Every version the code knows, and where the database stands (its ``Assessment``)."""
 
     service: str
     database: str
     found: Assessment
     migrations: list[MigrationStatus]
-    held: list[int] = field(default_factory=list)  # a held contract step, and all after it
+    held: list[int]  # a held contract step, and all after it
     # Applied versions whose recorded description is not the code's docstring any more.
-    renamed: list[int] = field(default_factory=list)
-    changed: list[int] = field(default_factory=list)  # applied, and their SQL changed since
-    unverified: list[int] = field(default_factory=list)  # applied with no checksum recorded
-    why_held: str | None = None
-    holders: list[Session] = field(default_factory=list)  # announce an older version
-    unannounced: list[Session] = field(default_factory=list)  # connected, announce nothing
-    invalid: list[Invalid] = field(default_factory=list)  # NOT VALID constraints, INVALID indexes
+    renamed: list[int]
+    changed: list[int]  # applied, and their SQL changed since
+    unverified: list[int]  # applied with no checksum recorded
+    why_held: str | None
+    holders: list[Session]  # announce an older version
+    unannounced: list[Session]  # connected, announce nothing
+    invalid: list[Invalid]  # NOT VALID constraints, INVALID indexes
 
     @property
     def current(self) -> int | None:

@@ -20,11 +20,11 @@ import sys
 import traceback
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic_common import releases
 from alembic_common.errors import ConfigError, ScriptError
@@ -63,26 +63,25 @@ def describe_doc(doc: str | None, revision: str) -> str:
     return " ".join(first.split()) or f"revision {revision}"
 
 
-@dataclass(frozen=True)
-class Migration:
+class Migration(NamedTuple):
     """One revision file as the platform sees it."""
 
     version: int
     revision: str
     description: str
     path: Path
-    requires: dict[str, int] = field(default_factory=dict)  # other service -> version
-    phase: str = "expand"  # "contract": held back from a plain up (see RunOptions.contract)
-    down_revision: str | None = None
-    lint_accepted: dict[str, str] = field(default_factory=dict)  # squawk rule -> reason
+    requires: dict[str, int]  # other service -> version
+    phase: str  # "expand", or "contract": held back from a plain up (RunOptions.contract)
+    down_revision: str | None
+    lint_accepted: dict[str, str]  # squawk rule -> reason
     # A contract step's columns after it, per table: {"rename": {old: new}, "hide": [new]}
     # (see releases.py: the version schema a release built for it runs against).
-    contract: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contract: dict[str, dict[str, Any]]
     # The -x KEY=VALUE its downgrade reads: key -> accepted values (case and spaces ignored).
-    x_arguments: dict[str, list[str]] = field(default_factory=dict)
+    x_arguments: dict[str, list[str]]
     # Alembic's own declarations, passed on as written (None when the file has none).
-    branch_labels: Any = None
-    depends_on: Any = None
+    branch_labels: Any
+    depends_on: Any
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:

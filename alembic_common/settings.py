@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -104,12 +104,12 @@ class Settings:
         if len(parts.hosts) == 1 and parts.hosts[0][0].startswith("/"):
             ((host, port),) = parts.hosts
             found = {"host": host, **({"port": str(port)} if port else {})}
-            parts = replace(parts, hosts=(), params={**found, **parts.params})
+            parts = parts._replace(hosts=(), params={**found, **parts.params})
         return "postgresql+psycopg" + parts.url()[len("postgresql") :]
 
     def for_database(self, database: str) -> Settings:
         """The same server and login, another database."""
-        url = replace(self.parts, database=database).url()
+        url = self.parts._replace(database=database).url()
         return Settings(self.service, url, self.source, self.connect_timeout, self.embedded_dir)
 
 
@@ -130,6 +130,7 @@ def url_from_parts(service: str, opts: HostOptions) -> str:
         opts.password if opts.password is not None else SEED_PASSWORD,
         (((opts.host or SEED_HOST).strip("[]"), int(port)),),
         opts.database or default_database(service),
+        {},
     )
     return parsed.url()
 
@@ -137,7 +138,7 @@ def url_from_parts(service: str, opts: HostOptions) -> str:
 def with_password(url: str, password: str) -> str:
     """Put a password (from a file) into a URL."""
     parsed = urls.parse(url)
-    return replace(parsed, user=parsed.user or SEED_USER, password=password).url()
+    return parsed._replace(user=parsed.user or SEED_USER, password=password).url()
 
 
 # The documented values of APP_ENV (and --env), case and surrounding spaces ignored.

@@ -127,6 +127,7 @@ def _registry_entry(row: Mapping[str, Any], number: int) -> Entry:
             None,
             ((str(row["host"]).strip().strip("[]"), number_port),),
             str(row.get("database") or row.get("dbname")),
+            {},
         )
         entry = _entry(parsed.url(), where, "registry", str(name).strip())
     else:

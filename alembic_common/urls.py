@@ -21,7 +21,7 @@ Everything downstream sees the canonical form, fully percent-encoded, so masking
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from alembic_common.errors import ConfigError
@@ -89,15 +89,14 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:%]*")
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     """The parts of a database URL, decoded."""
 
-    user: str | None = None
-    password: str | None = None
-    hosts: tuple[tuple[str, int | None], ...] = ()
-    database: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
+    user: str | None
+    password: str | None
+    hosts: tuple[tuple[str, int | None], ...]
+    database: str | None
+    params: dict[str, str]
 
     def url(self) -> str:
         """The canonical ``postgresql://`` form, every part percent-encoded."""
@@ -194,7 +193,7 @@ def _authority(text: str) -> Parsed:
         name, colon, secret = userinfo.partition(":")
         user = _lenient(name) or None
         password = _lenient(secret) if colon else None
-    return Parsed(user, password, hosts, database)
+    return Parsed(user, password, hosts, database, {})
 
 
 def _query(text: str) -> dict[str, str]:
