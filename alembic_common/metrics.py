@@ -32,7 +32,8 @@ FLEET_HELP = {
     "migrate_fleet_duration_seconds": "Wall time of the last fleet run.",
     "migrate_fleet_timestamp_seconds": "Unix time the last fleet run finished.",
 }
-OUTCOMES = ("at head", "behind", "migrated", "held", "failed", "skipped")  # behind: status only
+OUTCOMES = ("at head", "migrated", "held", "failed", "skipped")  # how a run left a target
+COUNTED = (*OUTCOMES, "behind")  # a status also finds targets behind; 0 after a run
 _LINE = re.compile(r'^(\w+)\{((?:\w+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -122,7 +123,7 @@ class Fleet:
             ("migrate_fleet_targets", (*service, ("outcome", o.replace(" ", "_")))): (
                 self.outcomes.get(o, 0)
             )
-            for o in OUTCOMES
+            for o in COUNTED
         }
         if self.slowest is not None:
             target, seconds = self.slowest
