@@ -26,11 +26,10 @@ from typer.testing import CliRunner
 
 from alembic_common import db as dbmod
 from alembic_common import embedded, paths, runner, services
-from alembic_common.cli import load
+from alembic_common.cli import app
 from alembic_common.settings import Settings, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
-app = load()  # every command
 SERVICES = sorted(services.discover(ROOT))
 CONNECTION_VARS = (
     "DATABASE_URL",

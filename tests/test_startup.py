@@ -12,7 +12,8 @@ from relay import DelayedRelay
 from typer.testing import CliRunner
 
 from alembic_common import run_migrations
-from alembic_common.cli.app import COMMANDS, ORDER, command_name, load, named
+from alembic_common.cli import app as cli_app
+from alembic_common.cli.frame import COMMANDS, ORDER, command_name, named
 from alembic_common.errors import ConnectError
 from alembic_common.settings import Settings
 
@@ -99,7 +100,6 @@ def test_migrating_does_not_load_the_models(db: str) -> None:
     assert history(db) == versions("user")
 
 
-cli_app = load()  # every command
 NAMES = sorted(command_name(c) for c in cli_app.registered_commands)
 
 
@@ -150,7 +150,7 @@ def test_help_lists_the_commands_in_one_order_whatever_ran_first(first: str) -> 
     table's order: the heart of it (up, down, status) first."""
     probe = (
         "import sys\n"
-        "from alembic_common.cli.app import named\n"
+        "from alembic_common.cli.frame import named\n"
         f"named(['patient', {first!r}])\n"
         "sys.argv = ['migrate', '--help']\n"
         "from alembic_common.cli import main\n"
@@ -161,3 +161,15 @@ def test_help_lists_the_commands_in_one_order_whatever_ran_first(first: str) -> 
     listed = [line.split()[0] for line in section if line.startswith("  ") and line[2] != " "]
     assert out.returncode == 0, out.stderr
     assert listed == ORDER
+
+
+def test_the_package_app_is_the_whole_app_in_a_fresh_process() -> None:
+    """``from alembic_common.cli import app`` (typer's docs, a wrapper script) sees every
+    command, though a run loads only its own."""
+    probe = (
+        "from alembic_common.cli import app\n"
+        "from alembic_common.cli.frame import command_name\n"
+        "print(' '.join(command_name(c) for c in app.registered_commands))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ORDER, out.stderr

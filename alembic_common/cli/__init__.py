@@ -1,12 +1,20 @@
 """The ``migrate`` command line: the only code that prints or exits.
 
-``app`` is the frame (errors, scrubbing, signals); the commands live by concern in
-``migrate`` (up, down, status; ``platform`` runs 'all'), ``authoring`` (revision, check,
-diff, plan, lint, hash), ``backup`` (backup, backups, restore) and ``ops`` (seed, login).
-A module registers its commands on ``app`` when imported, and a run imports only the
-module of the command it names: ``load()`` gives the app with every command.
+``frame`` holds the app and its frame (errors, scrubbing, signals); the commands live by
+concern in ``migrate`` (up, down, status; ``platform`` runs 'all'), ``authoring``
+(revision, check, diff, plan, lint, hash), ``backup`` (backup, backups, restore) and
+``ops`` (seed, login). A module registers its commands on the app when imported, and a
+run imports only the module of the command it names; ``app`` here is the whole app.
 """
 
-from alembic_common.cli.app import app, load, main, run
+from typing import Any
+
+from alembic_common.cli.frame import load, main, run
 
 __all__ = ["app", "load", "main", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # every command, loaded on first use
+        return load()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from alembic_common import runner
-from alembic_common.cli.app import app, service_of
+from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import Connection, Json, with_connection
 from alembic_common.cli.render import err, out, print_json, spans, table
 from alembic_common.errors import ScriptError, UsageError

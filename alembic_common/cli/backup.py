@@ -9,7 +9,7 @@ import typer
 
 from alembic_common import runner
 from alembic_common.cli import options
-from alembic_common.cli.app import app, service_of
+from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import Connection, Env, Json, LockWait, whole, with_connection
 from alembic_common.cli.render import Reporter, err, out, print_json, table, wrapped
 from alembic_common.errors import UsageError

@@ -18,7 +18,7 @@ import typer
 
 from alembic_common import fleet, releases, runner, services, xargs
 from alembic_common.cli import options
-from alembic_common.cli.app import app, is_all, project_of, service_of
+from alembic_common.cli.frame import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
     Canary,
     Connection,

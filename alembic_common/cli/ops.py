@@ -10,7 +10,7 @@ import typer
 
 from alembic_common import runner
 from alembic_common.cli import options
-from alembic_common.cli.app import app, service_of
+from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import Connection, Env, Json, with_connection
 from alembic_common.cli.render import err, out, print_json
 
