@@ -2,6 +2,13 @@
 
 The server is ``TEST_DATABASE_URL`` when set (the tests create and drop their own
 databases on it), else the embedded server under ``.pgdata/``.
+
+The toolkit runs as production runs it: each test's database is owned by the session's
+migrating role, which logs in with a password and is no superuser (LOGIN, CREATEDB,
+CREATEROLE, a member of pg_read_all_stats; no SUPERUSER, no BYPASSRLS), as a managed
+server's owner role is. ``server`` (the superuser) makes and drops databases and looks at
+what the toolkit did; tests about superusers ask for ``superuser_db``. ``topology`` is
+production's shape on this machine: a private SCRAM cluster, a standby and PgBouncer.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ CONNECTION_VARS = (
     "DATABASE_URL",
     "APP_ENV",
     "PGPASSWORD",
+    "PGPASSFILE",
+    "MIGRATE_POOLER_URLS",
     "MIGRATE_ROOT",
     "MIGRATE_DEBUG",
     "MIGRATE_SCRATCH_SERVER",
@@ -47,21 +56,95 @@ def _server_url() -> str:
     return embedded.server_url(paths.data_dir(ROOT))
 
 
+SERVER: list[str] = []  # the session's server, once the ``server`` fixture has found it
+
+
 @pytest.fixture(scope="session")
 def server() -> str:
-    """URL of the PostgreSQL server the tests run against (its maintenance database)."""
-    return _server_url()
+    """URL of the PostgreSQL server the tests run against (its maintenance database), as
+    its superuser."""
+    SERVER[:] = [_server_url()]
+    return SERVER[0]
 
 
 with_database = dbmod.with_database
 
+# The session's migrating role: its name is the session's own (roles are cluster-wide, and
+# other runs may share the server); its password holds characters URLs must encode.
+OWNER = f"mt_owner_{uuid.uuid4().hex[:8]}"
+OWNER_PASSWORD = "Owner pw:@/%#1"
+OWNER_ATTRIBUTES = "LOGIN CREATEDB CREATEROLE NOSUPERUSER NOBYPASSRLS"
 
-def create_database(server: str, name: str | None = None) -> str:
-    """Create an empty database and return its URL."""
+
+def ensure_owner(conn: psycopg.Connection[Any]) -> None:
+    """Make the session's migrating role on this server, unless it is there already."""
+    found = conn.execute("SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [OWNER])
+    if found.fetchone() is not None:
+        return
+    conn.execute(
+        sql.SQL("CREATE ROLE {} " + OWNER_ATTRIBUTES + " PASSWORD {}").format(
+            sql.Identifier(OWNER), sql.Literal(OWNER_PASSWORD)
+        )
+    )
+    conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(OWNER)))
+
+
+@pytest.fixture(scope="session")
+def migrating_role(server: str) -> Iterator[str]:
+    """The non-superuser that owns every test's database and runs the toolkit."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        ensure_owner(conn)
+    yield OWNER
+    drop_role(server, OWNER)
+
+
+def drop_role(server: str, role: str) -> None:
+    """Drop a role once its databases are gone: what it owns or was granted elsewhere goes."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        found = conn.execute("SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [role])
+        if found.fetchone() is None:
+            return
+        ident = sql.Identifier(role)
+        for (name,) in conn.execute(
+            "SELECT DISTINCT d.datname FROM pg_catalog.pg_shdepend s"
+            " JOIN pg_catalog.pg_database d ON d.oid = s.dbid"
+            " WHERE s.refobjid = %s::pg_catalog.regrole",
+            [role],
+        ).fetchall():
+            with (
+                contextlib.suppress(psycopg.Error),
+                psycopg.connect(with_database(server, name), autocommit=True) as other,
+            ):
+                other.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+
+
+def as_owner(url: str, role: str = OWNER, password: str | None = OWNER_PASSWORD) -> str:
+    """The same database as ``url``, logged in as ``role`` (the migrating role by default)."""
+    parts = Settings("any", url, "given").parts
+    return parts._replace(user=role, password=password).url()
+
+
+def as_superuser(url: str) -> str:
+    """The same database as ``url``, logged in as the server's superuser."""
+    return with_database(SERVER[0], Settings("any", url, "given").database)
+
+
+def create_database(server: str, name: str | None = None, owner: str | None = OWNER) -> str:
+    """Create an empty database owned by ``owner`` and return its URL for that role (the
+    superuser's when ``owner`` is None)."""
     name = name or f"mt_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return with_database(server, name)
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if owner == OWNER:
+            ensure_owner(conn)
+        if owner is not None:
+            statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+        conn.execute(statement)
+    url = with_database(server, name)
+    return (
+        url if owner is None else as_owner(url, owner, OWNER_PASSWORD if owner == OWNER else None)
+    )
 
 
 def drop_database(server: str, url: str) -> None:
@@ -73,9 +156,18 @@ def drop_database(server: str, url: str) -> None:
 
 
 @pytest.fixture
-def db(server: str) -> Iterator[str]:
-    """A fresh, empty database for this test; dropped afterwards."""
-    url = create_database(server)
+def db(server: str, migrating_role: str) -> Iterator[str]:
+    """A fresh, empty database owned by the migrating role, and its URL for that role
+    (password included); dropped afterwards."""
+    url = create_database(server, owner=migrating_role)
+    yield url
+    drop_database(server, url)
+
+
+@pytest.fixture
+def superuser_db(server: str) -> Iterator[str]:
+    """A fresh, empty database and the superuser's URL of it, for tests about superusers."""
+    url = create_database(server, owner=None)
     yield url
     drop_database(server, url)
 
@@ -88,6 +180,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             name in CONNECTION_VARS
             or name.endswith("_DATABASE_URL")
             or name.endswith("_DATABASE_URLS")
+            or name.endswith("_MIGRATION_URL")
         ):
             monkeypatch.delenv(name, raising=False)
 
@@ -117,7 +210,7 @@ REQUIRED = sorted(
 
 
 @pytest.fixture(scope="session", autouse=True)
-def peer_databases(server: str) -> Iterator[None]:
+def peer_databases(server: str, migrating_role: str) -> Iterator[None]:
     made_by_migrations = [f"{n}_app" for n in SERVICES] + ["platform_operator"]
     existing = {r[0] for r in query(server, "SELECT rolname FROM pg_catalog.pg_roles")}
     for name in REQUIRED:
@@ -268,6 +361,23 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"postgresql://postgres:{{password}}@/authdb?host={conf.host}&port={conf.port}"
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def topology() -> Iterator[Any]:
+    """Production's shape: a private SCRAM cluster, its streaming standby, and PgBouncer in
+    session and transaction mode (tests/topology.py); a test skips, saying what is missing,
+    where a piece cannot be made here."""
+    from topology import Missing, Topology
+
+    made = Topology()
+    try:
+        made.build()
+    except (Missing, RuntimeError) as exc:
+        made.close()
+        pytest.skip(f"no private PostgreSQL cluster here: {exc}")
+    yield made
+    made.close()
 
 
 class Spawned:

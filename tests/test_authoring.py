@@ -16,6 +16,7 @@ import sqlalchemy
 from conftest import (
     PATIENT_HEAD,
     ROOT,
+    as_owner,
     copied_service,
     history,
     peer_env,
@@ -29,7 +30,6 @@ from conftest import (
 from alembic_common import db as dbmod
 from alembic_common import runner, schema, services
 from alembic_common.errors import ScriptError
-from alembic_common.settings import Settings
 
 PATIENT_MODELS = Path("services") / "patient" / "models.py"
 
@@ -342,8 +342,7 @@ def test_check_without_createdb_uses_a_same_major_server_or_says_what_to_set(
     db: str, no_createdb_role: str
 ) -> None:
     run_cli("user", "up", "--url", db)
-    conf = Settings("user", db, "t")
-    as_role = db.replace(f"//{conf.user}@", f"//{no_createdb_role}@", 1)
+    as_role = as_owner(db, no_createdb_role, None)
     unreadable = run_cli("user", "check", "--url", as_role)
     assert unreadable.exit_code == 1
     assert f"the role '{no_createdb_role}' may not read the version tables" in unreadable.stderr

@@ -20,6 +20,8 @@ from conftest import (
     ROOT,
     Spawned,
     add_step,
+    as_owner,
+    as_superuser,
     before_first_contract,
     contract_steps,
     history,
@@ -207,7 +209,7 @@ def test_row_level_security_applies_through_the_views(db: str) -> None:
     role = f"clinic_{uuid.uuid4().hex[:12]}"
     query(
         db,
-        f"CREATE ROLE {role}; GRANT USAGE ON SCHEMA {SCHEMA} TO {role};"
+        f"CREATE ROLE {role} LOGIN PASSWORD 'clinic-pw'; GRANT USAGE ON SCHEMA {SCHEMA} TO {role};"
         f" GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO {role};"
         f" GRANT SELECT ON public.patients TO {role};"
         " ALTER TABLE public.patients ENABLE ROW LEVEL SECURITY;"
@@ -215,14 +217,13 @@ def test_row_level_security_applies_through_the_views(db: str) -> None:
         " USING (healthcare_entity_id = 1)",
     )
     try:
-        with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute(f"SET ROLE {role}")
+        # The clinic's application logs in as a role of its own.
+        with psycopg.connect(as_owner(db, role, "clinic-pw"), autocommit=True) as conn:
             seen = conn.execute(f"SELECT patient_id FROM {SCHEMA}.patients").fetchall()
         assert seen == [("E1",)]
     finally:
-        query(
-            db, f"DROP POLICY one_clinic ON public.patients; DROP OWNED BY {role}; DROP ROLE {role}"
-        )
+        query(db, "DROP POLICY one_clinic ON public.patients")
+        query(as_superuser(db), f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from conftest import (
     Spawned,
     add_step,
+    as_owner,
     backends,
     create_database,
     history,
@@ -181,9 +182,9 @@ def test_a_server_restart_mid_step(
     code, _, err = run.finish()
     assert code == 1
     _assert_reported(err, new, observed["events"], observed["metrics"])
-    db = (
+    db = as_owner(
         Settings("x", embedded.server_url(pgdata), "t")
-        .for_database(db.split("?")[0].rsplit("/", 1)[1])
+        .for_database(Settings("x", db, "t").database)
         .url
     )
     assert history(db) == versions("user") and "made_by_slow_step" not in tables(db)

@@ -17,7 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import (
+    OWNER,
+    OWNER_PASSWORD,
     Spawned,
+    as_owner,
     create_database,
     drop_database,
     history,
@@ -26,7 +29,6 @@ from conftest import (
     run_cli,
     versions,
     wait_until,
-    with_database,
 )
 from relay import DelayedRelay
 
@@ -92,7 +94,7 @@ def test_a_registry_of_100_databases(server: str, make: Any) -> None:
                 if i % 2:  # half by URL, half by host, port and database
                     conn.execute(
                         "INSERT INTO tenants (name, url, active) VALUES (%s, %s, true)",
-                        (f"clinic-{i}", url),
+                        (f"clinic-{i}", as_owner(url, password=None)),
                     )
                 else:
                     conn.execute(
@@ -105,7 +107,7 @@ def test_a_registry_of_100_databases(server: str, make: Any) -> None:
             "SELECT name, url, host, port, dbname AS database FROM tenants WHERE active"
             " ORDER BY name"
         )
-        env = {"PGUSER": Settings("t", server, "t").user}
+        env = {"PGUSER": OWNER, "PGPASSWORD": OWNER_PASSWORD}
         args = ["patient", "up", "--registry-url", registry, "--registry-query", sql]
         first = run_cli(*args, "--version", str(SECOND), "--jobs", "2", "--json", env=env)
         assert first.exit_code == 0, first.output
@@ -167,11 +169,10 @@ def test_a_bad_registry_is_a_usage_error_and_changes_nothing(
         query(registry, "CREATE TABLE tenants (name text, url text)")
         query(registry, "INSERT INTO tenants VALUES ('kept', %s)", [target])
         secret = "S3cret-registry-pw"
-        with_password = target.replace("://postgres@", f"://postgres:{secret}@")
         sql = rows % {
-            "url": f"'{with_password}'",
-            "plain": f"'{target}'",
-            "other": f"'{other}'",
+            "url": f"'{as_owner(target, password=secret)}'",
+            "plain": f"'{as_owner(target, password=None)}'",
+            "other": f"'{as_owner(other, password=None)}'",
         }
         result = run_cli("patient", "up", "--registry-url", registry, "--registry-query", sql)
         assert result.exit_code == 2, result.output
@@ -255,7 +256,7 @@ def test_one_server_never_runs_more_than_per_host_migrations(
     with DelayedRelay(server, 0) as one, DelayedRelay(server, 0) as two:
         port = {u: (one.port if i % 2 == 0 else two.port) for i, u in enumerate(urls)}
         listed = [
-            with_database(f"postgresql://postgres@127.0.0.1:{port[u]}/postgres", name_of(u))
+            Settings("t", u, "t").parts._replace(hosts=(("127.0.0.1", port[u]),)).url()
             for u in urls
         ]
         wait_until(lambda: _connects(listed), "both relays to listen")

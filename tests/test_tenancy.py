@@ -17,6 +17,8 @@ from conftest import (
     ROOT,
     SERVICES,
     add_step,
+    as_owner,
+    as_superuser,
     copied_service,
     create_database,
     drop_database,
@@ -101,7 +103,7 @@ def seed(url: str, table: str, entity: int, count: int, tag: str = "") -> None:
 def as_app(url: str, service: str, entity: int | None = None) -> Iterator[psycopg.Connection[Any]]:
     """A session acting as ``<service>_app`` (SET ROLE from the superuser), bound to
     ``entity`` with tenancy.set_entity when given."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(as_superuser(url), autocommit=True) as conn:
         conn.execute(psql.SQL("SET ROLE {}").format(psql.Identifier(tenancy.app_role(service))))
         if entity is not None:
             tenancy.set_entity(conn, entity)
@@ -461,13 +463,11 @@ def test_login_is_idempotent_hides_the_password_and_reads_its_entity(
         [login_name],
     )
     assert members == [(True, False, False, True)]
-    stored = query(url, "SELECT rolpassword FROM pg_authid WHERE rolname = %s", [login_name])
-    assert stored[0][0].startswith("SCRAM-SHA-256$") and secret not in stored[0][0]
-    login_url = (
-        url.replace("postgres@", f"{login_name}:{secret}@", 1) if "postgres@" in url else None
+    stored = query(
+        as_superuser(url), "SELECT rolpassword FROM pg_authid WHERE rolname = %s", [login_name]
     )
-    if login_url is None:
-        pytest.skip("server URL has no 'postgres@' user part to replace")
+    assert stored[0][0].startswith("SCRAM-SHA-256$") and secret not in stored[0][0]
+    login_url = as_owner(url, login_name, secret)
     with psycopg.connect(
         login_url, autocommit=True, options=f"-c{tenancy.SETTING}={ENTITY_A}"
     ) as conn:
