@@ -24,7 +24,6 @@ from alembic_common import db, embedded, paths, releases, runner, schema
 from alembic_common.env import include_name
 from alembic_common.errors import MigrationError, StateError, UsageError
 from alembic_common.plan import assess_for
-from alembic_common.releases import Session
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import Settings, normalize_url
 from alembic_common.state import read
@@ -345,7 +344,7 @@ def table_estimates(settings: Settings, tables: set[str]) -> dict[str, int | Non
     return dict.fromkeys(tables) | dict(rows)
 
 
-def current_version(service: Service, settings: Settings) -> tuple[int | None, list[Session]]:
+def current_version(service: Service, settings: Settings) -> tuple[int | None, releases.Seen]:
     """The database's version (refusing a database ahead of the code or inconsistent), and
     the sessions that judge a pending contract step."""
     with db.connect(settings) as conn:

@@ -16,8 +16,20 @@ first, then the parallel restore runs.
 
 Client tools: ``pg_dump`` must be at least the server's major version. The tools are looked
 for on ``PATH``, in ``/usr/lib/postgresql/*/bin`` and among the embedded server's own
-binaries; the closest major version that fits is used. The password reaches them only
-through ``PGPASSWORD`` in their environment, and their stderr is scrubbed before it is shown.
+binaries; the closest major version that fits is used. They get the run's credentials
+the way libpq would have used them for our own connection: the URL's password (or
+``--password-file``'s) through ``PGPASSWORD`` in their environment, else ``PGPASSWORD``
+and the passfile as they are, and every other URL parameter (``sslmode``, certificates,
+``target_session_attrs``) in their conninfo; never a password on a command line. A URL of
+several hosts is narrowed to the host our connection reached, so the dump imports our
+snapshot on the same server. Their stderr is scrubbed before it is shown.
+
+Reading every row: a table whose row-level security applies to the role (forced, or not
+its own) makes ``pg_dump`` fail unless the role bypasses it; when a permissive policy
+``USING (true)`` of the role's (and no restrictive one) lets it see every row of each such
+table, as the toolkit's ``<table>_owner`` policy does, the dump reads through the policies
+(``--enable-row-security``), which is provably everything. Otherwise the backup refuses
+before dumping, naming the grant.
 """
 
 from __future__ import annotations
@@ -44,8 +56,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from alembic_common import db, files, locking, plan
-from alembic_common.errors import BackupError, StateError, UsageError
+from alembic_common import db, files, locking, plan, privileges, releases
+from alembic_common.errors import BackupError, PrivilegeError, StateError, UsageError
 from alembic_common.redact import Scrubber
 from alembic_common.services import Service
 from alembic_common.settings import Settings
@@ -154,11 +166,12 @@ def choose(server_version: int, dirs: list[Path] | None = None, *, at_least: int
 
 
 def _conninfo(settings: Settings) -> tuple[str, dict[str, str]]:
-    """A libpq connection string without the password, and the child environment."""
+    """A libpq connection string without the password, and the child environment: the
+    URL's password as ``PGPASSWORD``, else ``PGPASSWORD`` and the passfile as our own
+    connections found them."""
     params = psycopg.conninfo.conninfo_to_dict(settings.url)
     password = params.pop("password", None) or settings.password
     env = dict(os.environ)
-    env.pop("PGPASSWORD", None)
     if password:
         env["PGPASSWORD"] = str(password)
     env["PGCONNECT_TIMEOUT"] = str(settings.connect_timeout)
@@ -268,6 +281,65 @@ def _row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
+# Per table or sequence of the database: whether the role may read it, whether row-level
+# security applies to the role there, and whether a permissive policy USING (true) of the
+# role's (and no restrictive policy that could filter) lets it see every row anyway.
+_READABLE = """
+WITH rels AS (
+    SELECT c.oid, c.relkind, c.relrowsecurity
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'S', 'm') AND n.nspname <> ALL(%(system)s)
+      AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+), mine AS (
+    SELECT p.polrelid, p.polpermissive, pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS qual
+    FROM pg_catalog.pg_policy p
+    WHERE p.polcmd IN ('*', 'r')
+      AND (0 = ANY(p.polroles) OR EXISTS (SELECT FROM pg_catalog.unnest(p.polroles) r
+                                          WHERE r <> 0 AND pg_catalog.pg_has_role(r, 'USAGE')))
+)
+SELECT r.oid::pg_catalog.regclass::text,
+       NOT pg_catalog.has_table_privilege(r.oid, 'SELECT'),
+       r.relkind IN ('r', 'p') AND r.relrowsecurity AND pg_catalog.row_security_active(r.oid),
+       EXISTS (SELECT FROM mine m WHERE m.polrelid = r.oid AND m.polpermissive AND m.qual = 'true')
+       AND NOT EXISTS (SELECT FROM mine m WHERE m.polrelid = r.oid AND NOT m.polpermissive
+                                            AND m.qual IS DISTINCT FROM 'true'),
+       current_user
+FROM rels r ORDER BY 1
+"""
+
+
+def readable(conn: psycopg.Connection[Any], service: Service) -> bool:
+    """Check that the role reads every row of every table (and every sequence); refuse in
+    one line naming the grant otherwise. True when some table is read through policies
+    that are proven to show every row (the dump then keeps row-level security on)."""
+    rows = conn.execute(_READABLE, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
+    user = rows[0][4] if rows else conn.info.user
+    denied = [name for name, no, _, _, _ in rows if no]
+    if denied:
+        raise PrivilegeError(
+            f"{service.name}: a backup reads every table, and the role {user} may not read "
+            f"{_few(denied)}: GRANT SELECT ON {', '.join(denied[:3])} TO {user} (or run it as "
+            "the tables' owner); nothing was written",
+            service=service.name,
+        )
+    filtered = [name for name, _, active, _, _ in rows if active]
+    hidden = [name for name, _, active, whole, _ in rows if active and not whole]
+    if hidden:
+        raise PrivilegeError(
+            f"{service.name}: a backup reads every row, and row-level security hides rows of "
+            f"{_few(hidden)} from the role {user}: ALTER ROLE {user} BYPASSRLS (as a "
+            f"superuser), or give it a policy that sees every row (CREATE POLICY ... TO "
+            f"{user} USING (true)); nothing was written",
+            service=service.name,
+        )
+    return bool(filtered)
+
+
+def _few(names: list[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
+
+
 def _private_dir(directory: Path) -> None:
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
@@ -306,7 +378,8 @@ def take(
             )
         server = conn.info.server_version
         tools = choose(server)
-        conninfo, env = _conninfo(settings)
+        through_policies = readable(conn, service)
+        conninfo, env = _conninfo(db.pinned(settings, conn))
         stamp = datetime.now(UTC)
         version = "empty" if found.current is None else f"v{found.current}"
         name = f"{service.name}-{settings.database}-{version}-{stamp:%Y%m%dT%H%M%S}Z"
@@ -317,6 +390,8 @@ def take(
             final = folder / f"{name}-{n}{suffix}"
         partial = folder / f".{final.name}.partial"
         args = [tools.path("pg_dump"), f"--snapshot={snapshot_row[0]}", f"--dbname={conninfo}"]
+        if through_policies:
+            args.append("--enable-row-security")  # proven to see every row (``readable``)
         # A custom-format dump streams through here: written and hashed in one pass.
         args += (
             ["--format=directory", f"--jobs={jobs}", f"--file={partial}"]
@@ -581,23 +656,45 @@ def verify(service: Service, path: Path) -> Backup:
     return backup
 
 
-def other_sessions(conn: psycopg.Connection[Any]) -> list[tuple[int, str, str]]:
-    """Every other client session on this database: (pid, application, client)."""
+def other_sessions(conn: psycopg.Connection[Any]) -> list[tuple[int, str, bool]]:
+    """Every other backend on this database: (pid, role, whether it is a superuser's)."""
     rows = conn.execute(
         """
-        SELECT a.pid, coalesce(a.application_name, ''),
-               coalesce(host(a.client_addr), 'local')
+        SELECT a.pid, coalesce(a.usename, ''), coalesce(r.rolsuper, false)
         FROM pg_catalog.pg_stat_activity a
+        LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.usesysid
         WHERE a.datname = pg_catalog.current_database()
-          AND a.pid <> pg_catalog.pg_backend_pid() AND a.backend_type = 'client backend'
+          AND a.pid <> pg_catalog.pg_backend_pid()
+          AND (a.backend_type = 'client backend' OR a.backend_type IS NULL)
         ORDER BY a.pid
         """
     ).fetchall()
-    return [(int(p), str(a), str(c)) for p, a, c in rows]
+    return [(int(p), str(u), bool(su)) for p, u, su in rows]
 
 
-def _named(sessions: list[tuple[int, str, str]]) -> list[str]:
-    return [f"pid {p} ({a or 'no application_name'}, {c})" for p, a, c in sessions]
+def _may_terminate(
+    conn: psycopg.Connection[Any], service: Service, targets: list[tuple[int, str, bool]]
+) -> None:
+    """``--force`` ends every other backend: refuse first, naming the grant, when the role
+    may not end some of them (another role's need pg_signal_backend, a superuser's a
+    superuser)."""
+    me = privileges.role(conn)
+    if me.superuser:
+        return
+    supers = sorted({u for _, u, su in targets if su})
+    if supers:
+        raise PrivilegeError(
+            f"{service.name}: --force would end sessions of the superuser(s) {', '.join(supers)}, "
+            "which only a superuser may end; stop them first; nothing was restored",
+            service=service.name,
+        )
+    others = sorted({u for _, u, _ in targets if u != me.name})
+    if others and not me.signals:
+        raise PrivilegeError(
+            f"{service.name}: --force would end sessions of {', '.join(others)}, and the role "
+            f"{me.name} may not: GRANT pg_signal_backend TO {me.name}; nothing was restored",
+            service=service.name,
+        )
 
 
 def restore(
@@ -612,28 +709,47 @@ def restore(
 ) -> RestoreResult:
     """Bring the service's database back to exactly the dump at ``path``, under the lock.
 
-    Refused while other sessions are connected, unless ``force``: then they are named
-    (a ``terminating`` event) and terminated first.
+    Refused while other sessions are connected (directly, or through a pooler of
+    ``MIGRATE_POOLER_URLS``), unless ``force``: then they are named (a ``terminating``
+    event) and every other backend is terminated first. Refused, before anything, when
+    the role may not see every session (it names the grant).
     """
     backup = verify(service, path)
     with (
         db.connect(settings) as conn,
         locking.advisory_lock(conn, service.name, wait=lock_wait, on_wait=progress),
     ):
-        others = other_sessions(conn)
-        if others and not force:
+        seen = releases.sessions(
+            conn, service.name, ours=True, connect_timeout=settings.connect_timeout
+        )
+        if seen.grant:
+            raise PrivilegeError(
+                f"{service.name}: a restore replaces the database only once no other session "
+                f"is connected, and {seen.blind}; nothing was restored",
+                service=service.name,
+            )
+        if seen.blind is not None and not force:
             raise StateError(
-                f"{service.name}: refusing to restore while {len(others)} other session(s) "
-                f"are connected: {'; '.join(_named(others))}; stop them, or pass --force "
+                f"{service.name}: refusing to restore: {seen.blind}, so connected clients "
+                "cannot be ruled out; nothing was restored (pass --force to go on regardless)",
+                service=service.name,
+            )
+        named = [str(s) for s in seen.sessions]
+        if named and not force:
+            raise StateError(
+                f"{service.name}: refusing to restore while {len(named)} other session(s) "
+                f"are connected: {'; '.join(named)}; stop them, or pass --force "
                 "to terminate them",
                 service=service.name,
             )
-        if others:
+        backends = other_sessions(conn) if force else []
+        if backends:
+            _may_terminate(conn, service, backends)
             if progress is not None:
-                progress({"event": "terminating", "sessions": _named(others)})
-            for pid, _, _ in others:
+                progress({"event": "terminating", "sessions": named})
+            for pid, _, _ in backends:
                 conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", [pid])
-        return _restore_locked(service, settings, conn, backup, jobs, _named(others), progress)
+        return _restore_locked(service, settings, conn, backup, jobs, named, progress)
 
 
 def restore_under_lock(
@@ -661,7 +777,7 @@ def _restore_locked(
     before = plan.assess_for(service, read(conn, service.schema)).current
     dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
     tools = choose(conn.info.server_version, at_least=dumped_by)
-    conninfo, env = _conninfo(settings)
+    conninfo, env = _conninfo(db.pinned(settings, conn))
     path = str(backup.path)
     if jobs > 1 and backup.path.is_dir():
         # pg_restore -j cannot run in one transaction: empty the database first.

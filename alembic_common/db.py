@@ -2,6 +2,17 @@
 
 Every connection failure becomes a ``ConnectError`` whose one line names the host,
 the port and the database, and never the password.
+
+Every consumer gets the same conninfo: psycopg takes the URL as it is, and SQLAlchemy's
+engine is handed psycopg connections made from it (it never parses the URL), so several
+hosts and ``target_session_attrs`` mean the same to both, and to the client tools.
+
+``migrate`` talks to the primary directly. The first query of every connection asks the
+server for its own backend pid and whether it is in recovery, and sets the session's
+``search_path`` only when that pid is the one the connection was given: through a
+connection pooler (PgBouncer hands out a pid of its own) no session state is left on a
+pooled server connection, and the command refuses (``TopologyError``); so it does on a
+standby. Reads of another service's database (``direct=False``) may go through either.
 """
 
 from __future__ import annotations
@@ -11,11 +22,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
 
-from alembic_common.errors import ConnectError
+from alembic_common.errors import ConnectError, TopologyError
 from alembic_common.releases import OWN_APPLICATION
-from alembic_common.settings import Settings, mask
+from alembic_common.settings import Settings, mask, migration_var
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -66,6 +76,36 @@ def _transient(exc: psycopg.OperationalError) -> bool:
     return getattr(exc, "sqlstate", None) in _TRANSIENT and not permanent
 
 
+# One round trip: the server's own pid for this session, whether it is a standby, and the
+# session's search_path, set only when the pid is the one libpq was given (no pooler).
+_LANDING = (
+    "SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_is_in_recovery(),"
+    " CASE WHEN pg_catalog.pg_backend_pid() = %s"
+    " THEN pg_catalog.set_config('search_path', %s, false) END"
+)
+
+
+def refuse_pooler(settings: Settings) -> TopologyError:
+    """The one line for a connection that reached a pooler instead of the server."""
+    return TopologyError(
+        f"{settings.service}: {settings.label} is reached through a connection pooler (the "
+        "server's backend pid is not the one the connection was given): migrate needs a "
+        f"direct connection to the primary; set {migration_var(settings.service)} (or --url) "
+        "to the server's own address and keep the pooled URL for the application",
+        service=settings.service,
+    )
+
+
+def refuse_standby(settings: Settings) -> TopologyError:
+    return TopologyError(
+        f"{settings.service}: {settings.label} is a standby (in recovery, read-only); nothing "
+        "was changed: point the URL at the primary, or list every host with "
+        "target_session_attrs=read-write (postgresql://h1:5432,h2:5432/db"
+        "?target_session_attrs=read-write)",
+        service=settings.service,
+    )
+
+
 def connect(
     settings: Settings,
     *,
@@ -73,12 +113,16 @@ def connect(
     autocommit: bool = True,
     search_path: str = "pg_catalog",
     on_wait: Callable[[dict[str, Any]], None] | None = None,
+    direct: bool = True,
 ) -> psycopg.Connection[Any]:
     """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds.
 
     ``on_wait`` hears once that the server is not answering yet and how long we will wait.
     The session's ``search_path`` is set first (only ``pg_catalog`` unless told otherwise),
     so a database or role setting cannot put a hostile schema in front of our queries.
+    With ``direct`` (every connection to the service's own database), a pooler or a standby
+    is refused before anything else is sent; without it (another service's database, read
+    only) either is accepted, and on a pooled connection no session setting is made.
     """
     deadline = time.monotonic() + wait
     waiting = False
@@ -98,10 +142,27 @@ def connect(
             waiting = True
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             continue
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(search_path)))
+        try:
+            _land(conn, settings, search_path, direct)
+        except BaseException:
+            conn.close()
+            raise
         if not autocommit:
             conn.commit()
         return conn
+
+
+def _land(
+    conn: psycopg.Connection[Any], settings: Settings, search_path: str, direct: bool
+) -> None:
+    """Refuse a pooler or a standby (``direct``); set the session's search_path otherwise."""
+    row = conn.execute(_LANDING, [conn.info.backend_pid, search_path]).fetchone()
+    assert row is not None
+    pid, standby, _ = row
+    if direct and pid != conn.info.backend_pid:
+        raise refuse_pooler(settings)
+    if direct and standby:
+        raise refuse_standby(settings)
 
 
 def with_database(url: str, database: str) -> str:
@@ -110,12 +171,38 @@ def with_database(url: str, database: str) -> str:
 
 
 def engine(settings: Settings) -> Engine:
-    """A pool-less SQLAlchemy engine on psycopg 3 for one run."""
+    """A pool-less SQLAlchemy engine on psycopg 3 for one run, whose connections psycopg
+    makes from the run's own URL (SQLAlchemy never parses it: several hosts, sockets and
+    every libpq parameter mean what they mean to libpq)."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    return create_engine(
-        settings.sqlalchemy_url(),
-        poolclass=NullPool,
-        connect_args={"connect_timeout": settings.connect_timeout, **CONNECT_ARGS},
+    def made() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            settings.url, connect_timeout=settings.connect_timeout, **CONNECT_ARGS
+        )
+
+    return create_engine("postgresql+psycopg://", poolclass=NullPool, creator=made)
+
+
+def pinned(settings: Settings, conn: psycopg.Connection[Any]) -> Settings:
+    """``settings`` narrowed to the one host ``conn`` reached, so that every other
+    connection of the run (Alembic's, the client tools') lands on that same server, even
+    when the URL names several."""
+    parts = settings.parts
+    if len(parts.hosts) <= 1 and "," not in parts.params.get("host", ""):
+        return settings
+    host, port = conn.info.host, conn.info.port
+    params = {k: v for k, v in parts.params.items() if k not in ("host", "port", "hostaddr")}
+    hostaddr = getattr(conn.info, "hostaddr", "")
+    if hostaddr and "hostaddr" in parts.params:
+        params["hostaddr"] = hostaddr
+    url = parts._replace(hosts=((host, int(port)),), params=params).url()
+    return Settings(
+        settings.service,
+        url,
+        settings.source,
+        settings.connect_timeout,
+        settings.embedded_dir,
+        settings.name,
     )

@@ -278,6 +278,6 @@ def _connection(
     lock_conn = stack.enter_context(db.connect(resolved))
     pid = stack.enter_context(locking.advisory_lock(lock_conn, service.name))
     attributes["guard"] = history.Guard(service.name, pid)
-    engine = db.engine(resolved)
+    engine = db.engine(db.pinned(resolved, lock_conn))  # the lock's own server
     stack.callback(engine.dispose)
     return stack.enter_context(engine.connect())

@@ -36,6 +36,16 @@ class ConnectError(MigrationError):
     """The database could not be reached or refused the login."""
 
 
+class TopologyError(ConnectError):
+    """The connection reached a connection pooler or a standby, not the primary directly."""
+
+
+class PrivilegeError(MigrationError):
+    """The migrating role lacks a privilege the command needs; the message names the grant.
+
+    Raised before anything changes."""
+
+
 class StateError(MigrationError):
     """The database's migration state does not allow the action (ahead, inconsistent, legacy gap)."""
 

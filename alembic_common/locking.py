@@ -143,20 +143,22 @@ def advisory_lock(
     keep_session(conn)
     _acquire(conn, service, wait, on_wait, needed)
     try:
-        barrier(conn, service)
-        yield conn.info.backend_pid
+        yield barrier(conn, service)
     finally:
         _release(conn, service)
 
 
-def barrier(conn: psycopg.Connection[Any], service: str) -> None:
+def barrier(conn: psycopg.Connection[Any], service: str) -> int:
     """Take the owner key, then wait for a step of an earlier holder that is committing
-    right now to finish."""
-    conn.execute(
+    right now to finish; return the server's pid of this session (the owner key's id,
+    whatever pid libpq was told)."""
+    row = conn.execute(
         "SELECT pg_catalog.pg_advisory_lock(%s, pg_catalog.pg_backend_pid()),"
-        " pg_catalog.pg_advisory_xact_lock(%s, %s)",
+        " pg_catalog.pg_advisory_xact_lock(%s, %s), pg_catalog.pg_backend_pid()",
         [OWNER_CLASS, *step_key(service)],
-    )
+    ).fetchone()
+    assert row is not None
+    return int(row[2])
 
 
 def _acquire(

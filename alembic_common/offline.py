@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from alembic_common.history import OWN_TABLES
-from alembic_common.releases import Session
+from alembic_common.releases import Seen
 from alembic_common.services import Service, revision_id
 
 _RUNNING = re.compile(r"^-- Running (upgrade|downgrade) (\S*)\s*->\s*(\S*)")
@@ -232,7 +232,7 @@ def review(
     *,
     down: bool = False,
     contract: bool = False,
-    sessions: list[Session] | None = None,
+    sessions: Seen | None = None,
 ) -> SqlPlan:
     """The SQL ``up`` (to ``version``) or ``down --version`` would run from ``current``.
 

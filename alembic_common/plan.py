@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from alembic_common import releases
-from alembic_common.releases import Session
+from alembic_common.releases import Seen, Session
 from alembic_common.services import Service
 from alembic_common.state import Assessment, DbState, assess
 
@@ -57,11 +57,15 @@ class Plan(NamedTuple):
 
 
 class Gate(NamedTuple):
-    """Why a contract step waits: old releases connected, an operator's hold, or no way to look."""
+    """Why a contract step waits: old releases connected, an operator's hold, no way to
+    look (an offline plan), or sessions the gate cannot see (fail closed)."""
 
-    reason: str  # "sessions", "asked" (--hold-contract) or "unknown" (an offline plan)
+    # "sessions", "asked" (--hold-contract), "unknown" (an offline plan), "unseen" (the role
+    # may not see every session: ``up`` refuses) or "pooler" (a pooler could not be read)
+    reason: str
     holders: list[Session]  # announce an older version
     unannounced: list[Session]  # listed, never counted
+    why: str | None = None  # what the gate cannot see ("unseen", "pooler")
 
     def words(self, contract: int) -> str:
         if self.reason == "asked":
@@ -72,6 +76,12 @@ class Gate(NamedTuple):
                 "announces an older version)"
             )
         listed = releases.describe(self.holders)
+        if self.reason in ("unseen", "pooler"):
+            also = f"; seen holding it: {listed}" if self.holders else ""
+            return (
+                f"contract step {contract} held: the gate cannot see every session on the "
+                f"database ({self.why}){also}"
+            )
         return (
             f"contract step {contract} held back by {len(self.holders)} session(s) announcing "
             f"an older version: {listed}; it runs by itself once they are gone "
@@ -93,26 +103,31 @@ def split_held(
     contract: bool,
     *,
     hold: bool = False,
-    sessions: Callable[[], list[Session]] | None = None,
+    sessions: Callable[[], Seen] | None = None,
 ) -> tuple[list[int], list[int], Gate | None]:
     """Cut pending versions before the first contract step that may not run yet.
 
     ``contract`` forces every contract step; ``hold`` holds them all. Otherwise a contract
     step V runs once no session (read through ``sessions``, only when there is one to
-    judge) announces a version below V. Without ``sessions`` nothing can be judged: held.
+    judge) announces a version below V, and only when every session could be seen.
+    Without ``sessions`` nothing can be judged: held.
     """
     if contract:
         return pending, [], None
-    seen: list[Session] | None = None
+    seen: Seen | None = None
     for i, v in enumerate(pending):
         if v not in contract_steps:
             continue
         if hold or sessions is None:
             return pending[:i], pending[i:], Gate("asked" if hold else "unknown", [], [])
         seen = sessions() if seen is None else seen
-        holders = releases.holding(v, seen)
+        holders = releases.holding(v, seen.sessions)
+        others = releases.unannounced(seen.sessions)
+        if seen.blind is not None:
+            reason = "unseen" if seen.grant else "pooler"
+            return pending[:i], pending[i:], Gate(reason, holders, others, seen.blind)
         if holders:
-            return pending[:i], pending[i:], Gate("sessions", holders, releases.unannounced(seen))
+            return pending[:i], pending[i:], Gate("sessions", holders, others)
     return pending, [], None
 
 
@@ -123,7 +138,7 @@ def make(
     *,
     contract: bool = False,
     hold: bool = False,
-    sessions: Callable[[], list[Session]] | None = None,
+    sessions: Callable[[], Seen] | None = None,
     peers: Callable[[str], Settings] | None = None,
     known: Mapping[str, Service] | None = None,
 ) -> Plan:

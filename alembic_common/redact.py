@@ -1,7 +1,8 @@
 """Secrets a run was handed, and scrubbing them from every output it makes.
 
 The secrets are gathered once, when the command line starts: passwords in ``--url``
-values and in every ``*_DATABASE_URL(S)`` variable, ``--password``, the first line of
+values and in every ``*_DATABASE_URL(S)``, ``*_MIGRATION_URL`` and ``MIGRATE_POOLER_URLS``
+variable, ``--password``, the first line of
 ``--password-file``, ``PGPASSWORD`` and the passwords of the passfile libpq would read.
 A ``Scrubber`` masks URL passwords and replaces each secret in every spelling it could
 take on the way out (percent-encoded, JSON- or repr-escaped). The command line applies
@@ -23,7 +24,14 @@ from urllib.parse import quote
 from alembic_common import urls
 from alembic_common.errors import ConfigError
 
-URL_VARIABLES = ("DATABASE_URL", "DATABASE_URLS", "MIGRATE_SCRATCH_SERVER", "REGISTRY_URL")
+URL_VARIABLES = (
+    "DATABASE_URL",
+    "DATABASE_URLS",
+    "MIGRATION_URL",
+    "MIGRATE_SCRATCH_SERVER",
+    "MIGRATE_POOLER_URLS",
+    "REGISTRY_URL",
+)
 SHORTEST = 3  # shorter strings are too common to replace blindly; they hold no 3-char fragment
 
 

@@ -45,19 +45,23 @@ _ANNOUNCED = re.compile(r"^([a-z][a-z0-9_]*)@(\d{1,9})$")
 
 
 class Session(NamedTuple):
-    """Another session on the service's database, as ``pg_stat_activity`` shows it."""
+    """Another session on the service's database, as ``pg_stat_activity`` (or, for a
+    client of a pooler, the pooler's ``SHOW CLIENTS``) shows it."""
 
-    pid: int
+    pid: int | None  # None for a pooler's client: it has no backend of its own
     application_name: str
     client: str | None  # address (or 'local'); None when our role may not see it
     since: datetime | None
     announced: int | None  # the version it announces for this service, None: unannounced
+    pooler: str | None = None  # host:port of the pooler it is connected through
 
     def __str__(self) -> str:
         name = self.application_name or "no application_name"
+        who = f"pid {self.pid}" if self.pid is not None else "a client"
         where = f" from {self.client}" if self.client else ""
+        via = f" via the pooler {self.pooler}" if self.pooler else ""
         since = f" since {self.since:%Y-%m-%d %H:%M:%S}" if self.since else ""
-        return f"pid {self.pid} ({name}){where}{since}"
+        return f"{who} ({name}){where}{via}{since}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +70,16 @@ class Session(NamedTuple):
             "client": self.client,
             "since": self.since.isoformat() if self.since else None,
             "announced": self.announced,
+            "pooler": self.pooler,
         }
+
+
+class Seen(NamedTuple):
+    """The other sessions on a database, and why some may be missing from them."""
+
+    sessions: list[Session]
+    blind: str | None = None  # None: every session is seen
+    grant: bool = False  # the blindness is the role's: a grant would cure it
 
 
 def announced(service: str, application_name: str | None) -> int | None:
@@ -75,24 +88,67 @@ def announced(service: str, application_name: str | None) -> int | None:
     return int(found.group(2)) if found and found.group(1) == service else None
 
 
-def sessions(conn: psycopg.Connection[Any], service: str) -> list[Session]:
-    """The client sessions on this database other than ours and other migrate runs."""
-    rows = conn.execute(
-        """
-        SELECT a.pid, coalesce(a.application_name, ''),
-               CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
-                    WHEN a.backend_start IS NOT NULL THEN 'local' END,
-               a.backend_start
-        FROM pg_catalog.pg_stat_activity a
-        WHERE a.datname = pg_catalog.current_database()
-          AND a.pid <> pg_catalog.pg_backend_pid()
-          AND a.backend_type = 'client backend'
-          AND coalesce(a.application_name, '') <> %s
-        ORDER BY a.backend_start NULLS LAST, a.pid
-        """,
-        [OWN_APPLICATION],
-    ).fetchall()
-    return [Session(p, n, c, s, announced(service, n)) for p, n, c, s in rows]
+# One round trip: whether the role may see other roles' sessions (their backend_type,
+# application_name and address read as NULL otherwise), and the client sessions.
+_SESSIONS = """
+SELECT v.sees, a.pid, coalesce(a.application_name, ''),
+       CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
+            WHEN a.backend_start IS NOT NULL THEN 'local' END,
+       a.backend_start, a.client_port, current_user
+FROM (SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') AS sees) v
+LEFT JOIN pg_catalog.pg_stat_activity a
+  ON a.datname = pg_catalog.current_database()
+ AND a.pid <> pg_catalog.pg_backend_pid()
+ AND a.backend_type = 'client backend'
+ AND (%(ours)s OR coalesce(a.application_name, '') <> %(own)s)
+ORDER BY a.backend_start NULLS LAST, a.pid
+"""
+
+
+def sessions(
+    conn: psycopg.Connection[Any], service: str, *, ours: bool = False, connect_timeout: int = 10
+) -> Seen:
+    """The client sessions on this database other than this one: directly on the server,
+    and through every pooler of ``MIGRATE_POOLER_URLS`` (whose own server connections are
+    left out, since a transaction pool's carry a stale application_name). Other ``migrate``
+    runs are left out unless ``ours``. ``blind`` says why some may be missing: the role
+    may not see other roles' sessions, or a pooler could not be read."""
+    rows = conn.execute(_SESSIONS, {"ours": ours, "own": OWN_APPLICATION}).fetchall()
+    sees, user = bool(rows[0][0]), str(rows[0][6])
+    direct = [(p, n, c, s, port) for _, p, n, c, s, port, _ in rows if p is not None]
+    blind = None
+    if not sees:
+        from alembic_common.privileges import see_sessions
+
+        blind = see_sessions(user)
+    found = [Session(p, n, c, s, announced(service, n)) for p, n, c, s, _ in direct]
+    from alembic_common import poolers
+
+    consoles = poolers.configured()
+    if not consoles:
+        return Seen(found, blind, blind is not None)
+    pooled = poolers.look(conn.info.dbname, consoles, connect_timeout)
+    servers = {pid for pid, _ in pooled.servers}
+    ports = dict(pooled.servers)
+    found = [
+        s
+        for s, (_, _, _, _, port) in zip(found, direct, strict=True)
+        if not (s.pid in servers and port in (None, -1, ports.get(s.pid)))
+    ]
+    found += [
+        Session(
+            None,
+            c.application_name,
+            c.client,
+            c.since,
+            announced(service, c.application_name),
+            c.pooler,
+        )
+        for c in pooled.clients
+        if ours or c.application_name != OWN_APPLICATION
+    ]
+    problems = [p for p in (blind, pooled.problem) if p]
+    return Seen(found, "; ".join(problems) or None, blind is not None)
 
 
 def holding(contract: int, found: list[Session]) -> list[Session]:

@@ -23,6 +23,7 @@ from alembic_common.errors import (
     Interrupted,
     LockTimeoutError,
     MigrationError,
+    PrivilegeError,
     ProductionGuardError,
     RefusedError,
     StateError,
@@ -33,7 +34,7 @@ from alembic_common.errors import (
 from alembic_common.health import Invalid
 from alembic_common.plan import Plan
 from alembic_common.project import Project
-from alembic_common.releases import Session
+from alembic_common.releases import Seen, Session
 from alembic_common.services import Service, revision_id
 from alembic_common.settings import PRODUCTION, Settings, mask
 from alembic_common.state import Assessment, DbState, mismatched, read, refuse
@@ -212,6 +213,22 @@ def refuse_unusable(service: Service, found: Assessment) -> None:
     refuse(service.name, found)
 
 
+def refuse_unseen(service: Service, planned: Plan) -> None:
+    """A contract step to judge while the role may not see every session: refuse before
+    anything changes, naming the grant (never run it blind, never hold it silently)."""
+    gate = planned.gate
+    if gate is None or gate.reason != "unseen":
+        return
+    contract = planned.held[0]
+    raise PrivilegeError(
+        f"{service.name}: contract step {contract} runs only once no session announces an "
+        f"older release, and {gate.why}; nothing was changed ('up --hold-contract' applies "
+        "what comes before it, 'up --contract' forces it)",
+        service=service.name,
+        version=contract,
+    )
+
+
 def refuse_production(service: Service, action: str, options: RunOptions) -> None:
     """Development-only actions stop here in production unless explicitly allowed."""
     if options.environment == PRODUCTION and not options.allow_production:
@@ -278,6 +295,7 @@ def _up(
     with db.connect(settings, wait=options.wait, on_wait=progress) as conn:
         planned = _plan(service, conn, target, options)
         refuse_unusable(service, planned.found)
+        refuse_unseen(service, planned)
         current = planned.found.current
         result = RunResult(service.name, settings.display, "up", current, current)
         result.hold(planned)
@@ -317,6 +335,7 @@ def first_look(
     with db.connect(settings, wait=options.wait) as conn:
         planned = _plan(service, conn, target, options)
     refuse_unusable(service, planned.found)
+    refuse_unseen(service, planned)
     if not planned.idle or (planned.stranded and options.wait > 0):
         return None
     current = planned.found.current
@@ -364,6 +383,7 @@ def _locked_apply(
 def _take_plan(service: Service, result: RunResult, planned: Plan) -> None:
     """Refuse a database the plan cannot use; else note where it stands in the result."""
     refuse_unusable(service, planned.found)
+    refuse_unseen(service, planned)
     if not result.steps:
         result.before = planned.found.current
     result.after = planned.found.current
@@ -376,7 +396,7 @@ def _plan(
     target: int | None,
     options: RunOptions,
     state: DbState | None = None,
-    sessions: Callable[[], list[Session]] | None = None,
+    sessions: Callable[[], Seen] | None = None,
     **extra: Any,
 ) -> Plan:
     """The plan on this connection; the sessions on the database are read only to judge a
@@ -392,7 +412,7 @@ def _plan(
     )
 
 
-def _sessions_once(service: Service, conn: psycopg.Connection[Any]) -> Callable[[], list[Session]]:
+def _sessions_once(service: Service, conn: psycopg.Connection[Any]) -> Callable[[], Seen]:
     """The sessions on the database, read at most once whoever asks."""
     return functools.cache(lambda: releases.sessions(conn, service.name))
 
@@ -456,6 +476,7 @@ def _apply(
     if planned.idle:
         return planned  # another replica did the work while we waited
     service.load(planned.run)  # a file that does not import is named before any change
+    _may_create_roles(service, conn, planned.run)
     if planned.adopt:
         _backup_once(service, settings, options, progress, result)
         result.adopted = _adopt(service, conn, state, progress)
@@ -609,7 +630,7 @@ def _roll_back(
 
 def _announce_unannounced(
     service: Service,
-    sessions: Callable[[], list[Session]],
+    sessions: Callable[[], Seen],
     planned: Plan,
     progress: Progress | None,
 ) -> None:
@@ -617,7 +638,7 @@ def _announce_unannounced(
     contracts = service.contract_versions(planned.run)
     if not contracts or progress is None:
         return
-    found = releases.unannounced(sessions())
+    found = releases.unannounced(sessions().sessions)
     if found:
         progress(
             {
@@ -627,6 +648,16 @@ def _announce_unannounced(
                 "listed": releases.describe(found),
             }
         )
+
+
+def _may_create_roles(service: Service, conn: psycopg.Connection[Any], run: list[int]) -> None:
+    """A step that creates roles (``tenancy.create_roles``) needs a role that may: refuse
+    before the run changes anything, naming the grant."""
+    makers = [m.version for m in service.migrations if m.version in set(run) and m.creates_roles]
+    if makers:
+        from alembic_common import privileges
+
+        privileges.may_create_roles(conn, service.name, f"version {makers[0]}")
 
 
 def _applied_sums(state: DbState, found: Assessment) -> dict[int, str | None]:
@@ -747,7 +778,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         seen = _sessions_once(service, conn)
         planned = _plan(service, conn, None, RunOptions(), state, seen)
         pending_contract = service.contract_versions(planned.found.pending)
-        unannounced = releases.unannounced(seen()) if pending_contract else []
+        unannounced = releases.unannounced(seen().sessions) if pending_contract else []
         invalid = health.problems(conn, service)
     found = planned.found
     done = set(found.applied)
@@ -882,7 +913,7 @@ def _run_alembic(
             elif progress is not None:
                 progress(report)
 
-        engine = db.engine(settings)
+        engine = db.engine(db.pinned(settings, lock_conn))  # the lock's own server
         try:
             with engine.connect() as migration:
                 raw = migration.connection.driver_connection

@@ -82,6 +82,8 @@ class Migration(NamedTuple):
     # Alembic's own declarations, passed on as written (None when the file has none).
     branch_labels: Any
     depends_on: Any
+    # It calls tenancy.create_roles: the migrating role must be able to create roles.
+    creates_roles: bool = False
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:
@@ -107,7 +109,19 @@ def _declared(path: Path) -> tuple[str | None, dict[str, Any]]:
             continue
         if isinstance(target, ast.Name) and target.id in DECLARED:
             found[target.id] = _literal(path, target.id, value)
+    if any(_calls(node, "create_roles") for node in ast.walk(tree)):
+        found[CREATES_ROLES] = True
     return ast.get_docstring(tree), found
+
+
+def _calls(node: ast.AST, name: str) -> bool:
+    """``node`` is a call of ``name`` (``name(...)`` or ``module.name(...)``)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == name) or (
+        isinstance(func, ast.Attribute) and func.attr == name
+    )
 
 
 def _check_declared(path: Path, values: dict[str, Any]) -> None:
@@ -149,7 +163,8 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
 # reused while the file's bytes are unchanged (hashing a file costs a tenth of parsing it):
 # a history of thousands of files is parsed once, not on every run. A cache that cannot
 # be written is simply skipped.
-CACHE = Path("__pycache__") / "migrate-declarations-2.json"
+CACHE = Path("__pycache__") / "migrate-declarations-3.json"
+CREATES_ROLES = "(creates roles)"  # a derived fact kept with the declarations
 
 
 class _DeclarationCache:
@@ -212,6 +227,7 @@ def load_migration(path: Path, version: int, cache: _DeclarationCache | None = N
         {k: list(v) for k, v in (values.get("x_arguments") or {}).items()},
         values.get("branch_labels"),
         values.get("depends_on"),
+        bool(values.get(CREATES_ROLES)),
     )
 
 

@@ -1,8 +1,9 @@
 """Connection settings: where a service's database is, resolved in one documented order.
 
-Order: ``--url`` > ``<SERVICE>_DATABASE_URL`` > ``DATABASE_URL`` > ``--host/--port/...``
-(seed defaults) > the embedded server under ``.pgdata/``. Passwords live only in
-``Settings.url``; everything shown to people goes through ``mask``.
+Order: ``--url`` > ``<SERVICE>_MIGRATION_URL`` > ``<SERVICE>_DATABASE_URL`` > ``DATABASE_URL``
+> ``--host/--port/...`` (seed defaults) > the embedded server under ``.pgdata/``. The
+migration URL is the direct connection beside an application's pooled one. Passwords live
+only in ``Settings.url``; everything shown to people goes through ``mask``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ class Settings:
 
     @property
     def host_port(self) -> str:
-        """A human description of the server address (host:port or socket dir)."""
+        """A human description of the server address (host:port or socket dir; every host
+        of a multi-host URL, in order)."""
+        if len(self.parts.hosts) > 1:
+            return ",".join(f"{h or 'local socket'}:{p or 5432}" for h, p in self.parts.hosts)
         return f"{self.host}:{self.port}"
 
     @property
@@ -95,17 +99,6 @@ class Settings:
     @property
     def database(self) -> str:
         return self.parts.database or self.parts.params.get("dbname") or self.user
-
-    def sqlalchemy_url(self) -> str:
-        """The same URL spelled for SQLAlchemy's psycopg 3 dialect. A socket directory
-        goes in the query (``?host=/dir``): SQLAlchemy passes a host in the authority on
-        as written, percent-escapes and all, where libpq decodes them."""
-        parts = self.parts
-        if len(parts.hosts) == 1 and parts.hosts[0][0].startswith("/"):
-            ((host, port),) = parts.hosts
-            found = {"host": host, **({"port": str(port)} if port else {})}
-            parts = parts._replace(hosts=(), params={**found, **parts.params})
-        return "postgresql+psycopg" + parts.url()[len("postgresql") :]
 
     def for_database(self, database: str) -> Settings:
         """The same server and login, another database."""
@@ -182,6 +175,12 @@ def env_var(service: str) -> str:
     return f"{service.upper()}_DATABASE_URL"
 
 
+def migration_var(service: str) -> str:
+    """The per-service direct-connection variable, e.g. ``PATIENT_MIGRATION_URL``: it wins
+    over ``PATIENT_DATABASE_URL``, which may name the application's pooler."""
+    return f"{service.upper()}_MIGRATION_URL"
+
+
 def explicit_url(
     service: str,
     *,
@@ -192,7 +191,7 @@ def explicit_url(
     """The URL from the first explicit source that is set, with that source's name."""
     if url is not None:
         return normalize_url(url, "--url"), "--url"
-    for var in (env_var(service), "DATABASE_URL"):
+    for var in (migration_var(service), env_var(service), "DATABASE_URL"):
         if var in environ:
             return normalize_url(environ[var], var), var
     if host.given():
@@ -238,15 +237,16 @@ def peer(
 ) -> Settings:
     """Where another service's database is, as seen from a run against ``target``.
 
-    Only that service's own variable names it; the embedded server is used only when the
-    target itself is embedded. ``DATABASE_URL`` names one database, so it is never a peer.
+    Only that service's own variables name it (its migration URL, else its database URL);
+    the embedded server is used only when the target itself is embedded. ``DATABASE_URL``
+    names one database, so it is never a peer.
     """
-    var = env_var(other)
-    if var in environ:
-        return Settings(other, normalize_url(environ[var], var), var, target.connect_timeout)
+    for var in (migration_var(other), env_var(other)):
+        if var in environ:
+            return Settings(other, normalize_url(environ[var], var), var, target.connect_timeout)
     if target.source == "embedded":
         return embedded_settings(other, target.connect_timeout, root)
     raise ConfigError(
-        f"set {var} to the {other} service's database: it cannot be guessed when "
+        f"set {env_var(other)} to the {other} service's database: it cannot be guessed when "
         f"{target.service}'s database comes from {target.source}"
     )

@@ -12,8 +12,8 @@ def run_migrations(
 ) -> runner.RunResult:
     """Bring ``service``'s database to head; call this when the service starts.
 
-    ``url`` falls back to ``<SERVICE>_DATABASE_URL``, ``DATABASE_URL`` and then the embedded
-    server. ``wait`` is how many seconds to keep retrying while the database comes up.
+    ``url`` falls back to ``<SERVICE>_MIGRATION_URL``, ``<SERVICE>_DATABASE_URL``,
+    ``DATABASE_URL`` and then the embedded server. ``wait`` is how many seconds to keep retrying while the database comes up.
     Other keyword arguments are ``RunOptions`` fields (lock_wait, lock_timeout, ...).
     Raises ``MigrationError`` on failure, so the service can refuse to start.
     """

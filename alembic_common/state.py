@@ -96,7 +96,11 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
     # show alembic_version at one version and schema_migrations at the next.
     snapshot = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
     if snapshot:
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # search_path again, for the transaction: a pooled connection (another service's
+        # database, read through PgBouncer) has no session setting of ours.
+        conn.execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL search_path TO pg_catalog"
+        )
     try:
         return _read_tables(conn, schema, names)
     finally:

@@ -364,6 +364,8 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
         raise UsageError(
             f"{service.name}: the password for {name} is empty or has surrounding whitespace"
         )
+    from alembic_common import privileges
+
     with db.connect(settings) as conn:
         if (
             conn.execute("SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [role]).fetchone()
@@ -372,6 +374,10 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
             raise StateError(
                 f"{service.name}: role {role} does not exist: run 'up' first", service=service.name
             )
+        exists = conn.execute(
+            "SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [name]
+        ).fetchone()
+        privileges.may_manage_login(conn, service.name, role, name, exists is not None)
         found = conn.execute(
             """SELECT r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
                       OR r.rolname = current_user

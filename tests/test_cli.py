@@ -6,11 +6,13 @@ import json
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import (
     PATIENT_HEAD,
     alembic_head,
     applied_by_default,
+    as_superuser,
     contract_steps,
     history,
     query,
@@ -246,16 +248,29 @@ def test_per_service_variable_beats_database_url_end_to_end(server: str, db: str
         drop_database(server, other)
 
 
-def test_a_socket_directory_reaches_sqlalchemy_decoded() -> None:
-    """libpq decodes a socket directory written in the URL's authority (%2Fdir); SQLAlchemy
-    would pass it on as written, so its URL carries the directory in the query instead."""
-    from sqlalchemy.engine import make_url
+def test_alembic_connects_where_libpq_does_through_a_socket_directory(db: str) -> None:
+    """SQLAlchemy never parses the URL: its connections are psycopg's, made from the run's
+    own conninfo, so a socket directory written in the authority (%2Fdir) reaches the
+    same database as libpq (SQLAlchemy would pass the escapes on as written)."""
+    from urllib.parse import quote
 
+    from sqlalchemy import text
+
+    from alembic_common import db as dbmod
     from alembic_common.settings import Settings
 
-    conf = Settings("t", "postgresql://postgres@%2Frun%2Fpg%20x:6543/db", "t")
-    url = make_url(conf.sqlalchemy_url())
-    assert url.host is None and url.database == "db" and url.username == "postgres"
-    assert dict(url.query) == {"host": "/run/pg x", "port": "6543"}
-    tcp = Settings("t", "postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable", "t")
-    assert tcp.sqlalchemy_url() == "postgresql+psycopg" + tcp.url[len("postgresql") :]
+    conf = Settings("t", db, "t")
+    with psycopg.connect(as_superuser(db)) as conn:  # the setting is the superuser's to read
+        row = conn.execute("SHOW unix_socket_directories").fetchone()
+        port = conn.info.port
+    folders = [f.strip() for f in (row[0] if row else "").split(",") if f.strip()]
+    if not folders:
+        pytest.skip("the test server listens on no Unix socket")
+    via_socket = conf.parts._replace(hosts=((folders[0], int(port)),)).url()
+    assert f"@{quote(folders[0], safe='')}:" in via_socket
+    engine = dbmod.engine(Settings("t", via_socket, "t"))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_database()")).scalar() == conf.database
+    finally:
+        engine.dispose()

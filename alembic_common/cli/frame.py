@@ -183,10 +183,13 @@ app = typer.Typer(
     help=(
         "Bring a service's PostgreSQL database to the right schema version.\n\n"
         "SERVICE is a folder under services/ (user, patient, appointment), or 'all' for up "
-        "and status. Connection: --url, then <SERVICE>_DATABASE_URL, then DATABASE_URL, then "
-        "--host/--port/--user/--password/--database (seed defaults), else an embedded "
-        "PostgreSQL under .pgdata/. Exit codes: 0 ok, 1 operation failed, 2 bad usage, "
-        "130/143 interrupted by SIGINT/SIGTERM."
+        "and status. Connection: --url, then <SERVICE>_MIGRATION_URL (a direct connection "
+        "beside the application's pooled one), then <SERVICE>_DATABASE_URL, then "
+        "DATABASE_URL, then --host/--port/--user/--password/--database (seed defaults), else "
+        "an embedded PostgreSQL under .pgdata/. migrate talks to the primary directly: a "
+        "connection that reaches PgBouncer or a standby is refused. MIGRATE_POOLER_URLS lists "
+        "PgBouncer admin consoles whose clients the contract gate counts. Exit codes: 0 ok, "
+        "1 operation failed, 2 bad usage, 130/143 interrupted by SIGINT/SIGTERM."
     ),
 )
 
@@ -212,6 +215,10 @@ def _main(
     check_service(service)
     # A typo in APP_ENV must not slip past the production guard: every command checks it.
     settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
+    if "MIGRATE_POOLER_URLS" in os.environ:  # checked before anything connects
+        from alembic_common import poolers
+
+        poolers.configured()
     project = Project.find()
     ctx.obj = Chosen(project, None if service == ALL else project.service(service))
 
