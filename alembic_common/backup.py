@@ -47,11 +47,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -165,19 +165,37 @@ def choose(server_version: int, dirs: list[Path] | None = None, *, at_least: int
     )
 
 
-def _conninfo(settings: Settings) -> tuple[str, dict[str, str]]:
-    """A libpq connection string without the password, and the child environment: the
-    URL's password as ``PGPASSWORD``, else ``PGPASSWORD`` and the passfile as our own
-    connections found them."""
+# Connection parameters that are secrets but have no environment variable of their own:
+# they reach a client tool through a private service file, never its command line.
+SECRET_PARAMS = ("sslpassword", "oauth_client_secret")
+
+
+@contextlib.contextmanager
+def client(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
+    """A libpq connection string for the client tools, holding no secret, and their
+    environment: the URL's password as ``PGPASSWORD`` (else ``PGPASSWORD`` and the passfile
+    as our own connections found them), the user's ``PGOPTIONS`` kept (a ``-c role=...``
+    there is the role whose rows ``readable`` checked), and any other secret parameter in a
+    service file of the run's own (mode 0600, in a private folder, gone afterwards)."""
     params = psycopg.conninfo.conninfo_to_dict(settings.url)
     password = params.pop("password", None) or settings.password
+    secrets = {k: str(params.pop(k)) for k in SECRET_PARAMS if k in params}
     env = dict(os.environ)
     if password:
         env["PGPASSWORD"] = str(password)
     env["PGCONNECT_TIMEOUT"] = str(settings.connect_timeout)
     env["PGAPPNAME"] = APPLICATION
-    env["PGOPTIONS"] = "-c client_min_messages=warning"
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}), env
+    env["PGOPTIONS"] = " ".join(
+        filter(None, [os.environ.get("PGOPTIONS", "").strip(), "-c client_min_messages=warning"])
+    )
+    with tempfile.TemporaryDirectory(prefix="migrate-client-") as folder:
+        if secrets:
+            service_file = Path(folder) / "pg_service.conf"
+            lines = "".join(f"{k}={v}\n" for k, v in secrets.items())
+            files.write_whole(service_file, f"[migrate]\n{lines}", mode=0o600)
+            env["PGSERVICEFILE"] = str(service_file)
+            params["service"] = "migrate"
+        yield psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}), env
 
 
 def _scrubbed(text: str, settings: Settings) -> str:
@@ -281,12 +299,13 @@ def _row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
-# Per table or sequence of the database: whether the role may read it, whether row-level
-# security applies to the role there, and whether a permissive policy USING (true) of the
-# role's (and no restrictive policy that could filter) lets it see every row anyway.
-_READABLE = """
+# Per table or sequence of the database: whether the role may read it (USAGE on its schema,
+# SELECT on it), whether row-level security applies to the role there, and whether a
+# permissive policy USING (true) of the role's (and no restrictive policy that could
+# filter) lets it see every row anyway.
+_VISIBLE = """
 WITH rels AS (
-    SELECT c.oid, c.relkind, c.relrowsecurity
+    SELECT c.oid, c.relkind, c.relrowsecurity, n.oid AS nsp, n.nspname, c.relname
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'S', 'm') AND n.nspname <> ALL(%(system)s)
       AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
@@ -297,42 +316,71 @@ WITH rels AS (
       AND (0 = ANY(p.polroles) OR EXISTS (SELECT FROM pg_catalog.unnest(p.polroles) r
                                           WHERE r <> 0 AND pg_catalog.pg_has_role(r, 'USAGE')))
 )
-SELECT r.oid::pg_catalog.regclass::text,
-       NOT pg_catalog.has_table_privilege(r.oid, 'SELECT'),
+SELECT r.nspname, r.relname, r.oid::pg_catalog.regclass::text,
+       pg_catalog.has_schema_privilege(r.nsp, 'USAGE'),
+       pg_catalog.has_table_privilege(r.oid, 'SELECT'),
        r.relkind IN ('r', 'p') AND r.relrowsecurity AND pg_catalog.row_security_active(r.oid),
        EXISTS (SELECT FROM mine m WHERE m.polrelid = r.oid AND m.polpermissive AND m.qual = 'true')
        AND NOT EXISTS (SELECT FROM mine m WHERE m.polrelid = r.oid AND NOT m.polpermissive
-                                            AND m.qual IS DISTINCT FROM 'true'),
-       current_user
-FROM rels r ORDER BY 1
+                                            AND m.qual IS DISTINCT FROM 'true')
+FROM rels r ORDER BY 1, 2
 """
+
+
+class Visible(NamedTuple):
+    """How much of one table (or sequence) the connected role can read."""
+
+    key: str  # schema.table, as the manifest's row counts name it
+    name: str  # as SQL spells it (quoted where needed)
+    schema: str
+    usage: bool  # USAGE on its schema
+    select: bool
+    filtered: bool  # row-level security applies to the role
+    whole: bool  # ... and a policy provably shows it every row anyway
+
+    @property
+    def hidden(self) -> bool:
+        return self.filtered and not self.whole
+
+
+def visibility(conn: psycopg.Connection[Any]) -> list[Visible]:
+    rows = conn.execute(_VISIBLE, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
+    return [Visible(f"{n}.{t}", q, n, u, sel, f, w) for n, t, q, u, sel, f, w in rows]
+
+
+def rls_grant(user: str) -> str:
+    return (
+        f"ALTER ROLE {user} BYPASSRLS (as a superuser), or give it a policy that sees every "
+        f"row (CREATE POLICY ... TO {user} USING (true))"
+    )
 
 
 def readable(conn: psycopg.Connection[Any], service: Service) -> bool:
     """Check that the role reads every row of every table (and every sequence); refuse in
-    one line naming the grant otherwise. True when some table is read through policies
+    one line naming the grants otherwise. True when some table is read through policies
     that are proven to show every row (the dump then keeps row-level security on)."""
-    rows = conn.execute(_READABLE, {"system": list(SYSTEM_SCHEMAS)}).fetchall()
-    user = rows[0][4] if rows else conn.info.user
-    denied = [name for name, no, _, _, _ in rows if no]
-    if denied:
+    found = visibility(conn)
+    user = conn.info.user
+    schemas = sorted({v.schema for v in found if not v.usage})
+    tables = [v.name for v in found if not v.select]
+    if schemas or tables:
+        grants = [f"GRANT USAGE ON SCHEMA {', '.join(schemas)} TO {user}"] if schemas else []
+        grants += [f"GRANT SELECT ON {', '.join(tables[:3])} TO {user}"] if tables else []
+        denied = [v.name for v in found if not (v.usage and v.select)]
         raise PrivilegeError(
             f"{service.name}: a backup reads every table, and the role {user} may not read "
-            f"{_few(denied)}: GRANT SELECT ON {', '.join(denied[:3])} TO {user} (or run it as "
-            "the tables' owner); nothing was written",
+            f"{_few(denied)}: {'; '.join(grants)} (or run it as the tables' owner); nothing "
+            "was written",
             service=service.name,
         )
-    filtered = [name for name, _, active, _, _ in rows if active]
-    hidden = [name for name, _, active, whole, _ in rows if active and not whole]
+    hidden = [v.name for v in found if v.hidden]
     if hidden:
         raise PrivilegeError(
             f"{service.name}: a backup reads every row, and row-level security hides rows of "
-            f"{_few(hidden)} from the role {user}: ALTER ROLE {user} BYPASSRLS (as a "
-            f"superuser), or give it a policy that sees every row (CREATE POLICY ... TO "
-            f"{user} USING (true)); nothing was written",
+            f"{_few(hidden)} from the role {user}: {rls_grant(user)}; nothing was written",
             service=service.name,
         )
-    return bool(filtered)
+    return any(v.filtered for v in found)
 
 
 def _few(names: list[str]) -> str:
@@ -364,11 +412,21 @@ def take(
     started = time.monotonic()
     folder = directory if directory is not None else default_dir(service)
     _private_dir(folder)
-    with db.connect(settings) as conn:
-        # One snapshot for the dump, the version and the row counts.
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot_row = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
+    with (
+        db.connect(settings) as holder,
+        db.connect(db.pinned(settings, holder)) as conn,
+        contextlib.ExitStack() as stack,
+    ):
+        # One snapshot for the dump, the version and the row counts. ``holder`` exports it
+        # and keeps it alive while holding no lock; ``conn`` reads in it and lets its locks
+        # go once the counts are done, before waiting on pg_dump: an ALTER queued behind
+        # them, and pg_dump's LOCK TABLE queued behind that, would otherwise wait on us
+        # for ever (the server cannot see a cycle that runs through this process).
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        snapshot_row = holder.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()
         assert snapshot_row is not None
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_row[0])))
         found = plan.assess_for(service, read(conn, service.schema))
         if found.owner is not None and found.owner != service.name:
             raise StateError(
@@ -379,7 +437,7 @@ def take(
         server = conn.info.server_version
         tools = choose(server)
         through_policies = readable(conn, service)
-        conninfo, env = _conninfo(db.pinned(settings, conn))
+        conninfo, env = stack.enter_context(client(db.pinned(settings, conn)))
         stamp = datetime.now(UTC)
         version = "empty" if found.current is None else f"v{found.current}"
         name = f"{service.name}-{settings.database}-{version}-{stamp:%Y%m%dT%H%M%S}Z"
@@ -429,6 +487,7 @@ def take(
             os.umask(old_umask)
         try:
             counts = _row_counts(conn)  # while the dump runs, in the same snapshot
+            conn.execute("COMMIT")  # the counts' locks go before we wait on pg_dump
             assert child.stderr is not None
             stderr = child.stderr.read().decode("utf-8", "replace")
             child.wait()
@@ -439,14 +498,15 @@ def take(
             child.wait()
             _remove(partial)
             raise
-        conn.execute("COMMIT")
+        holder.execute("COMMIT")
     try:
         if child.returncode != 0:
             raise BackupError(
                 f"{service.name}: pg_dump {tools.version} failed: {_scrubbed(stderr, settings)}",
                 service=service.name,
             )
-        _run([tools.path("pg_restore"), "--list", str(partial)], env, settings, "pg_restore --list")
+        # pg_restore --list reads the file only: it needs no connection, nor its settings.
+        _run([tools.path("pg_restore"), "--list", str(partial)], {}, settings, "pg_restore --list")
         if "error" in streamed:
             raise BackupError(
                 f"{service.name}: writing the backup failed: {streamed['error']}",
@@ -454,27 +514,31 @@ def take(
             )
         digest = streamed.get("sha256") or checksum(partial)
         size = _size(partial)
+        manifest = {
+            "manifest": MANIFEST_FORMAT,
+            "service": service.name,
+            "database": settings.database,
+            "target": settings.label,
+            "version": found.current,
+            "server_version": server_version_text(server),
+            "pg_dump_version": tools.version,
+            "format": "directory" if jobs > 1 else "custom",
+            "file": final.name,
+            "bytes": size,
+            "sha256": digest,
+            "taken_at": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "seconds": round(time.monotonic() - started, 3),
+            "row_counts": counts,
+        }
         os.replace(partial, final)
     except BaseException:
         _remove(partial)
         raise
-    manifest = {
-        "manifest": MANIFEST_FORMAT,
-        "service": service.name,
-        "database": settings.database,
-        "target": settings.label,
-        "version": found.current,
-        "server_version": server_version_text(server),
-        "pg_dump_version": tools.version,
-        "format": "directory" if jobs > 1 else "custom",
-        "file": final.name,
-        "bytes": size,
-        "sha256": digest,
-        "taken_at": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        "seconds": round(time.monotonic() - started, 3),
-        "row_counts": counts,
-    }
-    files.write_whole(manifest_path(final), json.dumps(manifest, indent=2) + "\n", mode=0o600)
+    try:  # a dump without its manifest is listed by nothing and pruned by nothing: never keep one
+        files.write_whole(manifest_path(final), json.dumps(manifest, indent=2) + "\n", mode=0o600)
+    except BaseException:
+        _remove(final)
+        raise
     result = Backup(final, manifest)
     if progress is not None:
         progress(
@@ -580,7 +644,7 @@ def prune(
 # dropped; ``public`` keeps its identity (and initdb privileges) but loses its contents.
 DROP_EVERYTHING = r"""
 DO $restore$
-DECLARE r record;
+DECLARE r record; kind record;
 BEGIN
   FOR r IN SELECT n.nspname FROM pg_catalog.pg_namespace n
            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
@@ -599,6 +663,33 @@ BEGIN
         CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                        WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
         r.oid::pg_catalog.regclass);
+    END IF;
+  END LOOP;
+  FOR r IN SELECT p.pubname FROM pg_catalog.pg_publication p
+  LOOP EXECUTE pg_catalog.format('DROP PUBLICATION %I', r.pubname); END LOOP;
+  -- Every other kind of object a schema holds, by its own DROP and identity.
+  FOR r IN SELECT o.classid, o.objid FROM (
+             SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass AS classid, oid AS objid
+             FROM pg_catalog.pg_collation WHERE collnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_ts_config WHERE cfgnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_ts_dict WHERE dictnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_ts_parser WHERE prsnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_ts_template WHERE tmplnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_operator WHERE oprnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_opfamily WHERE opfnamespace = 'public'::pg_catalog.regnamespace
+             UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, oid
+             FROM pg_catalog.pg_conversion WHERE connamespace = 'public'::pg_catalog.regnamespace
+           ) o
+  LOOP
+    SELECT i.type, i.identity INTO kind FROM pg_catalog.pg_identify_object(r.classid, r.objid, 0) i;
+    IF kind.identity IS NOT NULL THEN  -- NULL: gone with something dropped before it
+      EXECUTE pg_catalog.format('DROP %s %s CASCADE', pg_catalog.upper(kind.type), kind.identity);
     END IF;
   END LOOP;
   FOR r IN SELECT p.oid FROM pg_catalog.pg_proc p
@@ -743,13 +834,18 @@ def restore(
                 service=service.name,
             )
         backends = other_sessions(conn) if force else []
+        ended = [str(s) for s in seen.sessions if s.pid is not None]
         if backends:
             _may_terminate(conn, service, backends)
             if progress is not None:
-                progress({"event": "terminating", "sessions": named})
+                progress({"event": "terminating", "sessions": ended})
             for pid, _, _ in backends:
                 conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", [pid])
-        return _restore_locked(service, settings, conn, backup, jobs, named, progress)
+        pooled = [str(s) for s in seen.sessions if s.pid is None]
+        if pooled and progress is not None:
+            # Their server connections were ended; the clients stay connected to the pooler.
+            progress({"event": "pooled_clients", "sessions": pooled})
+        return _restore_locked(service, settings, conn, backup, jobs, ended, progress)
 
 
 def restore_under_lock(
@@ -777,33 +873,49 @@ def _restore_locked(
     before = plan.assess_for(service, read(conn, service.schema)).current
     dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
     tools = choose(conn.info.server_version, at_least=dumped_by)
-    conninfo, env = _conninfo(db.pinned(settings, conn))
     path = str(backup.path)
-    if jobs > 1 and backup.path.is_dir():
-        # pg_restore -j cannot run in one transaction: empty the database first.
-        conn.execute(DROP_EVERYTHING)
-        _run(
-            [
-                tools.path("pg_restore"),
-                "--exit-on-error",
-                f"--jobs={jobs}",
-                f"--dbname={conninfo}",
-                path,
-            ],
-            env,
-            settings,
-            "pg_restore",
-        )
-    else:
-        _restore_in_one_transaction(tools, conninfo, env, settings, path)
+    with client(db.pinned(settings, conn)) as (conninfo, env):
+        if jobs > 1 and backup.path.is_dir():
+            # pg_restore -j cannot run in one transaction: empty the database first.
+            conn.execute(DROP_EVERYTHING)
+            _run(
+                [
+                    tools.path("pg_restore"),
+                    "--exit-on-error",
+                    f"--jobs={jobs}",
+                    f"--dbname={conninfo}",
+                    path,
+                ],
+                env,
+                settings,
+                "pg_restore",
+            )
+        else:
+            _restore_in_one_transaction(tools, conninfo, env, settings, path)
     found = plan.assess_for(service, read(conn, service.schema))
     counts = _row_counts(conn)
     expected = backup.manifest.get("row_counts", {})
-    if counts != expected:
-        differ = sorted(k for k in set(counts) | set(expected) if counts.get(k) != expected.get(k))
+    hidden = [v for v in visibility(conn) if v.hidden]  # counted through RLS: not all rows
+    unseen = {v.key for v in hidden}
+    differ = sorted(
+        k
+        for k in set(counts) | set(expected)
+        if counts.get(k) != expected.get(k) and k not in unseen
+    )
+    at = found.current if found.current is not None else "no version"
+    if differ:
         raise BackupError(
-            f"{service.name}: restored {backup.path.name}, but the row counts of "
-            f"{', '.join(differ[:5])} differ from its manifest",
+            f"{service.name}: restored {backup.path.name} (the database is at {at}), but the "
+            f"row counts of {', '.join(differ[:5])} differ from its manifest",
+            service=service.name,
+        )
+    if hidden:
+        user = conn.info.user
+        raise BackupError(
+            f"{service.name}: restored {backup.path.name} (the database is at {at}), but "
+            f"row-level security hides rows of {_few([v.name for v in hidden])} from the role "
+            f"{user}, so their row counts could not be checked against the manifest: "
+            f"{rls_grant(user)}",
             service=service.name,
         )
     if progress is not None:

@@ -32,16 +32,19 @@ if TYPE_CHECKING:
 
 # SQLSTATEs worth waiting out while a database container starts.
 _TRANSIENT = {None, "57P03"}  # no server answer yet / "the database system is starting up"
-# A NAT or firewall that drops idle TCP connections must not silently end a lock session;
-# our sessions are named "migrate" (unless the URL names them), so a contract step does not
-# count them among the releases (releases.py).
-CONNECT_ARGS: dict[str, Any] = {
-    "fallback_application_name": OWN_APPLICATION,
+# A NAT or firewall that drops idle TCP connections must not silently end a lock session.
+KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
+# Our sessions are named "migrate" (unless the URL or PGAPPNAME names them), so a contract
+# step does not count them among the releases (releases.py). A run's first connection takes
+# the name only once it knows it is no pooler's (``_LANDING``): through PgBouncer a name
+# sent at start-up would stay on a pooled server connection for other clients to wear.
+# Alembic's and the backfill's connections come after that check, to the same server.
+CONNECT_ARGS: dict[str, Any] = {"fallback_application_name": OWN_APPLICATION, **KEEPALIVES}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -61,6 +64,11 @@ def connect_error(
             f"{where} does not exist; create it with: createdb -h {settings.host} "
             f"-p {settings.port} -U {settings.user} {settings.database}"
         )
+    elif "no password supplied" in text:
+        message = (
+            f"{where}: authentication failed (the server asks for a password and none was "
+            "given: put it in the URL, PGPASSWORD, --password-file or a passfile)"
+        )
     elif state in ("28P01", "28000") or "authentication failed" in text:
         message = f"{where}: authentication failed ({_first_line(exc).split('FATAL:')[-1].strip()})"
     else:
@@ -72,17 +80,26 @@ def connect_error(
 def _transient(exc: psycopg.OperationalError) -> bool:
     """Worth retrying while a database container starts: no answer yet, or starting up."""
     text = str(exc)
-    permanent = "does not exist" in text or "authentication failed" in text
+    permanent = any(
+        word in text for word in ("does not exist", "authentication failed", "no password supplied")
+    )
     return getattr(exc, "sqlstate", None) in _TRANSIENT and not permanent
 
 
 # One round trip: the server's own pid for this session, whether it is a standby, and the
-# session's search_path, set only when the pid is the one libpq was given (no pooler).
-_LANDING = (
-    "SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_is_in_recovery(),"
-    " CASE WHEN pg_catalog.pg_backend_pid() = %s"
-    " THEN pg_catalog.set_config('search_path', %s, false) END"
-)
+# session's search_path and (when nothing named it) application_name, set only when the pid
+# is the one libpq was given: no pooler.
+_LANDING = """
+SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_is_in_recovery(),
+       CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(pid)s::pg_catalog.int4
+            THEN pg_catalog.set_config('search_path', %(search_path)s, false) END,
+       CASE WHEN pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) %(pid)s::pg_catalog.int4
+             AND pg_catalog.current_setting('application_name')
+                 OPERATOR(pg_catalog.=) ''::pg_catalog.text
+            THEN pg_catalog.set_config('application_name', %(name)s, false) END
+"""
+# Every operator in it is pg_catalog's by name: a database or role setting may have put a
+# schema of someone else's first on the search_path this query is about to replace.
 
 
 def refuse_pooler(settings: Settings) -> TopologyError:
@@ -96,9 +113,11 @@ def refuse_pooler(settings: Settings) -> TopologyError:
     )
 
 
-def refuse_standby(settings: Settings) -> TopologyError:
+def refuse_standby(settings: Settings, landed: str) -> TopologyError:
+    """The one line for a connection that landed on ``landed``, a standby."""
+    where = settings.name or f"{landed}/{settings.database}"
     return TopologyError(
-        f"{settings.service}: {settings.label} is a standby (in recovery, read-only); nothing "
+        f"{settings.service}: {where} is a standby (in recovery, read-only); nothing "
         "was changed: point the URL at the primary, or list every host with "
         "target_session_attrs=read-write (postgresql://h1:5432,h2:5432/db"
         "?target_session_attrs=read-write)",
@@ -132,7 +151,7 @@ def connect(
                 settings.url,
                 autocommit=autocommit,
                 connect_timeout=settings.connect_timeout,
-                **CONNECT_ARGS,
+                **KEEPALIVES,
             )
         except psycopg.OperationalError as exc:
             if not _transient(exc) or time.monotonic() >= deadline:
@@ -156,13 +175,16 @@ def _land(
     conn: psycopg.Connection[Any], settings: Settings, search_path: str, direct: bool
 ) -> None:
     """Refuse a pooler or a standby (``direct``); set the session's search_path otherwise."""
-    row = conn.execute(_LANDING, [conn.info.backend_pid, search_path]).fetchone()
+    row = conn.execute(
+        _LANDING,
+        {"pid": conn.info.backend_pid, "search_path": search_path, "name": OWN_APPLICATION},
+    ).fetchone()
     assert row is not None
-    pid, standby, _ = row
+    pid, standby = row[0], row[1]
     if direct and pid != conn.info.backend_pid:
         raise refuse_pooler(settings)
     if direct and standby:
-        raise refuse_standby(settings)
+        raise refuse_standby(settings, f"{conn.info.host}:{conn.info.port}")
 
 
 def with_database(url: str, database: str) -> str:
@@ -190,7 +212,7 @@ def pinned(settings: Settings, conn: psycopg.Connection[Any]) -> Settings:
     connection of the run (Alembic's, the client tools') lands on that same server, even
     when the URL names several."""
     parts = settings.parts
-    if len(parts.hosts) <= 1 and "," not in parts.params.get("host", ""):
+    if len(settings.addresses) <= 1:
         return settings
     host, port = conn.info.host, conn.info.port
     params = {k: v for k, v in parts.params.items() if k not in ("host", "port", "hostaddr")}

@@ -97,7 +97,7 @@ def applied_versions(service: Service, settings: Settings) -> list[int]:
     The database must be that service's: a peer read in the wrong database is an error
     that names the database, never a silent "not there yet".
     """
-    with db.connect(settings) as conn:
+    with db.connect(settings, direct=False) as conn:  # read only: a pooler or standby will do
         found = assess(service.disk_versions(), read(conn, service.schema), service.name)
     if found.problem or found.unknown:
         problem = found.problem or f"it is ahead of this code ({found.unknown})"

@@ -49,14 +49,14 @@ def configured(environ: Mapping[str, str] = os.environ) -> list[str]:
     raw = environ.get(VARIABLE, "")
     if VARIABLE in environ and not raw.strip():
         raise ConfigError(f"{VARIABLE} is empty (an unset shell variable?)")
-    found = [urls.parse(u, VARIABLE) for u in urls.split_list(raw)]
+    found = [urls.parse(u.rstrip(", "), VARIABLE) for u in urls.split_list(raw)]
     for parsed in found:
         if (parsed.database or parsed.params.get("dbname")) != "pgbouncer":
             raise ConfigError(
                 f"{VARIABLE} lists PgBouncer admin consoles: each URL names the database "
                 "pgbouncer (postgresql://stats_user@host:6432/pgbouncer)"
             )
-    return [p.url() for p in found]
+    return list(dict.fromkeys(p.url() for p in found))
 
 
 def label(url: str) -> str:
@@ -115,7 +115,7 @@ def look(database: str, consoles: list[str], connect_timeout: int) -> Pooled:
     clients: list[Client] = []
     servers: set[tuple[int, int]] = set()
     problems = []
-    for url in consoles:
+    for url in {label(u): u for u in reversed(consoles)}.values():  # one read per pooler
         try:
             found = read(url, database, connect_timeout)
         except psycopg.Error as exc:

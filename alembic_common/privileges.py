@@ -55,9 +55,16 @@ def role(conn: psycopg.Connection[Any]) -> Role:
     )
 
 
-def see_sessions(user: str) -> str:
-    """Why the gate is blind, and the grant that lets it see."""
-    return f"the role {user} cannot see other roles' sessions: GRANT pg_read_all_stats TO {user}"
+def see_sessions(user: str, member: bool = False) -> str:
+    """Why the gate is blind, and the grant that lets it see (a member that does not
+    inherit the role's rights needs to inherit them, not another grant)."""
+    cure = (
+        f"ALTER ROLE {user} INHERIT (it is a member of pg_read_all_stats without using its "
+        "rights; from PostgreSQL 16 the membership's own INHERIT option must be true too)"
+        if member
+        else f"GRANT pg_read_all_stats TO {user}"
+    )
+    return f"the role {user} cannot see other roles' sessions: {cure}"
 
 
 def _admin_of(conn: psycopg.Connection[Any], name: str) -> bool:

@@ -28,6 +28,7 @@ URL_VARIABLES = (
     "DATABASE_URL",
     "DATABASE_URLS",
     "MIGRATION_URL",
+    "MIGRATION_URLS",
     "MIGRATE_SCRATCH_SERVER",
     "MIGRATE_POOLER_URLS",
     "REGISTRY_URL",
@@ -41,7 +42,8 @@ def _url_passwords(raw: str) -> set[str]:
     for part in urls.split_list(raw) or [raw]:
         with contextlib.suppress(ConfigError):
             parsed = urls.parse(part)
-            found.update(p for p in (parsed.password, parsed.params.get("password")) if p)
+            secrets = [parsed.password, *(parsed.params.get(k) for k in urls.SECRET_KEYS)]
+            found.update(p for p in secrets if p)
         # The text between the scheme and the last '@' holds the password even when the
         # URL does not parse: never let a fragment of it through.
         _, sep, rest = part.partition("://")

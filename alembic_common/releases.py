@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 # What our own sessions call themselves (a URL's application_name still wins).
 OWN_APPLICATION = "migrate"
-_ANNOUNCED = re.compile(r"^([a-z][a-z0-9_]*)@(\d{1,9})$")
+# PgBouncer's application_name_add_host appends " - host:port" to a client's name.
+_ANNOUNCED = re.compile(r"^([a-z][a-z0-9_]*)@(\d{1,9})(?: - \S*)?$")
 
 
 class Session(NamedTuple):
@@ -94,8 +95,9 @@ _SESSIONS = """
 SELECT v.sees, a.pid, coalesce(a.application_name, ''),
        CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
             WHEN a.backend_start IS NOT NULL THEN 'local' END,
-       a.backend_start, a.client_port, current_user
-FROM (SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') AS sees) v
+       a.backend_start, a.client_port, current_user, v.member
+FROM (SELECT pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') AS sees,
+             pg_catalog.pg_has_role('pg_read_all_stats', 'MEMBER') AS member) v
 LEFT JOIN pg_catalog.pg_stat_activity a
   ON a.datname = pg_catalog.current_database()
  AND a.pid <> pg_catalog.pg_backend_pid()
@@ -114,13 +116,13 @@ def sessions(
     runs are left out unless ``ours``. ``blind`` says why some may be missing: the role
     may not see other roles' sessions, or a pooler could not be read."""
     rows = conn.execute(_SESSIONS, {"ours": ours, "own": OWN_APPLICATION}).fetchall()
-    sees, user = bool(rows[0][0]), str(rows[0][6])
-    direct = [(p, n, c, s, port) for _, p, n, c, s, port, _ in rows if p is not None]
+    sees, user, member = bool(rows[0][0]), str(rows[0][6]), bool(rows[0][7])
+    direct = [(p, n, c, s, port) for _, p, n, c, s, port, _, _ in rows if p is not None]
     blind = None
     if not sees:
         from alembic_common.privileges import see_sessions
 
-        blind = see_sessions(user)
+        blind = see_sessions(user, member)
     found = [Session(p, n, c, s, announced(service, n)) for p, n, c, s, _ in direct]
     from alembic_common import poolers
 
@@ -128,12 +130,13 @@ def sessions(
     if not consoles:
         return Seen(found, blind, blind is not None)
     pooled = poolers.look(conn.info.dbname, consoles, connect_timeout)
-    servers = {pid for pid, _ in pooled.servers}
-    ports = dict(pooled.servers)
+    # A pooler's server connection is the session whose pid AND client port are the ones
+    # the pooler lists for it: a pid alone may be another server's (a pooler in front of a
+    # replica, another tenant's), and a socket session (no port) is never left out.
     found = [
         s
         for s, (_, _, _, _, port) in zip(found, direct, strict=True)
-        if not (s.pid in servers and port in (None, -1, ports.get(s.pid)))
+        if not (port is not None and port > 0 and (s.pid, port) in pooled.servers)
     ]
     found += [
         Session(

@@ -14,8 +14,15 @@ from typing import Any
 import psycopg
 
 from alembic_common.history import OWN_TABLES
+from alembic_common.tenancy import OPERATOR_ROLE
 
 HELPER_PREFIX = "_migrate_"
+# The operator role is made only where the migrating role may (a superuser), and the tenant
+# tables grant it SELECT only if it existed when their step ran: its grants depend on the
+# server, not on the migrations, and are left out of the comparison. A policy for the
+# table's owner (``TO CURRENT_USER`` when its step ran) reads as CURRENT_USER, whoever
+# that owner is on either side.
+OPTIONAL_GRANTEE = OPERATOR_ROLE
 
 # kind -> query returning (table, name, definition) for objects in the service's schema
 # (%(schema)s). NOT NULL constraints (contype 'n', PostgreSQL 18+) are left out: the
@@ -75,6 +82,7 @@ _QUERIES = {
                                            ELSE 'ALL' END
                || ' TO ' || coalesce((SELECT pg_catalog.string_agg(
                                  CASE WHEN r = 0 THEN 'PUBLIC'
+                                      WHEN r = c.relowner THEN 'CURRENT_USER'
                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r)) END,
                                  ', ' ORDER BY 1) FROM pg_catalog.unnest(p.polroles) r), 'PUBLIC')
                || coalesce(' USING (' || pg_catalog.pg_get_expr(p.polqual, p.polrelid) || ')', '')
@@ -90,6 +98,7 @@ _QUERIES = {
         FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
         WHERE c.relnamespace = %(schema)s::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v')
           AND a.grantee <> c.relowner
+          AND pg_catalog.pg_get_userbyid(a.grantee) <> %(optional)s
         GROUP BY c.relname, a.grantee""",
 }
 
@@ -106,7 +115,8 @@ def snapshot(conn: psycopg.Connection[Any], schema: str = "public") -> Snapshot:
     found: Snapshot = {}
     for kind, query in _QUERIES.items():
         quoted = '"' + schema.replace('"', '""') + '"'
-        for table, name, definition in conn.execute(query, {"schema": quoted}):
+        params = {"schema": quoted, "optional": OPTIONAL_GRANTEE}
+        for table, name, definition in conn.execute(query, params):
             if not _ours(table):
                 found[(kind, table, name)] = " ".join(definition.split())
     return found

@@ -68,16 +68,32 @@ class Settings:
         return self.parts.password or self.parts.params.get("password") or None
 
     @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) the URL names, in libpq's order: the authority's hosts, else
+        the ``host`` (or ``hostaddr``) parameter's; a host's own port, else the ``port``
+        parameter's (one port serves every host); a socket directory stands as itself, no
+        host at all as 'local socket'."""
+        parts, params = self.parts, self.parts.params
+        if parts.hosts:
+            names, own = [h for h, _ in parts.hosts], [p for _, p in parts.hosts]
+        else:
+            names = params.get("host", params.get("hostaddr", "")).split(",")
+            own = [None] * len(names)
+        ports = params.get("port", "").split(",")
+        if len(ports) != len(names):
+            ports = ports[:1] * len(names)
+        return [
+            (h.strip() or "local socket", _port(mine or listed))
+            for h, mine, listed in zip(names, own, ports, strict=True)
+        ]
+
+    @property
     def host(self) -> str:
-        if self.parts.hosts and self.parts.hosts[0][0]:
-            return self.parts.hosts[0][0]
-        return self.parts.params.get("host") or "local socket"
+        return self.addresses[0][0]
 
     @property
     def port(self) -> int:
-        if self.parts.hosts and self.parts.hosts[0][1]:
-            return int(self.parts.hosts[0][1])
-        return int(self.parts.params.get("port") or 5432)
+        return self.addresses[0][1]
 
     @property
     def user(self) -> str:
@@ -87,9 +103,7 @@ class Settings:
     def host_port(self) -> str:
         """A human description of the server address (host:port or socket dir; every host
         of a multi-host URL, in order)."""
-        if len(self.parts.hosts) > 1:
-            return ",".join(f"{h or 'local socket'}:{p or 5432}" for h, p in self.parts.hosts)
-        return f"{self.host}:{self.port}"
+        return ",".join(f"{h}:{p}" for h, p in self.addresses)
 
     @property
     def label(self) -> str:
@@ -104,6 +118,12 @@ class Settings:
         """The same server and login, another database."""
         url = self.parts._replace(database=database).url()
         return Settings(self.service, url, self.source, self.connect_timeout, self.embedded_dir)
+
+
+def _port(text: int | str | None) -> int:
+    """A port as libpq would take it; 5432 when none (or none that parses) is given."""
+    value = str(text or "").strip()
+    return int(value) if value.isdigit() else 5432
 
 
 def normalize_url(raw: str, source: str = "the URL") -> str:

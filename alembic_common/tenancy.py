@@ -374,10 +374,6 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
             raise StateError(
                 f"{service.name}: role {role} does not exist: run 'up' first", service=service.name
             )
-        exists = conn.execute(
-            "SELECT FROM pg_catalog.pg_roles WHERE rolname = %s", [name]
-        ).fetchone()
-        privileges.may_manage_login(conn, service.name, role, name, exists is not None)
         found = conn.execute(
             """SELECT r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
                       OR r.rolname = current_user
@@ -393,6 +389,7 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
                 " (superuser, BYPASSRLS, CREATEROLE, CREATEDB, owner of tables, or the role"
                 " connected): choose another name"
             )
+        privileges.may_manage_login(conn, service.name, role, name, found is not None)
         verifier = conn.pgconn.encrypt_password(
             password.encode(), name.encode(), b"scram-sha-256"
         ).decode()

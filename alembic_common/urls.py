@@ -236,17 +236,38 @@ def parse(raw: str, source: str = "the URL") -> Parsed:
         except _Bad as exc:
             problem = problem or exc.reason
             continue
-        return Parsed(head.user, head.password, head.hosts, head.database, params)
+        return _counted(Parsed(head.user, head.password, head.hosts, head.database, params), source)
     try:
         return _authority(rest)  # no query: every '?' belongs to the password
     except _Bad as exc:
         raise ConfigError(f"{source} cannot be used: it has {problem or exc.reason}") from None
 
 
+def _counted(parsed: Parsed, source: str) -> Parsed:
+    """libpq pairs the hosts with the ports and host addresses listed: a list of ports
+    (or of addresses) must be as long as the list of hosts."""
+    params = parsed.params
+    hosts = len(parsed.hosts) or len(params.get("host", params.get("hostaddr", "")).split(","))
+    named = bool(parsed.hosts) or "host" in params
+    for key in ("port", "hostaddr"):
+        given = len(params[key].split(",")) if key in params else 0
+        paired = given > 1 or (key == "hostaddr" and given > 0 and named)
+        if paired and given != hosts:
+            raise ConfigError(
+                f"{source} cannot be used: it names {hosts} host(s) but {given} "
+                f"{'ports' if key == 'port' else 'host addresses'}"
+            )
+    return parsed
+
+
 # --- masking -----------------------------------------------------------------------------
 
 _USERINFO_PASSWORD = re.compile(r"(://[^/@:\s]*:)([^@\s]*)(@)")
-_QUERY_PASSWORD = re.compile(r"((?:^|[?&\s])password=)([^&\s]*)", re.IGNORECASE)
+# Every parameter that holds a secret: the password, a client key's, an OAuth client's.
+SECRET_KEYS = ("password", "sslpassword", "oauth_client_secret")
+_QUERY_PASSWORD = re.compile(
+    r"((?:^|[?&\s])(?:" + "|".join(SECRET_KEYS) + r")=)([^&\s]*)", re.IGNORECASE
+)
 
 
 def mask(text: str) -> str:

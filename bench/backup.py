@@ -59,7 +59,8 @@ def main() -> None:
             size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
             print(f"{args.rows:,} patients, database {size.fetchone()[0]}, tools {tools}")  # type: ignore[index]
         migrate = [sys.executable, str(ROOT / "scripts" / "migrate.py"), "patient"]
-        conninfo, _ = backup._conninfo(conf)
+        with backup.client(conf) as (conninfo, _):  # pg_dump's own conninfo, as ours builds it
+            pass
 
         def ours_backup(extra: list[str] = ()) -> float:  # type: ignore[assignment]
             return timed([*migrate, "backup", "--url", db, "--to", str(work / "ours"), *extra])

@@ -181,6 +181,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             or name.endswith("_DATABASE_URL")
             or name.endswith("_DATABASE_URLS")
             or name.endswith("_MIGRATION_URL")
+            or name.endswith("_MIGRATION_URLS")
         ):
             monkeypatch.delenv(name, raising=False)
 

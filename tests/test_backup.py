@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +11,22 @@ import psycopg
 import pytest
 from conftest import (
     ROOT,
+    SERVICES,
+    Spawned,
     add_step,
     alembic_head,
+    as_superuser,
     before_first_contract,
     history,
+    migrate_cmd,
+    peer_env,
     query,
     release,
     run_cli,
     settings,
     up,
     versions,
+    wait_until,
 )
 from psycopg import sql
 from sample_data import SAMPLES
@@ -422,12 +429,33 @@ def test_prune_needs_keep(db: str, folder: Path) -> None:
 
 def test_the_password_never_reaches_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     conf = Settings("patient", "postgresql://u:s3cret-pw@h:5/d?sslmode=disable", "--url")
-    conninfo, env = backup._conninfo(conf)
-    assert "s3cret-pw" not in conninfo and env["PGPASSWORD"] == "s3cret-pw"
-    assert "sslmode=disable" in conninfo and "dbname=d" in conninfo
+    with backup.client(conf) as (conninfo, env):
+        assert "s3cret-pw" not in conninfo and env["PGPASSWORD"] == "s3cret-pw"
+        assert "sslmode=disable" in conninfo and "dbname=d" in conninfo
     monkeypatch.setenv("PGPASSWORD", "other")
-    assert backup._conninfo(conf)[1]["PGPASSWORD"] == "s3cret-pw"
+    with backup.client(conf) as (_, env):
+        assert env["PGPASSWORD"] == "s3cret-pw"
     assert "s3cret-pw" not in backup._scrubbed("FATAL: password s3cret-pw rejected", conf)
+
+
+def test_the_client_tools_get_what_our_own_connection_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PGPASSWORD and the passfile stay when the URL has no password; PGOPTIONS (a role
+    switch there is the role whose rows were checked) is kept; a secret parameter with no
+    variable of its own goes through a private service file, never the command line."""
+    monkeypatch.setenv("PGPASSWORD", "from-the-env")
+    monkeypatch.setenv("PGPASSFILE", "/run/secrets/pgpass")
+    monkeypatch.setenv("PGOPTIONS", "-c role=reader")
+    conf = Settings("patient", "postgresql://u@h:5/d?sslpassword=key-pass-9", "--url")
+    with backup.client(conf) as (conninfo, env):
+        assert env["PGPASSWORD"] == "from-the-env" and env["PGPASSFILE"] == "/run/secrets/pgpass"
+        assert env["PGOPTIONS"].startswith("-c role=reader ")
+        assert "key-pass-9" not in conninfo and "service=migrate" in conninfo
+        service_file = Path(env["PGSERVICEFILE"])
+        assert service_file.read_text() == "[migrate]\nsslpassword=key-pass-9\n"
+        assert service_file.stat().st_mode & 0o077 == 0
+    assert not service_file.exists()
 
 
 def test_backup_refusals_are_one_line_and_leave_nothing(db: str, tmp_path: Path) -> None:
@@ -443,3 +471,131 @@ def test_backup_refusals_are_one_line_and_leave_nothing(db: str, tmp_path: Path)
     # an empty path is bad usage
     empty = run_cli("patient", "restore", "", "--url", db)
     assert empty.exit_code == 2 and len(empty.stderr.strip().splitlines()) == 1
+
+
+# --- the migrating role, no superuser -------------------------------------------------------
+
+
+def test_restore_is_exact_for_every_kind_of_object_in_public(db: str, folder: Path) -> None:
+    """A collation, a text search configuration, an operator, an aggregate and a publication
+    made by the owner: restoring the database's own backup into it replaces each, once."""
+    assert run_cli("user", "up", "--url", db).exit_code == 0
+    made = [
+        'CREATE COLLATION public.mt_c FROM "C"',
+        "CREATE TEXT SEARCH CONFIGURATION public.mt_ts (COPY = pg_catalog.simple)",
+        "CREATE FUNCTION public.mt_same(int, int) RETURNS bool"
+        " LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2'",
+        "CREATE OPERATOR public.=== (FUNCTION = public.mt_same, LEFTARG = int, RIGHTARG = int)",
+        "CREATE AGGREGATE public.mt_total(int) (SFUNC = int4pl, STYPE = int)",
+        "CREATE PUBLICATION mt_pub FOR TABLE public.users",
+    ]
+    for statement in made:
+        query(db, statement)
+    catalog = (
+        "SELECT (SELECT count(*) FROM pg_collation WHERE collname = 'mt_c'),"
+        " (SELECT count(*) FROM pg_ts_config WHERE cfgname = 'mt_ts'),"
+        " (SELECT count(*) FROM pg_operator WHERE oprname = '==='),"
+        " (SELECT count(*) FROM pg_proc WHERE proname IN ('mt_total', 'mt_same')),"
+        " (SELECT count(*) FROM pg_publication WHERE pubname = 'mt_pub')"
+    )
+    before = query(db, catalog)
+    assert before == [(1, 1, 1, 2, 1)]
+    path = cli_backup(db, folder, "user")
+    restored = run_cli("user", "restore", str(path), "--url", db)
+    assert restored.exit_code == 0, restored.output
+    assert query(db, catalog) == before
+    assert history(db) == versions("user")
+
+
+def test_backup_names_the_schema_a_readable_table_lives_in(db: str, tmp_path: Path) -> None:
+    """A table the role may SELECT in a schema it may not use: both grants are named, and
+    nothing is written (pg_dump would stop half-way)."""
+    assert run_cli("user", "up", "--url", db).exit_code == 0
+    admin = as_superuser(db)
+    query(admin, "CREATE SCHEMA mt_other; CREATE TABLE mt_other.t (id int)")
+    role = Settings("user", db, "t").user
+    query(admin, sql.SQL("GRANT SELECT ON mt_other.t TO {}").format(sql.Identifier(role)))
+    refused = run_cli("user", "backup", "--url", db, "--to", str(tmp_path / "a"))
+    assert refused.exit_code == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"GRANT USAGE ON SCHEMA mt_other TO {role}" in line and "GRANT SELECT" not in line
+    assert not (tmp_path / "a").exists() or list((tmp_path / "a").iterdir()) == []
+    query(admin, sql.SQL("GRANT USAGE ON SCHEMA mt_other TO {}").format(sql.Identifier(role)))
+    query(admin, sql.SQL("REVOKE SELECT ON mt_other.t FROM {}").format(sql.Identifier(role)))
+    refused = run_cli("user", "backup", "--url", db, "--to", str(tmp_path / "b"))
+    assert f"GRANT SELECT ON mt_other.t TO {role}" in refused.stderr
+
+
+def test_a_restore_whose_rows_rls_hides_says_so_instead_of_a_count_mismatch(
+    db: str, folder: Path
+) -> None:
+    """A dump taken by a role that saw every row, restored by the owner whose own policy is
+    gone: the restore commits, and the message says the counts could not be checked."""
+    name = next(
+        n for n in SERVICES if any(m.creates_roles for m in services.get(n, ROOT).migrations)
+    )
+    assert run_cli(name, "up", "--url", db, "--contract", env=peer_env()).exit_code == 0
+    assert run_cli(name, "seed", "--url", db, env=peer_env()).exit_code == 0
+    admin = as_superuser(db)
+    forced = query(
+        admin,
+        "SELECT c.relname, p.polname FROM pg_class c JOIN pg_policy p ON p.polrelid = c.oid"
+        " WHERE c.relforcerowsecurity AND pg_get_expr(p.polqual, p.polrelid) = 'true'",
+    )
+    assert forced
+    for table, policy in forced:
+        query(admin, f"DROP POLICY {policy} ON {table}")
+    path = cli_backup(admin, folder, name)  # the superuser sees every row
+    rows = {t: query(admin, f"SELECT count(*) FROM {t}")[0][0] for t, _ in forced}
+    assert any(rows.values())
+    restored = run_cli(name, "restore", str(path), "--url", db)
+    assert restored.exit_code == 1
+    (line,) = restored.stderr.strip().splitlines()
+    assert "row-level security hides rows of" in line and "could not be checked" in line
+    assert "differ" not in line and "BYPASSRLS" in line
+    assert {t: query(admin, f"SELECT count(*) FROM {t}")[0][0] for t, _ in forced} == rows
+
+
+def test_a_backup_holds_no_table_lock_while_it_waits_for_pg_dump(db: str, tmp_path: Path) -> None:
+    """The row counts' locks go before the run waits on pg_dump: an ALTER arriving then
+    is not stuck behind the backup (and pg_dump, queued behind that ALTER, is not stuck
+    behind it in turn: a cycle through this process the server could never see)."""
+    assert run_cli("user", "up", "--url", db).exit_code == 0
+    real = backup.available()[0].folder
+    started, go = tmp_path / "started", tmp_path / "go"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("pg_dump", "pg_restore", "psql"):
+        wrapper = bindir / tool
+        wait = (
+            f'case "$*" in *--version*) ;; *) touch {started}; '
+            f"while [ ! -e {go} ]; do sleep 0.02; done ;; esac\n"
+            if tool == "pg_dump"
+            else ""
+        )
+        wrapper.write_text(f'#!/bin/sh\n{wait}exec {real / tool} "$@"\n')
+        wrapper.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    run = Spawned(migrate_cmd("user", "backup", "--url", db, "--to", str(tmp_path / "out")), env)
+    try:
+        wait_until(started.exists, "pg_dump to start")
+        wait_until(
+            lambda: (
+                not query(
+                    db,
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name = 'migrate' AND state = 'idle in transaction'"
+                    " AND backend_xmin IS NOT NULL AND pid IN (SELECT l.pid FROM pg_locks l"
+                    " WHERE l.locktype = 'relation' AND l.relation >= 16384)",
+                )
+            ),
+            "the backup's counts to let their locks go",
+        )
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute("ALTER TABLE users ADD COLUMN mt_probe int")  # not stuck behind us
+    finally:
+        go.touch()
+    code, _, err = run.finish(timeout=60)
+    assert code in (0, 1), err  # it ends: a dump or one line, never a hang
+    assert len([ln for ln in err.splitlines() if ln.startswith("migrate: error")]) <= 1

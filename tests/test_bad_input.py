@@ -58,6 +58,9 @@ URLS = [
     ("mysql://root@127.0.0.1/db", "unsupported scheme 'mysql'"),
     ("127.0.0.1:5432/db", "is not a URL"),
     ("", "is empty"),
+    ("postgresql://u:pw-9x@/db?host=h1,h2&port=1,2,3", "2 host(s) but 3 ports"),
+    ("postgresql://u:pw-9x@h1,h2/db?hostaddr=10.0.0.1", "2 host(s) but 1 host addresses"),
+    ("postgresql://u:pw-9x@/db?host=h1&port=5432,5433", "1 host(s) but 2 ports"),
 ]
 ENVIRONMENTS = ["prdo", "Prodution", "live", "productio n", "PROD!"]
 

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from conftest import (
     PATIENT_HEAD,
+    SERVICES,
     alembic_head,
     applied_by_default,
     as_superuser,
@@ -206,9 +207,28 @@ def test_help_explains_the_commands() -> None:
     assert "--version" in up.stdout and "--wait" in up.stdout and "--url" in up.stdout
 
 
-# Connection precedence: --url > <SERVICE>_DATABASE_URL > DATABASE_URL > --host... > embedded.
+# Connection precedence: --url > <SERVICE>_MIGRATION_URL > <SERVICE>_DATABASE_URL >
+# DATABASE_URL > --host... > embedded.
 
 A, B, C = "postgresql://a@h1/a", "postgres://b@h2/b", "postgresql://c@h3/c"
+M = "postgresql://m@direct:5432/m"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_migration_url_wins_over_the_database_url(name: str) -> None:
+    """The direct connection beside an application's pooled URL: only --url beats it, and
+    another service's migration URL is not this one's."""
+    from alembic_common.settings import migration_var, peer
+
+    var, pooled = migration_var(name), f"{name.upper()}_DATABASE_URL"
+    env = {var: M, pooled: B, "DATABASE_URL": C}
+    assert explicit_url(name, environ=env) == (M, var)
+    assert explicit_url(name, url=A, environ=env) == (A, "--url")
+    other = next((o for o in SERVICES if o != name), f"{name}_other")
+    assert explicit_url(other, environ={var: M}) is None
+    target = resolve(other, url=A, environ={})
+    assert peer(name, target, environ=env).url == M  # a peer is read where it migrates
+    assert peer(name, target, environ={pooled: B}).url == "postgresql://b@h2/b"
 
 
 def test_precedence_order() -> None:

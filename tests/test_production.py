@@ -37,7 +37,7 @@ from conftest import (
     wait_until,
 )
 from psycopg import sql
-from topology import POOLED_ROLES, SUPERUSER_PASSWORD, Topology
+from topology import POOLED_ROLES, SUPERUSER_PASSWORD, Topology, tcp_url
 
 from alembic_common import locking, services
 from alembic_common.settings import migration_var
@@ -76,16 +76,16 @@ class Prod(NamedTuple):
     def console(self, mode: str) -> str:
         return str(self.topology.need(mode).admin)
 
-    def two_hosts(self, **params: str) -> str:
-        """The standby first, then the primary, as an HA URL names them."""
+    def two_hosts(self, form: str = "authority", **params: str) -> str:
+        """The standby first, then the primary, as an HA URL names them: in the authority
+        (``h1:p1,h2:p2``) or, as libpq also takes it, in the query (``?host=h1,h2&port=...``)."""
         standby, primary = self.topology.need("standby"), self.topology.primary
         assert primary is not None
-        auth = f"{OWNER}:{quote(OWNER_PASSWORD, safe='')}"
-        query_ = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        return (
-            f"postgresql://{auth}@127.0.0.1:{standby.port},127.0.0.1:{primary.port}/{self.name}"
-            + (f"?{query_}" if query_ else "")
-        )
+        ports = [standby.port, primary.port]
+        if form == "authority":
+            return tcp_url(ports, OWNER, OWNER_PASSWORD, self.name, **params)
+        hosts = {"host": "127.0.0.1,127.0.0.1", "port": ",".join(map(str, ports))}
+        return tcp_url([], OWNER, OWNER_PASSWORD, self.name, **hosts, **params)
 
 
 @pytest.fixture
@@ -315,20 +315,22 @@ def test_a_run_on_the_standby_says_so_and_changes_nothing(name: str, prod: Prod)
 
     assert prod.topology.primary is not None
     wait_replayed(prod.topology.primary, standby)
-    for url in (on_standby, prod.two_hosts()):  # without target_session_attrs: the first
+    for url in (on_standby, prod.two_hosts(), prod.two_hosts("query")):  # the first host
         result = run_cli(name, "up", "--url", url)
         assert result.exit_code == 1, result.output
         line = one_line(result.stderr)
         assert "is a standby" in line and "target_session_attrs=read-write" in line
+        assert f"127.0.0.1:{standby.port}/{prod.name} is a standby" in line  # where it landed
     assert history(prod.superuser) == []
 
 
+@pytest.mark.parametrize("form", ["authority", "query"])
 @pytest.mark.parametrize("name", SERVICES)
 def test_a_two_host_url_whose_first_host_is_the_standby(
-    name: str, prod: Prod, tmp_path: Path
+    name: str, form: str, prod: Prod, tmp_path: Path
 ) -> None:
     """up, status, backup and restore land on the primary, whichever host comes first."""
-    url = prod.two_hosts(target_session_attrs="read-write")
+    url = prod.two_hosts(form, target_session_attrs="read-write")
     env = {**peer_env(), "MIGRATE_BACKUP_DIR": str(tmp_path)}
     up = run_cli(name, "up", "--url", url, "--contract", env=env)
     assert up.exit_code == 0, up.output
@@ -576,3 +578,133 @@ def test_the_lock_key_is_the_servers_pid(prod: Prod) -> None:
         locking.advisory_lock(conn, PLAIN) as pid,
     ):
         assert pid == conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+
+
+# --- found by trying it the way production runs it ----------------------------------------
+
+
+def test_a_name_pgbouncer_suffixes_still_announces_its_release() -> None:
+    """PgBouncer's application_name_add_host appends ' - host:port' to every client's name."""
+    from alembic_common.releases import announced
+
+    assert announced("patient", "patient@3 - 10.0.0.7:51234") == 3
+    assert announced("patient", "patient@3 - [::1]:5") == 3
+    assert announced("patient", "patient@3x") is None
+    assert announced("patient", "user@3 - 10.0.0.7:1") is None
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_an_old_release_whose_name_carries_its_address_holds_the_contract(
+    name: str, prod: Prod
+) -> None:
+    contract = contract_steps(name)[0]
+    old = before(name, contract)[-1]
+    with app_session(prod.direct(APP, APP_PASSWORD), f"{name}@{old} - 10.0.0.7:51234"):
+        held = run_cli(name, "up", "--url", prod.direct(), "--version", str(contract))
+    assert held.exit_code == 0, held.output
+    assert history(prod.superuser) == before(name, contract)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_peers_are_read_through_a_pool_or_on_the_standby(
+    mode: str, prod: Prod, topology: Topology
+) -> None:
+    """requires is read only: the other services' databases may be named by their pooled
+    URLs, or by a standby's; the service's own must be direct."""
+    needy = next(
+        (n for n in SERVICES if any(m.requires for m in services.get(n, ROOT).migrations)), None
+    )
+    if needy is None:
+        pytest.skip("no service requires another")
+    needed = sorted({o for m in services.get(needy, ROOT).migrations for o in m.requires})
+    assert topology.primary is not None
+    made = []
+    try:
+        env = {}
+        for i, other in enumerate(needed):
+            peer_db = f"{prod.name}_{other}"
+            query(topology.primary.admin, f"CREATE DATABASE {peer_db} OWNER mt_owner")
+            made.append(peer_db)
+            direct = topology.primary.url(OWNER, OWNER_PASSWORD, peer_db)
+            assert run_cli(other, "up", "--url", direct, "--contract").exit_code == 0
+            if i % 2 == 0:
+                env[f"{other.upper()}_DATABASE_URL"] = topology.need(mode).url(OWNER, peer_db)
+            else:
+                standby = topology.need("standby")
+                from topology import wait_replayed
+
+                wait_replayed(topology.primary, standby)
+                env[f"{other.upper()}_DATABASE_URL"] = standby.url(OWNER, OWNER_PASSWORD, peer_db)
+        result = run_cli(needy, "up", "--url", prod.direct(), "--contract", env=env)
+        assert result.exit_code == 0, result.output
+        assert history(prod.superuser) == versions(needy)
+    finally:
+        for peer_db in made:
+            query(topology.primary.admin, f"DROP DATABASE IF EXISTS {peer_db} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_migration_url_wins_over_the_pooled_list_of_databases(mode: str, prod: Prod) -> None:
+    name = PLAIN
+    pooled = {f"{name.upper()}_DATABASE_URLS": prod.pooled(mode)}
+    single = run_cli(name, "up", env={**pooled, migration_var(name): prod.direct()})
+    assert single.exit_code == 0, single.output
+    assert history(prod.superuser) == versions(name)
+    listed = run_cli(
+        name, "status", "--json", env={**pooled, f"{migration_var(name)}S": prod.direct()}
+    )
+    assert listed.exit_code == 0, listed.output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_refused_attempt_leaves_its_name_on_no_pooled_connection(mode: str, prod: Prod) -> None:
+    """The run names itself only once it knows it is no pooler's: a server connection the
+    pool hands to the next client never wears 'migrate' (the gate leaves such sessions out)."""
+    with app_session(prod.pooled(mode, APP), "patient@1") as app:
+        refused = run_cli(PLAIN, "status", "--url", prod.pooled(mode))
+        assert refused.exit_code == 1
+        names = query(
+            prod.superuser,
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()",
+        )
+        assert ("migrate",) not in names, names
+        app.execute("SELECT 1")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_restore_force_does_not_claim_to_end_a_pooled_client(
+    mode: str, prod: Prod, tmp_path: Path
+) -> None:
+    name = PLAIN
+    assert run_cli(name, "up", "--url", prod.direct(), "--contract").exit_code == 0
+    dump = run_cli(name, "backup", "--url", prod.direct(), "--to", str(tmp_path)).stdout.strip()
+    env = {"MIGRATE_POOLER_URLS": prod.console(mode)}
+    # A client of the owner's own role: ending its server connection needs no grant.
+    with app_session(prod.pooled(mode, OWNER), f"{name}@1"):
+        forced = run_cli(name, "restore", dump, "--url", prod.direct(), "--force", env=env)
+        assert forced.exit_code == 0, forced.output
+        terminating = [ln for ln in forced.stderr.splitlines() if "terminating" in ln]
+        assert all("via the pooler" not in ln for ln in terminating), forced.stderr
+        assert "stay connected to their pooler" in forced.stderr
+
+
+def test_a_missing_password_is_an_authentication_failure(prod: Prod) -> None:
+    result = run_cli(PLAIN, "status", "--url", prod.direct(password=None))
+    assert result.exit_code == 1
+    line = one_line(result.stderr)
+    assert "authentication failed" in line and "PGPASSWORD" in line and "unreachable" not in line
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_one_console_listed_twice_counts_its_clients_once(name: str, prod: Prod) -> None:
+    contract = contract_steps(name)[0]
+    console = prod.console("transaction")
+    env = {"MIGRATE_POOLER_URLS": f"{console},{console},"}  # a trailing comma, too
+    assert (
+        run_cli(name, "up", "--url", prod.direct(), "--version", str(contract - 1)).exit_code == 0
+    )
+    with app_session(prod.pooled("transaction", APP), f"{name}@{before(name, contract)[-1]}"):
+        held = run_cli(name, "up", "--url", prod.direct(), "--version", str(contract), env=env)
+    assert held.exit_code == 0, held.output
+    assert "held back by 1 session(s)" in held.output

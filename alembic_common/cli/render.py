@@ -188,7 +188,13 @@ def describe(event: dict[str, Any]) -> str | None:
     if kind == "backup":
         return f"{svc}{where}: backup {event['path']} ({event['seconds']:g}s)"
     if kind == "terminating":
-        return f"{svc}{where}: terminating {'; '.join(event['sessions'])}"
+        listed = "; ".join(event["sessions"]) or "the pooler's server connections"
+        return f"{svc}{where}: terminating {listed}"
+    if kind == "pooled_clients":
+        return (
+            f"{svc}{where}: their server connections ended, these clients stay connected to "
+            f"their pooler and reconnect through it: {'; '.join(event['sessions'])}"
+        )
     if kind == "rollback":
         how = "their downgrades" if event["path"] == "downgrade" else f"restoring {event['backup']}"
         return f"{svc}{where}: --on-failure rollback by {how}"
