@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -219,12 +220,4 @@ def pinned(settings: Settings, conn: psycopg.Connection[Any]) -> Settings:
     hostaddr = getattr(conn.info, "hostaddr", "")
     if hostaddr and "hostaddr" in parts.params:
         params["hostaddr"] = hostaddr
-    url = parts._replace(hosts=((host, int(port)),), params=params).url()
-    return Settings(
-        settings.service,
-        url,
-        settings.source,
-        settings.connect_timeout,
-        settings.embedded_dir,
-        settings.name,
-    )
+    return replace(settings, url=parts._replace(hosts=((host, int(port)),), params=params).url())

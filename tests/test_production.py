@@ -511,11 +511,12 @@ def test_restore_counts_the_clients_of_a_listed_pool(mode: str, prod: Prod, tmp_
 
 
 @pytest.fixture
-def recorded_tools(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+def recorded_tools(tmp_path: Path, prod: Prod) -> tuple[Path, dict[str, str]]:
     """pg_dump, pg_restore and psql wrapped so that each command line is written down."""
     from alembic_common import backup
 
-    real = backup.available()[0].folder
+    with psycopg.connect(prod.superuser) as conn:
+        real = backup.choose(conn.info.server_version).folder  # the tools a backup picks
     wrappers, log = tmp_path / "bin", tmp_path / "argv.log"
     wrappers.mkdir()
     for tool in ("pg_dump", "pg_restore", "psql"):
@@ -708,3 +709,28 @@ def test_one_console_listed_twice_counts_its_clients_once(name: str, prod: Prod)
         held = run_cli(name, "up", "--url", prod.direct(), "--version", str(contract), env=env)
     assert held.exit_code == 0, held.output
     assert "held back by 1 session(s)" in held.output
+
+
+def test_restore_force_never_ends_a_superusers_session_unless_run_by_one(
+    prod: Prod, tmp_path: Path
+) -> None:
+    """A superuser's session (a DBA's psql) can be ended only by a superuser: the owner's
+    --force refuses before ending anything; the superuser's goes on."""
+    name = PLAIN
+    assert run_cli(name, "up", "--url", prod.direct(), "--contract").exit_code == 0
+    dump = run_cli(name, "backup", "--url", prod.direct(), "--to", str(tmp_path)).stdout.strip()
+    with (
+        app_session(prod.direct(APP, APP_PASSWORD), f"{name}@1") as app,
+        app_session(prod.superuser, "psql") as dba,
+    ):
+        refused = run_cli(name, "restore", dump, "--url", prod.direct(), "--force")
+        assert refused.exit_code == 1
+        line = one_line(refused.stderr)
+        assert "superuser(s) postgres" in line and "nothing was restored" in line
+        app.execute("SELECT 1")  # nobody was ended
+        dba.execute("SELECT 1")
+        done = run_cli(name, "restore", dump, "--url", prod.superuser, "--force")
+        assert done.exit_code == 0, done.output
+        for ended in (app, dba):
+            with pytest.raises(psycopg.OperationalError):
+                ended.execute("SELECT 1")
