@@ -214,15 +214,26 @@ class Comparison:
     model_differences: list[str] = field(default_factory=list)
     schema_drift: list[schema.Drift] = field(default_factory=list)
     operations: str = ""
+    at_risk: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.version == self.head and not self.model_differences and not self.schema_drift
 
+    @property
+    def repair(self) -> schema.Script:
+        """The SQL that mends the schema drift without losing data, and what it leaves out."""
+        return schema.script(self.schema_drift, self.at_risk)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        repair = self.repair
+        data.pop("at_risk")
         data["schema_drift"] = [d.describe() for d in self.schema_drift]
-        data["drift_sql"] = [d.sql() for d in self.schema_drift]
+        data["drift_sql"] = repair.statements
+        data["repair_script"] = repair.text()
+        data["destructive"] = [{"sql": sql, "destroys": what} for sql, what in repair.destroys]
+        data["not_repaired"] = repair.notes
         data["ok"] = self.ok
         return data
 
@@ -250,6 +261,8 @@ def compare(service: Service, settings: Settings | None, *, operations: bool = F
         with db.connect(scratch) as conn:
             expected = schema.snapshot(conn, service.schema)
     result.schema_drift = schema.compare(expected, actual)
+    with db.connect(settings) as conn:
+        result.at_risk = schema.at_risk(conn, service.schema, result.schema_drift)
     return result
 
 

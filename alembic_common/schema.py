@@ -8,8 +8,9 @@ that would turn one into the other.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -143,36 +144,211 @@ class Drift:
             return f"unexpected {self.kind} {self.where}: {self.actual}"
         return f"changed {self.kind} {self.where}: expected {self.expected}; found {self.actual}"
 
-    def sql(self) -> str:
-        """A statement that turns the actual object into the expected one."""
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.kind, self.table, self.name
+
+    def repair(self) -> Repair:
+        """What turns the actual object into the expected one without losing data: the
+        statements that drop what stands in the way, those that make what is expected,
+        and, apart, any statement that would destroy data (never part of a repair)."""
+        table, name = _q(self.table), _q(self.name)
+        if self.kind == "column":
+            return _column_repair(self, table, name)
+        if self.kind == "sequence":
+            return _sequence_repair(self, name)
+        if self.kind == "function" and self.expected is not None:
+            return Repair((), (f"{self.expected};",))  # CREATE OR REPLACE: dependents stay
         create = {
-            "column": f"ALTER TABLE {self.table} ADD COLUMN {self.name} {_column_type(self.expected)};",
-            "constraint": f"ALTER TABLE {self.table} ADD CONSTRAINT {self.name} {self.expected};",
+            "constraint": f"ALTER TABLE {table} ADD CONSTRAINT {name} {self.expected};",
             "index": f"{self.expected};",
             "trigger": f"{self.expected};",
-            "function": f"{self.expected};",
-            "sequence": f"CREATE SEQUENCE {self.name};",
-            "row security": f"ALTER TABLE {self.table} {_row_security(self.expected)};",
-            "policy": f"CREATE POLICY {self.name} ON {self.table} {self.expected};",
-            "grant": f"GRANT {self.expected} ON {self.table} TO {self.name};",
-        }[self.kind]
+            "row security": f"ALTER TABLE {table} {_row_security(self.expected)};",
+            "policy": f"CREATE POLICY {name} ON {table} {self.expected};",
+            "grant": f"GRANT {self.expected} ON {table} TO {self.name};",  # quoted already
+        }
         drop = {
-            "column": f"ALTER TABLE {self.table} DROP COLUMN {self.name};",
-            "constraint": f"ALTER TABLE {self.table} DROP CONSTRAINT {self.name};",
-            "index": f"DROP INDEX {self.name};",
-            "trigger": f"DROP TRIGGER {self.name} ON {self.table};",
+            "constraint": f"ALTER TABLE {table} DROP CONSTRAINT {name};",
+            "index": f"DROP INDEX {name};",
+            "trigger": f"DROP TRIGGER {name} ON {table};",
             "function": f"DROP FUNCTION {self.name};",
-            "sequence": f"DROP SEQUENCE {self.name};",
-            "row security": f"ALTER TABLE {self.table} DISABLE ROW LEVEL SECURITY,"
+            "row security": f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY,"
             " NO FORCE ROW LEVEL SECURITY;",
-            "policy": f"DROP POLICY {self.name} ON {self.table};",
-            "grant": f"REVOKE ALL ON {self.table} FROM {self.name};",
+            "policy": f"DROP POLICY {name} ON {table};",
+            "grant": f"REVOKE ALL ON {table} FROM {self.name};",
         }[self.kind]
-        if self.actual is None:
-            return create
-        if self.expected is None:
-            return drop
-        return f"{drop}\n{create}"
+        drops = (drop,) if self.actual is not None else ()
+        creates = (create[self.kind],) if self.expected is not None else ()
+        return Repair(drops, creates)
+
+
+class Repair(NamedTuple):
+    """One drift's repair: statements run first (drops), then the rest; and apart, what
+    would destroy data, with what it destroys, and notes of what no statement can mend."""
+
+    drops: tuple[str, ...]
+    creates: tuple[str, ...]
+    destroys: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class ColumnDefinition(NamedTuple):
+    """A column's definition as the snapshot spells it, in parts."""
+
+    type: str
+    not_null: bool
+    default: str | None
+    identity: str | None
+    position: str | None
+
+
+_COLUMN = re.compile(
+    r"^(?P<type>.+?)(?P<not_null> NOT NULL)?(?: DEFAULT (?P<default>.+?))?"
+    r"(?P<identity> GENERATED (?:ALWAYS|BY DEFAULT) AS IDENTITY)?"
+    r"(?: \(position (?P<position>\d+)\))?$"
+)
+
+
+def column_parts(definition: str) -> ColumnDefinition:
+    found = _COLUMN.match(definition)
+    assert found is not None  # every part is optional but the type
+    return ColumnDefinition(
+        found["type"],
+        bool(found["not_null"]),
+        found["default"],
+        (found["identity"] or "").strip() or None,
+        found["position"],
+    )
+
+
+def _column_repair(drift: Drift, table: str, name: str) -> Repair:
+    """A missing column is added; an unexpected one is left, its drop listed apart (it would
+    destroy its values); a changed one is altered in place: its type through a cast that
+    must give every value back unchanged (else the whole repair stops), NOT NULL and
+    DEFAULT set or dropped. Identity and column order are noted: no statement keeps data."""
+    where = f"{drift.table}.{drift.name}"
+    if drift.actual is None:
+        added = f"ALTER TABLE {table} ADD COLUMN {name} {_column_type(drift.expected)};"
+        return Repair((), (added,))
+    if drift.expected is None:
+        return Repair((), (), (f"ALTER TABLE {table} DROP COLUMN {name};",))
+    want, have = column_parts(drift.expected), column_parts(drift.actual)
+    changes: list[str] = []
+    if want.type != have.type:
+        changes += [
+            _lossless(table, name, where, have.type, want.type),
+            f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {want.type} USING {name}::{want.type};",
+        ]
+    if want.default != have.default:
+        changes.append(
+            f"ALTER TABLE {table} ALTER COLUMN {name} "
+            + (f"SET DEFAULT {want.default};" if want.default else "DROP DEFAULT;")
+        )
+    if want.not_null != have.not_null:
+        how = "SET" if want.not_null else "DROP"
+        changes.append(f"ALTER TABLE {table} ALTER COLUMN {name} {how} NOT NULL;")
+    notes = []
+    if want.identity != have.identity:
+        notes.append(
+            f"{where}: identity is {have.identity or 'none'} here, {want.identity or 'none'} in "
+            "the migrations; change it by hand (a new identity restarts its numbering)"
+        )
+    if want.position != have.position:
+        notes.append(
+            f"{where}: it is column {have.position} here, {want.position} in the migrations; "
+            "only rewriting the table would move it (the data is not affected)"
+        )
+    return Repair((), tuple(changes), (), tuple(notes))
+
+
+def _lossless(table: str, name: str, where: str, old: str, new: str) -> str:
+    """A check that converting every value to ``new`` and back gives it unchanged; it stops
+    the repair (and its transaction) naming how many would change, never which."""
+    return f"""DO $repair$
+DECLARE
+    changed bigint;
+BEGIN
+    SELECT count(*) INTO changed FROM {table}
+    WHERE {name} IS NOT NULL AND ({name}::{new})::{old} IS DISTINCT FROM {name};
+    IF changed > 0 THEN
+        RAISE EXCEPTION 'repair of {where}: converting it to {new} would change % value(s); nothing was changed', changed;
+    END IF;
+END
+$repair$;"""
+
+
+def _sequence_repair(drift: Drift, name: str) -> Repair:
+    if drift.expected is None:
+        return Repair((), (), (f"DROP SEQUENCE {name};",))
+    kind, _, step = drift.expected.partition(" increment ")
+    options = f"AS {kind} INCREMENT BY {step}"
+    if drift.actual is None:
+        return Repair((), (f"CREATE SEQUENCE {name} {options};",))
+    return Repair((), (f"ALTER SEQUENCE {name} {options};",))
+
+
+def _q(name: str) -> str:
+    """An identifier as SQL needs it written: plain names as they are, others quoted."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Script(NamedTuple):
+    """Every drift's repair, in the order it runs, and what is left out of it."""
+
+    statements: list[str]
+    destroys: list[tuple[str, str]]  # (statement, what it would destroy)
+    notes: list[str]
+
+    def text(self) -> str:
+        """A psql script: the repair in one transaction, what it leaves out as comments."""
+        lines = []
+        if self.statements:
+            lines += ["BEGIN;", *self.statements, "COMMIT;"]
+        for note in self.notes:
+            lines.append(f"-- not repaired: {note}")
+        if self.destroys:
+            lines.append(
+                "-- Left out of the repair, each would destroy data: review it, take a backup,"
+                " then run it by hand."
+            )
+            lines += [f"-- {sql}  -- destroys {what}" for sql, what in self.destroys]
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+def at_risk(
+    conn: psycopg.Connection[Any], schema: str, drifts: list[Drift]
+) -> dict[tuple[str, str, str], str]:
+    """What each statement left out of a repair would destroy, counted (never shown)."""
+    from psycopg import sql
+
+    found = {}
+    for drift in drifts:
+        if drift.expected is not None:
+            continue
+        if drift.kind == "column":
+            count = sql.SQL("SELECT count({}) FROM {}.{}").format(
+                sql.Identifier(drift.name), sql.Identifier(schema), sql.Identifier(drift.table)
+            )
+            row = conn.execute(count).fetchone()
+            found[drift.key] = f"the {row[0] if row else 0} value(s) of {drift.where}"
+        elif drift.kind == "sequence":
+            found[drift.key] = f"the position of the sequence {drift.name}"
+    return found
+
+
+def script(drifts: list[Drift], at_risk: dict[tuple[str, str, str], str]) -> Script:
+    """The repair of ``drifts``: every drop first, then everything made or altered (so a
+    dropped constraint no longer stands in a type's way); ``at_risk`` says what each
+    destructive statement would destroy."""
+    repairs = [(d, d.repair()) for d in drifts]
+    statements = [s for _, r in repairs for s in r.drops] + [
+        s for _, r in repairs for s in r.creates
+    ]
+    destroys = [(s, at_risk.get(d.key, d.where)) for d, r in repairs for s in r.destroys]
+    notes = [n for _, r in repairs for n in r.notes]
+    return Script(statements, destroys, notes)
 
 
 def _row_security(flags: str | None) -> str:

@@ -153,8 +153,15 @@ def test_check_passes_at_head_and_fails_on_hand_made_drift(
     assert "op.create_index('idx_patients_entity_email'" in report["operations"]
     assert "op.drop_column('patients', 'shoe_size')" in report["operations"]
     assert any("ADD CONSTRAINT patients_gender_check CHECK" in s for s in report["drift_sql"])
+    assert diff.exit_code == 1  # drift remains until it is mended
     for statement in report["drift_sql"]:  # the suggested SQL really repairs the drift
         query(db, statement)
+    # ... all but the extra column: dropping it would destroy its values, so it is only
+    # listed, for a person to decide.
+    (destructive,) = report["destructive"]
+    assert destructive["sql"] == "ALTER TABLE patients DROP COLUMN shoe_size;"
+    assert run_cli("patient", "check", "--url", db).exit_code == 1
+    query(db, destructive["sql"])
     assert run_cli("patient", "check", "--url", db).exit_code == 0
 
 

@@ -58,27 +58,28 @@ def diff(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
     result = authoring.compare(service, conn.explicit(service, say=err), operations=True)
     if as_json:
         print_json(result.to_dict())
-        return
-    show_comparison(result)
-    if result.operations:
-        out("\n# Alembic operations to match the models:")
-        out(result.operations)
-    if result.schema_drift:
-        out("\n-- SQL to match what the migrations make:")
-        for drift in result.schema_drift:
-            out(drift.sql())
+    else:
+        show_comparison(result, "-- ")
+        if result.operations:
+            out("-- Alembic operations to match the models (for a new migration, not run here):")
+            out("\n".join(f"--   {line}" for line in result.operations.splitlines()))
+        if result.schema_drift:
+            out("-- SQL that makes the database what the migrations make, keeping every value:")
+            out(result.repair.text().rstrip("\n"))
+    if not result.ok:
+        raise typer.Exit(1)  # drift remains until the script (or a migration) mends it
 
 
-def show_comparison(result: Any) -> None:
+def show_comparison(result: Any, prefix: str = "") -> None:
+    """What differs, a line each (``prefix``: '-- ' keeps diff's output a psql script)."""
     where = f"{result.service} ({result.database}, version {result.version}, head {result.head})"
-    if result.version != result.head:
-        out(f"{where}: not at head; run 'up' first")
-    for line in result.model_differences:
-        out(f"models vs database: {line}")
-    for drift in result.schema_drift:
-        out(f"migrations vs database: {drift.describe()}")
+    lines = [f"{where}: not at head; run 'up' first"] if result.version != result.head else []
+    lines += [f"models vs database: {line}" for line in result.model_differences]
+    lines += [f"migrations vs database: {d.describe()}" for d in result.schema_drift]
     if result.ok:
-        out(f"{where}: the database matches the models")
+        lines.append(f"{where}: the database matches the models")
+    for line in lines:
+        out(prefix + line)
 
 
 @app.command()
