@@ -1,17 +1,22 @@
 """Squawk over each version's SQL, exactly as ``up`` runs it, the toolkit's own rules, and
 the reasons a migration gives for accepting a finding (``lint_accepted``).
 
-The toolkit's own rule, next to squawk's:
+The toolkit's own rules, next to squawk's:
 
 * ``tenant-table-without-rls``: a migration that creates a table with
   ``healthcare_entity_id`` (or adds that column to a table) must, in the same migration,
   ``ENABLE`` and ``FORCE ROW LEVEL SECURITY`` on it and ``CREATE POLICY`` on it
   (``tenancy.isolate`` does all three). Tenant rows without a policy are visible to every
   tenant's sessions.
+* ``downgrade-drops-data``: a ``downgrade()`` that drops a column or a table
+  (``op.drop_column``, ``op.drop_table``, or ``DROP COLUMN``/``DROP TABLE`` in SQL it runs)
+  must guard it first: ``safe.refuse_to_drop(table, column)`` for that very drop, or a
+  ``safe.refuse_if`` of its own. An unguarded downgrade erases what the column holds.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -81,7 +86,66 @@ def lint(
         for rule, message, statement in tenant_findings(statements):
             reason = accepted.get(version, {}).get(rule)
             findings.append(Finding(version, rule, message, statement, reason))
+    paths = {m.version: m.path for m in service.migrations}
+    for version in versions:
+        for rule, message, statement in downgrade_findings(paths[version]):
+            reason = accepted.get(version, {}).get(rule)
+            findings.append(Finding(version, rule, message, statement, reason))
     return findings
+
+
+DOWNGRADE_RULE = "downgrade-drops-data"
+_DROP_IN_SQL = re.compile(r"\bDROP\s+(?:COLUMN|TABLE)\b", re.IGNORECASE)
+
+
+def _called(node: ast.AST) -> str | None:
+    """The name a call calls (``op.drop_column(...)`` -> ``drop_column``)."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+
+
+def _literals(call: ast.Call) -> tuple[object, ...]:
+    return tuple(a.value if isinstance(a, ast.Constant) else None for a in call.args)
+
+
+def downgrade_findings(path: Path) -> list[tuple[str, str, str]]:
+    """(rule, message, statement) for each drop of a column or table in ``path``'s
+    ``downgrade()`` that no guard precedes (see the module's docstring)."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    down = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "downgrade"), None
+    )
+    if down is None:
+        return []
+    calls = [n for n in ast.walk(down) if isinstance(n, ast.Call)]
+    guarded = {_literals(c)[:2] for c in calls if _called(c) == "refuse_to_drop"}
+    if any(_called(c) == "refuse_if" for c in calls):
+        return []  # a guard of its own: what it checks is the migration's to say
+    found = []
+    for call in calls:
+        what = _unguarded_drop(call, guarded)
+        if what is not None:
+            message = (
+                f"the downgrade drops {what} without a guard: it would erase what it holds "
+                "(call safe.refuse_to_drop before it, as revision --autogenerate writes)"
+            )
+            found.append((DOWNGRADE_RULE, message, ast.unparse(call)))
+    return found
+
+
+def _unguarded_drop(call: ast.Call, guarded: set[tuple[object, ...]]) -> str | None:
+    """What ``call`` drops when no ``refuse_to_drop`` of the same names guards it."""
+    name, args = _called(call), _literals(call)
+    if name == "drop_column" and args[:2] not in guarded:
+        return f"{args[0]}.{args[1]}" if None not in args[:2] else "a column"
+    if name == "drop_table" and args[:1] not in guarded:
+        return str(args[0]) if args[:1] != (None,) else "a table"
+    sql = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if name == "execute" and any(_DROP_IN_SQL.search(text) for text in sql):
+        return "what its SQL drops"
+    return None
 
 
 TENANT_RULE = "tenant-table-without-rls"

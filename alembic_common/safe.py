@@ -253,3 +253,39 @@ def x_argument(name: str) -> str | None:
     from alembic import context
 
     return context.get_x_argument(as_dictionary=True).get(name)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def refuse_to_drop(table: str, column: str | None = None) -> None:
+    """A downgrade's guard before it drops ``column`` of ``table`` (or, without a column,
+    the whole table): while the column holds any value (the table any row), refuse,
+    changing nothing of the step, unless the operator accepts the loss with
+    ``-x COLUMN=drop`` (``-x TABLE=drop``). ``revision --autogenerate`` writes one before
+    every drop in a downgrade; the key is read from this call, so it needs no
+    ``x_arguments`` declaration (``services`` derives it), and ``lint`` flags a drop
+    without a guard."""
+    from alembic_common.errors import UsageError
+
+    key = column or table
+    service, version = _running_migration()
+    accepted = x_argument(key)
+    if accepted is not None:
+        if accepted.strip().lower() != "drop":
+            raise UsageError(
+                f"{service}: version {version}: -x {key}={accepted!r}: the only choice is 'drop'",
+                service=service,
+                version=version,
+            )
+        return
+    if column is None:
+        what = f"rows in {table}, which the version before has no table for"
+        count = f"SELECT count(*) FROM {_quoted(table)}"
+    else:
+        what = (
+            f"rows of {table} hold a value of {column}, which the version before has no column for"
+        )
+        count = f"SELECT count(*) FROM {_quoted(table)} WHERE {_quoted(column)} IS NOT NULL"
+    refuse_if(count, what, hint=f"drop them knowingly with '-x {key}=drop'")

@@ -111,7 +111,19 @@ def _declared(path: Path) -> tuple[str | None, dict[str, Any]]:
             found[target.id] = _literal(path, target.id, value)
     if any(_calls(node, "create_roles") for node in ast.walk(tree)):
         found[CREATES_ROLES] = True
+    guards = sorted({key for node in ast.walk(tree) if (key := _drop_guard(node))})
+    if guards:
+        found[DROP_GUARDS] = guards
     return ast.get_docstring(tree), found
+
+
+def _drop_guard(node: ast.AST) -> str | None:
+    """The ``-x`` key of a ``refuse_to_drop(table[, column])`` call written with literals."""
+    if not _calls(node, "refuse_to_drop"):
+        return None
+    assert isinstance(node, ast.Call)
+    args = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return args[-1] if args and len(args) == len(node.args) else None
 
 
 def _calls(node: ast.AST, name: str) -> bool:
@@ -163,8 +175,10 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
 # reused while the file's bytes are unchanged (hashing a file costs a tenth of parsing it):
 # a history of thousands of files is parsed once, not on every run. A cache that cannot
 # be written is simply skipped.
-CACHE = Path("__pycache__") / "migrate-declarations-3.json"
-CREATES_ROLES = "(creates roles)"  # a derived fact kept with the declarations
+CACHE = Path("__pycache__") / "migrate-declarations-4.json"
+# Facts derived from the code, kept with the declarations.
+CREATES_ROLES = "(creates roles)"
+DROP_GUARDS = "(drop guards)"  # the -x keys of its refuse_to_drop calls
 
 
 class _DeclarationCache:
@@ -224,7 +238,10 @@ def load_migration(path: Path, version: int, cache: _DeclarationCache | None = N
         values.get("down_revision"),
         dict(values.get("lint_accepted") or {}),
         dict(values.get("contract") or {}),
-        {k: list(v) for k, v in (values.get("x_arguments") or {}).items()},
+        {
+            **{key: ["drop"] for key in values.get(DROP_GUARDS) or []},
+            **{k: list(v) for k, v in (values.get("x_arguments") or {}).items()},
+        },
         values.get("branch_labels"),
         values.get("depends_on"),
         bool(values.get(CREATES_ROLES)),

@@ -33,4 +33,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A drop of a column or table that holds data refuses first, changing nothing, until
+    # '-x NAME=drop' accepts the loss: refuse_to_drop(table, column) from alembic_common.safe
+    # (autogenerate writes one before each of its drops; 'lint' flags a drop without one).
     ${downgrades if downgrades else "pass"}

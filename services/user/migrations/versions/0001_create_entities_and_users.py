@@ -23,6 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 lint_accepted = {
     "tenant-table-without-rls": "row-level security comes in version 3 (tenancy.isolate)",
+    "downgrade-drops-data": "version 1: rolling it back means dropping its tables (users, healthcare_entities); 'down' is refused in production",
 }
 
 
