@@ -644,7 +644,7 @@ def prune(
 # dropped; ``public`` keeps its identity (and initdb privileges) but loses its contents.
 DROP_EVERYTHING = r"""
 DO $restore$
-DECLARE r record; kind record;
+DECLARE r record; kind record; cat record;
 BEGIN
   FOR r IN SELECT n.nspname FROM pg_catalog.pg_namespace n
            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
@@ -668,29 +668,22 @@ BEGIN
   FOR r IN SELECT p.pubname FROM pg_catalog.pg_publication p
   LOOP EXECUTE pg_catalog.format('DROP PUBLICATION %I', r.pubname); END LOOP;
   -- Every other kind of object a schema holds, by its own DROP and identity.
-  FOR r IN SELECT o.classid, o.objid FROM (
-             SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass AS classid, oid AS objid
-             FROM pg_catalog.pg_collation WHERE collnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_ts_config WHERE cfgnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_ts_dict WHERE dictnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_ts_parser WHERE prsnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_ts_template WHERE tmplnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_operator WHERE oprnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_opfamily WHERE opfnamespace = 'public'::pg_catalog.regnamespace
-             UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, oid
-             FROM pg_catalog.pg_conversion WHERE connamespace = 'public'::pg_catalog.regnamespace
-           ) o
+  FOR cat IN SELECT * FROM (VALUES ('pg_collation', 'collnamespace'),
+      ('pg_ts_config', 'cfgnamespace'), ('pg_ts_dict', 'dictnamespace'),
+      ('pg_ts_parser', 'prsnamespace'), ('pg_ts_template', 'tmplnamespace'),
+      ('pg_operator', 'oprnamespace'), ('pg_opfamily', 'opfnamespace'),
+      ('pg_conversion', 'connamespace')) v(catalog, namespace)
   LOOP
-    SELECT i.type, i.identity INTO kind FROM pg_catalog.pg_identify_object(r.classid, r.objid, 0) i;
-    IF kind.identity IS NOT NULL THEN  -- NULL: gone with something dropped before it
-      EXECUTE pg_catalog.format('DROP %s %s CASCADE', pg_catalog.upper(kind.type), kind.identity);
-    END IF;
+    FOR r IN EXECUTE pg_catalog.format(
+        'SELECT oid FROM pg_catalog.%I WHERE %I = ''public''::pg_catalog.regnamespace',
+        cat.catalog, cat.namespace)
+    LOOP
+      SELECT i.type, i.identity INTO kind FROM pg_catalog.pg_identify_object(
+        pg_catalog.format('pg_catalog.%I', cat.catalog)::pg_catalog.regclass, r.oid, 0) i;
+      IF kind.identity IS NOT NULL THEN  -- NULL: gone with something dropped before it
+        EXECUTE pg_catalog.format('DROP %s %s CASCADE', pg_catalog.upper(kind.type), kind.identity);
+      END IF;
+    END LOOP;
   END LOOP;
   FOR r IN SELECT p.oid FROM pg_catalog.pg_proc p
            WHERE p.pronamespace = 'public'::pg_catalog.regnamespace
