@@ -734,3 +734,61 @@ def test_restore_force_never_ends_a_superusers_session_unless_run_by_one(
         for ended in (app, dba):
             with pytest.raises(psycopg.OperationalError):
                 ended.execute("SELECT 1")
+
+
+def test_the_readmes_migrating_role_is_enough_for_every_command(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """The README's statements for a self-hosted server, run as written (names made
+    unique), give a role that runs every command of the privileges table: up past a
+    contract step an old release holds, backup under forced RLS, restore --force over
+    another role's session, login, check and diff."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("On a self-hosted server, as a superuser, once:", 1)[1]
+    statements = re.search(r"```sql\n(.*?)```", block, re.DOTALL)
+    assert statements is not None
+    role, database = f"migrator_{uuid.uuid4().hex[:6]}", f"readme_{uuid.uuid4().hex[:6]}"
+    password = "from-your-secret-store"
+    sql_text = statements.group(1).replace("migrator", role).replace("patient_service_db", database)
+    assert topology.primary is not None
+    admin = topology.primary.admin
+    for statement in [s for s in sql_text.split(";") if s.split("--")[0].strip()]:
+        query(admin, statement)
+    url = topology.primary.url(role, password, database)
+    name = GATED[0] if GATED else PLAIN
+    env = {**peer_env(), "MIGRATE_BACKUP_DIR": str(tmp_path)}
+    try:
+        contract = contract_steps(name)[0] if GATED else None
+        if contract is not None:
+            first = run_cli(name, "up", "--url", url, "--version", str(contract - 1), env=env)
+            assert first.exit_code == 0, first.output
+            with app_session(
+                topology.primary.url(APP, APP_PASSWORD, database), f"{name}@{contract - 1}"
+            ):
+                held = run_cli(name, "up", "--url", url, "--version", str(contract), env=env)
+                assert held.exit_code == 0 and "held back by 1 session(s)" in held.output
+        assert run_cli(name, "up", "--url", url, env=env).exit_code == 0
+        assert history(topology.primary.url(database=database)) == versions(name)
+        assert run_cli(name, "seed", "--url", url, env=env).exit_code == 0
+        backup = run_cli(name, "backup", "--url", url, env=env)
+        assert backup.exit_code == 0, backup.output
+        with app_session(topology.primary.url(APP, APP_PASSWORD, database), "psql"):
+            restored = run_cli(name, "restore", backup.stdout.strip(), "--url", url, "--force")
+            assert restored.exit_code == 0, restored.output
+        if ROLE_MAKERS[name]:
+            login = run_cli(
+                name, "login", f"clinic_{uuid.uuid4().hex[:6]}", "--login-password-env", "PW",
+                "--url", url, env={"PW": "Clinic-pw-1"},
+            )  # fmt: skip
+            assert login.exit_code == 0, login.output
+        for command in ("check", "diff"):
+            result = run_cli(name, command, "--url", url, env=env)
+            assert result.exit_code == 0, result.output
+    finally:
+        query(
+            admin,
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)),
+        )
+        query(admin, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
