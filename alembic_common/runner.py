@@ -653,7 +653,8 @@ def _announce_unannounced(
 def _may_create_roles(service: Service, conn: psycopg.Connection[Any], run: list[int]) -> None:
     """A step that creates roles (``tenancy.create_roles``) needs a role that may: refuse
     before the run changes anything, naming the grant."""
-    makers = [m.version for m in service.migrations if m.version in set(run) and m.creates_roles]
+    running = set(run)
+    makers = [m.version for m in service.migrations if m.version in running and m.creates_roles]
     if makers:
         from alembic_common import privileges
 
