@@ -11,7 +11,8 @@ ownership; each check here refuses in one line that names the grant which would 
 * creating roles (``login``, a step that calls ``tenancy.create_roles``): ``CREATEROLE``,
   and from PostgreSQL 16 the ADMIN option on the group role a login joins.
 
-The README's "Privileges" section lists them per command.
+The README's "The migrating role" (under "Production") lists them per command. Whether
+the role sees every session is read with the sessions themselves (``releases.sessions``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ class Role(NamedTuple):
     name: str
     superuser: bool
     createrole: bool
-    sees_sessions: bool  # pg_read_all_stats (superusers see everything)
     signals: bool  # pg_signal_backend
     server: int  # server_version_num
 
@@ -39,19 +39,13 @@ def role(conn: psycopg.Connection[Any]) -> Role:
     when it is inherited, as PostgreSQL's own checks count it)."""
     row = conn.execute(
         "SELECT r.rolname, r.rolsuper, r.rolcreaterole,"
-        " pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE'),"
         " pg_catalog.pg_has_role('pg_signal_backend', 'USAGE')"
         " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
     ).fetchone()
     assert row is not None
-    name, superuser, createrole, sees, signals = row
+    name, superuser, createrole, signals = row
     return Role(
-        str(name),
-        bool(superuser),
-        bool(createrole),
-        bool(sees),
-        bool(signals),
-        conn.info.server_version,
+        str(name), bool(superuser), bool(createrole), bool(signals), conn.info.server_version
     )
 
 
