@@ -26,7 +26,7 @@ from typing import Any
 
 from psycopg import sql
 
-from alembic_common import checksums, history, releases, state
+from alembic_common import checksums, history, partial, releases, state
 from alembic_common.errors import MigrationError, StateError
 from alembic_common.history import OWN_TABLES
 from alembic_common.services import Service, service_for_env
@@ -63,12 +63,21 @@ def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str,
             checksums=attributes.get("checksums"),
             on_step=attributes.get("on_step"),
             views=lambda current: releases.sync_sql(service, current, OWN_TABLES),
+            finish=lambda: _finish_partial(service, attributes),
         ),
         "include_name": include_name,
         "compare_type": True,
         "version_table_schema": service.schema,
         "process_revision_directives": attributes.get("process_revision_directives"),
     }
+
+
+def _finish_partial(service: Service, attributes: dict[str, Any]) -> str | None:
+    """What a step's final transaction adds once a part of a step has committed: the step
+    is part-way no more (partial.py). None when nothing was part-way."""
+    if not attributes.get("in_progress_table"):
+        return None
+    return partial.finish_sql(service.schema)
 
 
 def session_settings(service: Service, attributes: dict[str, Any]) -> list[str]:
@@ -109,6 +118,8 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
         [m.version for m in service.migrations], found_state, service.name, service.descriptions
     )
     state.refuse(service.name, found)
+    attributes["part_way"] = found_state.in_progress
+    attributes["in_progress_table"] = found_state.in_progress is not None
     if found.legacy:
         raise StateError(
             f"{service.name}: this database was made by the previous migration system; "
@@ -170,16 +181,27 @@ def wrap_steps(service: Service, recorder: history.Recorder) -> None:
     migration.impl._exec = execute  # type: ignore[method-assign]
 
     attributes = context.config.attributes
+    contracts = set(service.contract_versions([m.version for m in service.migrations]))
 
     def wrapped(heads: Any, ctx: Any) -> Iterator[Any]:
         for step in steps(heads, ctx):
 
             def before(step: Any = step) -> None:
+                info = step.info
+                version, up = int(info.up_revision_ids[0]), info.is_upgrade
+                _refuse_other_step(service, attributes.get("part_way"), version, up)
+                attributes["part_way"] = None  # this is the step: it finishes, or the run ends
+                attributes["step_now"] = (version, "up" if up else "down", True)
                 if clear is None:
                     return
                 # A step that commits part-way (a backfill) shows the views of the version it
-                # leaves the database at: the new release may start during a long backfill.
-                attributes["views_leaving_at"] = history.left_at(step.info)
+                # leaves the database at: the new release may start during a long backfill. A
+                # contract step renames in its final transaction, so until then its parts show
+                # the views of the version it starts from.
+                leaves = history.left_at(info)
+                attributes["views_leaving_at"] = (
+                    (version - 1 if up else version) if version in contracts else leaves
+                )
                 ctx.execute(literal_sql(clear))
 
             def after(step: Any = step) -> None:
@@ -188,6 +210,21 @@ def wrap_steps(service: Service, recorder: history.Recorder) -> None:
             yield _Step(step, before, after)
 
     migration._migrations_fn = wrapped
+
+
+def _refuse_other_step(
+    service: Service, part_way: partial.InProgress | None, version: int, up: bool
+) -> None:
+    """While a step is part-way, the only step that may run is that one, the same way
+    (migrate turns it first for a run going the other way; plain alembic cannot)."""
+    if part_way is None or (part_way.version, part_way.direction == "up") == (version, up):
+        return
+    raise StateError(
+        f"{service.name}: {part_way.describe()}; no other step may run until it is finished "
+        f"or undone (with 'migrate {service.name} up' or 'migrate {service.name} down')",
+        service=service.name,
+        version=part_way.version,
+    )
 
 
 def run(env_file: str) -> None:

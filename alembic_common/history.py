@@ -297,9 +297,11 @@ class Recorder:
         checksums: Mapping[int, str] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
         views: Callable[[int | None], str | None] | None = None,
+        finish: Callable[[], str | None] | None = None,
     ) -> None:
         self.schema, self.guard, self.descriptions = schema, guard, descriptions
         self.checksums, self.on_step, self.views = checksums or {}, on_step, views
+        self.finish = finish
         self.table = qualified(schema, TABLE)
         self.pending: _Ride | None = None
         self.mark = time.perf_counter()
@@ -338,6 +340,9 @@ class Recorder:
         rebuild = self.views(left_at(step)) if self.views is not None else None
         if rebuild is not None:
             text += ";\n" + rebuild
+        ended = self.finish() if self.finish is not None else None
+        if ended is not None:
+            text += ";\n" + ended  # a step that committed in parts is whole now
         return _Write(version, duration_ms, text, 1 if lock else 0)
 
     def ready(self, step: MigrationInfo, ctx: MigrationContext) -> None:

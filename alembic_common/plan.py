@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from alembic_common import releases
 from alembic_common.releases import Seen, Session
-from alembic_common.services import Service
+from alembic_common.services import Service, revision_id
 from alembic_common.state import Assessment, DbState, assess
 
 if TYPE_CHECKING:
@@ -131,6 +131,19 @@ def split_held(
     return pending, [], None
 
 
+def _undoing_counts_as_pending(service: Service, state: DbState, target: int | None) -> DbState:
+    """A step stopped part-way while being undone is still recorded, but is not applied: an
+    ``up`` (that reaches it) applies it again, so it plans from the version below it."""
+    step = state.in_progress
+    if step is None or step.direction != "down" or (target is not None and target < step.version):
+        return state
+    below = [m.version for m in service.migrations if m.version < step.version]
+    return state._replace(
+        recorded={v: r for v, r in state.recorded.items() if v != step.version},
+        heads=(revision_id(below[-1]),) if below else (),
+    )
+
+
 def make(
     service: Service,
     state: DbState,
@@ -147,7 +160,7 @@ def make(
     With ``peers`` (how to reach other services' databases), the steps to run are checked
     against the versions they ``require`` there; unmet requirements make the plan blocked.
     """
-    found = assess_for(service, state)
+    found = assess_for(service, _undoing_counts_as_pending(service, state, target))
     pending = [v for v in found.pending if target is None or v <= target]
     run, held, gate = split_held(
         pending, service.contract_versions(pending), contract, hold=hold, sessions=sessions

@@ -48,7 +48,7 @@ class ServiceState:
     @property
     def ok(self) -> bool:
         s = self.status
-        return s is not None and s.ok and not s.behind and not self.unmet
+        return s is not None and s.ok and not s.behind and not self.unmet and not s.in_progress
 
     def words(self) -> str:
         """Its state in words, worst first."""
@@ -61,6 +61,8 @@ class ServiceState:
             return s.problem
         if self.unmet:
             return "; ".join(map(str, self.unmet))
+        if s.in_progress:
+            return f"PART-WAY: {s.in_progress.describe()}"
         if s.behind:
             return "behind"
         if s.held:
@@ -87,6 +89,7 @@ class ServiceState:
             "legacy": s.legacy,
             "unmet": [str(u) for u in self.unmet],
             "held": s.held,
+            "in_progress": s.in_progress.to_dict() if s.in_progress else None,
             "ok": self.ok,
         }
 

@@ -17,10 +17,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 
-from alembic_common import checksums, db, deps, health, history, locking, plan, releases
+from alembic_common import (
+    checksums,
+    db,
+    deps,
+    health,
+    history,
+    locking,
+    partial,
+    plan,
+    releases,
+)
 from alembic_common.errors import (
     ConnectionLostError,
     Interrupted,
+    LockLostError,
     LockTimeoutError,
     MigrationError,
     PrivilegeError,
@@ -104,6 +115,7 @@ class MigrationStatus(NamedTuple):
     description: str
     applied: bool
     applied_at: str | None
+    part_way: bool = False  # stopped part-way (Status.in_progress says how)
 
 
 class Status(NamedTuple):
@@ -122,6 +134,7 @@ class Status(NamedTuple):
     holders: list[Session]  # announce an older version
     unannounced: list[Session]  # connected, announce nothing
     invalid: list[Invalid]  # NOT VALID constraints, INVALID indexes
+    in_progress: partial.InProgress | None = None  # a step stopped part-way
 
     @property
     def current(self) -> int | None:
@@ -176,6 +189,7 @@ class Status(NamedTuple):
             "holders": [s.to_dict() for s in self.holders],
             "unannounced": [s.to_dict() for s in self.unannounced],
             "invalid": [i.to_dict() for i in self.invalid],
+            "in_progress": self.in_progress.to_dict() if self.in_progress else None,
             "consistent": self.problem is None,
             "ahead": bool(self.unknown),
             "behind": self.behind,
@@ -470,6 +484,9 @@ def _apply(
 ) -> Plan:
     """Under the lock: re-read, re-plan, adopt, check, then run what the plan says."""
     state = read(conn, service.schema)
+    step = state.in_progress
+    if step is not None and (target is None or target >= step.version):
+        state = _turn(service, conn, state, "up", progress)
     seen = _sessions_once(service, conn)  # one look at the releases for this whole decision
     planned = _plan(service, conn, target, options, state, seen)
     _take_plan(service, result, planned)
@@ -572,7 +589,7 @@ def _roll_back(
     from alembic_common import backup
 
     before = result.before
-    found = plan.assess_for(service, read(conn, service.schema))
+    found = plan.assess_for(service, _turn(service, conn, read(conn, service.schema), "down"))
     done = sorted((v for v in found.applied if before is None or v > before), reverse=True)
     base = f"{failure}; --on-failure rollback: "
     at = before if before is not None else "no version"
@@ -730,7 +747,11 @@ def _down(
                 conn, service.name, wait=options.lock_wait, on_wait=progress
             ) as pid,
         ):
-            found = plan.assess_for(service, read(conn, service.schema))
+            state = read(conn, service.schema)
+            step = state.in_progress
+            if step is not None and version <= step.version:
+                state = _turn(service, conn, state, "down", progress)
+            found = plan.assess_for(service, state)
             refuse_unusable(service, found)
             if found.legacy:
                 raise StateError(
@@ -788,7 +809,8 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         recorded = state.recorded.get(m.version)
         applied = m.version in done or (found.legacy and recorded is not None)
         applied_at = recorded.applied_at.isoformat() if recorded and recorded.applied_at else None
-        rows.append(MigrationStatus(m.version, m.description, applied, applied_at))
+        stopped = state.in_progress is not None and state.in_progress.version == m.version
+        rows.append(MigrationStatus(m.version, m.description, applied, applied_at, stopped))
     sums = checksums.verdict(service, _applied_sums(state, found))
     return Status(
         service.name,
@@ -803,6 +825,7 @@ def status(service: Service, settings: Settings, *, wait: float = 0) -> Status:
         planned.holders,
         unannounced,
         invalid,
+        state.in_progress,
     )
 
 
@@ -823,6 +846,59 @@ def _adopt(
     if progress is not None:
         progress({"event": "adopted", "versions": sorted(state.recorded)})
     return sorted(state.recorded)
+
+
+def _turn(
+    service: Service,
+    conn: psycopg.Connection[Any],
+    state: DbState,
+    direction: str,
+    progress: Progress | None = None,
+) -> DbState:
+    """A step stopped part-way the other way: move the recorded version across it, in one
+    transaction, so this run takes it up again in its own direction (partial.py)."""
+    step = state.in_progress
+    if step is None or step.direction == direction:
+        return state
+    below = [m.version for m in service.migrations if m.version < step.version]
+    statements = partial.turn_sql(
+        service.schema,
+        step,
+        revision_id(below[-1]) if below else None,
+        revision_id(step.version),
+        service.descriptions.get(step.version, f"revision {step.version}"),
+    )
+    with conn.transaction():
+        for statement in statements:
+            conn.execute(statement)
+    if progress is not None:
+        progress(
+            {"event": "part_way", "version": step.version, "was": step.direction, "now": direction}
+        )
+    return read(conn, service.schema)
+
+
+def _undone(
+    service: Service, settings: Settings, conn: psycopg.Connection[Any] | None, version: int | None
+) -> str:
+    """What became of the step that was running, looked up again after it failed: rolled
+    back, or stopped part-way (read on the lock's session or, if that is gone, a new one)."""
+    try:
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if conn is not None and not conn.closed and conn.info.transaction_status == idle:
+            stayed = partial.read(conn, service.schema)
+        else:
+            probe = Settings(service.name, settings.url, settings.source, 3, settings.embedded_dir)
+            with db.connect(probe) as fresh:
+                stayed = partial.read(fresh, service.schema)
+    except (MigrationError, psycopg.Error):
+        return (
+            f"what stayed of version {version} could not be read (a step that commits in "
+            "parts may have committed some); run 'status' once the database answers"
+        )
+    if stayed is not None and stayed.version == version:
+        return stayed.describe()
+    return f"version {version} was rolled back"
 
 
 @contextmanager
@@ -856,17 +932,24 @@ def _lost(service: Service, settings: Settings, version: int | None, exc: BaseEx
             f"{service.name}: the connection to {settings.label} was lost ({cause}); "
             "no migration step was running"
         )
-    verdict = f"version {version} was rolled back"
     try:
         probe = Settings(service.name, settings.url, settings.source, 3, settings.embedded_dir)
         with db.connect(probe) as conn:
-            now = plan.assess_for(service, read(conn, service.schema)).current
-        if now is not None and now >= version:
+            found = read(conn, service.schema)
+        now = plan.assess_for(service, found).current
+        stayed = found.in_progress
+        if stayed is not None and stayed.version == version:
+            verdict = stayed.describe()
+        elif now is not None and now >= version:
             verdict = f"version {version} had committed before the connection went"
         else:
-            verdict += f" (the database is at {now if now is not None else 'no version'})"
+            verdict = f"version {version} was rolled back (the database is at {now if now is not None else 'no version'})"
     except (MigrationError, psycopg.Error):
-        verdict += " by the server; run 'status' once it is reachable again"
+        verdict = (
+            f"version {version} was rolled back by the server, but for any part it committed "
+            "on its own (a backfill, a validation, an index built concurrently); run 'status' "
+            "once it is reachable again"
+        )
     return (
         f"{service.name}: the connection to {settings.label} was lost during version {version} "
         f"({cause}); {verdict}"
@@ -947,7 +1030,16 @@ def _run_alembic(
             if not options.atomic:
                 committed += done
             if isinstance(exc, KeyboardInterrupt):
-                raise _interrupted(service, version, committed, options, exc) from None
+                undone = _undone(service, settings, lock_conn, version) if version else ""
+                raise _interrupted(service, version, committed, options, exc, undone) from None
+            if isinstance(exc, LockLostError) and version is not None:
+                raise LockLostError(
+                    f"{service.name}: the migration lock was lost during version {version} (its "
+                    "session ended: a timeout, a restart or pg_terminate_backend); "
+                    + _undone(service, settings, None, version),
+                    service=service.name,
+                    version=version,
+                ) from exc
             if isinstance(exc, MigrationError) or not isinstance(exc, Exception):
                 raise
             orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
@@ -974,12 +1066,14 @@ def _run_alembic(
                 raise LockTimeoutError(
                     f"{service.name}: version {version} could not take a lock within "
                     f"{options.lock_timeout:g}s after {options.retries + 1} attempts "
-                    f"({_lock_holders(lock_conn, service.schema)}); it was rolled back",
+                    f"({_lock_holders(lock_conn, service.schema)}); "
+                    + _undone(service, settings, lock_conn, version),
                     service=service.name,
                     version=version,
                 ) from exc
+            undone = "" if options.atomic else _undone(service, settings, lock_conn, version)
             raise StepError(
-                _step_failure(service, version, options, exc, orig),
+                _step_failure(service, version, options, exc, orig, undone),
                 service=service.name,
                 version=version,
             ) from exc
@@ -1004,7 +1098,12 @@ def notices(progress: Progress) -> Callable[[Any], None]:
 
 
 def _interrupted(
-    service: Service, version: int | None, kept: list[int], options: RunOptions, exc: BaseException
+    service: Service,
+    version: int | None,
+    kept: list[int],
+    options: RunOptions,
+    exc: BaseException,
+    undone: str = "",
 ) -> Interrupted:
     signum, name = signal_name(exc)
     if options.atomic:
@@ -1013,7 +1112,12 @@ def _interrupted(
         stays = f"; version(s) {', '.join(map(str, kept))}, done before it, stay"
     else:
         stays = ""
-    running = f"during version {version}; it was rolled back" if version else "between steps"
+    if not version:
+        running = "between steps"
+    elif options.atomic or undone == f"version {version} was rolled back":
+        running = f"during version {version}; it was rolled back"
+    else:
+        running = f"during version {version}; {undone}"
     return Interrupted(
         f"{service.name}: interrupted ({name}) {running}{stays}",
         signum=signum,
@@ -1023,7 +1127,12 @@ def _interrupted(
 
 
 def _step_failure(
-    service: Service, version: int | None, options: RunOptions, exc: Exception, orig: Any
+    service: Service,
+    version: int | None,
+    options: RunOptions,
+    exc: Exception,
+    orig: Any,
+    undone: str = "",
 ) -> str:
     cause = orig if orig is not None else exc
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
@@ -1031,7 +1140,9 @@ def _step_failure(
     if isinstance(cause, psycopg.errors.QueryCanceled):
         detail = f"statement_timeout ({options.statement_timeout:g}s) cancelled it: {detail}"
     kept = "nothing was applied (--atomic)" if options.atomic else "earlier versions stay applied"
-    return f"{service.name}: version {version} failed and was rolled back ({kept}): {detail}"
+    if options.atomic or undone in ("", f"version {version} was rolled back"):
+        return f"{service.name}: version {version} failed and was rolled back ({kept}): {detail}"
+    return f"{service.name}: version {version} failed ({kept}); {undone}: {detail}"
 
 
 def _lock_holders(conn: psycopg.Connection[Any], schema: str) -> str:

@@ -21,6 +21,7 @@ def committed_so_far() -> Iterator[None]:
     dropped again after it, in the step's new transaction."""
     from alembic import context, op
 
+    from alembic_common import partial
     from alembic_common.ddl import literal_sql
 
     ctx = op.get_context()
@@ -30,6 +31,17 @@ def committed_so_far() -> Iterator[None]:
     statement = restore(leaving_at) if restore is not None else None
     if statement is not None:
         op.execute(literal_sql(statement))
+    step = attributes.get("step_now")
+    if step is not None and not ctx.as_sql:
+        # What commits now is part of a step, not the step: say so with it (partial.py).
+        version, direction, first = step
+        op.execute(
+            literal_sql(
+                partial.mark_sql(ctx.version_table_schema or "public", version, direction, first)
+            )
+        )
+        attributes["step_now"] = (version, direction, False)
+        attributes["in_progress_table"] = True
     with ctx.autocommit_block():
         yield
     clear = attributes.get("views_clear")
@@ -71,13 +83,48 @@ def add_check_constraint(table: str, name: str, condition: str, *, replace: bool
     """Add a CHECK as NOT VALID (a brief lock), then validate it in its own transaction.
 
     ``replace`` drops an existing constraint of that name first, in the same short step.
+    Otherwise a constraint of that name already there (a run stopped after adding it) is
+    kept and validated: the step can be run again from where it stopped.
     """
     from alembic import op
 
+    from alembic_common.ddl import literal_sql
+
+    add = f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID"
     if replace:
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}")
-    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({condition}) NOT VALID")
+        op.execute(add)
+    else:
+        op.execute(literal_sql(_unless_constraint(table, name, add)))
     validate_constraint(table, name)
+
+
+def _unless_constraint(table: str, name: str, statement: str) -> str:
+    """``statement`` unless ``table`` has a constraint called ``name`` already."""
+    return (
+        "DO $migrate$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint"
+        f" WHERE conrelid = {_literal(table)}::regclass AND conname = {_literal(name)}) THEN"
+        f" {statement}; END IF; END $migrate$"
+    )
+
+
+def has_column(table: str, column: str, *, planned: bool) -> bool:
+    """Whether ``table`` has ``column`` now, for a step that must run again from wherever a
+    stopped run left it. A plan (offline) has no database to ask: ``planned`` is the answer
+    for a database where the step has not started."""
+    from alembic import op
+    from sqlalchemy import text
+
+    if op.get_context().as_sql:
+        return planned
+    found = op.get_bind().execute(
+        text(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid ="
+            " pg_catalog.to_regclass(:table) AND attname = :column AND NOT attisdropped)"
+        ),
+        {"table": table, "column": column},
+    )
+    return bool(found.scalar())
 
 
 def _atomic() -> bool:
@@ -153,8 +200,7 @@ def set_not_null(table: str, column: str) -> None:
     from alembic import op
 
     check = f"{table}_{column}_not_null"
-    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID")
-    validate_constraint(table, check)
+    add_check_constraint(table, check, f"{column} IS NOT NULL")
     op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
 
 
@@ -253,6 +299,10 @@ def x_argument(name: str) -> str | None:
     from alembic import context
 
     return context.get_x_argument(as_dictionary=True).get(name)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:

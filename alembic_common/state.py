@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
+from alembic_common import partial
 from alembic_common.errors import StateError
 from alembic_common.history import (
     ALEMBIC_TABLE,
@@ -28,6 +29,7 @@ from alembic_common.history import (
     regclass_name,
     shape_problem,
 )
+from alembic_common.partial import InProgress
 
 # A revision id as this toolkit writes it: four or more ASCII digits.
 REVISION = re.compile(r"[0-9]{4,}")
@@ -48,7 +50,8 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclas
        (SELECT pg_catalog.array_agg(a.attname ORDER BY a.attnum)
           FROM pg_catalog.pg_constraint c
           JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
-         WHERE c.conrelid = pg_catalog.to_regclass(%(history)s) AND c.contype = 'p')
+         WHERE c.conrelid = pg_catalog.to_regclass(%(history)s) AND c.contype = 'p'),
+       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(partial)s))
 """
 
 
@@ -70,6 +73,7 @@ class DbState(NamedTuple):
     recorded: dict[int, Recorded]
     owner: str | None  # the service the history table's comment names
     shape: Shape | None  # the history table's columns, when it exists
+    in_progress: InProgress | None = None  # a step stopped part-way (partial.py)
 
 
 def read(conn: psycopg.Connection[Any], schema: str = "public") -> DbState:
@@ -91,6 +95,7 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
     names = {
         "alembic": regclass_name(schema, ALEMBIC_TABLE),
         "history": regclass_name(schema, TABLE),
+        "partial": regclass_name(schema, partial.TABLE),
     }
     # One snapshot for both tables: a step committing between two reads would otherwise
     # show alembic_version at one version and schema_migrations at the next.
@@ -111,7 +116,7 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
 def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, str]) -> DbState:
     row = conn.execute(_PROBE, names).fetchone()
     assert row is not None
-    alembic_table, history_table, comment, columns, primary_key = row
+    alembic_table, history_table, comment, columns, primary_key, part_way = row
     heads: tuple[str, ...] = ()
     recorded: dict[int, Recorded] = {}
     shape = None
@@ -126,9 +131,15 @@ def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, st
                 "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
             ).format(sql.SQL(checksum), qualified(schema, TABLE))
             recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in conn.execute(query)}
+    in_progress = None
+    if part_way:
+        found = conn.execute(partial.read_sql(schema)).fetchone()
+        in_progress = InProgress(*found) if found else None
     if not conn.autocommit:
         conn.rollback()
-    return DbState(alembic_table, history_table, heads, recorded, owner_of(comment), shape)
+    return DbState(
+        alembic_table, history_table, heads, recorded, owner_of(comment), shape, in_progress
+    )
 
 
 class Assessment(NamedTuple):

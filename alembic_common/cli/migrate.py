@@ -538,8 +538,8 @@ def status(
         bool,
         typer.Option(
             "--strict",
-            help="Also exit 1 when an applied step's SQL changed since it ran, or when a "
-            "constraint is NOT VALID or an index INVALID.",
+            help="Also exit 1 when an applied step's SQL changed since it ran, when a step "
+            "stopped part-way, or when a constraint is NOT VALID or an index INVALID.",
         ),
     ] = False,
     as_json: Json = False,
@@ -608,7 +608,7 @@ def status(
         print_json(report.to_dict())
     else:
         show_status(report)
-    if not report.ok or (strict and (report.changed or report.invalid)):
+    if not report.ok or (strict and (report.changed or report.invalid or report.in_progress)):
         raise typer.Exit(1)
 
 
@@ -619,12 +619,16 @@ def show_status(report: runner.Status) -> None:
     rows = []
     for m in report.migrations:
         state = "applied" if m.applied else "pending"
-        if m.version in report.held:
+        if m.part_way:
+            state = "part-way"
+        elif m.version in report.held:
             first = report.held[0]
             state = "held (contract)" if m.version == first else f"waits for {first}"
         applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
         rows.append((m.version, state, applied_at, m.description))
     out(table(("version", "state", "applied at", "description"), rows, right=(0,)))
+    if report.in_progress:
+        out(wrapped(f"PART-WAY: {report.in_progress.describe()}"))
     if report.why_held:
         out(wrapped(f"HELD: {report.why_held}"))
     if report.unannounced:
@@ -678,6 +682,8 @@ def target_state(outcome: fleet.Outcome) -> str:
         return "ahead"
     if r.problem:
         return "inconsistent"
+    if r.in_progress:
+        return "part-way"
     return "held" if r.held else "behind" if r.pending else "at head"
 
 

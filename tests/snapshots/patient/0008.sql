@@ -21,7 +21,7 @@ DO $$
                 END IF;
             END
             $$;
-ALTER TABLE patients ADD CONSTRAINT patients_date_of_birth_check CHECK (date_of_birth <= current_date) NOT VALID;
+DO $migrate$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_constraint WHERE conrelid = 'patients'::regclass AND conname = 'patients_date_of_birth_check') THEN ALTER TABLE patients ADD CONSTRAINT patients_date_of_birth_check CHECK (date_of_birth <= current_date) NOT VALID; END IF; END $migrate$;
 DO $migrate$
 DECLARE
     spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (applied)", "hide": {"patients": ["phone_original"]}}}, "skip": ["alembic_version", "schema_migrations"]}';

@@ -3,7 +3,10 @@
 Contract step of version 4. phone becomes the E.164 number (version 4's phone_e164),
 phone_extension stays, and the number as originally entered stays as phone_original, so
 this step is undone without loss. The sync trigger goes: the new release writes E.164
-numbers itself, and a CHECK keeps phone E.164 or NULL. The conversion functions stay
+numbers itself, and a CHECK keeps phone E.164 or NULL, of the lengths libphonenumber's
+rules allow (the rules version 4 converted with, so every number it wrote passes). A
+country corrected afterwards gives a phone that its old country left without a number
+its number again (from phone_original). The conversion functions stay
 (version 4 owns them).
 
 A plain 'up' runs this step by itself once no session announces a release older than 5
@@ -21,13 +24,15 @@ Revises: 0004
 Create Date: 2026-11-24
 """
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
 from alembic_common.backfill import backfill
-from alembic_common.ddl import NOT_BACKFILL
-from alembic_common.safe import add_check_constraint
+from alembic_common.ddl import NOT_BACKFILL, literal_sql
+from alembic_common.safe import add_check_constraint, has_column
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -42,34 +47,111 @@ contract = {
         "hide": ["phone_original"],
     },
 }
-E164 = "phone IS NULL OR phone ~ '^[+][1-9][0-9]{6,14}$'"
+
+
+def _e164() -> str:
+    """phone holds an E.164 number of a length some calling code allows: the lengths come
+    from the same rules (data/phone_rules.json, libphonenumber's) as the numbers version 4
+    wrote, so every number it wrote passes (E.164 says 15 digits at most; libphonenumber,
+    and with it version 4, accepts up to 19 for some countries)."""
+    rules = json.loads((DATA / "phone_rules.json").read_text())["rules"]
+    totals = [len(str(r["country_code"])) + n for r in rules for n in r["lengths"]]
+    return f"phone IS NULL OR phone ~ '^[+][1-9][0-9]{{{min(totals) - 1},{max(totals) - 1}}}$'"
+
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+E164 = _e164()
+# A country corrected after the swap (an operator putting right a spelling no table knew)
+# gives a phone its number again, when its old country gave the number entered none: the
+# phone was lost to the country, not removed by the application.
+REDERIVE = """
+CREATE OR REPLACE FUNCTION patients_rederive_phone() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    parsed text;
+BEGIN
+    IF NEW.phone IS NULL AND OLD.phone IS NULL AND btrim(coalesce(NEW.phone_original, '')) <> ''
+       AND patient_phone_parse(OLD.phone_original, OLD.country) IS NULL THEN
+        parsed := patient_phone_parse(NEW.phone_original, NEW.country);
+        IF parsed IS NOT NULL THEN
+            NEW.phone := split_part(parsed, ';ext=', 1);
+            NEW.phone_extension := nullif(split_part(parsed, ';ext=', 2), '');
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$"""
 lint_accepted = {
     "renaming-column": "contract step, run only once no release uses the old column names",
 }
 
 
+# The swap, when it has not happened yet: a run stopped part-way may find it done or not.
+SWAP = """
+DO $migrate$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass
+               AND attname = 'phone_e164' AND NOT attisdropped) THEN
+        ALTER TABLE patients RENAME COLUMN phone TO phone_original;
+        ALTER TABLE patients RENAME COLUMN phone_e164 TO phone;
+    END IF;
+END
+$migrate$"""
+UNSWAP = """
+DO $migrate$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass
+               AND attname = 'phone_original' AND NOT attisdropped) THEN
+        ALTER TABLE patients RENAME COLUMN phone TO phone_e164;
+        ALTER TABLE patients RENAME COLUMN phone_original TO phone;
+    END IF;
+END
+$migrate$"""
+
+
 def upgrade() -> None:
+    # First the rule, on the column that holds the E.164 numbers (phone_e164 until the swap),
+    # added NOT VALID and validated in its own transaction: the old release still writes
+    # through the sync trigger, whose numbers it accepts. Should validation fail or the run
+    # stop, nothing either release relies on has changed, and a rerun goes on from here.
+    if swapped(planned=False):
+        add_check_constraint("patients", "patients_phone_e164_check", E164)
+    else:
+        add_check_constraint(
+            "patients", "patients_phone_e164_check", E164.replace("phone", "phone_e164")
+        )
+    # Then, in the transaction that records the version, the swap: the trigger goes, and
+    # the application writes phone itself, E.164 or NULL, never anything else.
     op.execute("DROP TRIGGER IF EXISTS patients_sync_phone ON patients")
-    op.execute("ALTER TABLE patients RENAME COLUMN phone TO phone_original")
-    op.execute("ALTER TABLE patients RENAME COLUMN phone_e164 TO phone")
-    # From now on the application writes phone itself: E.164 or NULL, never anything else.
-    add_check_constraint("patients", "patients_phone_e164_check", E164)
+    op.execute(SWAP)
+    op.execute(literal_sql(REDERIVE))
+    op.execute(
+        "CREATE OR REPLACE TRIGGER patients_rederive_phone BEFORE UPDATE OF country ON patients"
+        " FOR EACH ROW EXECUTE FUNCTION patients_rederive_phone()"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS patients_rederive_phone ON patients")
+    op.execute("DROP FUNCTION IF EXISTS patients_rederive_phone()")
     op.execute("ALTER TABLE patients DROP CONSTRAINT IF EXISTS patients_phone_e164_check")
-    backfill(
-        "patients",
-        "phone_original = patient_phone_national(phone, phone_extension, country)",
-        # rows whose original does not mean the number they hold now
-        "NOT EXISTS (SELECT FROM patient_phone_parse(phone_original, country) AS p"
-        " WHERE split_part(p, ';ext=', 1) IS NOT DISTINCT FROM phone"
-        " AND nullif(split_part(p, ';ext=', 2), '') IS NOT DISTINCT FROM phone_extension)",
-    )
-    op.execute("ALTER TABLE patients RENAME COLUMN phone TO phone_e164")
-    op.execute("ALTER TABLE patients RENAME COLUMN phone_original TO phone")
+    if swapped(planned=True):
+        backfill(
+            "patients",
+            "phone_original = patient_phone_national(phone, phone_extension, country)",
+            # rows whose original does not mean the number they hold now
+            "NOT EXISTS (SELECT FROM patient_phone_parse(phone_original, country) AS p"
+            " WHERE split_part(p, ';ext=', 1) IS NOT DISTINCT FROM phone"
+            " AND nullif(split_part(p, ';ext=', 2), '') IS NOT DISTINCT FROM phone_extension)",
+        )
+    op.execute(UNSWAP)
     op.execute(
         "CREATE OR REPLACE TRIGGER patients_sync_phone"
-        " BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension ON patients"
+        " BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension, country ON patients"
         f" FOR EACH ROW WHEN ({NOT_BACKFILL}) EXECUTE FUNCTION patients_sync_phone()"
     )
+
+
+def swapped(*, planned: bool) -> bool:
+    """Whether phone holds the E.164 numbers already (``planned``: in a plan)."""
+    return has_column("patients", "phone_original", planned=planned)
