@@ -438,25 +438,42 @@ def _national(country: str, region: str, rule: dict[str, object]) -> str:
       END IF;"""
 
 
-# Both directions read a country spelled another way (before patient version 6 made them
-# canonical) as the region it names.
-COUNTRY = """    -- a country spelled another way (before patient version 6 made them canonical)
+# Both directions read a country spelled another way as the country it names, through the
+# one table of spellings (data/countries.json) that patient version 6 makes canonical with.
+COUNTRY = """    -- a country spelled another way (data/countries.json, as version 6 reads it)
     IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
-        country := CASE lower(btrim(country))
-            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
-            WHEN 'كندا' THEN 'Canada'
-            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
-            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
-            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
-            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
-            WHEN 'الولايات المتحدة' THEN 'USA'
-            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
-            WHEN 'فرنسا' THEN 'France'
-            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
-            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
-            ELSE country END;
+        country := coalesce(patient_country_canonical(country), country);
     END IF;
 """
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def canonical_sql() -> str:
+    """patient_country_canonical(country): the canonical name for any spelling in
+    data/countries.json (folded as that file says), NULL for a country it does not know."""
+    table = json.loads((DATA / "countries.json").read_text())
+    fold = (
+        "lower(btrim(regexp_replace(regexp_replace("
+        f"translate(country, {_quoted(table['fold']['from'])}, {_quoted(table['fold']['to'])}),"
+        r" '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'),"
+        r" '[[:space:]\u00a0_-]+', ' ', 'g')))"
+    )
+    cases = "\n        ".join(
+        f"WHEN k IN ({', '.join(_quoted(s) for s in spellings)}) THEN {_quoted(name)}"
+        for name, spellings in table["spellings"].items()
+    )
+    return (
+        "-- patient_country_canonical(country) -> 'Canada', 'USA', 'France' or 'Morocco' for any\n"
+        "--   spelling data/countries.json lists, NULL for a country it does not know.\n"
+        "CREATE OR REPLACE FUNCTION patient_country_canonical(country text) RETURNS text\n"
+        "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$\n"
+        f"    SELECT CASE\n        {cases}\n    END\n"
+        f"    FROM (SELECT {fold} AS k) AS folded\n$fn$;\n"
+    )
+
 
 SQL_TEMPLATE = r"""-- Phone numbers of patients: libphonenumber's reading, inside PostgreSQL.
 --
@@ -473,6 +490,7 @@ SQL_TEMPLATE = r"""-- Phone numbers of patients: libphonenumber's reading, insid
 --   of the patient's country ('(514) 555-0199', '06 12 34 56 78', '0612-345678', with
 --   ' ext. 123'), else E.164; patient_phone_parse reads it back to the same number.
 
+{CANONICAL}
 CREATE TABLE IF NOT EXISTS patient_phone_rules (
     country_code integer PRIMARY KEY,
     regions text[] NOT NULL,
@@ -734,6 +752,7 @@ def conversion_sql(version: str, found: list[dict[str, object]]) -> str:
         "version": version,
         "OTHER_DIGITS": OTHER_DIGITS,
         "COUNTRY": COUNTRY,
+        "CANONICAL": canonical_sql(),
         "ASCII_DIGITS": ASCII_DIGITS,
         "HOT": _hot(home, valid, areas),
         "NATIONAL": "".join(_national(c, r, home[r]) for c, r in HOME.items()),

@@ -14,6 +14,16 @@ END
 $migrate$;
 ALTER TABLE patients ADD COLUMN IF NOT EXISTS phone_e164 TEXT;
 ALTER TABLE patients ADD COLUMN IF NOT EXISTS phone_extension TEXT;
+CREATE OR REPLACE FUNCTION patient_country_canonical(country text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN k IN ('canada', 'ca', 'can', 'le canada', 'kanada', 'كندا') THEN 'Canada'
+        WHEN k IN ('usa', 'us', 'u s a', 'u s', 'united states', 'united states of america', 'the united states', 'the usa', 'america', 'etats unis', 'les etats unis', 'etats unis d''amerique', 'estados unidos', 'eeuu', 'الولايات المتحدة', 'الولايات المتحدة الامريكية', 'امريكا') THEN 'USA'
+        WHEN k IN ('france', 'fr', 'fra', 'la france', 'republique francaise', 'french republic', 'francia', 'فرنسا') THEN 'France'
+        WHEN k IN ('morocco', 'ma', 'mar', 'maroc', 'le maroc', 'royaume du maroc', 'kingdom of morocco', 'marruecos', 'al maghrib', 'المغرب', 'المملكة المغربية') THEN 'Morocco'
+    END
+    FROM (SELECT lower(btrim(regexp_replace(regexp_replace(translate(country, 'ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ’أإآ', 'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn''ااا'), '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'), '[[:space:]\u00a0_-]+', ' ', 'g'))) AS k) AS folded
+$fn$;
 CREATE TABLE IF NOT EXISTS patient_phone_rules (
     country_code integer PRIMARY KEY,
     regions text[] NOT NULL,
@@ -138,19 +148,7 @@ DECLARE
     e text;
 BEGIN
     IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
-        country := CASE lower(btrim(country))
-            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
-            WHEN 'كندا' THEN 'Canada'
-            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
-            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
-            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
-            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
-            WHEN 'الولايات المتحدة' THEN 'USA'
-            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
-            WHEN 'فرنسا' THEN 'France'
-            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
-            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
-            ELSE country END;
+        country := coalesce(patient_country_canonical(country), country);
     END IF;
     IF octet_length(s) = length(s) AND ltrim(s, '0123456789 .()+-') = '' THEN
         d := translate(s, ' .()-', '');
@@ -381,19 +379,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
-        country := CASE lower(btrim(country))
-            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
-            WHEN 'كندا' THEN 'Canada'
-            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
-            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
-            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
-            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
-            WHEN 'الولايات المتحدة' THEN 'USA'
-            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
-            WHEN 'فرنسا' THEN 'France'
-            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
-            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
-            ELSE country END;
+        country := coalesce(patient_country_canonical(country), country);
     END IF;
     IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
         n := substr(e164, 3);
@@ -432,6 +418,14 @@ BEGIN
        AND NOT (NEW.phone_e164 IS DISTINCT FROM OLD.phone_e164
                 OR NEW.phone_extension IS DISTINCT FROM OLD.phone_extension) THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release wrote
+    ELSIF TG_OP = 'UPDATE' AND NEW.country IS DISTINCT FROM OLD.country
+          AND NEW.phone_e164 IS NULL AND OLD.phone_e164 IS NULL
+          AND NEW.phone_extension IS NOT DISTINCT FROM OLD.phone_extension THEN
+        -- a country corrected: a phone its old country gave no number may have one now
+        parsed := patient_phone_parse(NEW.phone, NEW.country);
+        IF parsed IS NULL THEN
+            RETURN NEW;
+        END IF;
     ELSIF TG_OP = 'INSERT' AND NEW.phone_e164 IS NULL AND NEW.phone_extension IS NULL THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release inserted
     ELSIF TG_OP = 'INSERT' OR NEW.phone IS NOT DISTINCT FROM OLD.phone THEN
@@ -459,7 +453,7 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE OR REPLACE TRIGGER patients_sync_phone BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension ON patients FOR EACH ROW WHEN (coalesce(current_setting('migrate.backfill', true), '') <> 'on') EXECUTE FUNCTION patients_sync_phone();
+CREATE OR REPLACE TRIGGER patients_sync_phone BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension, country ON patients FOR EACH ROW WHEN (coalesce(current_setting('migrate.backfill', true), '') <> 'on') EXECUTE FUNCTION patients_sync_phone();
 DO $migrate$
 DECLARE
     spec jsonb := '{"marker": "migrate: version schema of the patient service%", "schema": "public", "schemas": {"patient_v5": {"comment": "migrate: version schema of the patient service, contract 5 (pending)", "hide": {"patients": ["phone_original"]}, "rename": {"patients": {"phone": "phone_original", "phone_e164": "phone"}}}}, "skip": ["alembic_version", "schema_migrations"]}';

@@ -121,15 +121,7 @@ BEGIN
 END
 $migrate$;
 DROP TRIGGER IF EXISTS patients_sync_phone ON patients;
-DO $migrate$
-BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass
-               AND attname = 'phone_e164' AND NOT attisdropped) THEN
-        ALTER TABLE patients RENAME COLUMN phone TO phone_original;
-        ALTER TABLE patients RENAME COLUMN phone_e164 TO phone;
-    END IF;
-END
-$migrate$;
+DO $migrate$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass AND attname = 'phone_e164' AND NOT attisdropped) THEN ALTER TABLE patients RENAME COLUMN phone TO phone_original; ALTER TABLE patients RENAME COLUMN phone_e164 TO phone; END IF; END $migrate$;
 CREATE OR REPLACE FUNCTION patients_rederive_phone() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE

@@ -12,7 +12,6 @@ BEGIN
     END LOOP;
 END
 $migrate$;
-CREATE OR REPLACE FUNCTION patient_country_canonical(country TEXT) RETURNS TEXT LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT CASE WHEN k IN ('canada', 'ca', 'can', 'le canada', 'kanada', 'كندا') THEN 'Canada' WHEN k IN ('usa', 'us', 'u s a', 'u s', 'united states', 'united states of america', 'the united states', 'the usa', 'america', 'etats unis', 'les etats unis', 'etats unis d''amerique', 'estados unidos', 'eeuu', 'الولايات المتحدة', 'الولايات المتحدة الامريكية', 'امريكا') THEN 'USA' WHEN k IN ('france', 'fr', 'fra', 'la france', 'republique francaise', 'french republic', 'francia', 'فرنسا') THEN 'France' WHEN k IN ('morocco', 'ma', 'mar', 'maroc', 'le maroc', 'royaume du maroc', 'kingdom of morocco', 'marruecos', 'al maghrib', 'المغرب', 'المملكة المغربية') THEN 'Morocco' END FROM (SELECT lower(btrim(regexp_replace(regexp_replace(translate(country, 'ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ’أإآ', 'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn''ااا'), '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'), '[[:space:]\u00a0_-]+', ' ', 'g'))) AS k) AS folded $$;
 DO $$
             DECLARE
                 found bigint := (SELECT count(*) FROM patients WHERE patient_country_canonical(country) IS NULL);

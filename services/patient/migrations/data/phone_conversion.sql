@@ -13,6 +13,19 @@
 --   of the patient's country ('(514) 555-0199', '06 12 34 56 78', '0612-345678', with
 --   ' ext. 123'), else E.164; patient_phone_parse reads it back to the same number.
 
+-- patient_country_canonical(country) -> 'Canada', 'USA', 'France' or 'Morocco' for any
+--   spelling data/countries.json lists, NULL for a country it does not know.
+CREATE OR REPLACE FUNCTION patient_country_canonical(country text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$
+    SELECT CASE
+        WHEN k IN ('canada', 'ca', 'can', 'le canada', 'kanada', 'كندا') THEN 'Canada'
+        WHEN k IN ('usa', 'us', 'u s a', 'u s', 'united states', 'united states of america', 'the united states', 'the usa', 'america', 'etats unis', 'les etats unis', 'etats unis d''amerique', 'estados unidos', 'eeuu', 'الولايات المتحدة', 'الولايات المتحدة الامريكية', 'امريكا') THEN 'USA'
+        WHEN k IN ('france', 'fr', 'fra', 'la france', 'republique francaise', 'french republic', 'francia', 'فرنسا') THEN 'France'
+        WHEN k IN ('morocco', 'ma', 'mar', 'maroc', 'le maroc', 'royaume du maroc', 'kingdom of morocco', 'marruecos', 'al maghrib', 'المغرب', 'المملكة المغربية') THEN 'Morocco'
+    END
+    FROM (SELECT lower(btrim(regexp_replace(regexp_replace(translate(country, 'ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ’أإآ', 'AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn''ااا'), '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'), '[[:space:]\u00a0_-]+', ' ', 'g'))) AS k) AS folded
+$fn$;
+
 CREATE TABLE IF NOT EXISTS patient_phone_rules (
     country_code integer PRIMARY KEY,
     regions text[] NOT NULL,
@@ -149,21 +162,9 @@ DECLARE
     p text;
     e text;
 BEGIN
-    -- a country spelled another way (before patient version 6 made them canonical)
+    -- a country spelled another way (data/countries.json, as version 6 reads it)
     IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
-        country := CASE lower(btrim(country))
-            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
-            WHEN 'كندا' THEN 'Canada'
-            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
-            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
-            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
-            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
-            WHEN 'الولايات المتحدة' THEN 'USA'
-            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
-            WHEN 'فرنسا' THEN 'France'
-            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
-            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
-            ELSE country END;
+        country := coalesce(patient_country_canonical(country), country);
     END IF;
     -- hot path: ASCII digits and punctuation only, a home number
     IF octet_length(s) = length(s) AND ltrim(s, '0123456789 .()+-') = '' THEN
@@ -403,21 +404,9 @@ BEGIN
     IF e164 IS NULL THEN
         RETURN NULL;
     END IF;
-    -- a country spelled another way (before patient version 6 made them canonical)
+    -- a country spelled another way (data/countries.json, as version 6 reads it)
     IF country NOT IN ('Canada', 'USA', 'France', 'Morocco') THEN
-        country := CASE lower(btrim(country))
-            WHEN 'canada' THEN 'Canada' WHEN 'ca' THEN 'Canada' WHEN 'can' THEN 'Canada'
-            WHEN 'كندا' THEN 'Canada'
-            WHEN 'usa' THEN 'USA' WHEN 'us' THEN 'USA' WHEN 'u.s.a.' THEN 'USA'
-            WHEN 'u.s.' THEN 'USA' WHEN 'united states' THEN 'USA'
-            WHEN 'united states of america' THEN 'USA' WHEN 'etats-unis' THEN 'USA'
-            WHEN 'états-unis' THEN 'USA' WHEN 'États-unis' THEN 'USA'
-            WHEN 'الولايات المتحدة' THEN 'USA'
-            WHEN 'france' THEN 'France' WHEN 'fr' THEN 'France' WHEN 'fra' THEN 'France'
-            WHEN 'فرنسا' THEN 'France'
-            WHEN 'morocco' THEN 'Morocco' WHEN 'ma' THEN 'Morocco' WHEN 'mar' THEN 'Morocco'
-            WHEN 'maroc' THEN 'Morocco' WHEN 'المغرب' THEN 'Morocco'
-            ELSE country END;
+        country := coalesce(patient_country_canonical(country), country);
     END IF;
     IF country IN ('Canada', 'USA') AND e164 ~ '^\+1[0-9]{10}$' THEN
         n := substr(e164, 3);

@@ -19,8 +19,11 @@ columns; a write of the new columns by the new release fills phone with the nati
 number, unless phone already means that number (its text as entered is then kept); what
 the new release writes is read as a number too (an extension written into it moves to
 phone_extension), and a value with no number in it is kept in phone, NULL in phone_e164.
-Existing rows are converted by a batched, resumable backfill, whose writes the trigger
-skips. A value with no valid number keeps phone and leaves phone_e164 NULL:
+A country corrected later (a spelling no table knew, put right by an operator) gives a
+phone that had no number its number. Countries are read through
+patient_country_canonical(country), made here from data/countries.json: the one table of
+spellings, which version 6 makes canonical with. Existing rows are converted by a
+batched, resumable backfill, whose writes the trigger skips. A value with no valid number keeps phone and leaves phone_e164 NULL:
 
     SELECT count(*) FROM patients WHERE phone_e164 IS NULL AND btrim(phone) <> '';
 
@@ -70,6 +73,14 @@ BEGIN
        AND NOT (NEW.phone_e164 IS DISTINCT FROM OLD.phone_e164
                 OR NEW.phone_extension IS DISTINCT FROM OLD.phone_extension) THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release wrote
+    ELSIF TG_OP = 'UPDATE' AND NEW.country IS DISTINCT FROM OLD.country
+          AND NEW.phone_e164 IS NULL AND OLD.phone_e164 IS NULL
+          AND NEW.phone_extension IS NOT DISTINCT FROM OLD.phone_extension THEN
+        -- a country corrected: a phone its old country gave no number may have one now
+        parsed := patient_phone_parse(NEW.phone, NEW.country);
+        IF parsed IS NULL THEN
+            RETURN NEW;
+        END IF;
     ELSIF TG_OP = 'INSERT' AND NEW.phone_e164 IS NULL AND NEW.phone_extension IS NULL THEN
         parsed := patient_phone_parse(NEW.phone, NEW.country);  -- the old release inserted
     ELSIF TG_OP = 'INSERT' OR NEW.phone IS NOT DISTINCT FROM OLD.phone THEN
@@ -114,7 +125,7 @@ def upgrade() -> None:
     op.execute(literal_sql(SYNC))
     op.execute(
         "CREATE OR REPLACE TRIGGER patients_sync_phone"
-        " BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension ON patients"
+        " BEFORE INSERT OR UPDATE OF phone, phone_e164, phone_extension, country ON patients"
         f" FOR EACH ROW WHEN ({NOT_BACKFILL}) EXECUTE FUNCTION patients_sync_phone()"
     )
     backfill(
@@ -136,6 +147,7 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS patient_phone__finish(INTEGER, TEXT)")
     op.execute("DROP FUNCTION IF EXISTS patient_phone__split(TEXT)")
     op.execute("DROP FUNCTION IF EXISTS patient_phone__code(TEXT)")
+    op.execute("DROP FUNCTION IF EXISTS patient_country_canonical(TEXT)")
     op.execute("DROP TABLE IF EXISTS patient_phone_rules")
     op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS phone_extension")
     op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS phone_e164")

@@ -86,27 +86,19 @@ lint_accepted = {
 }
 
 
-# The swap, when it has not happened yet: a run stopped part-way may find it done or not.
-SWAP = """
-DO $migrate$
-BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass
-               AND attname = 'phone_e164' AND NOT attisdropped) THEN
-        ALTER TABLE patients RENAME COLUMN phone TO phone_original;
-        ALTER TABLE patients RENAME COLUMN phone_e164 TO phone;
-    END IF;
-END
-$migrate$"""
-UNSWAP = """
-DO $migrate$
-BEGIN
-    IF EXISTS (SELECT FROM pg_catalog.pg_attribute WHERE attrelid = 'patients'::regclass
-               AND attname = 'phone_original' AND NOT attisdropped) THEN
-        ALTER TABLE patients RENAME COLUMN phone TO phone_e164;
-        ALTER TABLE patients RENAME COLUMN phone_original TO phone;
-    END IF;
-END
-$migrate$"""
+def _renames_while(column: str, renames: list[tuple[str, str]]) -> str:
+    """The renames, run only while patients still has ``column``: a run stopped part-way may
+    find them done or not."""
+    done = " ".join(f"ALTER TABLE patients RENAME COLUMN {a} TO {b};" for a, b in renames)
+    return (
+        "DO $migrate$ BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_attribute"
+        f" WHERE attrelid = 'patients'::regclass AND attname = '{column}' AND NOT attisdropped)"
+        f" THEN {done} END IF; END $migrate$"
+    )
+
+
+SWAP = _renames_while("phone_e164", [("phone", "phone_original"), ("phone_e164", "phone")])
+UNSWAP = _renames_while("phone_original", [("phone", "phone_e164"), ("phone_original", "phone")])
 
 
 def upgrade() -> None:

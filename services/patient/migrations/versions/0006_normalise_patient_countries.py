@@ -5,8 +5,10 @@ names healthcare_entities.country already checks): case, surrounding and repeate
 spaces, dots and hyphens do not count, nor do French accents or Arabic hamza forms, and
 ISO codes ('CA', 'US', 'FR', 'MA', 'USA', 'U.S.A.'), English, French, Spanish and Arabic
 names are known ('United States', 'États-Unis', 'Maroc', 'Royaume du Maroc', 'المغرب',
-'كندا', 'فرنسا', 'الولايات المتحدة' ...). The mapping lives in the database as
-patient_country_canonical(country), NULL for a country it does not know.
+'كندا', 'فرنسا', 'الولايات المتحدة' ...). The mapping is data/countries.json, the one
+table of spellings, which the phone conversion of version 4 reads too: it lives in the
+database as patient_country_canonical(country) (made by version 4), NULL for a country it
+does not know.
 
 A country it cannot map makes the step refuse before changing anything, naming how many
 patients and a few ids: correct them, then run 'up' again. Otherwise every spelling that
@@ -41,59 +43,15 @@ lint_accepted = {
 
 CANONICAL = ("Canada", "USA", "France", "Morocco")
 
-# Spellings after folding (see FOLD): lower case, French accents and Arabic hamza forms
-# folded, dots and invisible marks removed, runs of spaces, hyphens and underscores made
-# one space, trimmed.
-SPELLINGS = {
-    "Canada": ["canada", "ca", "can", "le canada", "kanada", "كندا"],
-    "USA": [
-        "usa", "us", "u s a", "u s", "united states", "united states of america",
-        "the united states", "the usa", "america", "etats unis", "les etats unis",
-        "etats unis d'amerique", "estados unidos", "eeuu", "الولايات المتحدة",
-        "الولايات المتحدة الامريكية", "امريكا",
-    ],
-    "France": [
-        "france", "fr", "fra", "la france", "republique francaise", "french republic",
-        "francia", "فرنسا",
-    ],
-    "Morocco": [
-        "morocco", "ma", "mar", "maroc", "le maroc", "royaume du maroc",
-        "kingdom of morocco", "marruecos", "al maghrib", "المغرب", "المملكة المغربية",
-    ],
-}  # fmt: skip
-
 
 def _quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-# Typographic apostrophe to ', and alef with hamza or madda to bare alef
-ACCENTED = "ÀÁÂÃÄÅàáâãäåÈÉÊËèéêëÌÍÎÏìíîïÒÓÔÕÖòóôõöÙÚÛÜùúûüÇçÑñ\u2019\u0623\u0625\u0622"
-PLAIN = "AAAAAAaaaaaaEEEEeeeeIIIIiiiiOOOOOoooooUUUUuuuuCcNn'" + "\u0627" * 3
-FOLD = (
-    "lower(btrim(regexp_replace(regexp_replace("
-    f"translate(country, {_quoted(ACCENTED)}, {_quoted(PLAIN)}),"
-    r" '[.\u200b\u200e\u200f\ufeff\u0640]', '', 'g'),"
-    r" '[[:space:]\u00a0_-]+', ' ', 'g')))"
-)
-
-
-def _canonical_body() -> str:
-    cases = " ".join(
-        f"WHEN k IN ({', '.join(_quoted(s) for s in spellings)}) THEN {_quoted(name)}"
-        for name, spellings in SPELLINGS.items()
-    )
-    return f"SELECT CASE {cases} END FROM (SELECT {FOLD} AS k) AS folded"
 
 
 IN_LIST = ", ".join(_quoted(c) for c in CANONICAL)
 
 
 def upgrade() -> None:
-    op.execute(
-        "CREATE OR REPLACE FUNCTION patient_country_canonical(country TEXT) RETURNS TEXT"
-        f" LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ {_canonical_body()} $$"
-    )
     unknown = "patient_country_canonical(country) IS NULL"
     refuse_if(
         f"SELECT count(*) FROM patients WHERE {unknown}",
@@ -158,4 +116,3 @@ def downgrade() -> None:
         name="0006:patients.country_original",
     )
     op.execute("ALTER TABLE patients DROP COLUMN IF EXISTS country_original")
-    op.execute("DROP FUNCTION IF EXISTS patient_country_canonical(TEXT)")
