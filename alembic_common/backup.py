@@ -43,6 +43,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -58,7 +59,7 @@ from psycopg import sql
 
 from alembic_common import db, files, locking, plan, privileges, releases
 from alembic_common.errors import BackupError, PrivilegeError, StateError, UsageError
-from alembic_common.redact import Scrubber
+from alembic_common.redact import Scrubber, without_values
 from alembic_common.services import Service
 from alembic_common.settings import Settings
 from alembic_common.state import read
@@ -200,7 +201,8 @@ def client(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
 
 def _scrubbed(text: str, settings: Settings) -> str:
     secret = settings.password
-    lines = [ln for ln in Scrubber([secret] if secret else []).__call__(text).splitlines() if ln]
+    scrubbed = without_values(Scrubber([secret] if secret else []).__call__(text))
+    lines = [ln for ln in scrubbed.splitlines() if ln]
     return " / ".join(lines[-3:]) or "no message"
 
 
@@ -389,10 +391,27 @@ def _few(names: list[str]) -> str:
 
 
 def _private_dir(directory: Path) -> None:
+    """Make the backup folder (0700) or check the one given: a dump holds every patient, so
+    a folder another local user could write in (group or others may write and no sticky
+    bit), or one owned by another user, is refused rather than worked around: a private
+    subfolder made in it would still be theirs to rename, and the operator who named the
+    folder should learn it is shared."""
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
-    if not directory.is_dir():
-        raise UsageError(f"backup folder {directory} is not a folder")
+    if directory.is_symlink() or not directory.is_dir():
+        raise UsageError(f"backup folder {directory} is not a folder (or is a symbolic link)")
+    found = directory.stat()
+    if found.st_uid != os.geteuid():
+        raise UsageError(
+            f"backup folder {directory} belongs to another user (uid {found.st_uid}): a dump of "
+            "patient data is written only in a folder of the user running migrate"
+        )
+    if found.st_mode & 0o022 and not found.st_mode & stat.S_ISVTX:
+        raise UsageError(
+            f"backup folder {directory} may be written by other users (mode "
+            f"{stat.S_IMODE(found.st_mode):o}, no sticky bit): chmod go-w it, or give a private "
+            "folder"
+        )
     if not os.access(directory, os.W_OK | os.X_OK):
         raise UsageError(f"backup folder {directory} is not writable")
 
@@ -446,7 +465,19 @@ def take(
         while final.exists() or manifest_path(final).exists():  # two in one second
             n += 1
             final = folder / f"{name}-{n}{suffix}"
-        partial = folder / f".{final.name}.partial"
+        # Made exclusively, never through a link planted at its name (O_EXCL|O_NOFOLLOW, a
+        # name no one can guess, mode 0600; a directory dump goes into a 0700 folder).
+        try:
+            if jobs > 1:
+                fd, partial = -1, Path(tempfile.mkdtemp(".partial", f".{final.name}.", folder))
+            else:
+                fd, made = tempfile.mkstemp(".partial", f".{final.name}.", folder)
+                partial = Path(made)
+        except OSError as exc:
+            raise BackupError(
+                f"{service.name}: cannot write a backup in {folder}: {exc.strerror}",
+                service=service.name,
+            ) from None
         args = [tools.path("pg_dump"), f"--snapshot={snapshot_row[0]}", f"--dbname={conninfo}"]
         if through_policies:
             args.append("--enable-row-security")  # proven to see every row (``readable``)
@@ -456,17 +487,7 @@ def take(
             if jobs > 1
             else ["--format=custom"]
         )
-        out = None
-        if jobs <= 1:  # opened here, so a folder that cannot take it fails before pg_dump runs
-            try:
-                out = os.fdopen(
-                    os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb"
-                )
-            except OSError as exc:
-                raise BackupError(
-                    f"{service.name}: cannot write a backup in {folder}: {exc.strerror}",
-                    service=service.name,
-                ) from None
+        out = os.fdopen(fd, "wb") if jobs <= 1 else None
         old_umask = os.umask(0o077)
         try:
             child = subprocess.Popen(

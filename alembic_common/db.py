@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from alembic_common.errors import ConnectError, TopologyError
+from alembic_common.redact import first_line
 from alembic_common.releases import OWN_APPLICATION
-from alembic_common.settings import Settings, mask, migration_var
+from alembic_common.settings import Settings, migration_var
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -48,11 +49,6 @@ KEEPALIVES: dict[str, Any] = {
 CONNECT_ARGS: dict[str, Any] = {"fallback_application_name": OWN_APPLICATION, **KEEPALIVES}
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return mask(lines[0] if lines else type(exc).__name__)
-
-
 def connect_error(
     settings: Settings, exc: psycopg.OperationalError, waited: float = 0
 ) -> ConnectError:
@@ -71,10 +67,10 @@ def connect_error(
             "given: put it in the URL, PGPASSWORD, --password-file or a passfile)"
         )
     elif state in ("28P01", "28000") or "authentication failed" in text:
-        message = f"{where}: authentication failed ({_first_line(exc).split('FATAL:')[-1].strip()})"
+        message = f"{where}: authentication failed ({first_line(exc).split('FATAL:')[-1].strip()})"
     else:
         after = f" after waiting {waited:g}s" if waited else ""
-        message = f"{where} is unreachable{after}: {_first_line(exc)}"
+        message = f"{where} is unreachable{after}: {first_line(exc)}"
     return ConnectError(message, service=settings.service)
 
 

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -168,3 +169,161 @@ class ScrubbedStream(io.TextIOBase):
 def from_environment(argv: Sequence[str]) -> Scrubber:
     """The scrubber of a command line run in this process's environment."""
     return Scrubber(gather(argv, os.environ))
+
+
+# --- values from rows: what a server message may quote ---------------------------------------
+
+# --show-data (or this variable) shows server messages as they are; by default every value a
+# message quotes is replaced by ***, so no patient's data reaches a terminal, a log pipeline,
+# a --json object, an events file or a traceback.
+SHOW_DATA = "MIGRATE_SHOW_DATA"
+# A quoted name right after one of these words names a database object, not a value.
+_OBJECTS = frozenset(
+    [
+        "relation",
+        "table",
+        "column",
+        "constraint",
+        "index",
+        "type",
+        "schema",
+        "function",
+        "procedure",
+        "routine",
+        "role",
+        "database",
+        "sequence",
+        "view",
+        "trigger",
+        "extension",
+        "policy",
+        "operator",
+        "domain",
+        "collation",
+        "encoding",
+        "tablespace",
+        "publication",
+        "subscription",
+        "server",
+        "attribute",
+        "savepoint",
+        "cursor",
+        "parameter",
+        "portal",
+        "statement",
+        "setting",
+        "aggregate",
+        "conversion",
+        "family",
+        "class",
+        "language",
+        "transform",
+        "cast",
+        "rule",
+        "event",
+    ]
+)
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_WORD_BEFORE = re.compile(r"([A-Za-z_]+)\s*$")
+# ``Key (columns)=(values) ...``: the values run to the end of the line, whatever they hold.
+_KEY = re.compile(r"(?P<head>\b[Kk]ey \(.*?\)=)\(.*$", re.MULTILINE)
+_KEY_ENDS = (
+    " already exists",
+    " is duplicated",
+    " is not present in table",
+    " is still referenced from table",
+    " conflicts with existing key",
+)
+_FAILING_ROW = re.compile(r"(Failing row contains ).*$", re.IGNORECASE | re.MULTILINE)
+_BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*")
+# Lines of a database error that quote the statement or its context, values and all.
+_STATEMENT_LINE = re.compile(r"^\s*(?:LINE \d+:|\[SQL:|\[parameters:|QUERY:|CONTEXT:|\s*\^)")
+
+
+def shows_data(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get(SHOW_DATA, "") not in ("", "0")
+
+
+def without_values(text: str, names: Iterable[str] = ()) -> str:
+    """``text`` (a server message, or a client tool's output) with every value it quotes
+    from a row replaced by ``***``: quoted literals, ``Key (...)=(...)`` values, ``Failing
+    row contains (...)``, byte sequences. Names stay: a quoted word after an object kind
+    (``relation "patients"``, ``constraint "c"``) or one of ``names``; SQLSTATEs too. A
+    value with quotes of its own is masked to the last quote of its line: values come last."""
+    if shows_data():
+        return text
+    kept = set(names)
+
+    def key(match: re.Match[str]) -> str:
+        tail = match.group(0)
+        ends = [e for e in _KEY_ENDS if e in tail]
+        return match.group("head") + "(***)" + (ends[-1] if ends else "")
+
+    lines = []
+    for line in _FAILING_ROW.sub(r"\1(***)", _KEY.sub(key, text)).split("\n"):
+        for match in _QUOTED.finditer(line):
+            inner = match.group(0)[1:-1].replace('""', '"')
+            before = _WORD_BEFORE.search(line[: match.start()])
+            if inner in kept or (before is not None and before.group(1).lower() in _OBJECTS):
+                continue
+            line = line[: match.start()] + '"***"' + line[line.rfind('"') + 1 :]
+            break
+        lines.append(_BYTES.sub("***", line))
+    return "\n".join(lines)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: its first, with URL passwords masked and, for a server error,
+    the values of rows it quotes replaced (the names in its diagnostics kept) and its SQLSTATE."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's DBAPIError wraps psycopg's
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    text = urls.mask(lines[0]) if lines else type(cause).__name__
+    diag = getattr(cause, "diag", None)
+    if diag is None:
+        return text
+    names = (
+        diag.schema_name,
+        diag.table_name,
+        diag.column_name,
+        diag.constraint_name,
+        diag.datatype_name,
+    )
+    reduced = without_values(text, (n for n in names if n))
+    return f"{reduced} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else reduced
+
+
+def _error_text(exc: BaseException) -> str:
+    """A database error's whole text without row values: its message, DETAIL and HINT
+    reduced, the lines quoting the statement or its context left out."""
+    if shows_data():
+        return str(exc)
+    lines = [ln for ln in str(exc).split("\n") if not _STATEMENT_LINE.match(ln)]
+    left = "" if len(lines) == len(str(exc).split("\n")) else "\n(statement not shown: --show-data)"
+    return without_values("\n".join(lines)) + left
+
+
+def _from_database(exc: BaseException) -> bool:
+    return any(
+        type(e).__module__.split(".")[0] in ("psycopg", "sqlalchemy")
+        for e in (exc, getattr(exc, "orig", None))
+        if e is not None
+    )
+
+
+def traceback_text(exc: BaseException) -> str:
+    """``--debug``'s traceback of ``exc``, each database error in its chain without values."""
+    import traceback
+
+    shown = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    pending: list[tuple[BaseException | None, Any]] = [(exc, shown)]
+    while pending:
+        error, frame = pending.pop()
+        if error is None or frame is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if _from_database(error):
+            frame._str = _error_text(error)  # what format() prints after the type's name
+        pending.append((error.__cause__, frame.__cause__))
+        pending.append((error.__context__, frame.__context__))
+    return "".join(shown.format())

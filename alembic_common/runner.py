@@ -26,6 +26,7 @@ from alembic_common import (
     locking,
     partial,
     plan,
+    redact,
     releases,
 )
 from alembic_common.errors import (
@@ -47,7 +48,7 @@ from alembic_common.plan import Plan
 from alembic_common.project import Project
 from alembic_common.releases import Seen, Session
 from alembic_common.services import Service, revision_id
-from alembic_common.settings import PRODUCTION, Settings, mask
+from alembic_common.settings import PRODUCTION, Settings
 from alembic_common.state import Assessment, DbState, mismatched, read, refuse
 
 if TYPE_CHECKING:
@@ -926,7 +927,7 @@ def _is_disconnect(exc: BaseException, orig: Any) -> bool:
 
 def _lost(service: Service, settings: Settings, version: int | None, exc: BaseException) -> str:
     """Say what a lost connection did to the step that was running, after looking again."""
-    cause = _first_line(exc)
+    cause = redact.first_line(exc)
     if version is None:
         return (
             f"{service.name}: the connection to {settings.label} was lost ({cause}); "
@@ -954,11 +955,6 @@ def _lost(service: Service, settings: Settings, version: int | None, exc: BaseEx
         f"{service.name}: the connection to {settings.label} was lost during version {version} "
         f"({cause}); {verdict}"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return mask(lines[0]) if lines else type(exc).__name__
 
 
 def _run_alembic(
@@ -1135,8 +1131,7 @@ def _step_failure(
     undone: str = "",
 ) -> str:
     cause = orig if orig is not None else exc
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    detail = mask(lines[0]) if lines else type(cause).__name__
+    detail = redact.first_line(cause)
     if isinstance(cause, psycopg.errors.QueryCanceled):
         detail = f"statement_timeout ({options.statement_timeout:g}s) cancelled it: {detail}"
     kept = "nothing was applied (--atomic)" if options.atomic else "earlier versions stay applied"

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from alembic_common import urls
 from alembic_common.errors import ConnectError, UsageError
+from alembic_common.redact import first_line
 
 _NAMED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.:@-]{0,127})\s*=\s*(\S.*)$")
 _SCHEME = re.compile(r"^postgres(?:ql)?(?:\+psycopg)?://", re.IGNORECASE)
@@ -97,10 +98,10 @@ def from_registry(url: str, query: str, connect_timeout: int) -> list[Entry]:
                 rows = cur.fetchall()
     except psycopg.OperationalError as exc:
         raise ConnectError(
-            f"cannot read the tenant registry at {shown}: {_first_line(exc)}"
+            f"cannot read the tenant registry at {shown}: {first_line(exc)}"
         ) from None
     except psycopg.Error as exc:
-        raise UsageError(f"--registry-query failed: {_first_line(exc)}") from None
+        raise UsageError(f"--registry-query failed: {first_line(exc)}") from None
     return [
         _registry_entry(dict(zip(columns, row, strict=True)), n) for n, row in enumerate(rows, 1)
     ]
@@ -151,10 +152,6 @@ def _entry(raw: str, where: str, source: str, name: str | None = None) -> Entry:
     except UsageError as exc:
         text = str(exc)
         raise UsageError(text if text.startswith(where) else f"{where}: {text}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return urls.mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
 # --- checks and selection ------------------------------------------------------------------

@@ -336,14 +336,67 @@ class LoginResult:
         }
 
 
+# What an existing role holds beyond LOGIN and membership of the service's app role, read
+# from the catalogs every role may read (pg_shdepend is the server's, for every database).
+_POWERS = """
+WITH RECURSIVE r AS (SELECT * FROM pg_catalog.pg_roles WHERE rolname = %(name)s),
+granted (roleid, admin) AS (  -- every role it is a member of, through any chain
+    SELECT m.roleid, m.admin_option FROM pg_catalog.pg_auth_members m, r WHERE m.member = r.oid
+    UNION
+    SELECT m.roleid, m.admin_option FROM pg_catalog.pg_auth_members m JOIN granted g
+      ON m.member = g.roleid
+)
+SELECT pg_catalog.array_remove(ARRAY[
+           CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+           CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+           CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+           CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+           CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END], NULL),
+       (SELECT pg_catalog.array_agg(DISTINCT o.rolname::text ORDER BY o.rolname::text)
+          FROM granted g JOIN pg_catalog.pg_roles o ON o.oid = g.roleid
+         WHERE o.rolname <> %(app)s OR g.admin),
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend d
+         WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+           AND d.refobjid = r.oid AND d.deptype = 'o')
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_database WHERE datdba = r.oid),
+       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_shdepend d
+         WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+           AND d.refobjid = r.oid AND d.deptype <> 'o'),
+       r.rolname = current_user
+FROM r"""
+
+
+def _powers_named(found: Any, app: str) -> str:
+    attributes, members, owns, grants, connected = found
+    named = []
+    if attributes:
+        named.append(" ".join(attributes))
+    if members:
+        named.append(
+            "member of "
+            + ", ".join(members)
+            + (f" (or {app} WITH ADMIN)" if app in members else "")
+        )
+    if owns:
+        named.append(f"owner of {owns} object(s) in the server's databases")
+    if grants:
+        named.append(f"named in {grants} grant(s) or policies of its own")
+    if connected:
+        named.append("the role connected")
+    return "; ".join(named)
+
+
 def ensure_login(service: Service, settings: Settings, name: str, password: str) -> LoginResult:
     """Create (or update) the login role ``name`` as a member of ``<service>_app``.
 
     Idempotent: an existing login gets the password and the membership again. The password
     is hashed here (SCRAM-SHA-256, by libpq) so it never reaches the server's logs in
-    clear. Refuses a name that is not a plain identifier, an empty password, and an
-    existing role with powers an application must not have (superuser, BYPASSRLS,
-    CREATEROLE, CREATEDB, the role connected, or the owner of tables here)."""
+    clear. Refuses (before any statement that changes anything) a name that is not a plain
+    identifier, an empty password, and an existing role that holds anything beyond LOGIN
+    and membership of ``<service>_app``: another role attribute, membership of any other
+    role through any chain (predefined roles included) or of the app role WITH ADMIN,
+    ownership of anything in any database of the server, a grant or policy naming it, or
+    being the role connected."""
     from psycopg import errors, sql
 
     from alembic_common import db
@@ -374,20 +427,13 @@ def ensure_login(service: Service, settings: Settings, name: str, password: str)
             raise StateError(
                 f"{service.name}: role {role} does not exist: run 'up' first", service=service.name
             )
-        found = conn.execute(
-            """SELECT r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
-                      OR r.rolname = current_user
-                      OR EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relowner = r.oid
-                                 AND c.relnamespace NOT IN ('pg_catalog'::regnamespace,
-                                                            'information_schema'::regnamespace))
-               FROM pg_catalog.pg_roles r WHERE r.rolname = %s""",
-            [name],
-        ).fetchone()
-        if found is not None and found[0]:
+        found = conn.execute(_POWERS, {"name": name, "app": role}).fetchone()
+        if found is not None and any(found):
             raise UsageError(
-                f"{service.name}: {name} is a role with more powers than an application login"
-                " (superuser, BYPASSRLS, CREATEROLE, CREATEDB, owner of tables, or the role"
-                " connected): choose another name"
+                f"{service.name}: {name} already exists with more than an application login may "
+                f"hold ({_powers_named(found, role)}); an application login holds LOGIN and "
+                f"membership of {role}, nothing else: choose another name; nothing was changed",
+                service=service.name,
             )
         privileges.may_manage_login(conn, service.name, role, name, found is not None)
         verifier = conn.pgconn.encrypt_password(

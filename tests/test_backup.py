@@ -600,3 +600,58 @@ def test_a_backup_holds_no_table_lock_while_it_waits_for_pg_dump(db: str, tmp_pa
     code, _, err = run.finish(timeout=60)
     assert code in (0, 1), err  # it ends: a dump or one line, never a hang
     assert len([ln for ln in err.splitlines() if ln.startswith("migrate: error")]) <= 1
+
+
+# --- files holding patient data: private, never through a link -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner"),
+    [(0o777, None), (0o770, None), (0o757, None), (0o755, "nobody")],
+    ids=["world-writable", "group-writable", "others-writable", "another-owner"],
+)
+def test_a_shared_backup_folder_is_refused_and_nothing_is_written(
+    db: str, tmp_path: Path, mode: int, owner: str | None
+) -> None:
+    import os
+    import pwd
+
+    up("patient", db)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    if owner is not None:
+        if os.geteuid() != 0:
+            pytest.skip("only root can hand a folder to another user here")
+        os.chown(shared, pwd.getpwnam(owner).pw_uid, -1)
+    result = run_cli("patient", "backup", "--url", db, "--to", str(shared))
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert list(shared.iterdir()) == []
+
+
+def test_a_sticky_shared_folder_of_ones_own_is_used_with_unguessable_exclusive_files(
+    db: str, tmp_path: Path
+) -> None:
+    """A link planted at every name the dump could take is never followed: the dump's own
+    files are made exclusively under names no one can guess, and renamed over the link."""
+    up("patient", db)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    stolen = tmp_path / "stolen"
+    from datetime import UTC, datetime, timedelta
+
+    name = settings("patient", db).database
+    head = versions("patient")[-1]
+    now = datetime.now(UTC)
+    for seconds in range(-2, 60):  # every name of the next minute, as another user plants them
+        stamp = f"{now + timedelta(seconds=seconds):%Y%m%dT%H%M%S}Z"
+        final = f"patient-{name}-v{head}-{stamp}.dump"
+        for planted in (f".{final}.partial", final, f"{final}.json"):
+            (sticky / planted).symlink_to(stolen)
+    path = cli_backup(db, sticky)
+    assert not stolen.exists()
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600) and not path.is_symlink()
+    assert backup.load(path).version == head
+    assert not [p for p in sticky.iterdir() if p.name.endswith(".partial") and not p.is_symlink()]

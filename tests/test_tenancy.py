@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import (
+    OWNER,
     ROOT,
     SERVICES,
     add_step,
@@ -539,3 +540,107 @@ def test_plain_identifier_refuses_quoting_tricks() -> None:
 def test_history_has_one_rls_step_per_service() -> None:
     for name, _ in CASES:
         assert rls_version(name) in versions(name)
+
+
+# --- a login holds LOGIN and <service>_app, nothing else ----------------------------------------
+
+POWERS = {  # how a role comes to hold more, as the superuser grants it (ROLE: the candidate)
+    "superuser": ["ALTER ROLE {role} SUPERUSER"],
+    "createdb": ["ALTER ROLE {role} CREATEDB"],
+    "createrole": ["ALTER ROLE {role} CREATEROLE"],
+    "replication": ["ALTER ROLE {role} REPLICATION"],
+    "bypassrls": ["ALTER ROLE {role} BYPASSRLS"],
+    "inherits the owner": ["GRANT {owner} TO {role}"],
+    "a chain to a predefined role": [
+        "CREATE ROLE {role}_mid NOLOGIN",
+        "GRANT pg_read_all_data TO {role}_mid",
+        "GRANT {role}_mid TO {role}",
+    ],
+    "the app role WITH ADMIN": ["GRANT patient_app TO {role} WITH ADMIN OPTION"],
+    "owns a database": ["CREATE DATABASE {role}_db OWNER {role}"],
+    "a grant of its own": ["GRANT SELECT ON patients TO {role}"],
+    "owns a table": ["CREATE TABLE {role}_t (id int)", "ALTER TABLE {role}_t OWNER TO {role}"],
+}
+
+
+def _refused_unchanged(url: str, server: str, name: str) -> None:
+    """login refuses ``name`` in one line, exit 2, and leaves it exactly as it was."""
+    before = query(
+        server,
+        "SELECT rolpassword, (SELECT array_agg(roleid::regrole::text ORDER BY 1)"
+        " FROM pg_auth_members WHERE member = a.oid) FROM pg_authid a WHERE rolname = %s",
+        [name],
+    )
+    result = run_cli(
+        "patient", "login", name, "--login-password-env", "MT_PW", "--url", url,
+        env={"MT_PW": "pw-value-9"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "nothing was changed" in result.stderr
+    assert "pw-value-9" not in result.output
+    after = query(
+        server,
+        "SELECT rolpassword, (SELECT array_agg(roleid::regrole::text ORDER BY 1)"
+        " FROM pg_auth_members WHERE member = a.oid) FROM pg_authid a WHERE rolname = %s",
+        [name],
+    )
+    assert after == before
+
+
+def _drop_candidate(server: str, url: str, name: str) -> None:
+    with psycopg.connect(as_superuser(url), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}_t")
+        conn.execute(f"REVOKE ALL ON patients FROM {name}")
+    query(server, f"DROP DATABASE IF EXISTS {name}_db")
+    for role in (name, f"{name}_mid"):
+        query(server, f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize("power", sorted(POWERS))
+def test_login_refuses_a_role_that_holds_more_than_the_app_role(
+    heads: dict[str, str], server: str, power: str
+) -> None:
+    url = heads["patient"]
+    name = f"mt_cand_{uuid.uuid4().hex[:8]}"
+    try:
+        query(server, f"CREATE ROLE {name} LOGIN")
+        with psycopg.connect(as_superuser(url), autocommit=True) as conn:
+            for statement in POWERS[power]:
+                conn.execute(statement.format(role=name, owner=OWNER))
+        _refused_unchanged(url, server, name)
+    finally:
+        _drop_candidate(server, url, name)
+
+
+def test_login_refuses_a_member_of_every_predefined_role(
+    heads: dict[str, str], server: str
+) -> None:
+    """The whole class: every predefined role this server has (PostgreSQL 15's and 18's)."""
+    url = heads["patient"]
+    # pg_database_owner is the one predefined role that can have no members.
+    predefined = [
+        r
+        for (r,) in query(server, "SELECT rolname FROM pg_roles WHERE rolname ~ '^pg_'")
+        if r != "pg_database_owner"
+    ]
+    assert "pg_read_all_data" in predefined and "pg_monitor" in predefined
+    for role in predefined:
+        name = f"mt_cand_{uuid.uuid4().hex[:8]}"
+        try:
+            query(server, f"CREATE ROLE {name} LOGIN")
+            query(server, f"GRANT {role} TO {name}")
+            _refused_unchanged(url, server, name)
+        finally:
+            _drop_candidate(server, url, name)
+
+
+def test_login_checks_an_existing_login_again_at_each_run(
+    heads: dict[str, str], server: str, login_name: str
+) -> None:
+    url = heads["patient"]
+    args = ("patient", "login", login_name, "--login-password-env", "MT_PW", "--url", url)
+    assert run_cli(*args, env={"MT_PW": "pw-1"}).exit_code == 0
+    query(server, f"GRANT pg_read_all_data TO {login_name}")
+    _refused_unchanged(url, server, login_name)
+    query(server, f"REVOKE pg_read_all_data FROM {login_name}")
+    assert run_cli(*args, env={"MT_PW": "pw-2"}).exit_code == 0

@@ -108,6 +108,8 @@ class Frame(TyperGroup):
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
+        if "--show-data" in argv:
+            os.environ[redact.SHOW_DATA] = "1"
         scrub = redact.Scrubber(redact.gather(argv, os.environ))
         code = 1
         with _scrubbed(scrub), _signals():
@@ -121,9 +123,16 @@ class Frame(TyperGroup):
         if not debug:  # library warnings would break the one-line error contract
             warnings.simplefilter("ignore")
 
+        if redact.shows_data():
+            sys.stderr.write(
+                f"{PROG}: warning: --show-data: server messages are shown as they are, with any "
+                "values from rows (patient data) they quote\n"
+            )
+
         def fail(message: str, code: int) -> int:
             if debug:
-                sys.stderr.write(traceback.format_exc())
+                error = sys.exc_info()[1]
+                sys.stderr.write(redact.traceback_text(error) if error else traceback.format_exc())
             sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
             return code
 
@@ -152,7 +161,9 @@ class Frame(TyperGroup):
             return fail(f"interrupted ({signal.Signals(signum).name})", 128 + signum)
         except Exception as exc:
             return fail(
-                f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1
+                f"unexpected {type(exc).__name__}: {redact.first_line(exc)} (rerun with --debug "
+                "for the traceback)",
+                1,
             )
         return result if isinstance(result, int) else 0
 

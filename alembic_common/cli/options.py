@@ -253,6 +253,15 @@ _CONNECTION_OPTIONS: list[tuple[str, Any, Any]] = [
         typer.Option(help="Seconds before a connection attempt gives up (>= 1).", parser=whole(1)),
     ),
     ("debug", bool, typer.Option("--debug", help="Show the traceback of an error.")),
+    (
+        "show_data",
+        bool,
+        typer.Option(
+            "--show-data",
+            help="Show server messages as they are, values from rows included (by default "
+            "every value a message quotes is ***; a warning on stderr says they are shown).",
+        ),
+    ),
 ]
 
 
@@ -261,7 +270,7 @@ def with_connection(command: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "conn"]
     defaults = dict(Connection._field_defaults)
-    defaults |= {"debug": False, "url": None}
+    defaults |= {"debug": False, "show_data": False, "url": None}
     added = [
         inspect.Parameter(
             name,
@@ -274,8 +283,13 @@ def with_connection(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("debug", None)  # read from argv by the frame, before parsing can fail
-        fields = {name: kwargs.pop(name) for name, _, _ in _CONNECTION_OPTIONS if name != "debug"}
+        for frames in ("debug", "show_data"):  # read from argv by the frame, before parsing
+            kwargs.pop(frames, None)
+        fields = {
+            name: kwargs.pop(name)
+            for name, _, _ in _CONNECTION_OPTIONS
+            if name not in ("debug", "show_data")
+        }
         fields["url"] = tuple(fields["url"] or ())
         return command(*args, conn=Connection(**fields), **kwargs)
 

@@ -1,0 +1,136 @@
+"""No value from a patient row leaves through a message, an event, a --json object, metrics
+or a --debug traceback, whatever kind of failure quotes it.
+
+Hypothesis draws realistic values (Faker's names, e-mails, phone numbers and addresses in
+the platform's locales, and arbitrary text) and puts them in a row that a failing step
+trips over: a cast, a CHECK, a unique index, a foreign key, NOT NULL, an exclusion
+constraint, a date, an enum. Every output of the run is then searched for the value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import add_step, create_database, drop_database, run_cli
+from faker import Faker
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+LOCALES = ("fr_CA", "en_US", "fr_FR", "ar_AA")
+FAKERS = [Faker(locale) for locale in LOCALES]
+
+
+@st.composite
+def patient_values(draw: st.DrawFn) -> str:
+    fake = draw(st.sampled_from(FAKERS))
+    fake.seed_instance(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["name", "email", "phone_number", "street_address", "text"]))
+    if kind == "text":
+        value = draw(
+            st.text(
+                st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")),
+                min_size=6,
+                max_size=30,
+            )
+        )
+    else:
+        value = str(getattr(fake, kind)())
+    # Short or blank values could match a message's own words: the claim is about data.
+    return value if len(value.strip()) >= 6 and '"' not in value else fake.name() + " Zyx"
+
+
+# Each kind of failure: the tables it needs, the rows holding the value (%s), and the step
+# that trips over them, whatever the value (a cast reads it behind a character no integer,
+# date or JSON document starts with).
+KINDS = {
+    "cast": ("v text", "INSERT INTO held VALUES (%s)", "ALTER TABLE held ALTER COLUMN v TYPE integer USING ('x' || v)::integer"),
+    "date": ("v text", "INSERT INTO held VALUES (%s)", "ALTER TABLE held ALTER COLUMN v TYPE date USING ('x' || v)::date"),
+    "enum": ("v text", "INSERT INTO held VALUES (%s)", "CREATE TYPE mood AS ENUM ('ok'); ALTER TABLE held ALTER COLUMN v TYPE mood USING v::mood"),
+    "json": ("v text", "INSERT INTO held VALUES (%s)", "ALTER TABLE held ALTER COLUMN v TYPE jsonb USING ('{' || v)::jsonb"),
+    "check": ("v text", "INSERT INTO held VALUES (%s)", "ALTER TABLE held ADD CONSTRAINT held_v CHECK (v = 'none')"),
+    "unique": ("v text", "INSERT INTO held VALUES (%s), (%s)", "CREATE UNIQUE INDEX held_v ON held (v)"),
+    "foreign key": ("v text", "INSERT INTO held VALUES (%s)", "CREATE TABLE other (v text PRIMARY KEY); ALTER TABLE held ADD FOREIGN KEY (v) REFERENCES other (v)"),
+    "not null": ("v text, w text", "INSERT INTO held (v) VALUES (%s)", "ALTER TABLE held ALTER COLUMN w SET NOT NULL"),
+    "exclusion": ("v text", "INSERT INTO held VALUES (%s), (%s)", "ALTER TABLE held ADD CONSTRAINT held_x EXCLUDE (v WITH =)"),
+    "insert": ("v text, n integer", "INSERT INTO held (v) VALUES (%s)", "INSERT INTO held (n) SELECT ('x' || v)::integer FROM held"),
+    "update": ("v text, d date", "INSERT INTO held (v) VALUES (%s)", "UPDATE held SET d = ('x' || v)::date"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def failing(
+    tmp_path_factory: pytest.TempPathFactory, server: str, migrating_role: str
+) -> Iterator[dict[str, tuple[Path, str]]]:
+    """For each kind, a project whose user service ends in a step that fails that way, and a
+    database at the version before it."""
+    import shutil
+
+    from conftest import ROOT, up
+
+    made = {}
+    for kind, (columns, _, step) in KINDS.items():
+        root = tmp_path_factory.mktemp(kind.replace(" ", "_"))
+        shutil.copytree(
+            ROOT / "services", root / "services", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        url = create_database(server)
+        up("user", url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE held ({columns})")
+        body = "\n".join(f"    op.execute({part.strip()!r})" for part in step.split(";"))
+        add_step(root, "user", body, f"Fails: {kind}")
+        made[kind] = (root, url)
+    yield made
+    for _, url in made.values():
+        drop_database(server, url)
+
+
+def outputs(root: Path, url: str, tmp: Path, *extra: str) -> str:
+    """Everything one failing run writes: stdout (--json), stderr (--debug), events, metrics."""
+    events, metrics = tmp / "events.jsonl", tmp / "metrics.prom"
+    for path in (events, metrics):
+        path.unlink(missing_ok=True)
+    result = run_cli(
+        "user", "up", "--url", url, "--json", "--events", str(events), "--metrics-file", str(metrics), *extra,
+        env={"MIGRATE_ROOT": str(root)},
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    written = "".join(p.read_text() for p in (events, metrics) if p.exists())
+    return result.stdout + result.stderr + written
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=patient_values())
+def test_no_value_from_a_row_appears_in_any_output(
+    failing: dict[str, tuple[Path, str]], tmp_path: Path, kind: str, value: str
+) -> None:
+    root, url = failing[kind]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE held")
+        _, rows, _ = KINDS[kind]
+        conn.execute(rows, [value] * rows.count("%s"))
+    seen = outputs(root, url, tmp_path, "--debug")
+    assert "Traceback" in seen  # --debug printed the chain, reduced
+    for form in {value, value.strip(), json.dumps(value)[1:-1]}:
+        assert form not in seen, (kind, value, seen[-2000:])
+
+
+def test_show_data_shows_the_values_with_a_warning(
+    failing: dict[str, tuple[Path, str]], tmp_path: Path
+) -> None:
+    root, url = failing["cast"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE held")
+        conn.execute("INSERT INTO held VALUES ('Amélie Tremblay')")
+    hidden = outputs(root, url, tmp_path)
+    assert "Amélie Tremblay" not in hidden
+    assert 'integer: "***" (SQLSTATE 22P02)' in hidden and "warning" not in hidden
+    shown = outputs(root, url, tmp_path, "--show-data")
+    assert "Amélie Tremblay" in shown and "warning: --show-data" in shown
