@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
-from alembic_common import db, files, locking, plan, privileges, releases
+from alembic_common import db, files, history, locking, plan, privileges, releases
 from alembic_common.errors import BackupError, PrivilegeError, StateError, UsageError
 from alembic_common.redact import Scrubber, without_values
 from alembic_common.services import Service
@@ -199,8 +199,8 @@ def client(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
         yield psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}), env
 
 
-def _scrubbed(text: str, settings: Settings) -> str:
-    secret = settings.password
+def _scrubbed(text: str, settings: Settings | None) -> str:
+    secret = settings.password if settings is not None else None
     scrubbed = without_values(Scrubber([secret] if secret else []).__call__(text))
     lines = [ln for ln in scrubbed.splitlines() if ln]
     return " / ".join(lines[-3:]) or "no message"
@@ -758,7 +758,74 @@ def verify(service: Service, path: Path) -> Backup:
             "was changed or is damaged; nothing was restored",
             service=service.name,
         )
+    _holds_this_service(service, backup)
     return backup
+
+
+_HISTORY_COMMENT = re.compile(
+    r"^COMMENT ON TABLE (?:\S+\.)?\"?schema_migrations\"? IS '((?:[^']|'')*)';$", re.MULTILINE
+)
+
+
+def _holds_this_service(service: Service, backup: Backup) -> None:
+    """What the dump holds, not what its manifest says: its history must be this service's.
+    The owner its schema_migrations comment names must be this service, and every version
+    it records one of this service's; without an owner, with this service's descriptions."""
+    server = str(backup.manifest.get("server_version", "0"))
+    dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
+    tools = choose(int(server.split(".")[0] or 0) * 10000, at_least=dumped_by)
+
+    def read(*options: str) -> str:
+        args = [tools.path("pg_restore"), *options, "--file=-", str(backup.path)]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BackupError(
+                f"{service.name}: pg_restore could not read {backup.path.name}: "
+                f"{_scrubbed(done.stderr, None)}; nothing was restored",
+                service=service.name,
+            )
+        return done.stdout
+
+    named = _HISTORY_COMMENT.search(read("--schema-only"))
+    owner = history.owner_of(named.group(1).replace("''", "'") if named else None)
+    recorded = _copied_rows(read("--data-only", "--table=schema_migrations"))
+    known = service.descriptions
+    unknown = sorted(set(recorded) - set(known))
+    if owner not in (None, service.name):
+        wrong = f"its history belongs to the {owner} service"
+    elif named is None and not recorded:
+        wrong = "it holds no schema_migrations history"
+    elif unknown:
+        wrong = (
+            f"its history records version(s) {', '.join(map(str, unknown))}, which it does not have"
+        )
+    elif owner is None and any(known[v] != d for v, d in recorded.items()):
+        wrong = f"its history's descriptions are not those of {service.name}'s versions"
+    else:
+        return
+    raise UsageError(
+        f"{service.name}: {backup.path.name} is labelled a backup of {service.name}, but "
+        f"{wrong}; nothing was restored",
+        service=service.name,
+    )
+
+
+def _copied_rows(text: str) -> dict[int, str]:
+    """(version, description) of the schema_migrations rows in pg_restore's COPY output."""
+    rows: dict[int, str] = {}
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "schema_migrations" in line:
+            inside = True
+        elif inside and line == "\\.":
+            inside = False
+        elif inside:
+            version, description = [*line.split("\t"), ""][:2]
+            if version.isascii() and version.isdigit():
+                rows[int(version)] = (
+                    description.replace("\\t", "\t").replace("\\n", "\n").replace("\\\\", "\\")
+                )
+    return rows
 
 
 def other_sessions(conn: psycopg.Connection[Any]) -> list[tuple[int, str, bool]]:

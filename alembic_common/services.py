@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
     from sqlalchemy import MetaData
 
-VERSION_FILE = re.compile(r"^(\d{4,})_[a-z0-9_]+\.py$")
+VERSION_FILE = re.compile(r"^([0-9]{4,})_[a-z0-9_]+\.py$")
+# What Alembic's ScriptDirectory loads from a versions folder (its _only_source_rev_file).
+ALEMBIC_LOADS = re.compile(r"^(?!\.\#|__init__).*\.py$")
 PHASES = ("expand", "contract")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 RESERVED = {"all"}
@@ -333,10 +335,33 @@ class Service:
 
     @cached_property
     def _files(self) -> dict[int, Path]:
-        # Listed once, like the history parsed from it: a long history's folder is not
-        # read again by every step of a run or every target of a fleet.
-        found = ((VERSION_FILE.match(p.name), p) for p in self.versions_dir.iterdir())
-        return {int(m.group(1)): p for m, p in found if m}
+        """One file per version. Every file Alembic would load (any ``*.py`` but
+        ``__init__.py``) must be one the toolkit places, ``NNNN_words.py``, and no two may
+        hold one version: else the toolkit and plain Alembic could disagree on the history.
+        Listed once, like the history parsed from it: a long history's folder is not read
+        again by every step of a run or every target of a fleet."""
+        files: dict[int, Path] = {}
+        for path in sorted(self.versions_dir.iterdir()):
+            if not ALEMBIC_LOADS.match(path.name):
+                continue
+            match = VERSION_FILE.match(path.name)
+            if match is None:
+                raise ScriptError(
+                    f"{self.name}: {path.name} in {self.versions_dir} is not named like a "
+                    "migration (NNNN_words.py: ASCII digits, lower-case words), yet plain Alembic "
+                    "would load it: rename it or move it out of the folder",
+                    service=self.name,
+                )
+            version = int(match.group(1))
+            if version in files:
+                raise ScriptError(
+                    f"{self.name}: {files[version].name} and {path.name} both hold version "
+                    f"{version}: keep one",
+                    service=self.name,
+                    version=version,
+                )
+            files[version] = path
+        return files
 
     def disk_versions(self) -> list[int]:
         """Version numbers read off the file names alone."""

@@ -655,3 +655,31 @@ def test_a_sticky_shared_folder_of_ones_own_is_used_with_unguessable_exclusive_f
     assert oct(path.stat().st_mode & 0o777) == oct(0o600) and not path.is_symlink()
     assert backup.load(path).version == head
     assert not [p for p in sticky.iterdir() if p.name.endswith(".partial") and not p.is_symlink()]
+
+
+@pytest.mark.parametrize(("dumped", "restored"), [("user", "patient"), ("patient", "user")])
+def test_a_dump_relabelled_as_another_service_is_refused_by_what_it_holds(
+    server: str, folder: Path, dumped: str, restored: str
+) -> None:
+    """The manifest says this service; the dump's own history says another: nothing is
+    restored, whatever the label."""
+    from conftest import create_database, drop_database
+
+    source, target = create_database(server), create_database(server)
+    try:
+        up(dumped, source)
+        up(restored, target)
+        before = query(target, "SELECT version FROM schema_migrations ORDER BY version")
+        path = cli_backup(source, folder, dumped)
+        manifest = backup.manifest_path(path)
+        label = json.loads(manifest.read_text())
+        label["service"] = restored
+        manifest.write_text(json.dumps(label))
+        result = run_cli(restored, "restore", str(path), "--url", target, "--force")
+        assert result.exit_code == 2, result.output
+        assert f"belongs to the {dumped} service" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert query(target, "SELECT version FROM schema_migrations ORDER BY version") == before
+    finally:
+        drop_database(server, source)
+        drop_database(server, target)

@@ -204,3 +204,65 @@ def test_metrics_and_events_need_a_writable_folder_before_anything_runs(
     assert history(at_two) == [1, 2]  # 'up' would have applied 3 and 4
     assert query(at_two, "SELECT count(*) FROM pg_tables WHERE tablename = 'patients'") == [(1,)]
     assert not missing.parent.exists()
+
+
+# --- echoes and digits -----------------------------------------------------------------------
+
+
+def numeric_options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every command that takes a number."""
+    import typer
+    from typer._click import types  # typer's own copy of click
+
+    from alembic_common.cli import app
+
+    found = []
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    for name, command in sorted(group.commands.items()):
+        for param in command.params:
+            kind = param.type
+            numeric = isinstance(kind, types.IntParamType | types.FloatParamType) or (
+                getattr(kind, "name", "") in ("integer", "seconds")
+            )
+            if isinstance(param, typer.core.TyperOption) and numeric:
+                found.append((name, max(param.opts, key=len)))
+    return found
+
+
+NUMERIC = numeric_options()
+
+
+def test_the_numeric_options_are_found() -> None:
+    assert ("down", "--version") in NUMERIC and ("up", "--retries") in NUMERIC
+    assert ("up", "--port") in NUMERIC and ("up", "--lock-timeout") in NUMERIC
+
+
+@pytest.mark.parametrize(("command", "option"), NUMERIC)
+# Arabic-Indic, full-width, Devanagari digits, and two Arabic-Indic ones
+@pytest.mark.parametrize("digits", ["\u0665", "\uff15", "\u096b", "\u0663\u0660"])
+def test_numbers_are_ascii_digits_only(at_two: str, command: str, option: str, digits: str) -> None:
+    args = {"login": ["somebody"], "restore": ["backup.dump"]}.get(command, [])
+    result = run_cli("patient", command, *args, option, digits, "--url", at_two)
+    assert result.exit_code == 2, result.output
+    assert "ASCII digits" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert digits not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--url", "postgresql://u:first-half", "second-half-of-pw@127.0.0.1/x"],
+        ["up", "--url", "postgresql://u:first", "pass phrase@127.0.0.1/x"],
+        ["down", "--version", "3", "x9-secret-extra"],
+        ["status", "--port", "543two-secret"],
+    ],
+)
+def test_no_usage_error_echoes_what_was_typed(args: list[str]) -> None:
+    result = run_cli("patient", *args)
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    for typed in args[2:]:
+        for fragment in {typed, *typed.replace("@", " ").replace(":", " ").split()}:
+            if len(fragment) >= 4 and not fragment.startswith(("-", "postgresql")):
+                assert fragment not in result.output, (fragment, result.output)

@@ -8,7 +8,7 @@ import typer
 
 from alembic_common import runner
 from alembic_common.cli.frame import app, service_of
-from alembic_common.cli.options import Connection, Json, with_connection
+from alembic_common.cli.options import VERSION_PARSER, Connection, Json, with_connection
 from alembic_common.cli.render import err, out, print_json, spans, table
 from alembic_common.errors import ScriptError, UsageError
 
@@ -89,7 +89,11 @@ def plan(
     conn: Connection,
     version: Annotated[
         int | None,
-        typer.Option("--version", help="Plan up to (or with --down, back to) this version."),
+        typer.Option(
+            "--version",
+            help="Plan up to (or with --down, back to) this version.",
+            parser=VERSION_PARSER,
+        ),
     ] = None,
     to_down: Annotated[
         bool, typer.Option("--down", help="Plan the rollback of --version and later.")

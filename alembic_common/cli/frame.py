@@ -151,7 +151,7 @@ class Frame(TyperGroup):
             where = [a for a in argv[:2] if not a.startswith("-")]
             hint = f" (see '{' '.join([PROG, *where])} --help')" if where else ""
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            return fail(message + hint, int(getattr(exc, "exit_code", 2)))
+            return fail(unechoed(message, argv) + hint, int(getattr(exc, "exit_code", 2)))
         except MigrationError as exc:
             return fail(str(exc), exc.exit_code)
         except redact.ReaderGone:
@@ -166,6 +166,23 @@ class Frame(TyperGroup):
                 1,
             )
         return result if isinstance(result, int) else 0
+
+
+def unechoed(message: str, argv: Sequence[str]) -> str:
+    """A usage error without the values typed: any of them could be a password (an unquoted
+    URL whose password holds a space reaches here as two arguments). Option names,
+    commands and services stay."""
+    known = {*Project.find().services, ALL}
+    for arg in sorted(argv, key=len, reverse=True):
+        name, eq, value = arg.partition("=")
+        typed = value if eq and name.startswith("-") else "" if arg.startswith("-") else arg
+        if len(typed) >= 2 and typed not in known and not typed.isidentifier():
+            message = message.replace(typed, "***")
+        elif typed and typed not in known and typed.isidentifier() and "argument" in message:
+            message = message.replace(f"({typed})", "(***)").replace(f"'{typed}'", "'***'")
+    if "unexpected extra argument" in message:
+        message += "; a URL holding spaces or shell characters must be quoted"
+    return message
 
 
 def check_service(name: str, args: Sequence[str] = ()) -> None:

@@ -20,6 +20,7 @@ from alembic_common import fleet, releases, runner, services, xargs
 from alembic_common.cli import options
 from alembic_common.cli.frame import app, is_all, project_of, service_of
 from alembic_common.cli.options import (
+    VERSION_PARSER,
     Canary,
     Connection,
     Env,
@@ -98,7 +99,10 @@ def up(
     ctx: typer.Context,
     conn: Connection,
     version: Annotated[
-        int | None, typer.Option("--version", help="Apply up to and including this version.")
+        int | None,
+        typer.Option(
+            "--version", help="Apply up to and including this version.", parser=VERSION_PARSER
+        ),
     ] = None,
     wait: Wait = 0,
     lock_wait: LockWait = DEFAULT_LOCK_WAIT,
@@ -450,7 +454,10 @@ def down(
     ctx: typer.Context,
     conn: Connection,
     version: Annotated[
-        int | None, typer.Option("--version", help="Roll back this version and every later one.")
+        int | None,
+        typer.Option(
+            "--version", help="Roll back this version and every later one.", parser=VERSION_PARSER
+        ),
     ] = None,
     env: Env = None,
     allow_production: Annotated[

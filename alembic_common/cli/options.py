@@ -28,14 +28,23 @@ from alembic_common.targets import Entry
 # --- value parsers -------------------------------------------------------------------------
 
 
+def _ascii(value: object) -> str:
+    """A number as typed: ASCII only (Python's int() and float() also read other scripts'
+    digits, which no other tool reading the same setting would)."""
+    text = str(value)
+    if not text.isascii():
+        raise ValueError(text)
+    return text
+
+
 def seconds(minimum: float = 0.0) -> Callable[[str], float]:
     """A parser of a finite number of seconds, at least ``minimum``."""
 
     def parse(value: str) -> float:
         try:
-            number = float(value)
+            number = float(_ascii(value))
         except (TypeError, ValueError):
-            raise typer.BadParameter(f"{value!r} is not a number of seconds") from None
+            raise typer.BadParameter("is not a number of seconds (ASCII digits 0-9)") from None
         if not math.isfinite(number):
             raise typer.BadParameter("must be a finite number of seconds")
         if number < minimum:
@@ -51,9 +60,9 @@ def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
 
     def parse(value: str) -> int:
         try:
-            number = int(str(value).strip())
+            number = int(_ascii(value).strip())
         except (TypeError, ValueError):
-            raise typer.BadParameter(f"{value!r} is not a whole number") from None
+            raise typer.BadParameter("is not a whole number (ASCII digits 0-9)") from None
         if number < minimum or (maximum is not None and number > maximum):
             span = f"{minimum}-{maximum}" if maximum is not None else f"at least {minimum}"
             raise typer.BadParameter(f"must be {span}")
@@ -300,6 +309,8 @@ def with_connection(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # --- options of some commands --------------------------------------------------------------
+
+VERSION_PARSER = whole(0)  # a version number: ASCII digits; check_version says if it exists
 
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 Wait = Annotated[
