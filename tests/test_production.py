@@ -792,3 +792,41 @@ def test_the_readmes_migrating_role_is_enough_for_every_command(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)),
         )
         query(admin, sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_login_refuses_an_escalating_role_on_the_password_checking_cluster(prod: Prod) -> None:
+    """On the private SCRAM cluster, as the migrating role: a candidate that inherits a
+    predefined role through another role, and one that owns a database, are refused; a
+    plain one becomes a login whose password works."""
+    name = next(n for n in SERVICES if ROLE_MAKERS[n])
+    assert run_cli(name, "up", "--url", prod.direct(), "--contract", env=peer_env()).exit_code == 0
+    tag = uuid.uuid4().hex[:6]
+    chained, owner, plain = f"chained_{tag}", f"owner_{tag}", f"plain_{tag}"
+    admin = prod.superuser
+    for statement in (
+        f"CREATE ROLE {chained} LOGIN",
+        f"CREATE ROLE mid_{tag} NOLOGIN",
+        f"GRANT pg_read_all_data TO mid_{tag}",
+        f"GRANT mid_{tag} TO {chained}",
+        f"CREATE ROLE {owner} LOGIN",
+    ):
+        query(admin, statement)
+    query(prod.topology.primary.admin, f"CREATE DATABASE db_{tag} OWNER {owner}")  # type: ignore[union-attr]
+    try:
+        for candidate, says in ((chained, "pg_read_all_data"), (owner, "owner of")):
+            result = run_cli(
+                name, "login", candidate, "--login-password-env", "PW", "--url", prod.direct(),
+                env={"PW": "Login-pw-8"},
+            )  # fmt: skip
+            assert result.exit_code == 2, result.output
+            assert says in one_line(result.stderr) and "Login-pw-8" not in result.output
+        made = run_cli(
+            name, "login", plain, "--login-password-env", "PW", "--url", prod.direct(),
+            env={"PW": "Login-pw-8"},
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        assert query(prod.direct(plain, "Login-pw-8"), "SELECT current_user") == [(plain,)]
+    finally:
+        query(prod.topology.primary.admin, f"DROP DATABASE IF EXISTS db_{tag}")  # type: ignore[union-attr]
+        for role in (chained, f"mid_{tag}", owner, plain):
+            query(admin, f"DROP ROLE IF EXISTS {role}")
