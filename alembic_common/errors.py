@@ -16,6 +16,14 @@ class MigrationError(Exception):
         super().__init__(message)
         self.service = service
         self.version = version
+        # What the run did before it failed (e.g. {"steps": [4, 5]}), for --json.
+        self.done: dict[str, object] = {}
+
+    @property
+    def kind(self) -> str:
+        """The error's class in words for scripts: ``StepError`` is ``step``."""
+        name = type(self).__name__.removesuffix("Error") or "migration"
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 class UsageError(MigrationError):

@@ -279,7 +279,7 @@ def first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     text = urls.mask(lines[0]) if lines else type(cause).__name__
     diag = getattr(cause, "diag", None)
-    if diag is None:
+    if diag is None or not diag.sqlstate:  # not the server's message (a connection failure)
         return text
     names = (
         diag.schema_name,

@@ -1027,23 +1027,34 @@ def _run_alembic(
                 committed += done
             if isinstance(exc, KeyboardInterrupt):
                 undone = _undone(service, settings, lock_conn, version) if version else ""
-                raise _interrupted(service, version, committed, options, exc, undone) from None
+                raise _noting(
+                    _interrupted(service, version, committed, options, exc, undone), committed
+                ) from None
             if isinstance(exc, LockLostError) and version is not None:
-                raise LockLostError(
-                    f"{service.name}: the migration lock was lost during version {version} (its "
-                    "session ended: a timeout, a restart or pg_terminate_backend); "
-                    + _undone(service, settings, None, version),
-                    service=service.name,
-                    version=version,
+                raise _noting(
+                    LockLostError(
+                        f"{service.name}: the migration lock was lost during version {version} (its "
+                        "session ended: a timeout, a restart or pg_terminate_backend); "
+                        + _undone(service, settings, None, version),
+                        service=service.name,
+                        version=version,
+                    ),
+                    committed,
                 ) from exc
-            if isinstance(exc, MigrationError) or not isinstance(exc, Exception):
+            if isinstance(exc, MigrationError):
+                _noting(exc, committed)
+                raise
+            if not isinstance(exc, Exception):
                 raise
             orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
             if _is_disconnect(exc, orig):
-                raise ConnectionLostError(
-                    _lost(service, settings, version, orig or exc),
-                    service=service.name,
-                    version=version,
+                raise _noting(
+                    ConnectionLostError(
+                        _lost(service, settings, version, orig or exc),
+                        service=service.name,
+                        version=version,
+                    ),
+                    committed,
                 ) from exc
             if isinstance(orig, psycopg.errors.LockNotAvailable):
                 if attempt < options.retries:
@@ -1059,23 +1070,35 @@ def _run_alembic(
                         )
                     time.sleep(delay)
                     continue
-                raise LockTimeoutError(
-                    f"{service.name}: version {version} could not take a lock within "
-                    f"{options.lock_timeout:g}s after {options.retries + 1} attempts "
-                    f"({_lock_holders(lock_conn, service.schema)}); "
-                    + _undone(service, settings, lock_conn, version),
-                    service=service.name,
-                    version=version,
+                raise _noting(
+                    LockTimeoutError(
+                        f"{service.name}: version {version} could not take a lock within "
+                        f"{options.lock_timeout:g}s after {options.retries + 1} attempts "
+                        f"({_lock_holders(lock_conn, service.schema)}); "
+                        + _undone(service, settings, lock_conn, version),
+                        service=service.name,
+                        version=version,
+                    ),
+                    committed,
                 ) from exc
             undone = "" if options.atomic else _undone(service, settings, lock_conn, version)
-            raise StepError(
-                _step_failure(service, version, options, exc, orig, undone),
-                service=service.name,
-                version=version,
+            raise _noting(
+                StepError(
+                    _step_failure(service, version, options, exc, orig, undone),
+                    service=service.name,
+                    version=version,
+                ),
+                committed,
             ) from exc
         finally:
             engine.dispose()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _noting(error: MigrationError, committed: list[int]) -> MigrationError:
+    """``error``, noting the steps this run committed before it (for ``--json``)."""
+    error.done.setdefault("steps", list(committed))
+    return error
 
 
 NOTICE_PREFIX = "migrate: "

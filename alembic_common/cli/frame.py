@@ -12,6 +12,7 @@ import contextlib
 import copy
 import difflib
 import importlib
+import json
 import os
 import signal
 import sys
@@ -130,10 +131,13 @@ class Frame(TyperGroup):
             )
 
         def fail(message: str, code: int) -> int:
+            error = sys.exc_info()[1]
             if debug:
-                error = sys.exc_info()[1]
                 sys.stderr.write(redact.traceback_text(error) if error else traceback.format_exc())
-            sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
+            line = " ".join(message.split())
+            sys.stderr.write(f"{PROG}: error: {line}\n")
+            if "--json" in argv:
+                sys.stdout.write(json.dumps(failure_json(argv, error, line, code)) + "\n")
             return code
 
         if not argv:
@@ -166,6 +170,39 @@ class Frame(TyperGroup):
                 1,
             )
         return result if isinstance(result, int) else 0
+
+
+def failure_json(
+    argv: Sequence[str], error: BaseException | None, message: str, code: int
+) -> dict[str, Any]:
+    """The one JSON object a failed command prints under ``--json``: which command, that it
+    failed, how (``error``: exit code, kind, the one-line message, service and version where
+    known), and what it had done before (``steps`` applied or rolled back)."""
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    kind = (
+        error.kind
+        if isinstance(error, MigrationError)
+        else "usage"
+        if isinstance(error, typer.TyperException)
+        else "interrupted"
+        if isinstance(error, KeyboardInterrupt)
+        else "unexpected"
+    )
+    service = getattr(error, "service", None) or (words[0] if words else None)
+    done = error.done if isinstance(error, MigrationError) else {}
+    return {
+        "service": service,
+        "action": words[1] if len(words) > 1 else None,
+        "ok": False,
+        **done,
+        "error": {
+            "exit_code": code,
+            "kind": kind,
+            "message": message,
+            "service": service,
+            "version": getattr(error, "version", None),
+        },
+    }
 
 
 def unechoed(message: str, argv: Sequence[str]) -> str:
