@@ -71,6 +71,8 @@ class Outcome(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self._asdict().items() if k != "result"}
         data["result"] = self.result.to_dict() if self.result is not None else None
+        if self.kind == "skipped":
+            data["exit_code"] = None  # it never ran: no exit code, least of all 0
         return data
 
 

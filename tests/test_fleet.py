@@ -357,6 +357,9 @@ def test_a_failing_canary_stops_everything_else(make: Any, tmp_path: Path) -> No
     assert outcome["clinic-1"] == "failed"
     assert [outcome[f"clinic-{i}"] for i in range(2, 6)] == ["skipped"] * 4
     assert found["summary"]["skipped"] == 4 and found["summary"]["failed"] == 1
+    codes = {t["target"]: t["exit_code"] for t in found["targets"]}
+    assert [codes[f"clinic-{i}"] for i in range(2, 6)] == [None] * 4  # never ran: no exit code
+    assert codes["clinic-1"] == 1 and codes["clinic-0"] == 0
     assert all(history(u) == [] for u in urls[1:])
     # The canary that worked stays migrated (it is not rolled back).
     assert history(urls[0]) == [FIRST] and outcome["clinic-0"] == "migrated"
@@ -519,7 +522,12 @@ def test_fleet_status_metrics_count_the_targets_behind(make: Any, tmp_path: Path
     up = run_cli("patient", "up", "--url", urls[0])
     assert up.exit_code == 0, up.output
     look = ["patient", "status", "--targets-file", str(targets), "--metrics-file", str(metrics)]
-    assert run_cli(*look).exit_code == 0
+    shown = run_cli(*look)
+    assert shown.exit_code == 0
+    assert "at at" not in shown.stdout and "behind: 2 empty" in shown.stdout, shown.stdout
+    for name in ("clinic-1", "clinic-2"):  # each target that needs a look, by name
+        assert f"behind: {name}: empty, pending" in shown.stdout, shown.stdout
+    assert all(len(line) <= 80 for line in shown.stdout.splitlines()), shown.stdout
     text = metrics.read_text()
     assert 'migrate_fleet_targets{service="patient",outcome="behind"} 2' in text
     assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 1' in text

@@ -712,14 +712,18 @@ def show_target_status(service: services.Service, pairs: list[Pair], json_output
     shown = ", ".join(f"{n} {state}" for state, n in states.most_common()) or "no targets"
     out(f"{service.name}: {len(pairs)} database(s), head {service.head}: {shown}")
     behind = Counter(
-        "empty" if o.result.current is None else f"at {o.result.current}"
+        "empty" if o.result.current is None else f"version {o.result.current}"
         for _, o in pairs
         if target_state(o) == "behind" and isinstance(o.result, runner.Status)
     )
     if behind:
         out(
             wrapped(
-                "behind: " + ", ".join(f"{n} at {v}" for v, n in sorted(behind.items(), key=str))
+                "behind: "
+                + ", ".join(
+                    f"{n} empty" if v == "empty" else f"{n} at {v}"
+                    for v, n in sorted(behind.items(), key=str)
+                )
             )
         )
     for settings, o in pairs:
@@ -733,3 +737,8 @@ def show_target_status(service: services.Service, pairs: list[Pair], json_output
             out(f"inconsistent: {settings.label}: {r.problem}")
         elif state == "held" and r is not None:
             out(wrapped(f"held: {settings.label}: at {r.current}; {r.why_held}"))
+        elif state == "behind" and r is not None:
+            at = "empty" if r.current is None else f"at {r.current}"
+            out(wrapped(f"behind: {settings.label}: {at}, pending {spans(r.pending)}"))
+        elif state == "part-way" and r is not None and r.in_progress is not None:
+            out(wrapped(f"part-way: {settings.label}: {r.in_progress.describe()}"))
