@@ -1,15 +1,18 @@
 """Many runs at once (every service, or many databases of one service) and what became of each.
 
-Alembic's ``context`` is process-global, so parallel runs go to worker processes (forked,
-so they start with everything imported), bounded by ``jobs``. With ``jobs=1`` everything
-runs in this process, in order. Jobs may wait on other jobs; a failure either stops new
-work (``all up``) or is simply reported beside the others (many targets).
+Alembic's ``context`` is process-global, so parallel runs go to worker processes (one forked
+per target, so each starts with everything imported), bounded by ``jobs``. With ``jobs=1``
+everything runs in this process, in order. Jobs may wait on other jobs; a failure either
+stops new work (``all up``) or is simply reported beside the others (many targets). A worker
+that dies fails only its target; SIGTERM/SIGINT stops the run, goes to every worker, and
+``Stopped`` carries every target's outcome to the report.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -22,8 +25,6 @@ from alembic_common.errors import MigrationError
 from alembic_common.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: a single target's run needs neither
-    from concurrent.futures import Future
-
     from alembic_common import metrics
 
 
@@ -178,22 +179,21 @@ def run(
             todo.remove(index)
             if ready(index) is None:
                 finish(index, _skipped(jobs[index]))
-            else:
-                finish(index, task(index)())
+                continue
+            finish(index, task(index)())
+            if outcomes[index].exit_code in INTERRUPTED:  # the signal came to this process
+                for rest in todo:
+                    outcomes[rest] = _not_run(jobs[rest], outcomes[index].exit_code - 128)
+                raise Stopped(
+                    [outcomes[i] for i in range(len(jobs))], outcomes[index].exit_code - 128
+                )
     else:
         _preload(loaded.values())
-        # Imported here: a single target's start (every container's) never forks.
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(
-            max_workers=min(parallel, len(jobs)), mp_context=context, initializer=_die_with_parent
-        ) as pool:
-            running: dict[Future[Outcome], int] = {}
-            while (todo and not stopped) or running:
+        workers = _Workers()
+        try:
+            while (todo and not stopped) or workers.running:
                 for index in [i for i in todo if ready(i) is not False]:
-                    if stopped or len(running) >= parallel:
+                    if stopped or len(workers.running) >= parallel:
                         break
                     if not room(index):
                         continue
@@ -202,14 +202,19 @@ def run(
                         finish(index, _skipped(jobs[index]))
                         continue
                     busy[jobs[index].settings.host_port] += 1
-                    running[pool.submit(_call, task(index))] = index
-                if not running:
+                    workers.start(index, task(index))
+                if not workers.running:
                     break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = running.pop(future)
+                for index, outcome in workers.ended():
                     busy[jobs[index].settings.host_port] -= 1
-                    finish(index, future.result())
+                    finish(index, outcome)
+        except KeyboardInterrupt as exc:  # SIGTERM or SIGINT: stop, and say what became of all
+            signum = int(getattr(exc, "signum", signal.SIGINT))
+            for index, outcome in workers.stop(signum):
+                finish(index, outcome)
+            for index in todo:
+                outcomes[index] = _not_run(jobs[index], signum)
+            raise Stopped([outcomes[i] for i in range(len(jobs))], signum) from None
     for index in todo:
         outcomes[index] = _skipped(jobs[index]) if ready(index) is None else _not_run(jobs[index])
         if on_outcome is not None:
@@ -288,7 +293,11 @@ def roll_out(
     work (running work finishes). What did not start is "not run", left for a rerun.
     """
     report = on_outcome or (lambda _index, _outcome: None)
-    seen = check(jobs, look, root=root, threads=rollout.threads, **extra)
+    try:
+        seen = check(jobs, look, root=root, threads=rollout.threads, **extra)
+    except KeyboardInterrupt as exc:  # stopped while looking: nothing was started
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        raise Stopped([_not_run(j, signum) for j in jobs], signum) from None
     outcomes: dict[int, Outcome] = {}
     for index, outcome in enumerate(seen):
         if not (outcome.ok and outcome.result is None):
@@ -301,17 +310,22 @@ def roll_out(
         if limit is not None and failed > limit:
             break
         canary = number == 0 and rollout.canary > 0
-        done = run(
-            [jobs[i] for i in wave],
-            work,
-            root=root,
-            parallel=rollout.parallel,
-            per_host=rollout.per_host,
-            max_failures=0 if canary else None if limit is None else limit - failed,
-            progress=progress,
-            on_outcome=_within(wave, report),
-            **extra,
-        )
+        try:
+            done = run(
+                [jobs[i] for i in wave],
+                work,
+                root=root,
+                parallel=rollout.parallel,
+                per_host=rollout.per_host,
+                max_failures=0 if canary else None if limit is None else limit - failed,
+                progress=progress,
+                on_outcome=_within(wave, report),
+                **extra,
+            )
+        except Stopped as stop:  # the rest of the fleet does not start either
+            outcomes.update(zip(wave, stop.outcomes, strict=True))
+            every = [outcomes.get(i) or _not_run(jobs[i], stop.signum) for i in range(len(jobs))]
+            raise Stopped(every, stop.signum) from None
         outcomes.update(zip(wave, done, strict=True))
         if canary and not all(o.ok for o in done):
             break
@@ -450,6 +464,111 @@ def _warm(service: services.Service) -> None:
     service.head  # noqa: B018
 
 
+INTERRUPTED = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+STOP_WAIT_S = 60.0  # how long stopped workers get to roll back their running step
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT stopped a fleet run: every target's outcome so far (the running ones
+    rolled back their step as a single run does; the rest did not start), for the report."""
+
+    def __init__(self, outcomes: list[Outcome], signum: int) -> None:
+        super().__init__(f"interrupted ({signal.Signals(signum).name})")
+        self.outcomes, self.signum = outcomes, signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _Workers:
+    """One forked process per running target, its outcome coming back through a pipe. A
+    worker that dies (SIGKILL, the OOM killer) fails its own target and nothing else."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("fork")
+        self.running: dict[int, tuple[Any, Any, Job]] = {}  # index -> (process, pipe, job)
+
+    def start(self, index: int, task: _Task) -> None:
+        receive, send = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_work_in_child, args=(task, send))
+        process.start()
+        send.close()
+        self.running[index] = (process, receive, task.job)
+
+    def ended(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
+        """Wait until some worker ends; what became of each that did."""
+        from multiprocessing.connection import wait
+
+        pipes: dict[Any, int] = {pipe: index for index, (_, pipe, _) in self.running.items()}
+        done = []
+        for ready in wait(list(pipes), timeout):
+            index = pipes[ready]
+            process, pipe, job = self.running.pop(index)
+            try:
+                outcome: Outcome | None = pipe.recv()
+            except (EOFError, OSError):
+                outcome = None  # it died before it could say
+            pipe.close()
+            process.join()
+            done.append((index, outcome or _died(job, process.exitcode)))
+        return done
+
+    def stop(self, signum: int) -> list[tuple[int, Outcome]]:
+        """Forward the signal; wait a bounded time for each to roll back; kill the rest."""
+        for process, _, _ in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+        done: list[tuple[int, Outcome]] = []
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self.running and time.monotonic() < deadline:
+            with contextlib.suppress(KeyboardInterrupt):  # a second signal: keep waiting
+                done += self.ended(max(0.0, deadline - time.monotonic()))
+        for index, (process, pipe, job) in list(self.running.items()):
+            process.kill()
+            process.join()
+            pipe.close()
+            late = f"still running {STOP_WAIT_S:g}s after the signal"
+            done.append((index, _died(job, process.exitcode, late)))
+            del self.running[index]
+        return done
+
+
+def _work_in_child(task: _Task, send: Any) -> None:
+    """A worker's body: run the task (a signal ends it as it ends a single run), send back
+    what became of it."""
+    _die_with_parent()
+    try:
+        outcome = task()
+    except KeyboardInterrupt as exc:  # before or after the run itself: nothing of it ran
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        outcome = Outcome(
+            task.job.service,
+            task.job.settings.display,
+            "failed",
+            error=f"interrupted ({signal.Signals(signum).name}) before any step ran",
+            exit_code=128 + signum,
+        )
+    with contextlib.suppress(OSError):
+        send.send(outcome)
+    send.close()
+
+
+def _died(job: Job, exitcode: int | None, after: str = "") -> Outcome:
+    """The outcome of a worker that ended without saying: killed by a signal, or exited."""
+    how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit {exitcode}"
+    return Outcome(
+        job.service,
+        job.settings.display,
+        "failed",
+        error=f"worker died ({how}){', ' + after if after else ''}; what its run had "
+        "committed stays: run 'status' on it",
+        exit_code=1,
+    )
+
+
 def _die_with_parent() -> None:
     """A worker ends with the runner: a killed runner leaves no migration running on."""
     if sys.platform.startswith("linux"):
@@ -462,12 +581,15 @@ def _die_with_parent() -> None:
                 os._exit(1)
 
 
-def _not_run(job: Job) -> Outcome:
+def _not_run(job: Job, signum: int | None = None) -> Outcome:
+    why = "earlier failures stopped the run"
+    if signum is not None:
+        why = f"the run was interrupted ({signal.Signals(signum).name})"
     return Outcome(
         job.service,
         job.settings.display,
         "not run",
-        error="not started: earlier failures stopped the run",
+        error=f"not started: {why}",
     )
 
 

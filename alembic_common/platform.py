@@ -143,18 +143,24 @@ def up(
         fleet.Job(seg.service, where[seg.service], seg.target, frozenset(seg.after))
         for seg in segments
     ]
-    outcomes = fleet.run(
-        jobs_list,
-        fleet.up_work,
-        root=project.root,
-        parallel=jobs,
-        max_failures=0,
-        progress=progress,
-        on_outcome=on_outcome,
-        options=options,
-    )
+    stopped = None
+    try:
+        outcomes = fleet.run(
+            jobs_list,
+            fleet.up_work,
+            root=project.root,
+            parallel=jobs,
+            max_failures=0,
+            progress=progress,
+            on_outcome=on_outcome,
+            options=options,
+        )
+    except fleet.Stopped as stop:  # a signal: every service's outcome still goes out
+        stopped, outcomes = stop, stop.outcomes
     merged = []
     for name in known:
         parts = [o for o, j in zip(outcomes, jobs_list, strict=True) if j.service == name]
         merged.append((where[name], fleet.merge(name, where[name], parts, before[name])))
+    if stopped is not None:
+        raise fleet.Stopped([o for _, o in merged], stopped.signum)
     return merged

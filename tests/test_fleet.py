@@ -592,3 +592,112 @@ def test_an_empty_shard_is_fine(make: Any, tmp_path: Path) -> None:
         "up: 0 database(s): no targets",
         "up: 1 database(s): 1 migrated",
     ]
+
+
+# --- signals and dead workers ----------------------------------------------------------------
+
+
+def slow_fleet(make: Any, tmp_path: Path, count: int, seconds: float) -> tuple[Path, list[str]]:
+    """``count`` user databases at head, and a project whose next step sleeps ``seconds``
+    on the server (a step a signal meets mid-statement)."""
+    import shutil
+
+    from conftest import ROOT, add_step
+
+    root = tmp_path / "project"
+    shutil.copytree(
+        ROOT / "services", root / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    urls = make(count)
+    for url in urls:
+        assert run_cli("user", "up", "--url", url).exit_code == 0
+    add_step(root, "user", f"    op.execute('SELECT pg_sleep({seconds})')", "Sleeps")
+    return root, urls
+
+
+def children(pid: int) -> list[int]:
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(p) for p in found]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_fleet_rolls_back_what_runs_and_reports_everything(
+    make: Any, tmp_path: Path, signum: int
+) -> None:
+    root, urls = slow_fleet(make, tmp_path, 5, 60)
+    head = versions("user")[-1]
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    events, report_file = tmp_path / "events.jsonl", tmp_path / "report.json"
+    run = ["user", "up", "--targets-file", str(targets), "--jobs", "2", "--per-host", "2"]
+    fleet = Spawned(
+        migrate_cmd(*run, "--json", "--events", str(events)), env={"MIGRATE_ROOT": str(root)}
+    )
+    names = [name_of(u) for u in urls]
+    sleeping = wait_until(
+        lambda: (
+            len(rows := query(urls[0], "SELECT datname FROM pg_stat_activity WHERE datname = ANY(%s)"
+                              " AND query LIKE %s", [names, "%pg_sleep%"])) == 2 and rows
+        ),
+        "two targets in the sleeping step",
+    )  # fmt: skip
+    os.kill(fleet.proc.pid, signum)
+    code, stdout, _ = fleet.finish(timeout=120)
+    assert code == 128 + signum
+    found = json.loads(stdout)
+    report_file.write_text(stdout)
+    by_name = {name_of(u): t for u, t in zip(urls, found["targets"], strict=True)}
+    interrupted = {n for n, t in by_name.items() if t["outcome"] == "failed"}
+    assert interrupted == {r[0] for r in sleeping}
+    for name in interrupted:
+        assert f"interrupted ({signal.Signals(signum).name})" in by_name[name]["error"]
+    untouched = set(names) - interrupted
+    assert {by_name[n]["outcome"] for n in untouched} == {"skipped"}
+    assert {by_name[n]["exit_code"] for n in untouched} == {None}
+    for url in urls:  # the sleeping step was rolled back everywhere; nothing else ran
+        assert history(url) == [v for v in versions("user") if v <= head]
+    wait_until(
+        lambda: (
+            not query(
+                urls[0],
+                "SELECT 1 FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+                [names],
+            )
+        ),
+        "the stopped run's sessions to go",
+    )
+    written = [json.loads(line) for line in events.read_text().splitlines()]
+    assert written[-1]["event"] == "run_finished" and written[-1]["ok"] is False
+    # --only reruns what did not finish (here: with the step made quick)
+    step = next((root / "services" / "user" / "migrations" / "versions").glob("*_extra_*.py"))
+    step.write_text(step.read_text().replace("pg_sleep(60)", "pg_sleep(0)"))
+    rerun = run_cli(*run, "--only", str(report_file), "--json", env={"MIGRATE_ROOT": str(root)})
+    assert rerun.exit_code == 0, rerun.output
+    for url in urls:
+        assert history(url)[-1] == head + 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_sigkill_fails_only_its_target(make: Any, tmp_path: Path) -> None:
+    root, urls = slow_fleet(make, tmp_path, 4, 3)
+    head = versions("user")[-1]
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    run = ["user", "up", "--targets-file", str(targets), "--jobs", "2", "--per-host", "2", "--json"]
+    fleet = Spawned(migrate_cmd(*run), env={"MIGRATE_ROOT": str(root)})
+    names = [name_of(u) for u in urls]
+    wait_until(
+        lambda: query(urls[0], "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)"
+                      " AND query LIKE %s", [names, "%pg_sleep%"])[0][0] == 2,
+        "two targets in the sleeping step",
+    )  # fmt: skip
+    victim = children(fleet.proc.pid)[0]  # the OOM killer's choice
+    os.kill(victim, signal.SIGKILL)
+    code, stdout, _ = fleet.finish(timeout=120)
+    assert code == 1
+    found = json.loads(stdout)
+    outcomes = Counter(t["outcome"] for t in found["targets"])
+    assert outcomes == Counter({"migrated": 3, "failed": 1}), found
+    (dead,) = [t for t in found["targets"] if t["outcome"] == "failed"]
+    assert "worker died (signal 9)" in dead["error"]
+    done = [history(u)[-1] for u in urls]
+    assert sorted(done) == [head] + [head + 1] * 3

@@ -243,21 +243,35 @@ def up(
             max_failures=limit(max_failures, len(targets), "--max-failures"),
         )
         jobs_list = [fleet.Job(service.name, t, version) for t in targets]
-        pairs = run_fleet(
-            jobs_list,
-            reporter.quiet,
-            lambda advance: fleet.roll_out(
+        stopped: Stopped | None = None
+        try:
+            pairs = run_fleet(
                 jobs_list,
-                fleet.look_work,
-                fleet.up_work,
-                rollout,
-                root=project.root,
-                progress=reporter,
-                on_outcome=advance,
-                options=run_options,
-            ),
+                reporter.quiet,
+                lambda advance: fleet.roll_out(
+                    jobs_list,
+                    fleet.look_work,
+                    fleet.up_work,
+                    rollout,
+                    root=project.root,
+                    progress=reporter,
+                    on_outcome=advance,
+                    options=run_options,
+                ),
+            )
+        except Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
+            stopped, pairs = stop, stop.pairs
+        finish(
+            project,
+            reporter,
+            "up",
+            pairs,
+            started,
+            metrics_file,
+            as_json,
+            metrics_per_target,
+            exit_code=stopped.exit_code if stopped else None,
         )
-        finish(project, reporter, "up", pairs, started, metrics_file, as_json, metrics_per_target)
         return
     try:
         result = runner.up(service, targets[0], version, run_options, reporter)
@@ -311,15 +325,27 @@ def limit(text: str | None, total: int, option: str) -> int | None:
     return None if text is None else within(text, total, option)
 
 
+class Stopped(Exception):
+    """A fleet run stopped by a signal, with every target's outcome, for the report."""
+
+    def __init__(self, pairs: list[Pair], exit_code: int) -> None:
+        super().__init__(exit_code)
+        self.pairs, self.exit_code = pairs, exit_code
+
+
 def run_fleet(
     jobs_list: list[fleet.Job],
     quiet: bool,
     run: Callable[[Callable[..., None]], list[fleet.Outcome]],
 ) -> list[Pair]:
     """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
-    with progress_bar(len(jobs_list), quiet) as advance:
-        outcomes = run(advance)
-    return list(zip([j.settings for j in jobs_list], outcomes, strict=True))
+    where = [j.settings for j in jobs_list]
+    try:
+        with progress_bar(len(jobs_list), quiet) as advance:
+            outcomes = run(advance)
+    except fleet.Stopped as stop:
+        raise Stopped(list(zip(where, stop.outcomes, strict=True)), stop.exit_code) from None
+    return list(zip(where, outcomes, strict=True))
 
 
 def write_metrics(
@@ -392,10 +418,12 @@ def finish(
     json_output: bool,
     per_target: bool = False,
     aggregate: bool = True,
+    exit_code: int | None = None,
 ) -> None:
     """Summarise a fleet run: counts per outcome, then only failures and held targets.
 
-    Exit 1 if any target failed or did not run.
+    Exit 1 if any target failed or did not run; ``exit_code`` (130/143: the run was stopped
+    by a signal) once the report is written.
     """
     record(
         project,
@@ -440,6 +468,8 @@ def finish(
                     "(finished targets are no-ops)"
                 )
             )
+    if exit_code is not None:
+        raise typer.Exit(exit_code)
     failed = [o for _, o in pairs if not o.ok]
     if failed:
         raise typer.Exit(max(o.exit_code for o in failed) or 1)

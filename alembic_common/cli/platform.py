@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from alembic_common import platform, runner
+from alembic_common import fleet, platform, runner
 from alembic_common.cli.migrate import finish, write_metrics
 from alembic_common.cli.options import Connection
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
@@ -30,10 +30,14 @@ def all_up(
     reporter.emit(
         "run_started", action="up", service=platform.ALL, targets=[t.label for t in where.values()]
     )
-    with progress_bar(len(where), reporter.quiet) as advance:
-        pairs = platform.up(
-            project, where, options, jobs=jobs, progress=reporter, on_outcome=advance
-        )
+    stopped = None
+    try:
+        with progress_bar(len(where), reporter.quiet) as advance:
+            pairs = platform.up(
+                project, where, options, jobs=jobs, progress=reporter, on_outcome=advance
+            )
+    except fleet.Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
+        stopped, pairs = stop, list(zip(where.values(), stop.outcomes, strict=True))
     finish(
         project,
         reporter,
@@ -44,6 +48,7 @@ def all_up(
         json_output,
         per_target=True,
         aggregate=False,
+        exit_code=stopped.exit_code if stopped else None,
     )
 
 
