@@ -96,3 +96,33 @@ def test_a_database_ahead_of_the_code_prints_one_json_object(db: str) -> None:
     query(db, "UPDATE alembic_version SET version_num = '9999'")
     found = failed(run_cli("user", "up", "--url", db, "--json"), 1)
     assert "9999" in found["error"]["message"]
+
+
+def test_a_signal_mid_step_prints_one_json_object(project_copy: Path, db: str) -> None:
+    """SIGTERM during a step of a single run: exit 143, and the object says what stayed."""
+    import os
+    import signal
+
+    from conftest import Spawned, migrate_cmd, wait_until
+
+    assert run_cli("user", "up", "--url", db, "--version", str(versions("user")[0])).exit_code == 0
+    slow = add_step(project_copy, "user", "    op.execute('SELECT pg_sleep(60)')", "Sleeps")
+    run = Spawned(
+        migrate_cmd("user", "up", "--url", db, "--json"), env={"MIGRATE_ROOT": str(project_copy)}
+    )
+    wait_until(
+        lambda: query(
+            db,
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()",
+            ["%pg_sleep(60)%"],
+        ),
+        "the sleeping step",
+    )
+    os.kill(run.proc.pid, signal.SIGTERM)
+    code, stdout, stderr = run.finish(timeout=60)
+    assert code == 143, stderr
+    found = one_object(stdout)
+    assert found["ok"] is False and found["error"]["kind"] == "interrupted"
+    assert found["error"]["version"] == slow and found["error"]["exit_code"] == 143
+    assert found["steps"] == [v for v in versions("user") if v > versions("user")[0]]
+    assert found["steps"] == history(db)[1:]
