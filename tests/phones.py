@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from phonenumbers import PhoneNumberFormat
 
 COUNTRIES = {"Canada": "CA", "USA": "US", "France": "FR", "Morocco": "MA"}
 IDD = {"CA": "011", "US": "011", "FR": "00", "MA": "00"}
+# Every character of Unicode's space separators (category Zs), from Python's tables.
+SPACE_SEPARATORS = [
+    chr(c) for c in range(0x10000) if unicodedata.category(chr(c)) == "Zs" and chr(c) != " "
+]
 ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 FULL_WIDTH = str.maketrans("0123456789+", "".join(chr(0xFF10 + i) for i in range(10)) + "\uff0b")
 # Regions whose numbers patients also give (libphonenumber decides what is valid).
@@ -124,9 +129,13 @@ def valid_number(region: str, rng: random.Random) -> pn.PhoneNumber:
 def oracle(raw: str, region: str | None) -> tuple[str | None, str | None]:
     """libphonenumber's E.164 and extension, or (None, None) for no valid number.
 
-    'poste' (French for extension) is unknown to it, so it is asked with 'ext.'.
+    'poste' (French for extension) is unknown to it, so it is asked with 'ext.'. The text
+    is read after Unicode NFKC, as the database reads it (typographic spaces, full-width
+    digits).
     """
-    asked = re.sub(r"\s*poste\s*", " ext. ", raw, flags=re.IGNORECASE)
+    asked = re.sub(
+        r"\s*poste\s*", " ext. ", unicodedata.normalize("NFKC", raw), flags=re.IGNORECASE
+    )
     try:
         number = pn.parse(asked, region)
     except pn.NumberParseException:
@@ -215,6 +224,9 @@ def cases(count: int = 2400, seed: int = 2026) -> list[Case]:
         written = rng.choice(spellings(own, region, rng))
         raws.append((country, written.translate(ARABIC_INDIC)))
         raws.append((country, written.translate(FULL_WIDTH)))
+        national = pn.format_number(own, PhoneNumberFormat.NATIONAL)
+        for separator in SPACE_SEPARATORS:  # every Unicode space a form may put between digits
+            raws.append((country, national.replace(" ", separator).replace("-", separator)))
         raws.append((country, rng.choice(JUNK)))
         abroad = valid_number(rng.choice(ABROAD), rng)
         raws.append((country, pn.format_number(abroad, PhoneNumberFormat.INTERNATIONAL)))

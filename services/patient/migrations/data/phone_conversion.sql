@@ -150,7 +150,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION patient_phone_parse(raw text, country text) RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $fn$
 DECLARE
-    s text := raw;
+    s text := normalize(raw, NFKC);  -- read as the same text: typographic spaces, compatibility digits
     d text;
     x text[];
     ext text;
