@@ -63,11 +63,11 @@ def _version(name: str, description_part: str) -> int:
 
 
 COUNTRIES_V = _version("patient", "countries")
-PATIENT_ID_V = _version("patient", "patient_id unique")
+PATIENT_ID_V = _version("patient", "patient_id unique within an entity ignoring case")
 DOB_V = _version("patient", "dates of birth")
 RH_NULL_V = _version("patient", "Rh-null")
 ADDRESS_V = _version("patient", "emergency_contact_address")
-EMAIL_V = _version("user", "email unique")
+EMAIL_V = _version("user", "email unique within an entity ignoring case")
 
 
 def up(name: str, url: str, target: int | None = None) -> None:
