@@ -229,7 +229,13 @@ def test_concurrent_index_helper_recovers_from_an_invalid_index(
     )
     assert ready.exit_code == 0, ready.output
     query(db, "ALTER TABLE patients DROP CONSTRAINT patients_entity_patient_id_key")
-    query(db, "DROP INDEX IF EXISTS patients_entity_patient_id_ci_key")  # the case-blind rule
+    # every other rule that would refuse a duplicate code (case-blind, identity, ...)
+    for (index,) in query(
+        db,
+        "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'patients'::regclass"
+        " AND indisunique AND NOT indisprimary",
+    ):
+        query(db, f"DROP INDEX {index}")
     insert = (
         "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
         " date_of_birth, country, city) VALUES (1, 'DUP', 'A', 'B', '1990-01-01', 'France', 'Paris')"
