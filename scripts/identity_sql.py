@@ -92,11 +92,11 @@ BEGIN
         END IF;
         RETURN n;
     END IF;
-    n := lower(normalize(value, NFKC) COLLATE "C");  -- A-Z; the rest below
+    n := lower(normalize(value, NFKC) COLLATE "C");  -- A-Z here, the rest below
     IF n ~ {_literal("[" + several + "]")} THEN  -- the characters that fold to several
         n := {chain};
     END IF;
-{translations}
+{translations.rstrip(chr(10))}
     -- NFKC made every other White_Space character a plain space: these are left
     n := btrim(n, E'{left}');
     IF n ~ '[{others}]|  ' THEN

@@ -58,11 +58,12 @@ class Patient(Base):
         ),
         CheckConstraint("date_of_birth <= current_date", name="patients_date_of_birth_check"),
         Index("idx_patients_entity_name", "healthcare_entity_id", "last_name", "first_name"),
-        # patient_id is unique within an entity ignoring case and surrounding spaces (v7).
+        # patient_id is unique within an entity as the same identifier: NFKC, case folding,
+        # white space (v10; README "Clinical identity").
         Index(
-            "patients_entity_patient_id_ci_key",
+            "patients_entity_patient_id_identity_key",
             "healthcare_entity_id",
-            func.lower(func.btrim(text("patient_id"))),
+            func.identity_key(text("patient_id")),
             unique=True,
         ),
         Index("idx_patients_entity_email", "healthcare_entity_id", "email"),

@@ -66,11 +66,12 @@ class User(Timestamps, Base):
         UniqueConstraint("healthcare_entity_id", "email", name="users_entity_email_key"),
         CheckConstraint(_in("role", ROLES), name="users_role_check"),
         Index("idx_users_entity_role", "healthcare_entity_id", "role"),
-        # Email is unique within an entity ignoring case and surrounding spaces (v2).
+        # email is unique within an entity as the same identifier: NFKC, case folding,
+        # white space (v4; README "Clinical identity").
         Index(
-            "users_entity_email_ci_key",
+            "users_entity_email_identity_key",
             "healthcare_entity_id",
-            func.lower(func.btrim(text("email"))),
+            func.identity_key(text("email")),
             unique=True,
         ),
     )
