@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def test_up_adopts_without_rerunning_and_keeps_applied_at(legacy_db: str) -> Non
     result = run_cli("patient", "up", "--contract", "--url", legacy_db)
     assert result.exit_code == 0, result.output
     assert "adopted legacy history [1, 2]" in result.stderr
-    assert "applied version 1" not in result.stderr and "applied version 2" not in result.stderr
+    assert not re.search(r"applied version [12]\b", result.stderr), result.stderr
     assert history(legacy_db) == versions("patient")
     assert alembic_head(legacy_db) == [f"{PATIENT_HEAD:04d}"]
     rows = query(
