@@ -43,6 +43,21 @@ class Signalled(KeyboardInterrupt):
         self.signum = signum
 
 
+@contextlib.contextmanager
+def _showing_data(asked: bool) -> Iterator[None]:
+    """``--show-data`` for this run only (its forked workers inherit it; nothing after it does)."""
+    before = os.environ.get(redact.SHOW_DATA)
+    if asked:
+        os.environ[redact.SHOW_DATA] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(redact.SHOW_DATA, None)
+        else:
+            os.environ[redact.SHOW_DATA] = before
+
+
 def _raise_signal(signum: int, frame: Any) -> None:
     raise Signalled(signum)
 
@@ -109,11 +124,9 @@ class Frame(TyperGroup):
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
-        if "--show-data" in argv:
-            os.environ[redact.SHOW_DATA] = "1"
         scrub = redact.Scrubber(redact.gather(argv, os.environ))
         code = 1
-        with _scrubbed(scrub), _signals():
+        with _scrubbed(scrub), _signals(), _showing_data("--show-data" in argv):
             try:
                 code = self._run(argv, debug, kw)
             except redact.ReaderGone:
