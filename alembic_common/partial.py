@@ -83,7 +83,12 @@ def read(conn: psycopg.Connection[Any], schema: str) -> InProgress | None:
     found = conn.execute("SELECT pg_catalog.to_regclass(%s) IS NOT NULL", [name]).fetchone()
     if not (found and found[0]):
         return None
-    row = conn.execute(read_sql(schema)).fetchone()
+    try:
+        row = conn.execute(read_sql(schema)).fetchone()
+    except psycopg.errors.UndefinedTable:  # its step finished meanwhile: not part-way
+        if not conn.autocommit:
+            conn.rollback()
+        return None
     return InProgress(*row) if row else None
 
 

@@ -133,7 +133,16 @@ def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, st
             recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in conn.execute(query)}
     in_progress = None
     if part_way:
-        found = conn.execute(partial.read_sql(schema)).fetchone()
+        # The step's last transaction may drop the table between the look and the read (names
+        # resolve against the newest catalog, whatever the snapshot): then nothing is part-way.
+        conn.execute("SAVEPOINT migrate_part_way")
+        try:
+            found = conn.execute(partial.read_sql(schema)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            conn.execute("ROLLBACK TO SAVEPOINT migrate_part_way")
+            found = None
+        else:
+            conn.execute("RELEASE SAVEPOINT migrate_part_way")
         in_progress = InProgress(*found) if found else None
     if not conn.autocommit:
         conn.rollback()
