@@ -198,9 +198,9 @@ def wrap_steps(service: Service, recorder: history.Recorder) -> None:
                 # leaves the database at: the new release may start during a long backfill. A
                 # contract step renames in its final transaction, so until then its parts show
                 # the views of the version it starts from.
-                leaves = history.left_at(info)
+                starts = int(info.down_revision_ids[0]) if info.down_revision_ids else None
                 attributes["views_leaving_at"] = (
-                    (version - 1 if up else version) if version in contracts else leaves
+                    (starts if up else version) if version in contracts else history.left_at(info)
                 )
                 ctx.execute(literal_sql(clear))
 

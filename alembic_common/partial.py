@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
+from alembic_common.backfill import PROGRESS_TABLE as BACKFILL_TABLE  # stale once its step ends
+
 TABLE = "_migrate_in_progress"
-# The batched backfill's progress: stale once the step it belonged to ends either way.
-BACKFILL_TABLE = "_migrate_backfill"
 
 _CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (
