@@ -14,6 +14,7 @@ from pathlib import Path
 
 SQL_FILE = Path(__file__).resolve().parent / "sql" / "identity.sql"
 SCOPE = "healthcare_entity_id"  # identity is per entity
+FUNCTIONS = ("identity_key", "identity_key_slow", "identity_fold")  # what SQL_FILE creates
 
 
 def _collisions(table: str, key: str) -> str:
@@ -53,7 +54,7 @@ def unique_by_identity(table: str, column: str, *, old: str, new: str, noun: str
 
 
 def unique_by_lower(table: str, column: str, *, old: str, new: str, noun: str) -> None:
-    """The way back: ``old`` on lower(btrim(column)) again, then ``new`` and the function go."""
+    """The way back: ``old`` on lower(btrim(column)) again, then ``new`` and the functions go."""
     from alembic import op
 
     from alembic_common.safe import create_index_concurrently, drop_index_concurrently
@@ -62,4 +63,4 @@ def unique_by_lower(table: str, column: str, *, old: str, new: str, noun: str) -
     _refuse_collisions(table, key, noun, "text ignoring case and surrounding spaces")
     create_index_concurrently(old, table, f"{SCOPE}, {key}", unique=True)
     drop_index_concurrently(new)
-    op.execute("DROP FUNCTION IF EXISTS identity_key(text)")
+    op.execute(f"DROP FUNCTION IF EXISTS {', '.join(f'{f}(text)' for f in FUNCTIONS)}")

@@ -3,10 +3,12 @@
 
 The definition (README, "Clinical identity"): Unicode NFKC normalisation, then full case
 folding, then every Unicode White_Space character trimmed at both ends and each run of them
-inside made one space; punctuation is kept. Python's ``unicodedata`` (this interpreter's
-Unicode version) gives the case folding, written out as one translate() for the characters
-that fold to one character and a replace() for each that folds to several; PostgreSQL's
-normalize() gives NFKC. The result does not depend on the database's collation or ctype.
+inside made one space; punctuation is kept. PostgreSQL's normalize() gives NFKC. The case
+folding is PostgreSQL 18's casefold() under its builtin ``pg_unicode_fast`` collation, and
+before 18 ICU's full lowercase mapping (``lower()`` under the ``und-x-icu`` collation) made
+full case folding by mapping the few characters where the two differ (written out here
+from this interpreter's Unicode tables: final sigma, sharp s, Cherokee, Greek with iota,
+...). Neither depends on the database's collation or ctype; ASCII text takes a short way.
 
     python scripts/identity_sql.py
 """
@@ -25,78 +27,96 @@ WHITE_SPACE = (
 )
 
 
-# Ranges of code points translated together (most text needs one or two of them).
-RANGES = [
-    (0xC0, 0xFF),  # Latin-1: the accented capitals of French, Spanish, German, ...
-    (0x100, 0x24F),  # Latin Extended-A and -B
-    (0x250, 0x3FF),  # IPA, Greek
-    (0x400, 0x52F),  # Cyrillic
-    (0x530, 0x1DFF),  # Armenian, Georgian, Cherokee, ...
-    (0x1E00, 0x1FFF),  # Latin Extended Additional, Greek Extended
-    (0x2000, 0xFFFF),  # letterlike, enclosed, Glagolitic, Coptic, Latin Extended-C/D, full-width
-    (0x10000, 0x10FFFF),  # Deseret, Osage, Old Hungarian, Warang Citi, Medefaidrin, Adlam, ...
-]
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def folds() -> tuple[dict[str, str], dict[str, str]]:
-    """Characters NFKC can leave whose full case folding differs: to one character, to more."""
-    one, many = {}, {}
+def lower_to_fold() -> dict[str, str]:
+    """What full lowercase leaves that full case folding changes, and what it becomes."""
+    found = {}
     for point in range(sys.maxunicode + 1):
         char = chr(point)
-        if unicodedata.category(char) == "Cs" or unicodedata.normalize("NFKC", char) != char:
-            continue
-        folded = char.casefold()
-        if folded != char:
-            (one if len(folded) == 1 else many)[char] = folded
-    return one, many
+        if unicodedata.category(char) != "Cs" and char.lower() == char != char.casefold():
+            found[char] = char.casefold()
+    return found
+
+
+def _escape(point: int) -> str:
+    return f"\\U{point:08x}" if point > 0xFFFF else f"\\u{point:04x}"
+
+
+def _class(chars: set[str]) -> str:
+    """A regular expression bracket's inside for ``chars``, as ranges of escapes."""
+    ranges: list[list[int]] = []
+    for point in sorted(map(ord, chars)):
+        if ranges and ranges[-1][1] == point - 1:
+            ranges[-1][1] = point
+        else:
+            ranges.append([point, point])
+    return "".join(_escape(a) + ("" if a == b else "-" + _escape(b)) for a, b in ranges)
+
+
+def not_plain() -> set[str]:
+    """Characters lowercasing alone does not fold: those whose lowercase differs from their
+    case folding, capital sigma (its lowercase depends on the next letter) and every
+    White_Space character but the space. Text of other characters, already NFKC and without
+    two spaces in a row, is its own identifier once lowercased and trimmed of spaces."""
+    found = set(WHITE_SPACE) - {" "} | {"\u03a3"}
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        if unicodedata.category(char) != "Cs" and char.lower() != char.casefold():
+            found.add(char)
+    return found
 
 
 def sql() -> str:
-    one, many = folds()
+    fix = lower_to_fold()
+    one = {c: f for c, f in sorted(fix.items()) if len(f) == 1}
     chain = "n"
-    for char, folded in sorted(many.items()):
-        chain = f"replace({chain}, {_literal(char)}, {_literal(folded)})"
-    several = "".join(sorted(many))
-    translations = ""
-    for low, high in RANGES:  # one translate per range present: a short list to scan
-        chars = sorted(c for c in one if low <= ord(c) <= high and not c.isascii())
-        if not chars:
-            continue
-        sources, targets = "".join(chars), "".join(one[c] for c in chars)
-        translations += (
-            f"    IF n ~ {_literal('[' + sources + ']')} THEN\n"
-            f"        n := translate(n, {_literal(sources)},\n"
-            f"                          {_literal(targets)});\n"
-            "    END IF;\n"
-        )
+    for char, folded in sorted(fix.items()):
+        if len(folded) > 1:
+            chain = f"replace({chain}, {_literal(char)}, {_literal(folded)})"
     kept = [c for c in WHITE_SPACE if unicodedata.normalize("NFKC", c) == c]
     left = "".join(f"\\u{ord(c):04x}" for c in kept)
     others = "".join(f"\\u{ord(c):04x}" for c in kept if c != " ")
     return f"""-- identity_key(value): the same identifier, whatever the database's collation or ctype:
 -- NFKC, then full case folding (Unicode {unicodedata.unidata_version}), White_Space trimmed at both ends and
--- each run of it inside made one space. ASCII text takes a short way to the same result.
+-- each run of it inside made one space.
 -- GENERATED by scripts/identity_sql.py: do not edit, change the script and run it.
-CREATE OR REPLACE FUNCTION identity_key(value text) RETURNS text
+-- identity_fold(value): full case folding of NFKC text, less the few characters
+-- identity_key_slow() maps itself: PostgreSQL 18's casefold(), else ICU's lowercase.
+DO $install$
+BEGIN
+    IF current_setting('server_version_num')::int >= 180000 THEN
+        EXECUTE 'CREATE OR REPLACE FUNCTION identity_fold(value text) RETURNS text'
+            ' LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE'
+            ' RETURN casefold(value COLLATE pg_unicode_fast)';
+    ELSIF EXISTS (SELECT FROM pg_collation WHERE collname = 'und-x-icu') THEN
+        EXECUTE 'CREATE OR REPLACE FUNCTION identity_fold(value text) RETURNS text'
+            ' LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE'
+            ' RETURN lower(value COLLATE "und-x-icu")';
+    ELSE
+        RAISE EXCEPTION 'identity_key needs PostgreSQL 18 or later, or a server built with ICU'
+            USING HINT = 'this server has neither casefold() nor the und-x-icu collation';
+    END IF;
+END
+$install$;
+-- identity_key_slow(value): the definition step by step, for any text.
+CREATE OR REPLACE FUNCTION identity_key_slow(value text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
-    n text;
+    n text := normalize(value, NFKC);
 BEGIN
-    IF octet_length(value) = length(value) THEN  -- ASCII: NFKC changes nothing, folding is lower()
-        n := btrim(lower(value COLLATE "C"), E' \\t\\n\\u000b\\u000c\\r');
-        IF n ~ '[\\t-\\r]|  ' THEN
-            n := regexp_replace(n, '[\\t-\\r ]+', ' ', 'g');
+    IF current_setting('server_version_num')::int >= 180000 THEN
+        n := casefold(n COLLATE pg_unicode_fast);
+    ELSE  -- ICU's full lowercase, then where case folding differs from it
+        n := lower(n COLLATE "und-x-icu");
+        IF n ~ {_literal("[" + "".join(fix) + "]")} THEN
+            n := translate(n, {_literal("".join(one))},
+                              {_literal("".join(one.values()))});
+            n := {chain};
         END IF;
-        RETURN n;
     END IF;
-    n := lower(normalize(value, NFKC) COLLATE "C");  -- A-Z here, the rest below
-    IF n ~ {_literal("[" + several + "]")} THEN  -- the characters that fold to several
-        n := {chain};
-    END IF;
-{translations.rstrip(chr(10))}
     -- NFKC made every other White_Space character a plain space: these are left
     n := btrim(n, E'{left}');
     IF n ~ '[{others}]|  ' THEN
@@ -105,6 +125,19 @@ BEGIN
     RETURN n;
 END
 $fn$;
+-- identity_key(value): plain text (already NFKC, none of the characters lowercasing does
+-- not fold, no two spaces in a row) is lowercased and trimmed inline, ASCII the shortest
+-- way, the rest goes the slow way. Its body is bound when created, so it needs no
+-- search_path to run.
+CREATE OR REPLACE FUNCTION identity_key(value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE
+    WHEN octet_length(value) = length(value) AND value COLLATE "C" !~ '[\\t-\\r]|  '
+        THEN btrim(lower(value COLLATE "C"), ' ')
+    WHEN value COLLATE "C" ~ '[{_class(not_plain())}]|  '
+        OR value IS NOT NFKC NORMALIZED THEN identity_key_slow(value)
+    ELSE btrim(identity_fold(value), ' ')
+END;
 """
 
 

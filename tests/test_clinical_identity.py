@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from alembic_common import embedded, identity
+from alembic_common.ddl import sql_statements
 from alembic_common.settings import Settings
 
 # Unicode's White_Space property (PropList.txt), written out: the test's own list.
@@ -80,7 +81,8 @@ def pairs(draw: Any) -> tuple[str, str]:
 
 def _with_identity(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(identity.SQL_FILE.read_text(encoding="utf-8"))
+        for statement in sql_statements(identity.SQL_FILE.read_text(encoding="utf-8")):
+            conn.execute(statement)
         conn.execute("CREATE TABLE codes (id serial, healthcare_entity_id int, code text)")
         conn.execute(
             "CREATE UNIQUE INDEX codes_key ON codes (healthcare_entity_id, identity_key(code))"
@@ -138,6 +140,43 @@ def test_the_database_collides_exactly_when_the_oracle_says_same(
             collided = True
         assert collided == (oracle(first) == oracle(second)), pair
         conn.rollback()
+
+
+def test_every_character_agrees_with_the_oracle_on_the_short_and_the_long_way(
+    database: str,
+) -> None:
+    """Each character Python's Unicode assigns, alone, between letters before a capital
+    sigma, and doubled behind spaces: identity_key() (whose plain-text short way lowercases
+    inline) and identity_key_slow() (the definition step by step) both give the oracle's
+    answer."""
+    texts = []
+    for point in range(1, sys.maxunicode + 1):
+        char = chr(point)
+        if unicodedata.category(char) not in ("Cs", "Cn"):
+            texts += [char, f"Ab{char}\u03a3", f" {char}{char.upper()}  x{char}"]
+    with psycopg.connect(database) as conn:
+        got = conn.execute(
+            "SELECT identity_key(t), identity_key_slow(t) FROM unnest(%s::text[]) AS t", [texts]
+        ).fetchall()
+    wrong = [(t, keys) for t, keys in zip(texts, got, strict=True) if keys != (oracle(t),) * 2]
+    assert not wrong, (len(wrong), wrong[:5])
+
+
+def test_the_sql_file_is_what_its_script_writes_from_this_unicode() -> None:
+    import importlib.util
+    import re
+
+    from conftest import ROOT
+
+    written = identity.SQL_FILE.read_text(encoding="utf-8")
+    (version,) = re.findall(r"full case folding \(Unicode ([0-9.]+)\)", written)
+    if version != unicodedata.unidata_version:
+        pytest.skip(f"the file is from Unicode {version}, this Python has another")
+    spec = importlib.util.spec_from_file_location("identity_sql", ROOT / "scripts/identity_sql.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.sql() == written, "run python scripts/identity_sql.py"
 
 
 def test_the_examples_the_readme_gives(database: str) -> None:
@@ -242,4 +281,7 @@ def test_the_identity_step_refuses_collisions_then_holds_the_rule_and_undoes_exa
         )
         == indexes
     )
-    assert query(db, "SELECT count(*) FROM pg_proc WHERE proname = 'identity_key'") == [(0,)]
+    left = query(
+        db, "SELECT proname FROM pg_proc WHERE proname = ANY(%s)", [list(identity.FUNCTIONS)]
+    )
+    assert left == []
