@@ -788,6 +788,62 @@ def _down(
     return result
 
 
+# --- wait -----------------------------------------------------------------------------------
+
+
+def wait_for(
+    service: Service,
+    settings: Settings,
+    version: int,
+    timeout: float,
+    *,
+    poll: float = 1.0,
+    say: Callable[[str], None] = lambda line: None,
+) -> Assessment:
+    """Read the database every ``poll`` seconds until it is ready for a release built for
+    ``version``: every step up to it applied but contract steps (a release runs while they
+    are held for an older one, through its version schema), its two tables agree and no
+    step is part-way; StateError after ``timeout`` seconds, naming what was last seen. A
+    database that cannot be reached yet is waited for too. ``say`` hears what is seen,
+    each time it changes."""
+    from alembic_common.errors import ConnectError
+
+    disk = service.disk_versions()
+    check_version(service, disk, version)
+    upto = [v for v in disk if v <= version]
+    needed = set(upto) - set(service.contract_versions(upto))
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        try:
+            with db.connect(settings) as conn:
+                state = read(conn, service.schema)
+            found = plan.assess_for(service, state)
+            if needed <= set(found.applied) and found.consistent and state.in_progress is None:
+                return found
+            seen = (
+                f"the database is at version {found.current}"
+                if found.current
+                else "the database has no version yet"
+            )
+            if state.in_progress is not None:
+                seen += f", version {state.in_progress.version} part-way"
+            elif not found.consistent:
+                seen += f", {found.problem}"
+        except ConnectError as exc:
+            seen = str(exc)
+        if seen != last:
+            say(f"{service.name}: waiting for version {version}: {seen}")
+            last = seen
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StateError(
+                f"{service.name}: not ready for version {version} after {timeout:g} s ({seen})",
+                service=service.name,
+            )
+        time.sleep(min(poll, left))
+
+
 # --- status ---------------------------------------------------------------------------------
 
 

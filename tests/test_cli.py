@@ -16,6 +16,7 @@ from conftest import (
     as_superuser,
     contract_steps,
     history,
+    migrate_cmd,
     query,
     release,
     run_cli,
@@ -294,3 +295,51 @@ def test_alembic_connects_where_libpq_does_through_a_socket_directory(db: str) -
             assert conn.execute(text("SELECT current_database()")).scalar() == conf.database
     finally:
         engine.dispose()
+
+
+# --- wait: the schema gate of init containers and compose services ------------------------
+
+
+def test_wait_gives_up_naming_what_it_saw_and_refuses_an_unknown_version(db: str) -> None:
+    head = versions("patient")[-1]
+    began = time.monotonic()
+    late = run_cli("patient", "wait", "--url", db, "--timeout", "0.5")
+    assert late.exit_code == 1 and time.monotonic() - began < 30
+    heard, line = late.stderr.strip().splitlines()  # what it saw, then why it gave up
+    assert heard == f"patient: waiting for version {head}: the database has no version yet"
+    assert f"not ready for version {head} after 0.5 s" in line and "no version yet" in line
+    beyond = run_cli("patient", "wait", "--url", db, "--version", str(head + 1))
+    assert beyond.exit_code == 2 and "beyond the head" in beyond.stderr
+    assert history(db) == []  # wait never migrates
+
+
+def test_wait_returns_once_another_process_has_migrated(db: str) -> None:
+    import subprocess
+
+    target = versions("patient")[len(versions("patient")) // 2]
+    waiting = subprocess.Popen(
+        migrate_cmd("patient", "wait", "--url", db, "--version", str(target), "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    up = run_cli("patient", "up", "--url", db, "--version", str(target), "--contract")
+    assert up.exit_code == 0, up.output
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, stderr
+    assert json.loads(stdout) == {"service": "patient", "version": target, "current": target}
+
+
+def test_wait_is_ready_while_a_contract_step_is_held_for_an_older_release(db: str) -> None:
+    contract = contract_steps("patient")
+    if not contract:
+        pytest.skip("the patient history has no contract step")
+    step = contract[0]
+    up = run_cli("patient", "up", "--url", db, "--version", str(step), "--hold-contract")
+    assert up.exit_code == 0, up.output
+    assert history(db)[-1] == step - 1
+    ready = run_cli("patient", "wait", "--url", db, "--version", str(step), "--timeout", "0")
+    assert ready.exit_code == 0, ready.output
+    assert f"ready for version {step}" in ready.stdout
+    later = next((v for v in versions("patient") if v > step and v not in contract), None)
+    if later is not None:  # an expand step beyond the held one is not there yet
+        waited = run_cli("patient", "wait", "--url", db, "--version", str(later), "--timeout", "0")
+        assert waited.exit_code == 1 and f"not ready for version {later}" in waited.stderr

@@ -328,7 +328,7 @@ COMMANDS = {
     "migrate": ("up", "down", "status"),
     "authoring": ("revision", "check", "diff", "plan", "lint", "hash"),
     "backup": ("backup", "backups", "restore"),
-    "ops": ("seed", "login"),
+    "ops": ("seed", "login", "wait"),
 }
 """Each module of this package that registers commands, and its commands in help's order."""
 ORDER = [name for names in COMMANDS.values() for name in names]

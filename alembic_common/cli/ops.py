@@ -1,4 +1,5 @@
-"""The operations commands: ``seed`` (demo and fixture data), ``login`` (application logins)."""
+"""The operations commands: ``seed`` (demo and fixture data), ``login`` (application logins),
+``wait`` (until a version is applied)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import typer
 from alembic_common import runner
 from alembic_common.cli import options
 from alembic_common.cli.frame import app, service_of
-from alembic_common.cli.options import Connection, Env, Json, with_connection
+from alembic_common.cli.options import (
+    VERSION_PARSER,
+    Connection,
+    Env,
+    Json,
+    seconds,
+    with_connection,
+)
 from alembic_common.cli.render import err, out, print_json
 
 
@@ -95,3 +103,43 @@ def login(
     else:
         verb = "created" if result.created else "updated (password and membership)"
         out(f"{service.name}: login {result.login} {verb}, member of {result.role}")
+
+
+@app.command()
+@with_connection
+def wait(
+    ctx: typer.Context,
+    conn: Connection,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            help="The version to wait for (default: the code's head).",
+            parser=VERSION_PARSER,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds (exit 1).", parser=seconds())
+    ] = 60.0,
+    as_json: Json = False,
+) -> None:
+    """Wait until the database is ready for a release built for a version; for init
+    containers and compose services that must not start before their schema.
+
+    Ready: every step up to the version applied but contract steps (held for an older
+    release, they do not stop a newer one), both tables agreeing, nothing part-way. Reads
+    the database once a second and never migrates; a database not reachable yet is waited
+    for too. Exit 0 when ready, 1 at the timeout naming what it saw last.
+    """
+    from alembic_common.errors import StateError
+
+    service = service_of(ctx)
+    target = version if version is not None else service.head
+    if target is None:
+        raise StateError(f"{service.name}: the service has no migrations to wait for")
+    settings = conn.settings(service, say=err)
+    found = runner.wait_for(service, settings, target, timeout, say=err)
+    if as_json:
+        print_json({"service": service.name, "version": target, "current": found.current})
+    else:
+        out(f"{service.name}: ready for version {target} (the database is at {found.current})")
