@@ -70,6 +70,10 @@ def not_plain() -> set[str]:
 
 
 def sql() -> str:
+    """The file. identity_key_slow() chooses casefold() or ICU itself rather than calling
+    identity_fold(): PL/pgSQL looks a function's name up when it runs, and pg_restore runs
+    index builds with an empty search_path; identity_key()'s SQL-standard body is bound to
+    both functions when it is created, so it may call them."""
     fix = lower_to_fold()
     one = {c: f for c, f in sorted(fix.items()) if len(f) == 1}
     chain = "n"
