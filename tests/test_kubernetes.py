@@ -167,6 +167,22 @@ def ids(pairs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
 # --- the folder as a whole ----------------------------------------------------------------
 
 
+def _named_versions() -> list[str]:
+    """Every Kubernetes minor version from the oldest the deploy README names to the newest."""
+    named = {int(m) for m in re.findall(r"\b1\.(\d\d)\b", (K8S / "README.md").read_text())}
+    return [f"1.{minor}" for minor in range(min(named), max(named) + 1)]
+
+
+@pytest.mark.parametrize("version", _named_versions())
+def test_every_manifest_validates_against_the_api_schemas_of(version: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for path, doc in DOCS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
 def test_every_file_parses_into_named_documents() -> None:
     assert FILES, f"no YAML under {K8S}"
     seen = set()
