@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
 import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-from alembic_common.errors import ConfigError
+from alembic_common.errors import ConfigError, StateError
 
 
 def default_database(service: str) -> str:
@@ -77,3 +81,77 @@ def url_for(service: str, pgdata: Path) -> str:
     database = default_database(service)
     ensure_database(server_url(pgdata), database)
     return server_url(pgdata, database)
+
+
+@dataclass
+class Info:
+    """The embedded server as ``migrate embedded status`` shows it."""
+
+    data_dir: str
+    initialised: bool
+    running: bool
+    major: int | None = None  # from PG_VERSION
+    pid: int | None = None
+    port: int | None = None
+    socket_dir: str | None = None
+    databases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _pid(pgdata: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    return None
+
+
+def info(pgdata: Path) -> Info:
+    """What is under ``pgdata`` and whether its server runs; starts nothing."""
+    version = pgdata / "PG_VERSION"
+    major = int(version.read_text().strip()) if version.is_file() else None
+    found = Info(str(pgdata), major is not None, False, major)
+    running = _running_socket(pgdata)
+    if running is None:
+        return found
+    import psycopg
+
+    found.running, found.pid = True, _pid(pgdata)
+    found.socket_dir, found.port = running
+    url = f"postgresql://postgres@/postgres?host={quote(running[0])}&port={running[1]}"
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY datname"
+        ).fetchall()
+    found.databases = [name for (name,) in rows]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def stop(pgdata: Path, timeout: float = 60.0) -> bool:
+    """Stop the server on ``pgdata`` as ``pg_ctl stop -m fast`` does (SIGINT to the
+    postmaster: sessions are ended, the data is written out cleanly); False when none was
+    running. StateError when it is still running after ``timeout`` seconds."""
+    pid = _pid(pgdata)
+    if pid is None or _running_socket(pgdata) is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while (pgdata / "postmaster.pid").exists() or _alive(pid):
+        if time.monotonic() > deadline:
+            raise StateError(
+                f"the embedded PostgreSQL in {pgdata} (pid {pid}) is still running after "
+                f"{timeout:g} s; see {pgdata}/log"
+            )
+        time.sleep(0.05)
+    return True

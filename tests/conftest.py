@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -326,9 +325,7 @@ def project_copy(tmp_path: Path) -> Iterator[Path]:
         ROOT / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__")
     )
     yield tmp_path
-    pid_file = tmp_path / paths.DATA_DIR_NAME / "postmaster.pid"  # never MIGRATE_PGDATA's
-    with contextlib.suppress(OSError, ValueError):
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)  # a fast shutdown
+    embedded.stop(tmp_path / paths.DATA_DIR_NAME)  # never MIGRATE_PGDATA's
 
 
 def copied_service(root: Path, name: str) -> services.Service:

@@ -33,6 +33,10 @@ from alembic_common.project import Project
 PROG = "migrate"
 ALL = "all"
 ALL_COMMANDS = ("up", "status")
+EMBEDDED = "embedded"  # the embedded server itself, not a service
+EMBEDDED_COMMANDS = ("status", "stop")
+PSEUDO = {ALL: ALL_COMMANDS, EMBEDDED: EMBEDDED_COMMANDS}  # "SERVICE" words that are not one
+EMBEDDED_ONLY = ("stop",)
 
 
 class Signalled(KeyboardInterrupt):
@@ -112,12 +116,19 @@ class Frame(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         service = ctx.params.get("service")
         name = args[0] if args else ""
-        valid = list(ALL_COMMANDS) if service == ALL else sorted(self.commands)
+        every = [c for c in sorted(self.commands) if c not in EMBEDDED_ONLY]
+        valid = list(PSEUDO.get(service, every))
         if service is not None:
             check_service(service, args)
         if name and not name.startswith("-") and name not in self.commands:
             raise UsageError(
                 f"no such command {name!r}{_suggest(name, valid)} (commands: {', '.join(valid)})"
+            )
+        if name in self.commands and name not in valid:
+            raise UsageError(
+                f"'{service}' works with {' and '.join(repr(v) for v in valid)} only, not {name!r}"
+                if service in PSEUDO
+                else f"{name!r} is for '{PROG} {EMBEDDED} {name}' only"
             )
         return super().resolve_command(ctx, args)
 
@@ -222,7 +233,7 @@ def unechoed(message: str, argv: Sequence[str]) -> str:
     """A usage error without the values typed: any of them could be a password (an unquoted
     URL whose password holds a space reaches here as two arguments). Option names,
     commands and services stay."""
-    known = {*Project.find().services, ALL}
+    known = {*Project.find().services, *PSEUDO}
     for arg in sorted(argv, key=len, reverse=True):
         name, eq, value = arg.partition("=")
         typed = value if eq and name.startswith("-") else "" if arg.startswith("-") else arg
@@ -237,7 +248,7 @@ def unechoed(message: str, argv: Sequence[str]) -> str:
 
 def check_service(name: str, args: Sequence[str] = ()) -> None:
     """Refuse an unknown service, suggesting the nearest one (or the right word order)."""
-    if name == ALL:
+    if name in PSEUDO:
         return
     known = Project.find().services
     if name in known:
@@ -260,8 +271,8 @@ app = typer.Typer(
     add_completion=True,
     help=(
         "Bring a service's PostgreSQL database to the right schema version.\n\n"
-        "SERVICE is a folder under services/ (user, patient, appointment), or 'all' for up "
-        "and status. Connection: --url, then <SERVICE>_MIGRATION_URL (a direct connection "
+        "SERVICE is a folder under services/ (user, patient, appointment), 'all' for up "
+        "and status, or 'embedded' for the embedded server's status and stop. Connection: --url, then <SERVICE>_MIGRATION_URL (a direct connection "
         "beside the application's pooled one), then <SERVICE>_DATABASE_URL, then "
         "DATABASE_URL, then --host/--port/--user/--password/--database (seed defaults), else "
         "an embedded PostgreSQL under .pgdata/. migrate talks to the primary directly: a "
@@ -276,7 +287,8 @@ class Chosen(NamedTuple):
     """What the command line chose before the command runs (kept in ``ctx.obj``)."""
 
     project: Project
-    service: services.Service | None  # None for "all"
+    service: services.Service | None  # None for "all" and "embedded"
+    embedded: bool = False  # "embedded": the embedded server itself
 
 
 @app.callback()
@@ -286,7 +298,8 @@ def _main(
         str,
         typer.Argument(
             metavar="SERVICE",
-            help="Service name (a folder under services/), or 'all' for up/status.",
+            help="Service name (a folder under services/), 'all' for up/status, or "
+            "'embedded' for status/stop of the embedded server.",
         ),
     ],
 ) -> None:
@@ -298,7 +311,8 @@ def _main(
 
         poolers.configured()
     project = Project.find()
-    ctx.obj = Chosen(project, None if service == ALL else project.service(service))
+    one = None if service in PSEUDO else project.service(service)
+    ctx.obj = Chosen(project, one, service == EMBEDDED)
 
 
 def service_of(ctx: typer.Context) -> services.Service:
@@ -311,7 +325,12 @@ def service_of(ctx: typer.Context) -> services.Service:
 
 def is_all(ctx: typer.Context) -> bool:
     chosen = ctx.find_object(Chosen)
-    return chosen is not None and chosen.service is None
+    return chosen is not None and chosen.service is None and not chosen.embedded
+
+
+def is_embedded(ctx: typer.Context) -> bool:
+    chosen = ctx.find_object(Chosen)
+    return chosen is not None and chosen.embedded
 
 
 def project_of(ctx: typer.Context) -> Project:
@@ -328,7 +347,7 @@ COMMANDS = {
     "migrate": ("up", "down", "status"),
     "authoring": ("revision", "check", "diff", "plan", "lint", "hash"),
     "backup": ("backup", "backups", "restore"),
-    "ops": ("seed", "login", "wait"),
+    "ops": ("seed", "login", "wait", "stop"),
 }
 """Each module of this package that registers commands, and its commands in help's order."""
 ORDER = [name for names in COMMANDS.values() for name in names]

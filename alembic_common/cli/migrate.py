@@ -18,7 +18,7 @@ import typer
 
 from alembic_common import fleet, releases, runner, services, xargs
 from alembic_common.cli import options
-from alembic_common.cli.frame import app, is_all, project_of, service_of
+from alembic_common.cli.frame import app, is_all, is_embedded, project_of, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
     Canary,
@@ -591,8 +591,16 @@ def status(
 
     'all status' shows every service in one table and exits 1 if any is behind, ahead,
     inconsistent or waiting on another service. Over many databases, each is read on one
-    short connection, --jobs (at least 16) at a time, with no Alembic.
+    short connection, --jobs (at least 16) at a time, with no Alembic. 'embedded status'
+    shows the embedded server: its data folder, whether it runs, and its databases.
     """
+    if is_embedded(ctx):
+        from alembic_common.cli.ops import show_embedded
+
+        if conn.url or metrics_file is not None or strict:
+            raise UsageError("'embedded status' takes only --json")
+        show_embedded(project_of(ctx).data_dir, as_json)
+        return
     options.outputs(None, metrics_file)
     chosen = Selection(targets_file, registry_url, registry_query, shard, only)
     chosen.check()

@@ -1,5 +1,5 @@
 """The operations commands: ``seed`` (demo and fixture data), ``login`` (application logins),
-``wait`` (until a version is applied)."""
+``wait`` (until a version is applied), and the embedded server's ``status`` and ``stop``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from alembic_common import runner
 from alembic_common.cli import options
-from alembic_common.cli.frame import app, service_of
+from alembic_common.cli.frame import PROG, app, is_embedded, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
     Connection,
@@ -143,3 +143,56 @@ def wait(
         print_json({"service": service.name, "version": target, "current": found.current})
     else:
         out(f"{service.name}: ready for version {target} (the database is at {found.current})")
+
+
+def show_embedded(pgdata: Path, as_json: bool) -> None:
+    """``migrate embedded status``: what is under the data folder, and whether it runs."""
+    from alembic_common import embedded
+
+    found = embedded.info(pgdata)
+    if as_json:
+        print_json(found.to_dict())
+        return
+    if not found.initialised:
+        out(
+            f"embedded: no server yet in {found.data_dir} (the first command without a URL makes it)"
+        )
+        return
+    out(f"embedded: PostgreSQL {found.major} in {found.data_dir}")
+    if not found.running:
+        out("embedded: stopped (the next command without a URL starts it)")
+        return
+    out(f"embedded: running, pid {found.pid}, socket {found.socket_dir} port {found.port}")
+    out(f"embedded: databases {', '.join(found.databases)}")
+    out(f"embedded: keeps running after each command; '{PROG} embedded stop' stops it")
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Give up after this many seconds (exit 1).", parser=seconds()),
+    ] = 60.0,
+    as_json: Json = False,
+) -> None:
+    """Stop the embedded server ('migrate embedded stop').
+
+    It keeps running after each command so that the next one starts fast. This ends its
+    sessions and shuts it down cleanly (as 'pg_ctl stop -m fast'); the data stays, and the
+    next command without a URL starts it again.
+    """
+    from alembic_common import embedded
+    from alembic_common.cli.frame import project_of
+
+    assert is_embedded(ctx)  # the command group lets 'stop' through for 'embedded' only
+    pgdata = project_of(ctx).data_dir
+    stopped = embedded.stop(pgdata, timeout)
+    if as_json:
+        print_json({"data_dir": str(pgdata), "stopped": stopped})
+    else:
+        out(
+            f"embedded: stopped the server in {pgdata}"
+            if stopped
+            else f"embedded: no server running in {pgdata}"
+        )
