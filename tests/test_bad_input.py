@@ -14,6 +14,7 @@ from conftest import create_database, drop_database, history, query, run_cli
 
 from alembic_common import db as dbmod
 from alembic_common import schema
+from alembic_common.cli.frame import EMBEDDED, EMBEDDED_ONLY
 from alembic_common.settings import Settings
 
 # Commands with the arguments they need to get as far as option checking.
@@ -243,7 +244,10 @@ def test_the_numeric_options_are_found() -> None:
 @pytest.mark.parametrize("digits", ["\u0665", "\uff15", "\u096b", "\u0663\u0660"])
 def test_numbers_are_ascii_digits_only(at_two: str, command: str, option: str, digits: str) -> None:
     args = {"login": ["somebody"], "restore": ["backup.dump"]}.get(command, [])
-    result = run_cli("patient", command, *args, option, digits, "--url", at_two)
+    if command in EMBEDDED_ONLY:  # the embedded server's own commands take no URL
+        result = run_cli(EMBEDDED, command, option, digits)
+    else:
+        result = run_cli("patient", command, *args, option, digits, "--url", at_two)
     assert result.exit_code == 2, result.output
     assert "ASCII digits" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert digits not in result.output

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from alembic_common import run_migrations
 from alembic_common.cli import app as cli_app
-from alembic_common.cli.frame import COMMANDS, ORDER, command_name, named
+from alembic_common.cli.frame import (
+    COMMANDS,
+    EMBEDDED,
+    EMBEDDED_ONLY,
+    ORDER,
+    command_name,
+    named,
+)
 from alembic_common.errors import ConnectError
 from alembic_common.settings import Settings
 
@@ -107,15 +114,16 @@ NAMES = sorted(command_name(c) for c in cli_app.registered_commands)
 def test_a_run_builds_only_its_own_command_and_says_the_same(command: str) -> None:
     """Typer converts every command's signature before parsing: a run builds only the
     one it names, and its help reads exactly as the whole app's does."""
-    only = named(["patient", command, "--help"])
+    service = EMBEDDED if command in EMBEDDED_ONLY else "patient"
+    only = named([service, command, "--help"])
     assert only is not cli_app
     assert [c.callback.__name__ for c in only.registered_commands if c.callback] == [
         c.callback.__name__
         for c in cli_app.registered_commands
         if c.callback is not None and command_name(c) == command
     ]
-    whole = CliRunner().invoke(cli_app, ["patient", command, "--help"], prog_name="migrate")
-    alone = CliRunner().invoke(only, ["patient", command, "--help"], prog_name="migrate")
+    whole = CliRunner().invoke(cli_app, [service, command, "--help"], prog_name="migrate")
+    alone = CliRunner().invoke(only, [service, command, "--help"], prog_name="migrate")
     assert whole.exit_code == alone.exit_code == 0
     assert alone.stdout == whole.stdout and f"migrate {{SERVICE}} {command}" in alone.stdout
 
