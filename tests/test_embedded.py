@@ -7,10 +7,10 @@ stop it cleanly. Each test has its own data folder (MIGRATE_PGDATA), never the p
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 from conftest import ROOT, run_script, versions
@@ -35,14 +35,6 @@ def _status(env: dict[str, str]) -> dict[str, object]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_status_and_stop_of_the_embedded_server(pgdata: Path) -> None:
     env = {"MIGRATE_PGDATA": str(pgdata)}
     assert _status(env) == {
@@ -57,7 +49,7 @@ def test_status_and_stop_of_the_embedded_server(pgdata: Path) -> None:
     assert running["running"] is True and running["initialised"] is True
     assert embedded.default_database(SERVICE) in running["databases"]  # type: ignore[operator]
     pid = running["pid"]
-    assert isinstance(pid, int) and _alive(pid)
+    assert isinstance(pid, int) and psutil.pid_exists(pid)
     assert (pgdata / "PG_VERSION").read_text().strip() == str(running["major"])
 
     url = embedded.server_url(pgdata, embedded.default_database(SERVICE))
@@ -65,7 +57,7 @@ def test_status_and_stop_of_the_embedded_server(pgdata: Path) -> None:
         stopped = run_script("embedded", "stop", "--json", env=env)
         assert stopped.returncode == 0, stopped.stderr
         assert json.loads(stopped.stdout) == {"data_dir": str(pgdata), "stopped": True}
-        assert not (pgdata / "postmaster.pid").exists() and not _alive(pid)
+        assert not (pgdata / "postmaster.pid").exists() and not psutil.pid_exists(pid)
         with pytest.raises(psycopg.OperationalError):
             session.execute("SELECT 1")
 
