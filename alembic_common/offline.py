@@ -13,12 +13,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from alembic_common import partial, releases
 from alembic_common.history import OWN_TABLES
 from alembic_common.releases import Seen
 from alembic_common.services import Service, revision_id
 
 _RUNNING = re.compile(r"^-- Running (upgrade|downgrade) (\S*)\s*->\s*(\S*)")
 _BOOKKEEPING = re.compile(r"\b(alembic_version|schema_migrations)\b")
+_OWN = re.compile(rf"{_BOOKKEEPING.pattern}|\b{partial.TABLE}\b|{re.escape(releases.MARKER)}")
 
 # (pattern, lock mode, what it means for traffic). First match wins; group 1 is the table.
 _LOCKS: list[tuple[re.Pattern[str], str, str]] = [
@@ -105,6 +107,12 @@ class Statement:
     effect: str = "-"
     table: str | None = None
     rows: int | None = None
+
+    @property
+    def bookkeeping(self) -> bool:
+        """The run's own statements (transaction boundaries, the version tables, the record
+        of a step part-way, the version schemas' views), not the migration's."""
+        return self.sql in ("BEGIN;", "COMMIT;") or bool(_OWN.search(self.sql))
 
 
 def classify(sql: str) -> tuple[str, str, str | None]:

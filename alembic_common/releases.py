@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 # What our own sessions call themselves (a URL's application_name still wins).
 OWN_APPLICATION = "migrate"
+MARKER = "migrate: version schema of the"  # begins the comment on every version schema
 # PgBouncer's application_name_add_host appends " - host:port" to a client's name.
 _ANNOUNCED = re.compile(r"^([a-z][a-z0-9_]*)@(\d{1,9})(?: - \S*)?$")
 
@@ -377,7 +378,7 @@ def _like(service: str) -> str:
 
 
 def _marker(service: str) -> str:
-    return f"migrate: version schema of the {service} service"
+    return f"{MARKER} {service} service"
 
 
 def sync_sql(service: Service, current: int | None, skip: frozenset[str]) -> str | None:

@@ -4,6 +4,7 @@ a quiet end when the reader goes away, and a server that is still starting."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import select
@@ -29,6 +30,8 @@ from conftest import (
 )
 from relay import DelayedRelay
 
+from alembic_common.cli.authoring import SHOWN
+from alembic_common.offline import Statement
 from alembic_common.settings import Settings
 
 BOX = set("─│┃━┏┓┗┛┡┩╇┳┻╋┣┫┠┨┯┷┼")
@@ -90,6 +93,60 @@ def test_status_rows_fit_an_80_column_terminal(db: str) -> None:
     rows = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == len(versions("patient")), text
     assert all(len(line) <= 80 for line in rows), text
+
+
+def _plan_rows(text: str) -> list[tuple[str, str]]:
+    """The rows of plan's tables as (lock, statement): a row whose lock wraps goes on over
+    lines that hold nothing past the lock column."""
+    rows: list[tuple[str, str]] = []
+    split = None
+    for line in text.splitlines():
+        if line.startswith("lock ") and "rows (est.)" in line:
+            split = line.index("rows (est.)")
+        elif not line.strip():
+            split = None
+        elif split is not None:
+            lock, rest = line[:split].strip(), line[split:].split()
+            if rest:
+                rows.append((lock, line[split:].strip()))
+            else:
+                rows[-1] = (f"{rows[-1][0]} {lock}", rows[-1][1])
+    return rows
+
+
+def test_plan_piped_is_readable_and_keeps_bookkeeping_for_verbose(db: str) -> None:
+    planned = run_cli("patient", "plan", "--url", db, "--json")
+    statements = [s for v in json.loads(planned.stdout)["versions"] for s in v["statements"]]
+    own = [s for s in statements if Statement(s["sql"]).bookkeeping]
+    assert own and len(own) < len(statements)
+    for verbose in ([], ["--verbose"]):
+        done = run_script("patient", "plan", "--url", db, *verbose)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert not BOX & set(done.stdout) and all(line == line.rstrip() for line in lines)
+        rows = _plan_rows(done.stdout)
+        assert len(rows) == len(statements) - (0 if verbose else len(own))
+        lock = max(len(f"{s['lock']} on {s['table']}: {s['effect']}") for s in statements)
+        widest = max(len(line) for line in lines if not line.startswith("patient "))
+        assert widest <= lock + len("  rows (est.)  ") + SHOWN  # no padding
+        if not verbose:
+            assert f"({len(own)} statements of the run's own bookkeeping not shown" in done.stdout
+            assert not any("schema_migrations" in statement for _, statement in rows)
+
+
+def test_plan_keeps_the_lock_column_whole_on_80_columns(db: str) -> None:
+    planned = run_cli("patient", "plan", "--url", db, "--json")
+    locks = {
+        f"{s['lock']} on {s['table']}: {s['effect']}"
+        for v in json.loads(planned.stdout)["versions"]
+        for s in v["statements"]
+        if s["lock"] != "-" and not Statement(s["sql"]).bookkeeping
+    }
+    text = _on_terminal(["patient", "plan", "--url", db])
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    rows = _plan_rows(text)
+    assert {lock for lock, _ in rows if lock != "-"} == locks
+    assert all(statement for _, statement in rows)  # each row shows its statement's start
 
 
 def test_a_multi_target_error_stays_on_one_line(server: str, db: str) -> None:

@@ -9,7 +9,7 @@ import typer
 from alembic_common import runner
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import VERSION_PARSER, Connection, Json, with_connection
-from alembic_common.cli.render import err, out, print_json, spans, table
+from alembic_common.cli.render import ELLIPSIS, err, out, print_json, spans, table, wrapped
 from alembic_common.errors import ScriptError, UsageError
 
 
@@ -104,9 +104,19 @@ def plan(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print a plain SQL script instead of a table.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Also list the run's own statements (BEGIN, COMMIT, the version tables).",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
-    """Show the exact SQL that up (or down) would run, with each statement's lock. Changes nothing."""
+    """Show the exact SQL that up (or down) would run, with each statement's lock. Changes nothing.
+
+    The table shows each statement on one line, cut (whole with --sql or --json); the run's
+    own bookkeeping statements only with --verbose."""
     from alembic_common import authoring, offline
 
     service = service_of(ctx)
@@ -129,23 +139,36 @@ def plan(
     elif sql:
         typer.echo(result.sql(), nl=False)
     else:
-        show_plan(result)
+        show_plan(result, verbose)
 
 
-def show_plan(result: Any) -> None:
+SHOWN = 100  # characters of a statement in plan's table; --sql and --json show it whole
+
+
+def show_plan(result: Any, verbose: bool) -> None:
     if not result.versions:
         out(f"{result.service}: nothing to {result.direction} (at {result.start})")
         return
+    hidden = 0
     for vp in result.versions:
-        out(f"{result.service} {vp.direction} version {vp.version}: {vp.description}")
+        out(wrapped(f"{result.service} {vp.direction} version {vp.version}: {vp.description}"))
         rows = []
         for st in vp.statements:
+            if st.bookkeeping and not verbose:
+                hidden += 1
+                continue
             lock = "-" if st.lock == "-" else f"{st.lock} on {st.table}: {st.effect}"
-            rows.append(
-                (" ".join(st.sql.split()), lock, "-" if st.rows is None else f"{st.rows:,}")
-            )
-        out(table(("statement", "lock", "rows (est.)"), rows, right=(2,)))
+            text = " ".join(st.sql.split())
+            text = text if len(text) <= SHOWN else text[: SHOWN - 1] + ELLIPSIS
+            rows.append((lock, "-" if st.rows is None else f"{st.rows:,}", text))
+        out(table(("lock", "rows (est.)", "statement"), rows, right=(1,)))
         out()
+    if hidden:
+        out(
+            wrapped(
+                f"({hidden} statements of the run's own bookkeeping not shown: --verbose lists them)"
+            )
+        )
 
 
 @app.command()

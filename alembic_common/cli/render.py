@@ -1,9 +1,9 @@
 """What a person or a script reads: plain tables, hints, JSON, and run events.
 
-Tables are plain aligned text, piped or not: no box drawing, no padding to a width, no
-line folded. On a terminal a row longer than the screen is cut with an ellipsis (``--json``
-has everything) and hints wrap between words, never inside a quoted command such as
-``'up --contract'``. Run events become short lines on stderr and, with ``--events``,
+Tables are plain aligned text (rich, without box drawing), piped or not: no padding to a
+width, no line folded. On a terminal the last column is cut to the screen with an ellipsis
+(``--json`` has everything) and hints wrap between words, never inside a quoted command
+such as ``'up --contract'``. Run events become short lines on stderr and, with ``--events``,
 JSON lines written through the run's scrubber.
 """
 
@@ -59,21 +59,64 @@ def print_json(data: Any) -> None:
     out(json.dumps(data, default=str))
 
 
+LAST_AT_LEAST = 20  # characters the last column keeps on a narrow terminal
+WRAPS_AT_LEAST = 10  # an earlier column narrower than this is never wrapped further
+
+
+def fit(natural: Sequence[int], limit: int) -> list[int]:
+    """Column widths within ``limit`` (two spaces between columns): the last column gives
+    way first, down to LAST_AT_LEAST; then the widest other one, which wraps."""
+    widths = list(natural)
+    over = sum(widths) + 2 * (len(widths) - 1) - limit
+    give = min(max(over, 0), max(widths[-1] - LAST_AT_LEAST, 0))
+    widths[-1] -= give
+    over -= give
+    while over > 0:
+        widest = max(range(len(widths) - 1), key=lambda i: widths[i], default=None)
+        if widest is None or widths[widest] <= WRAPS_AT_LEAST:
+            break
+        cut = min(over, widths[widest] - WRAPS_AT_LEAST)
+        widths[widest] -= cut
+        over -= cut
+    return widths
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """Rows as aligned plain text; on a terminal, rows cut to the screen's width."""
+    """Rows as aligned plain text (rich, without box drawing). Piped: every cell whole and
+    no line padded past its last cell. On a terminal: within its width, the last column
+    cut with an ellipsis, earlier ones wrapped between words when they must give way."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(padded).rstrip())
-    if terminal():
-        limit = width()
-        lines = [line if len(line) <= limit else line[: limit - 1] + ELLIPSIS for line in lines]
-    return "\n".join(lines)
+    natural = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    widths = fit(natural, width()) if terminal() else natural
+    grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0), header_style="")
+    last = len(headers) - 1
+    for i, header in enumerate(cells[0]):
+        grid.add_column(
+            header,
+            justify="right" if i in right else "left",
+            width=widths[i],
+            no_wrap=i == last,
+            overflow="ellipsis" if i == last else "fold",
+        )
+    for row in cells[1:]:
+        grid.add_row(*(Text(cell) for cell in row))
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer,
+        width=sum(widths) + 2 * last,
+        color_system=None,
+        highlight=False,
+        markup=False,
+        emoji=False,
+    )
+    console.print(grid)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
 
 
 @contextmanager
