@@ -1,4 +1,5 @@
-"""Run figures in Prometheus text format, for node_exporter's textfile collector.
+"""Run figures in Prometheus text format, for node_exporter's textfile collector
+(written and read with prometheus_client).
 
 The file is merged, never blindly rewritten: each writer updates the series it knows and
 keeps the rest. ``status`` knows the versions (current, head, pending) but not how the
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +34,9 @@ FLEET_HELP = {
 }
 OUTCOMES = ("at head", "migrated", "held", "failed", "skipped")  # how a run left a target
 COUNTED = (*OUTCOMES, "behind")  # a status also finds targets behind; 0 after a run
-_LINE = re.compile(r'^(\w+)\{((?:\w+="(?:[^"\\]|\\.)*",?)*)\} (\S+)$')
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 Labels = tuple[tuple[str, str], ...]
-Key = tuple[str, Labels]  # metric, its labels in order
+Key = tuple[str, Labels]  # metric, its labels sorted by name (as the text format has them)
 
 
 @dataclass(frozen=True)
@@ -72,39 +70,43 @@ class Sample:
         return {k: v for k, v in found.items() if v is not None}
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
-
-
 def parse(text: str) -> dict[Key, float]:
-    """The series a file of ours holds (lines it does not recognise are dropped)."""
+    """The series of ours a file holds, read by prometheus_client's parser one line at a
+    time (a line it cannot read, or of another metric, is dropped)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     found: dict[Key, float] = {}
     for line in text.splitlines():
-        match = _LINE.match(line)
-        if match and (match.group(1) in HELP or match.group(1) in FLEET_HELP):
-            labels = tuple((k, _unescape(v)) for k, v in _LABEL.findall(match.group(2)))
-            with contextlib.suppress(ValueError):
-                found[match.group(1), labels] = float(match.group(3))
+        if line.startswith("#") or not line.strip():
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            for family in text_string_to_metric_families(line + "\n"):
+                for sample in family.samples:
+                    if sample.name in HELP or sample.name in FLEET_HELP:
+                        found[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
     return found
 
 
 def render(series: dict[Key, float]) -> str:
-    """HELP and TYPE once per metric, one line per service and target."""
-    lines = []
-    for name, text in (HELP | FLEET_HELP).items():
-        rows = sorted((k, v) for k, v in series.items() if k[0] == name)
-        if not rows:
-            continue
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
-        for (_, labels), value in rows:
-            shown = int(value) if float(value).is_integer() else value
-            spelled = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{name}{{{spelled}}} {shown}")
-    return "\n".join(lines) + "\n"
+    """The text format, written by prometheus_client: HELP and TYPE once per metric, one
+    line per service and target."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class Series(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            for name, text in (HELP | FLEET_HELP).items():
+                rows = sorted((k, v) for k, v in series.items() if k[0] == name)
+                if rows:
+                    family = GaugeMetricFamily(name, text, labels=[k for k, _ in rows[0][0][1]])
+                    for (_, labels), value in rows:
+                        family.add_metric([v for _, v in labels], value)
+                    yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Series())
+    return generate_latest(registry).decode()
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def merge(
         for name, value in sample.values().items():
             merged[name, labels] = value
     for fleet in fleets:
-        merged |= fleet.series()
+        merged |= {(name, tuple(sorted(labels))): v for (name, labels), v in fleet.series().items()}
     return merged
 
 

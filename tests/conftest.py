@@ -252,6 +252,35 @@ def up(name: str, url: str, target: int | None = None, **options: Any) -> runner
     )
 
 
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def prometheus(path: Path) -> Series:
+    """Every sample of a --metrics-file, read by prometheus_client's parser (the format's
+    own reader): (metric, its labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def fleet_targets(path: Path, service: str = "patient") -> dict[str, float]:
+    """migrate_fleet_targets of a metrics file, by outcome."""
+    return {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in prometheus(path).items()
+        if name == "migrate_fleet_targets" and dict(labels)["service"] == service
+    }
+
+
+def prometheus_by_name(path: Path) -> dict[str, float]:
+    """A metrics file of one target: metric -> value."""
+    return {name: value for (name, _), value in prometheus(path).items()}
+
+
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
     """Run one statement on ``url`` and return its rows (empty for statements without any)."""
     with psycopg.connect(url, autocommit=True) as conn:

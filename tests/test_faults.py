@@ -8,7 +8,6 @@ Each test acts at an observable moment (the step's query in pg_stat_activity).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from conftest import (
     create_database,
     history,
     migrate_cmd,
+    prometheus_by_name,
     query,
     run_cli,
     tables,
@@ -55,15 +55,6 @@ def _no_other_sessions(db: str) -> None:
     wait_until(lambda: not backends(db, "%"), "orphaned backends to go", timeout=60)
 
 
-def _metrics(path: Path) -> dict[str, float]:
-    found = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"^(\w+)\{[^}]*\} (\S+)$", line)
-        if match:
-            found[match.group(1)] = float(match.group(2))
-    return found
-
-
 def _assert_reported(err: str, version: int, events: Path, metrics: Path) -> None:
     last = err.strip().splitlines()[-1]
     assert last.startswith("migrate: error: user: "), err
@@ -72,7 +63,7 @@ def _assert_reported(err: str, version: int, events: Path, metrics: Path) -> Non
     kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
     assert kinds[0] == "run_started" and kinds[-2:] == ["failed", "run_finished"], kinds
     assert json.loads(events.read_text().splitlines()[-1])["ok"] is False
-    assert _metrics(metrics)["migrate_last_run_success"] == 0
+    assert prometheus_by_name(metrics)["migrate_last_run_success"] == 0
 
 
 @pytest.fixture

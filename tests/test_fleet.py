@@ -23,6 +23,7 @@ from conftest import (
     as_owner,
     create_database,
     drop_database,
+    fleet_targets,
     history,
     migrate_cmd,
     query,
@@ -528,15 +529,13 @@ def test_fleet_status_metrics_count_the_targets_behind(make: Any, tmp_path: Path
     for name in ("clinic-1", "clinic-2"):  # each target that needs a look, by name
         assert f"behind: {name}: empty, pending" in shown.stdout, shown.stdout
     assert all(len(line) <= 80 for line in shown.stdout.splitlines()), shown.stdout
-    text = metrics.read_text()
-    assert 'migrate_fleet_targets{service="patient",outcome="behind"} 2' in text
-    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 1' in text
+    assert fleet_targets(metrics)["behind"] == 2
+    assert fleet_targets(metrics)["at_head"] == 1
     for url in urls[1:]:
         assert run_cli("patient", "up", "--url", url).exit_code == 0
     assert run_cli(*look).exit_code == 0
-    text = metrics.read_text()
-    assert 'migrate_fleet_targets{service="patient",outcome="behind"} 0' in text
-    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 3' in text
+    assert fleet_targets(metrics)["behind"] == 0
+    assert fleet_targets(metrics)["at_head"] == 3
 
 
 def test_fleet_metrics_are_aggregates_unless_asked(make: Any, tmp_path: Path) -> None:
@@ -556,9 +555,9 @@ def test_fleet_metrics_are_aggregates_unless_asked(make: Any, tmp_path: Path) ->
     )
     assert result.exit_code == 1
     text = metrics.read_text()
-    assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 2' in text
-    assert 'migrate_fleet_targets{service="patient",outcome="failed"} 1' in text
-    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 0' in text
+    assert fleet_targets(metrics)["migrated"] == 2
+    assert fleet_targets(metrics)["failed"] == 1
+    assert fleet_targets(metrics)["at_head"] == 0
     assert "migrate_fleet_slowest_seconds{" in text and 'target="clinic-' in text
     assert "migrate_current_version" not in text  # no per-target series by default
     again = run_cli(
@@ -574,8 +573,8 @@ def test_fleet_metrics_are_aggregates_unless_asked(make: Any, tmp_path: Path) ->
     )
     assert again.exit_code == 1
     text = metrics.read_text()
-    assert 'migrate_fleet_targets{service="patient",outcome="at_head"} 2' in text
-    assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 0' in text
+    assert fleet_targets(metrics)["at_head"] == 2
+    assert fleet_targets(metrics)["migrated"] == 0
     assert text.count("migrate_current_version{") == 3
     assert text.count("migrate_fleet_slowest_seconds{") == 1  # replaced, not added
 

@@ -22,7 +22,9 @@ from conftest import (
     before_first_contract,
     create_database,
     drop_database,
+    fleet_targets,
     history,
+    prometheus,
     query,
     release,
     run_cli,
@@ -53,11 +55,12 @@ def _events(path: Path) -> list[dict]:
 
 
 def _metrics(path: Path) -> dict[tuple[str, str, str], float]:
+    """(metric, service, target) -> value."""
     found = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r'^(\w+)\{service="([^"]+)",target="([^"]+)"\} (\S+)$', line)
-        if match:
-            found[match.group(1), match.group(2), match.group(3)] = float(match.group(4))
+    for (name, labels), value in prometheus(path).items():
+        shown = dict(labels)
+        if shown.keys() == {"service", "target"}:
+            found[name, shown["service"], shown["target"]] = value
     return found
 
 
@@ -265,9 +268,8 @@ def test_twenty_tenant_databases_with_one_broken(server: str, tmp_path: Path) ->
         assert result.exit_code == 1
         report = json.loads(result.stdout)
         assert report["summary"]["migrated"] == 19 and report["summary"]["failed"] == 1
-        text = metrics_file.read_text()
-        assert 'migrate_fleet_targets{service="patient",outcome="migrated"} 19' in text
-        assert 'migrate_fleet_targets{service="patient",outcome="failed"} 1' in text
+        assert fleet_targets(metrics_file)["migrated"] == 19
+        assert fleet_targets(metrics_file)["failed"] == 1
         states = [t["state"] for t in report["targets"]]
         assert states.count("ok") == 19 and states[7] == "failed"
         for url in urls:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import stat
 from pathlib import Path
@@ -17,6 +16,7 @@ from conftest import (
     backends,
     history,
     migrate_cmd,
+    prometheus_by_name,
     query,
     run_cli,
     tables,
@@ -29,15 +29,6 @@ from alembic_common import locking
 
 def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _metrics(path: Path) -> dict[str, float]:
-    found = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"^(\w+)\{[^}]*\} (\S+)$", line)
-        if match:
-            found[match.group(1)] = float(match.group(2))
-    return found
 
 
 def _slow(root: Path) -> int:
@@ -131,14 +122,14 @@ def test_status_never_overwrites_what_the_last_run_recorded(
     assert (
         run_cli("user", "up", "--url", db, "--metrics-file", str(metrics), env=env).exit_code == 1
     )
-    after_run = _metrics(metrics)
+    after_run = prometheus_by_name(metrics)
     assert after_run["migrate_last_run_success"] == 0
     assert after_run["migrate_current_version"] == bad - 1
     query(db, "SELECT 1")
     run_cli("user", "down", "--version", str(bad - 1), "--url", db, env=env)  # no metrics here
     status = run_cli("user", "status", "--url", db, "--metrics-file", str(metrics), env=env)
     assert status.exit_code == 0
-    after_status = _metrics(metrics)
+    after_status = prometheus_by_name(metrics)
     for kept in (
         "migrate_last_run_success",
         "migrate_last_run_duration_seconds",
