@@ -241,6 +241,12 @@ def peer_env() -> dict[str, str]:
     return {f"{name.upper()}_DATABASE_URL": url for name, url in PEER_URLS.items()}
 
 
+def peer_env_for(name: str, root: Path = ROOT) -> dict[str, str]:
+    """peer_env() for a service whose history requires others, else nothing."""
+    needs = any(m.requires for m in services.get(name, root).migrations)
+    return peer_env() if needs else {}
+
+
 def up(name: str, url: str, target: int | None = None, **options: Any) -> runner.RunResult:
     """runner.up for a repo service, with the session's peers."""
     return runner.up(

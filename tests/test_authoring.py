@@ -21,7 +21,7 @@ from conftest import (
     as_owner,
     copied_service,
     history,
-    peer_env,
+    peer_env_for,
     query,
     run_cli,
     settings,
@@ -339,7 +339,7 @@ def test_check_and_diff_at_head_report_no_drift_on_the_test_server(name: str, db
     # The test server may be PostgreSQL 15 while the embedded one is 18: the reference
     # must be built on a server of the target's own major version.
     assert "MIGRATE_SCRATCH_SERVER" not in os.environ
-    env = peer_env() if name == "appointment" else {}
+    env = peer_env_for(name)
     assert run_cli(name, "up", "--contract", "--url", db, env=env).exit_code == 0
     checked = run_cli(name, "check", "--url", db)
     assert checked.exit_code == 0, checked.output

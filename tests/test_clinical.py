@@ -19,7 +19,7 @@ from conftest import (
     ROOT,
     history,
     migrate_cmd,
-    peer_env,
+    peer_env_for,
     peers,
     query,
     run_cli,
@@ -75,7 +75,7 @@ def up(name: str, url: str, target: int | None = None) -> None:
 
 
 def cli(*args: str) -> Any:
-    env = peer_env() if args[0] == "appointment" else None
+    env = peer_env_for(args[0])
     return run_cli(*args, env=env)
 
 

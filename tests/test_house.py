@@ -16,7 +16,7 @@ from conftest import (
     add_step,
     alembic_head,
     history,
-    peer_env,
+    peer_env_for,
     query,
     run_cli,
     tables,
@@ -101,7 +101,7 @@ def test_a_malformed_declaration_is_refused_naming_the_file(
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_status_plan_and_up_read_the_same_plan(name: str, db: str) -> None:
-    env = peer_env() if name == "appointment" else {}
+    env = peer_env_for(name)
     status = json.loads(run_cli(name, "status", "--json", "--url", db, env=env).stdout)
     planned = json.loads(run_cli(name, "plan", "--json", "--url", db, env=env).stdout)
     result = run_cli(name, "up", "--json", "--url", db, env=env)
@@ -233,7 +233,7 @@ def _add_ordinary_migration(root: Path, name: str) -> tuple[int, str]:
 def test_a_new_ordinary_migration_after_todays_head_works_end_to_end(
     name: str, project_copy: Path, db: str
 ) -> None:
-    env = {"MIGRATE_ROOT": str(project_copy), **(peer_env() if name == "appointment" else {})}
+    env = {"MIGRATE_ROOT": str(project_copy), **(peer_env_for(name))}
     new, table = _add_ordinary_migration(project_copy, name)
     versions = [m.version for m in services.get(name, project_copy).migrations]
     assert versions[-1] == new

@@ -16,7 +16,7 @@ from conftest import (
     create_database,
     drop_database,
     history,
-    peer_env,
+    peer_env_for,
     query,
     run_cli,
     tables,
@@ -55,7 +55,7 @@ def test_a_hostile_search_path_cannot_make_a_database_look_migrated(
         " AS $$ SELECT 'pg_catalog.pg_class'::regclass $$",
     )
     query(db, f'ALTER DATABASE "{_dbname(db)}" SET search_path = {path}')
-    env = peer_env() if name == "appointment" else {}
+    env = peer_env_for(name)
     status = run_cli(name, "status", "--json", "--url", db, env=env)
     report = json.loads(status.stdout)
     assert report["current"] is None and report["pending"], status.output

@@ -19,7 +19,7 @@ from conftest import (
     backends,
     history,
     migrate_cmd,
-    peer_env,
+    peer_env_for,
     query,
     run_cli,
     tables,
@@ -52,7 +52,7 @@ def synthetic_root(tmp_path: Path) -> Path:
 
 
 def _env_for(name: str, root: Path | None = None) -> dict[str, str]:
-    env = peer_env() if name == "appointment" else {}
+    env = peer_env_for(name)
     return {**env, "MIGRATE_ROOT": str(root)} if root else env
 
 
