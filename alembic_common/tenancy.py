@@ -42,6 +42,15 @@ RESERVED_NAMES = frozenset(
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
+def service_of(migration_file: str) -> str:
+    """The service a migration file belongs to: the name of its folder,
+    ``services/<name>/migrations/versions/``; a service copied under a new name gets its
+    own roles with no edit (``SERVICE = tenancy.service_of(__file__)``)."""
+    from pathlib import Path
+
+    return Path(migration_file).resolve().parents[2].name
+
+
 def app_role(service: str) -> str:
     """The NOLOGIN role a service's application logins are members of: ``patient_app``."""
     return plain_identifier(f"{service}_app")

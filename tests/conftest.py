@@ -14,7 +14,9 @@ production's shape on this machine: a private SCRAM cluster, a standby and PgBou
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -241,6 +243,29 @@ def peer_env() -> dict[str, str]:
     return {f"{name.upper()}_DATABASE_URL": url for name, url in PEER_URLS.items()}
 
 
+@dataclass(frozen=True)
+class Samples:
+    """The test rows a service's folder carries (``services/<name>/samples.py``)."""
+
+    round_trip: list[tuple[int, str]]  # (from version, SQL)
+    tenant_rows: dict[str, str]  # tenant table -> INSERT of a row of entity %(e)s
+    tenant_setup: dict[str, str]  # tenant table -> what must exist first
+    writable: dict[str, str]  # tenant table -> a column every row leaves writable
+
+
+@functools.cache
+def samples(name: str, root: Path = ROOT) -> Samples:
+    """What services/<name>/samples.py holds (nothing when the folder has none)."""
+    path = services.get(name, root).path / "samples.py"
+    found = runpy.run_path(str(path)) if path.exists() else {}
+    return Samples(
+        found.get("ROUND_TRIP", []),
+        found.get("TENANT_ROWS", {}),
+        found.get("TENANT_SETUP", {}),
+        found.get("WRITABLE", {}),
+    )
+
+
 def peer_env_for(name: str, root: Path = ROOT) -> dict[str, str]:
     """peer_env() for a service whose history requires others, else nothing."""
     needs = any(m.requires for m in services.get(name, root).migrations)
@@ -361,6 +386,36 @@ def project_copy(tmp_path: Path) -> Iterator[Path]:
     )
     yield tmp_path
     embedded.stop(tmp_path / paths.DATA_DIR_NAME)  # never MIGRATE_PGDATA's
+
+
+UNTRACKED = {".git", ".venv", ".pgdata", "backups", "__pycache__", ".pytest_cache", ".mypy_cache"}
+
+
+def project_files() -> list[str]:
+    """The project's files, relative to ROOT: git's list in a clone, else every file outside
+    what a run or an install leaves behind (a copy of the repository has no .git)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if listed.returncode == 0:
+        return [name for name in listed.stdout.split("\0") if name]
+    return sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in ROOT.rglob("*")
+        if p.is_file() and not UNTRACKED & set(p.relative_to(ROOT).parts)
+    )
+
+
+@pytest.fixture
+def repository_copy(tmp_path: Path) -> Iterator[Path]:
+    """The repository's tracked files, as a fresh clone has them; an embedded server started
+    in it is stopped afterwards."""
+    root = tmp_path / "repo"
+    for name in project_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
+    yield root
+    embedded.stop(root / paths.DATA_DIR_NAME)
 
 
 def copied_service(root: Path, name: str) -> services.Service:

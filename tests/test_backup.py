@@ -23,13 +23,13 @@ from conftest import (
     query,
     release,
     run_cli,
+    samples,
     settings,
     up,
     versions,
     wait_until,
 )
 from psycopg import sql
-from sample_data import SAMPLES
 
 from alembic_common import backup, embedded, runner, services
 from alembic_common.errors import BackupError
@@ -72,7 +72,7 @@ def objects(url: str) -> list[tuple[str, ...]]:
 
 
 def load_samples(url: str, name: str, upto: int) -> None:
-    for since, statement in SAMPLES.get(name, []):
+    for since, statement in samples(name).round_trip:
         if since <= upto:
             query(url, statement)
 

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import CONNECTION_VARS, ROOT, create_database, drop_database
+from conftest import CONNECTION_VARS, ROOT, create_database, drop_database, project_files
 
-from alembic_common import embedded, services
+from alembic_common import services
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +49,7 @@ class Block:
 
 
 def _documents() -> list[Path]:
-    listed = subprocess.run(
-        ["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    return [ROOT / name for name in listed]
+    return [ROOT / name for name in project_files() if name.endswith(".md")]
 
 
 def blocks() -> list[Block]:
@@ -88,22 +83,9 @@ def test_the_docs_have_shell_blocks_and_say_why_any_is_not_run() -> None:
             assert len(block.why) > 20, f"{block}: say why it is not run here"
 
 
-@pytest.fixture
-def copy(tmp_path: Path) -> Iterator[Path]:
-    """The repository's tracked files, as a fresh clone has them."""
-    root = tmp_path / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, root / name)
-    yield root
-    embedded.stop(root / ".pgdata")
-
-
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.how != "not run"], ids=str)
-def test_each_shell_block_runs_as_written(block: Block, copy: Path, server: str) -> None:
+def test_each_shell_block_runs_as_written(block: Block, repository_copy: Path, server: str) -> None:
+    copy = repository_copy
     env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARS}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("VIRTUAL_ENV", None)

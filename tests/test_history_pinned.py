@@ -1,7 +1,8 @@
 """Every existing migration's SQL is pinned: a change to a shared helper (``ddl``, ``safe``,
 ``backfill``) that alters what an old migration runs fails here, loudly, with a diff.
 
-The snapshots are ``tests/snapshots/<service>/<version>.sql``: the offline SQL of each
+The pins are ``services/<service>/migrations/pinned/<version>.sql`` (in the service's folder,
+so a service copied under a new name carries them): the offline SQL of each
 version (as ``plan --sql`` shows it, bookkeeping included). A deliberate change is
 re-pinned with ``UPDATE_SNAPSHOTS=1 python -m pytest tests/test_history_pinned.py``, and
 ``migrate SERVICE hash`` then records the new checksums; a reviewer sees both diffs.
@@ -11,14 +12,11 @@ from __future__ import annotations
 
 import difflib
 import os
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, SERVICES
 
 from alembic_common import checksums, offline, services
-
-SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 def _pinned() -> list[tuple[str, int]]:
@@ -36,7 +34,7 @@ RENDERED: dict[str, dict[int, str]] = {}
 @pytest.mark.parametrize(("name", "version"), _pinned())
 def test_each_migration_runs_what_it_ran_when_it_was_pinned(name: str, version: int) -> None:
     sql = RENDERED.setdefault(name, _rendered(name))[version]
-    path = SNAPSHOTS / name / f"{version:04d}.sql"
+    path = services.get(name, ROOT).path / "migrations" / "pinned" / f"{version:04d}.sql"
     if os.environ.get("UPDATE_SNAPSHOTS") or not path.exists():
         if not os.environ.get("UPDATE_SNAPSHOTS"):
             pytest.fail(f"{path} is missing: pin it with UPDATE_SNAPSHOTS=1")

@@ -4,13 +4,16 @@ history that takes a new migration in every service without breaking anything.""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import (
+    CONNECTION_VARS,
     ROOT,
     SERVICES,
     add_step,
@@ -19,10 +22,10 @@ from conftest import (
     peer_env_for,
     query,
     run_cli,
+    samples,
     tables,
     versions,
 )
-from sample_data import SAMPLES
 
 from alembic_common import checksums, services
 
@@ -245,7 +248,7 @@ def test_a_new_ordinary_migration_after_todays_head_works_end_to_end(
     checked = run_cli(name, "check", "--url", db, env=env)
     assert checked.exit_code == 0, checked.output
     # A round trip through the new step keeps the service's sample rows.
-    for _, statement in SAMPLES.get(name, []):
+    for _, statement in samples(name, project_copy).round_trip:
         query(db, statement)
     before = query(db, f"SELECT * FROM {table} ORDER BY 1")
     assert run_cli(name, "down", "--version", str(new), "--url", db, env=env).exit_code == 0
@@ -257,3 +260,39 @@ def test_a_new_ordinary_migration_after_todays_head_works_end_to_end(
     }
     assert run_cli(name, "up", "--contract", "--url", db, env=env).exit_code == 0
     assert query(db, f"SELECT * FROM {table} ORDER BY 1") == before
+
+
+@pytest.mark.slow
+def test_a_service_copied_under_a_new_name_passes_every_per_service_test(
+    repository_copy: Path, tmp_path: Path, server: str
+) -> None:
+    """The README's way to add a service: copy a folder (the one whose history requires
+    other services, when one does), record its checksums and pin its SQL. Then every test
+    parametrised over the services runs on it, in the copy of the repository, unchanged."""
+    needs = [n for n in SERVICES if any(m.requires for m in services.get(n, ROOT).migrations)]
+    source, new = (needs or SERVICES)[-1], "ledger"
+    assert new not in SERVICES
+    shutil.copytree(
+        repository_copy / "services" / source, repository_copy / "services" / new,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARS}
+    env["TEST_DATABASE_URL"] = server  # the inner run uses this session's server
+    script = [sys.executable, "scripts/migrate.py", new, "hash"]
+    hashed = subprocess.run(script, cwd=repository_copy, env=env, capture_output=True, text=True)
+    assert hashed.returncode == 0, hashed.stderr
+    pytest_in_copy = [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", new,
+        f"--basetemp={tmp_path / 'inner'}",
+    ]  # fmt: skip
+    pinned = subprocess.run(
+        [*pytest_in_copy, "tests/test_history_pinned.py"],
+        cwd=repository_copy, env={**env, "UPDATE_SNAPSHOTS": "1"}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert pinned.returncode == 0, pinned.stdout[-3000:]
+    done = subprocess.run(
+        pytest_in_copy, cwd=repository_copy, env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert done.returncode == 0, done.stdout[-5000:]
+    passed = re.search(r"(\d+) passed", done.stdout)
+    assert passed and int(passed.group(1)) >= 20, done.stdout[-500:]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONTRACT, ROOT, SERVICES, peers, query, settings, tables
-from sample_data import SAMPLES
+from conftest import CONTRACT, ROOT, SERVICES, peers, query, samples, settings, tables
 
 from alembic_common import db as dbmod
 from alembic_common import runner, schema, services
@@ -63,7 +62,7 @@ def test_each_downgrade_restores_the_schema_exactly(name: str, db: str) -> None:
 def test_data_survives_a_round_trip_to_head_and_back(name: str, version: int, db: str) -> None:
     service, conf = _service(name), settings(name, db)
     runner.up(service, conf, target=version, options=CONTRACT, peers=peers)
-    for since, statement in SAMPLES.get(name, []):
+    for since, statement in samples(name).round_trip:
         if since <= version:
             query(db, statement)
     before = _rows(db)

@@ -33,9 +33,10 @@ from conftest import (
     peer_env,
     query,
     run_cli,
+    samples,
+    with_database,
 )
 from psycopg import sql
-from sample_data import SAMPLES
 from stopping import install
 
 from alembic_common import backup, services
@@ -111,7 +112,7 @@ class Ladder:
         url = self.copy(self.template(service, below[-1])) if below else self._empty()
         result = run_cli(service, "up", "--version", str(version), "--url", url, env=peer_env())
         assert result.exit_code == 0, result.output
-        for since, statement in SAMPLES.get(service, []):
+        for since, statement in samples(service).round_trip:
             if since == version:
                 query(url, statement)
         self.made[key] = url
@@ -128,7 +129,7 @@ class Ladder:
                     sql.Identifier(name), sql.Identifier(self._name(url)), sql.Identifier(OWNER)
                 )
             )
-        return url.rsplit("/", 1)[0] + "/" + name
+        return with_database(url, name)  # a socket URL's host holds slashes too
 
     def fresh(self, service: str, version: int) -> str:
         return self.copy(self.template(service, version))

@@ -26,6 +26,7 @@ from conftest import (
     peers,
     query,
     run_cli,
+    samples,
     settings,
     versions,
 )
@@ -40,19 +41,6 @@ from alembic_common.errors import UsageError
 
 CONTRACT = runner.RunOptions(contract=True)
 
-# One row of each tenant table, for entity %(e)s, unique by %(k)s (text) and %(n)s (int).
-# A tenant table of a service that has no template here fails
-# test_every_tenant_table_is_covered: add one.
-ROWS = {
-    "users": "INSERT INTO users (healthcare_entity_id, email, password_hash, first_name,"
-    " last_name, role) VALUES (%(e)s, %(k)s || '@x.test', 'h', 'Ada', 'Admin', 'staff')",
-    "patients": "INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name,"
-    " date_of_birth, country) VALUES (%(e)s, %(k)s, 'Ana', 'Roy', '1980-01-01', 'Canada')",
-    "appointments": "INSERT INTO appointments (healthcare_entity_id, patient_id, provider_id,"
-    " starts_at, ends_at) VALUES (%(e)s, 1, %(n)s, '2030-01-01Z', '2030-01-01T01:00Z')",
-}
-# A column every template leaves writable, to update rows without naming the tenant.
-TOUCH = {"users": "first_name", "patients": "first_name", "appointments": "reason"}
 ENTITY_A, ENTITY_B = 1, 2
 
 
@@ -79,25 +67,29 @@ def rls_version(name: str) -> int:
     raise AssertionError(f"{name} has no migration calling tenancy.isolate")
 
 
-# Services with tenant tables, and their tables, from the history at head.
-CASES = [
-    ("user", "users"),
-    ("patient", "patients"),
-    ("appointment", "appointments"),
-]
+# Each service's tenant tables, from the rows its folder's samples.py gives for them (a tenant
+# table of a service without a template there fails test_every_tenant_table_is_covered).
+CASES = [(name, table) for name in SERVICES for table in samples(name).tenant_rows]
 
 
-def seed(url: str, table: str, entity: int, count: int, tag: str = "") -> None:
+def row(name: str, table: str) -> str:
+    """The INSERT of one row of ``table`` for entity %(e)s, unique by %(k)s and %(n)s."""
+    return samples(name).tenant_rows[table]
+
+
+def touch(name: str, table: str) -> str:
+    """A column every row of ``table`` leaves writable, to update rows without their tenant."""
+    return samples(name).writable[table]
+
+
+def seed(url: str, name: str, table: str, entity: int, count: int, tag: str = "") -> None:
     """``count`` rows of ``entity`` in ``table``, written by the owner (superuser here)."""
-    if table == "users":
-        query(
-            url,
-            "INSERT INTO healthcare_entities (id, name, type, country) OVERRIDING SYSTEM VALUE"
-            " VALUES (%s, 'E', 'clinic', 'Canada') ON CONFLICT DO NOTHING",
-            [entity],
-        )
+    if table in samples(name).tenant_setup:
+        query(url, samples(name).tenant_setup[table], {"e": entity})
     for i in range(count):
-        query(url, ROWS[table], {"e": entity, "k": f"{tag}{entity}-{i}", "n": entity * 1000 + i})
+        query(
+            url, row(name, table), {"e": entity, "k": f"{tag}{entity}-{i}", "n": entity * 1000 + i}
+        )
 
 
 @contextmanager
@@ -115,11 +107,12 @@ def as_app(url: str, service: str, entity: int | None = None) -> Iterator[psycop
 def heads(server: str) -> Iterator[dict[str, str]]:
     """One database per service at head, with rows of entities A and B in each tenant table."""
     urls = {}
-    for name, table in CASES:
+    for name in SERVICES:
         urls[name] = create_database(server)
         at_head(name, urls[name])
-        seed(urls[name], table, ENTITY_A, 3)
-        seed(urls[name], table, ENTITY_B, 2)
+        for table in samples(name).tenant_rows:
+            seed(urls[name], name, table, ENTITY_A, 3)
+            seed(urls[name], name, table, ENTITY_B, 2)
     yield urls
     for url in urls.values():
         drop_database(server, url)
@@ -127,8 +120,10 @@ def heads(server: str) -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_tenant_table_is_covered(name: str, heads: dict[str, str]) -> None:
-    covered = [t for n, t in CASES if n == name]
-    assert tenant_tables(heads[name]) == covered, f"{name}: add the new table to CASES/ROWS"
+    covered = sorted(t for n, t in CASES if n == name)
+    assert tenant_tables(heads[name]) == covered, (
+        f"{name}: give the table a row in services/{name}/samples.py"
+    )
 
 
 @pytest.mark.parametrize(("name", "table"), CASES)
@@ -150,7 +145,7 @@ def test_without_an_entity_nothing_is_visible(name: str, table: str, heads: dict
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
         tenancy.set_entity(conn, None)  # reset to '' also fails closed
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
-        assert conn.execute(f"UPDATE {table} SET {TOUCH[table]} = 'x'").rowcount == 0
+        assert conn.execute(f"UPDATE {table} SET {touch(name, table)} = 'x'").rowcount == 0
 
 
 @pytest.mark.parametrize(("name", "table"), CASES)
@@ -166,7 +161,7 @@ def test_an_entity_sees_and_changes_only_its_rows_even_without_a_filter(
         assert seen == [(ENTITY_A,)]
         with conn.transaction(force_rollback=True):
             # the tenant filter forgotten: only A's three rows change
-            updated = conn.execute(f"UPDATE {table} SET {TOUCH[table]} = 'changed'").rowcount
+            updated = conn.execute(f"UPDATE {table} SET {touch(name, table)} = 'changed'").rowcount
             assert updated == 3
             assert conn.execute(f"DELETE FROM {table}").rowcount == 3
     after_b = query(
@@ -181,11 +176,11 @@ def test_writing_a_row_of_another_entity_fails(
 ) -> None:
     with as_app(heads[name], name, ENTITY_A) as conn:
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
-            conn.execute(ROWS[table], {"e": ENTITY_B, "k": "intruder", "n": 999_999})
+            conn.execute(row(name, table), {"e": ENTITY_B, "k": "intruder", "n": 999_999})
         with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
             conn.execute(f"UPDATE {table} SET healthcare_entity_id = %s", [ENTITY_B])
         with conn.transaction(force_rollback=True):  # its own entity: accepted
-            conn.execute(ROWS[table], {"e": ENTITY_A, "k": "own", "n": 999_998})
+            conn.execute(row(name, table), {"e": ENTITY_A, "k": "own", "n": 999_998})
 
 
 @pytest.mark.parametrize(("name", "table"), CASES)
@@ -207,7 +202,7 @@ def test_ddl_fails_for_the_app_role(
         conn.execute(statement.format(t=table))
 
 
-@pytest.mark.parametrize("name", [n for n, _ in CASES])
+@pytest.mark.parametrize("name", sorted({n for n, _ in CASES}))
 def test_the_app_role_has_dml_only(name: str, heads: dict[str, str]) -> None:
     role = tenancy.app_role(name)
     attrs = query(
@@ -291,7 +286,7 @@ def test_random_entities_see_exactly_their_rows(
         owner.execute("DELETE FROM patients WHERE patient_id LIKE 'hyp-%'")
         for i, (entity, name) in enumerate(rows):
             owner.execute(
-                ROWS["patients"].replace("'Ana'", "%(f)s"),
+                row("patient", "patients").replace("'Ana'", "%(f)s"),
                 {"e": entity, "k": f"hyp-{i}", "f": name},
             )
         owner.commit()
@@ -400,7 +395,7 @@ def test_lint_finds_a_tenant_column_added_to_an_existing_table() -> None:
 
 
 def test_lint_accepted_reason_accepts_the_rule_in_the_first_versions() -> None:
-    for name, _ in CASES:
+    for name in sorted({n for n, _ in CASES}):
         first = services.get(name, ROOT).migrations[0]
         assert lint.TENANT_RULE in first.lint_accepted, f"{name} v1"
         assert f"version {rls_version(name)}" in first.lint_accepted[lint.TENANT_RULE]
@@ -409,13 +404,13 @@ def test_lint_accepted_reason_accepts_the_rule_in_the_first_versions() -> None:
 # --- round trips and roles ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n, _ in CASES])
+@pytest.mark.parametrize("name", sorted({n for n, _ in CASES}))
 def test_round_trip_through_the_rls_step_keeps_rows_and_roles(name: str, db: str) -> None:
     service, conf = services.get(name, ROOT), settings(name, db)
     step = rls_version(name)
     runner.up(service, conf, target=step - 1, options=CONTRACT, peers=peers)
-    table = dict(CASES)[name]
-    seed(db, table, ENTITY_A, 2)
+    (table, *_) = samples(name).tenant_rows
+    seed(db, name, table, ENTITY_A, 2)
     before = query(db, f"SELECT * FROM {table} ORDER BY id")
     runner.up(service, conf, target=step, options=CONTRACT, peers=peers)
     runner.down(service, conf, step)
@@ -538,7 +533,7 @@ def test_plain_identifier_refuses_quoting_tricks() -> None:
 
 
 def test_history_has_one_rls_step_per_service() -> None:
-    for name, _ in CASES:
+    for name in sorted({n for n, _ in CASES}):
         assert rls_version(name) in versions(name)
 
 

@@ -24,7 +24,7 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SERVICE = "appointment"
+SERVICE = tenancy.service_of(__file__)  # the folder's name
 
 
 def upgrade() -> None:

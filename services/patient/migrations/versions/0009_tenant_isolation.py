@@ -26,7 +26,7 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SERVICE = "patient"
+SERVICE = tenancy.service_of(__file__)  # the folder's name
 
 
 def upgrade() -> None:
