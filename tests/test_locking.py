@@ -52,7 +52,7 @@ def synthetic_root(tmp_path: Path) -> Path:
 
 
 def _env_for(name: str, root: Path | None = None) -> dict[str, str]:
-    env = peer_env_for(name)
+    env = peer_env_for(name, root or ROOT)
     return {**env, "MIGRATE_ROOT": str(root)} if root else env
 
 
