@@ -11,7 +11,7 @@ def __getattr__(name: str) -> Any:
     # Imported on first use: each service's env.py imports this package too, and plain
     # `alembic upgrade` should not pay for the runner it never calls.
     if name == "run_migrations":
-        from alembic_common.startup import run_migrations
+        from alembic_common.fleets.startup import run_migrations
 
         return run_migrations
     raise AttributeError(f"module 'alembic_common' has no attribute {name!r}")

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.path.insert(0, str(ROOT))
 
-from alembic_common import embedded, paths  # noqa: E402
-from alembic_common.db import with_database  # noqa: E402
-from alembic_common.settings import Settings, normalize_url  # noqa: E402
+from alembic_common.core import embedded, paths  # noqa: E402
+from alembic_common.core.db import with_database  # noqa: E402
+from alembic_common.core.settings import Settings, normalize_url  # noqa: E402
 
 
 def server() -> str:

@@ -14,8 +14,8 @@ import sys
 
 from _common import ROOT, create_db, drop_db, median, server, timed
 
-from alembic_common import runner, services
-from alembic_common.settings import Settings
+from alembic_common.core import runner, services
+from alembic_common.core.settings import Settings
 
 MIGRATE = [sys.executable, str(ROOT / "scripts" / "migrate.py")]
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import psycopg
 from _common import ROOT, create_db, drop_db, median, server, timed
 
-from alembic_common import backup, runner, services
-from alembic_common.settings import Settings
+from alembic_common.core import runner, services
+from alembic_common.core.settings import Settings
+from alembic_common.safety import backup
 
 FILL = """
 INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth,

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from _common import ROOT, create_db, drop_db, server, spread, timed
 
-from alembic_common import backup
+from alembic_common.safety import backup
 
 # Minimal, but it logs Alembic's "Running upgrade" line per step as the env.py of
 # `alembic init` does (through its ini's logging sections), and as the shared one does.

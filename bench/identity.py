@@ -22,8 +22,8 @@ import time
 import psycopg
 from _common import create_db, drop_db, median, server, spread
 
-from alembic_common import identity
-from alembic_common.ddl import sql_statements
+from alembic_common.online.ddl import sql_statements
+from alembic_common.tenancy import identity
 
 KEYS = {"lower": "lower(btrim(patient_id))", "identity": "identity_key(patient_id)"}
 LOOKUP = {"lower": "lower(btrim({v}))", "identity": "identity_key({v})"}

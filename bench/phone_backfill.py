@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from phones import COUNTRIES, oracle
 
-from alembic_common import runner, services
-from alembic_common.ddl import sql_statements
-from alembic_common.releases import release_url
-from alembic_common.settings import Settings
+from alembic_common.core import runner, services
+from alembic_common.core.settings import Settings
+from alembic_common.online.ddl import sql_statements
+from alembic_common.online.releases import release_url
 
 DATA = ROOT / "services" / "patient" / "migrations" / "data"
 MIGRATE = [sys.executable, str(ROOT / "scripts/migrate.py"), "patient", "up"]

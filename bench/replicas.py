@@ -27,8 +27,8 @@ import time
 import psycopg
 from _common import ROOT, create_db, drop_db, server, spread
 
-from alembic_common import locking, runner, services
-from alembic_common.settings import Settings
+from alembic_common.core import locking, runner, services
+from alembic_common.core.settings import Settings
 
 UP = [sys.executable, str(ROOT / "scripts" / "migrate.py"), "patient", "up", "--url"]
 
@@ -98,7 +98,7 @@ def release_to_exit(srv: str, waiters: int) -> list[float]:
 
 def _apply_rest(service: services.Service, conf: Settings) -> None:
     """Bring the database to head under the lock the caller holds (Alembic directly)."""
-    from alembic_common import db as dbmod
+    from alembic_common.core import db as dbmod
 
     with dbmod.engine(conf).connect() as conn:
         service.run_alembic(service.config(connection=conn), "heads")

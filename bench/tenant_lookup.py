@@ -20,8 +20,9 @@ import time
 import psycopg
 from _common import ROOT, create_db, drop_db, server
 
-from alembic_common import runner, services, tenancy
-from alembic_common.settings import Settings
+from alembic_common.core import runner, services
+from alembic_common.core.settings import Settings
+from alembic_common.tenancy import rls as tenancy
 
 LOOKUP = "SELECT * FROM patients WHERE healthcare_entity_id = %s AND patient_id = %s"
 POLICY_ONLY = "SELECT * FROM patients WHERE patient_id = %s"

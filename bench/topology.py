@@ -4,7 +4,7 @@ with a pooler's console to read.
 1. The checks every connection now makes (pooler and standby detection, in the query that
    sets the session's search_path) on a no-op `up` (database at head), measured side by
    side against the code just before them: a git worktree of the commit that precedes the
-   one adding ``alembic_common/privileges.py`` (or ``--baseline REV``). Both run against the
+   one adding ``alembic_common/safety/privileges.py`` (or ``--baseline REV``). Both run against the
    same database, alternating; the figures are medians with their range, and the
    difference per pair. Target: under 5 ms more. Plain `alembic upgrade head` with a
    minimal env.py (the bare anchor) runs beside them.
@@ -34,11 +34,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 def baseline_revision() -> str:
     """The commit before the production checks: the parent of the one adding privileges.py."""
     added = subprocess.run(
-        ["git", "log", "--diff-filter=A", "--format=%H", "--", "alembic_common/privileges.py"],
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "alembic_common/safety/privileges.py"],
         capture_output=True, text=True, cwd=ROOT, check=True,
     ).stdout.split()  # fmt: skip
     if not added:
-        raise SystemExit("no commit adds alembic_common/privileges.py: give --baseline REV")
+        raise SystemExit("no commit adds alembic_common/safety/privileges.py: give --baseline REV")
     return f"{added[-1]}~1"
 
 
@@ -113,7 +113,7 @@ def compare(ours: tuple[str, list[float]], other: tuple[str, list[float]], note:
 def gate(runs: int) -> None:
     from topology import POOLED_ROLES, topology  # type: ignore[import-not-found]
 
-    from alembic_common import services
+    from alembic_common.core import services
 
     name = "patient"
     history = services.get(name, ROOT).migrations

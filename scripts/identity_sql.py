@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write alembic_common/sql/identity.sql: identity_key(text), "the same identifier" in SQL.
+"""Write alembic_common/tenancy/sql/identity.sql: identity_key(text), "the same identifier" in SQL.
 
 The definition (README, "Clinical identity"): Unicode NFKC normalisation, then full case
 folding, then every Unicode White_Space character trimmed at both ends and each run of them
@@ -19,7 +19,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "alembic_common" / "sql" / "identity.sql"
+OUT = Path(__file__).resolve().parent.parent / "alembic_common" / "tenancy" / "sql" / "identity.sql"
 # The Unicode White_Space property (PropList.txt); after NFKC only some of them remain.
 WHITE_SPACE = (
     "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"

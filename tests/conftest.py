@@ -32,10 +32,10 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from alembic_common import db as dbmod
-from alembic_common import embedded, paths, runner, services
 from alembic_common.cli import app
-from alembic_common.settings import Settings, normalize_url
+from alembic_common.core import db as dbmod
+from alembic_common.core import embedded, paths, runner, services
+from alembic_common.core.settings import Settings, normalize_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = sorted(services.discover(ROOT))

@@ -11,7 +11,7 @@ import socket
 import threading
 from pathlib import Path
 
-from alembic_common.settings import Settings
+from alembic_common.core.settings import Settings
 
 
 def _target(url: str) -> socket.socket:

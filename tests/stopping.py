@@ -95,7 +95,7 @@ def wrap(
 
 def install(at: int, mode: str) -> list[int]:
     """Patch this process's ``committed_so_far``; return the list of boundaries passed."""
-    from alembic_common import safe
+    from alembic_common.online import safe
 
     seen: list[int] = []
     safe.committed_so_far = wrap(safe.committed_so_far, stopper(at, mode, seen))  # type: ignore[assignment]

@@ -31,9 +31,10 @@ from conftest import (
 )
 from psycopg import sql
 
-from alembic_common import backup, embedded, runner, services
+from alembic_common.core import embedded, runner, services
+from alembic_common.core.settings import Settings
 from alembic_common.errors import BackupError
-from alembic_common.settings import Settings
+from alembic_common.safety import backup
 
 
 def fingerprint(url: str) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import create_database, drop_database, history, query, run_cli
 
-from alembic_common import db as dbmod
-from alembic_common import schema
+from alembic_common.authoring import schema
 from alembic_common.cli.frame import EMBEDDED, EMBEDDED_ONLY
-from alembic_common.settings import Settings
+from alembic_common.core import db as dbmod
+from alembic_common.core.settings import Settings
 
 # Commands with the arguments they need to get as far as option checking.
 COMMANDS = {

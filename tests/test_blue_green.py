@@ -32,7 +32,8 @@ from conftest import (
     versions,
 )
 
-from alembic_common import releases, services
+from alembic_common.core import services
+from alembic_common.online import releases
 
 CONTRACT = contract_steps("patient")[0]
 EXPAND = CONTRACT - 1

@@ -29,7 +29,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common import locking, runner, services
+from alembic_common.core import locking, runner, services
 from alembic_common.errors import StepError
 
 

@@ -25,7 +25,7 @@ from conftest import (
 )
 from relay import SilentServer
 
-from alembic_common.settings import HostOptions, explicit_url, resolve
+from alembic_common.core.settings import HostOptions, explicit_url, resolve
 
 
 def test_up_status_down_through_the_cli(db: str) -> None:
@@ -219,7 +219,7 @@ M = "postgresql://m@direct:5432/m"
 def test_the_migration_url_wins_over_the_database_url(name: str) -> None:
     """The direct connection beside an application's pooled URL: only --url beats it, and
     another service's migration URL is not this one's."""
-    from alembic_common.settings import migration_var, peer
+    from alembic_common.core.settings import migration_var, peer
 
     var, pooled = migration_var(name), f"{name.upper()}_DATABASE_URL"
     env = {var: M, pooled: B, "DATABASE_URL": C}
@@ -277,8 +277,8 @@ def test_alembic_connects_where_libpq_does_through_a_socket_directory(db: str) -
 
     from sqlalchemy import text
 
-    from alembic_common import db as dbmod
-    from alembic_common.settings import Settings
+    from alembic_common.core import db as dbmod
+    from alembic_common.core.settings import Settings
 
     conf = Settings("t", db, "t")
     with psycopg.connect(as_superuser(db)) as conn:  # the setting is the superuser's to read

@@ -29,7 +29,7 @@ from conftest import (
 )
 from faker import Faker
 
-from alembic_common import runner, services
+from alembic_common.core import runner, services
 
 # What each spelling must become: the test's own oracle, written from the list,
 # not read from the migration.

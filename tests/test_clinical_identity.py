@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from alembic_common import embedded, identity
-from alembic_common.ddl import sql_statements
-from alembic_common.settings import Settings
+from alembic_common.core import embedded
+from alembic_common.core.settings import Settings
+from alembic_common.online.ddl import sql_statements
+from alembic_common.tenancy import identity
 
 # Unicode's White_Space property (PropList.txt), written out: the test's own list.
 WHITE_SPACE = frozenset(
@@ -215,7 +216,7 @@ def identity_step(name: str) -> int:
     """The service's step that makes its identifier unique by identity (from the history)."""
     from conftest import ROOT
 
-    from alembic_common import services
+    from alembic_common.core import services
 
     (found,) = [
         m.version

@@ -18,7 +18,7 @@ import pytest
 from conftest import CONTRACT, ROOT, peers, query, settings
 from test_clinical import COUNTRIES_V, SPELLINGS, _version
 
-from alembic_common import runner, services
+from alembic_common.core import runner, services
 from alembic_common.errors import RefusedError
 
 PHONE_V = _version("patient", "phone_e164")  # the step that converts phones (the oracle's rule)

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from conftest import CONNECTION_VARS, ROOT, create_database, drop_database, project_files
 
-from alembic_common import services
+from alembic_common.core import services
 
 pytestmark = pytest.mark.slow
 

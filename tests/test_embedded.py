@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from conftest import ROOT, run_script, versions
 
-from alembic_common import embedded, services
+from alembic_common.core import embedded, services
 
 pytestmark = pytest.mark.slow
 SERVICE = sorted(services.discover(ROOT))[0]

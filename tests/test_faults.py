@@ -30,8 +30,8 @@ from conftest import (
 )
 from relay import CuttingRelay
 
-from alembic_common import embedded
-from alembic_common.settings import Settings
+from alembic_common.core import embedded
+from alembic_common.core.settings import Settings
 
 
 def _slow_user_step(root: Path, seconds: float = 3) -> int:

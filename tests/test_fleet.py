@@ -33,8 +33,8 @@ from conftest import (
 )
 from relay import DelayedRelay
 
-from alembic_common.locking import lock_key
-from alembic_common.settings import Settings
+from alembic_common.core.locking import lock_key
+from alembic_common.core.settings import Settings
 
 # Two early versions keep a fleet cheap; derived from the history, not hard-coded.
 FIRST = versions("patient")[0]

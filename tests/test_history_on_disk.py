@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SERVICES, run_cli
 
-from alembic_common import services
+from alembic_common.core import services
 from alembic_common.errors import ScriptError
 
 

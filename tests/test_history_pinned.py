@@ -16,7 +16,8 @@ import os
 import pytest
 from conftest import ROOT, SERVICES
 
-from alembic_common import checksums, offline, services
+from alembic_common.authoring import checksums, offline
+from alembic_common.core import services
 
 
 def _pinned() -> list[tuple[str, int]]:

@@ -27,7 +27,8 @@ from conftest import (
     versions,
 )
 
-from alembic_common import checksums, services
+from alembic_common.authoring import checksums
+from alembic_common.core import services
 
 # --- declarations: read from the syntax tree, never from free text -------------------------
 

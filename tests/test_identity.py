@@ -23,7 +23,7 @@ from conftest import (
     versions,
 )
 
-from alembic_common.settings import Settings
+from alembic_common.core.settings import Settings
 
 
 def _dbname(url: str) -> str:

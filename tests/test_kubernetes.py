@@ -24,9 +24,9 @@ import pytest
 import yaml
 from conftest import ROOT, SECRET, history, query, versions
 
-from alembic_common import services, urls
+from alembic_common.core import services, urls
+from alembic_common.core.settings import normalize_url
 from alembic_common.errors import ConfigError
-from alembic_common.settings import normalize_url
 
 K8S = ROOT / "deploy" / "kubernetes"
 FILES = sorted({*K8S.rglob("*.yaml"), *K8S.rglob("*.yml")})

@@ -27,7 +27,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common import locking
+from alembic_common.core import locking
 from alembic_common.errors import LockWaitError
 
 
@@ -146,7 +146,7 @@ def test_a_waiting_replica_does_not_stall_create_index_concurrently(
         '    op.execute("SELECT pg_sleep(1.5)")\n'
         '    create_index_concurrently("idx_users_last_name", "users", "last_name")',
         "Index users by last name",
-        header="from alembic_common.safe import create_index_concurrently",
+        header="from alembic_common.online.safe import create_index_concurrently",
     )
     assert run_cli("user", "up", "--version", "1", "--url", db, env=env).exit_code == 0
     first = Spawned(migrate_cmd("user", "up", "--url", db), env=env)
@@ -238,9 +238,9 @@ def test_waiting_replicas_leave_once_the_work_is_done_without_taking_the_lock(db
 
 def _run_under_held_lock(db: str, service: str) -> None:
     """Bring the database to head with Alembic directly (the caller holds the run lock)."""
-    from alembic_common import db as dbmod
-    from alembic_common import services
-    from alembic_common.settings import Settings
+    from alembic_common.core import db as dbmod
+    from alembic_common.core import services
+    from alembic_common.core.settings import Settings
 
     svc = services.get(service)
     engine = dbmod.engine(Settings(service, db, "t"))

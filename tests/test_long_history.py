@@ -20,10 +20,11 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alembic_common import checksums, deps, runner, services
-from alembic_common import history as history_table
-from alembic_common.services import CACHE
-from alembic_common.settings import Settings
+from alembic_common.authoring import checksums
+from alembic_common.core import deps, runner, services
+from alembic_common.core import history as history_table
+from alembic_common.core.services import CACHE
+from alembic_common.core.settings import Settings
 
 
 def _project(base: Path, count: int) -> Path:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import CONTRACT, ROOT, SERVICES, peers, query, samples, settings, tables
 
-from alembic_common import db as dbmod
-from alembic_common import runner, schema, services
+from alembic_common.authoring import schema
+from alembic_common.core import db as dbmod
+from alembic_common.core import runner, services
 
 
 def _service(name: str) -> services.Service:

@@ -30,9 +30,9 @@ from conftest import (
 )
 from relay import DelayedRelay
 
+from alembic_common.authoring.offline import Statement
 from alembic_common.cli.authoring import SHOWN
-from alembic_common.offline import Statement
-from alembic_common.settings import Settings
+from alembic_common.core.settings import Settings
 
 BOX = set("─│┃━┏┓┗┛┡┩╇┳┻╋┣┫┠┨┯┷┼")
 

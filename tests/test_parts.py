@@ -39,7 +39,8 @@ from conftest import (
 from psycopg import sql
 from stopping import install
 
-from alembic_common import backup, services
+from alembic_common.core import services
+from alembic_common.safety import backup
 
 # The helpers that commit what a step did so far (safe.py, backfill.py).
 COMMITTING = {
@@ -248,7 +249,7 @@ def run_stopped(service: str, action: list[str], at: int, mode: str) -> tuple[Cl
         )
         passed = len(re.findall(r"^boundary \d+$", done.stderr, re.M))
         return CliResult(done.returncode, done.stdout, done.stderr), passed
-    from alembic_common import safe
+    from alembic_common.online import safe
 
     real = safe.committed_so_far
     seen = install(at, mode)

@@ -32,7 +32,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common.settings import Settings
+from alembic_common.core.settings import Settings
 
 SERVICES = ("user", "patient", "appointment")
 

@@ -39,8 +39,8 @@ from conftest import (
 from psycopg import sql
 from topology import POOLED_ROLES, SUPERUSER_PASSWORD, Topology, tcp_url
 
-from alembic_common import locking, services
-from alembic_common.settings import migration_var
+from alembic_common.core import locking, services
+from alembic_common.core.settings import migration_var
 
 OWNER, OWNER_PASSWORD = "mt_owner", POOLED_ROLES["mt_owner"]
 APP, APP_PASSWORD = "mt_app", POOLED_ROLES["mt_app"]
@@ -513,7 +513,7 @@ def test_restore_counts_the_clients_of_a_listed_pool(mode: str, prod: Prod, tmp_
 @pytest.fixture
 def recorded_tools(tmp_path: Path, prod: Prod) -> tuple[Path, dict[str, str]]:
     """pg_dump, pg_restore and psql wrapped so that each command line is written down."""
-    from alembic_common import backup
+    from alembic_common.safety import backup
 
     with psycopg.connect(prod.superuser) as conn:
         real = backup.choose(conn.info.server_version).folder  # the tools a backup picks
@@ -586,7 +586,7 @@ def test_the_lock_key_is_the_servers_pid(prod: Prod) -> None:
 
 def test_a_name_pgbouncer_suffixes_still_announces_its_release() -> None:
     """PgBouncer's application_name_add_host appends ' - host:port' to every client's name."""
-    from alembic_common.releases import announced
+    from alembic_common.online.releases import announced
 
     assert announced("patient", "patient@3 - 10.0.0.7:51234") == 3
     assert announced("patient", "patient@3 - [::1]:5") == 3

@@ -24,7 +24,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common import locking
+from alembic_common.core import locking
 
 
 def _events(path: Path) -> list[dict]:

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from conftest import as_superuser, query, run_cli
 
-from alembic_common import backup
+from alembic_common.safety import backup
 
 SERVICE = "patient"
 

@@ -29,9 +29,9 @@ from conftest import (
     versions,
 )
 
-from alembic_common import runner, services
+from alembic_common.core import runner, services
+from alembic_common.core.locking import lock_key
 from alembic_common.errors import LockTimeoutError, StepError
-from alembic_common.locking import lock_key
 
 
 def columns(url: str, table: str) -> set[str]:
@@ -308,7 +308,7 @@ def test_a_replica_that_only_waited_never_imports_alembic(db: str) -> None:
         # Meanwhile the lock holder does the pending work, as the first replica would.
         from alembic import command
 
-        from alembic_common import db as dbmod
+        from alembic_common.core import db as dbmod
 
         engine = dbmod.engine(settings("patient", db))
         with engine.connect() as conn:

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from conftest import ROOT, peers, query, settings
 
-from alembic_common import runner, services, xargs
+from alembic_common.core import runner, services, xargs
 from alembic_common.errors import RefusedError
 
 

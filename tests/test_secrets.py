@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
+from alembic_common.core.settings import Settings, mask, normalize_url
 from alembic_common.errors import ConfigError
-from alembic_common.settings import Settings, mask, normalize_url
 
 WRONG = "Wr0ng-pa55word?"
 
@@ -339,7 +339,7 @@ def test_a_secret_connection_parameter_is_masked_everywhere(
     masked in every output, and given to the client tools through a private file."""
     if key == "oauth_client_secret" and psycopg.pq.version() < 180000:
         pytest.skip("libpq before 18 does not know oauth_client_secret")
-    from alembic_common import backup
+    from alembic_common.safety import backup
 
     secret = "Key-Passphrase-77"
     url = f"{db}{'&' if '?' in db else '?'}{key}={secret}"

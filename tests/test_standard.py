@@ -19,8 +19,8 @@ from pytest_alembic.tests import (  # noqa: F401 - collected here as this module
 )
 from sqlalchemy import Engine
 
-from alembic_common import db as dbmod
-from alembic_common import services
+from alembic_common.core import db as dbmod
+from alembic_common.core import services
 
 
 @pytest.fixture(params=SERVICES)

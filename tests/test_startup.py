@@ -21,8 +21,8 @@ from alembic_common.cli.frame import (
     command_name,
     named,
 )
+from alembic_common.core.settings import Settings
 from alembic_common.errors import ConnectError
-from alembic_common.settings import Settings
 
 
 def via_relay(url: str, port: int) -> str:
@@ -74,9 +74,9 @@ def test_noop_up_imports_neither_alembic_nor_sqlalchemy(db: str) -> None:
         "sqlalchemy",
         "multiprocessing",
         "argparse",
-        "alembic_common.backup",
-        "alembic_common.metrics",
-        "alembic_common.platform",
+        "alembic_common.safety.backup",
+        "alembic_common.fleets.metrics",
+        "alembic_common.fleets.platform",
         "alembic_common.cli.authoring",
         "alembic_common.cli.backup",
         "alembic_common.cli.ops",

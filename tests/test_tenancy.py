@@ -36,8 +36,10 @@ from hypothesis import strategies as st
 from psycopg import errors
 from psycopg import sql as psql
 
-from alembic_common import lint, runner, services, tenancy
+from alembic_common.authoring import lint
+from alembic_common.core import runner, services
 from alembic_common.errors import UsageError
+from alembic_common.tenancy import rls as tenancy
 
 CONTRACT = runner.RunOptions(contract=True)
 

@@ -20,7 +20,8 @@ from conftest import (
 )
 from test_tenancy import CONTRACT, rls_version
 
-from alembic_common import runner, services, tenancy
+from alembic_common.core import runner, services
+from alembic_common.tenancy import rls as tenancy
 
 
 def _users_of(server: str, role: str) -> int:

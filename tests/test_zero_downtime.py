@@ -184,7 +184,7 @@ def test_expand_backfill_contract_round_trip_on_a_big_table(db: str) -> None:
 
 
 SAFE = '''"""Safe DDL sample"""
-from alembic_common.safe import (
+from alembic_common.online.safe import (
     add_check_constraint, create_index_concurrently, drop_index_concurrently, set_not_null,
 )
 revision = "{new}"

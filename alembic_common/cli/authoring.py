@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
-from alembic_common import runner
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import VERSION_PARSER, Connection, Json, with_connection
 from alembic_common.cli.render import ELLIPSIS, err, out, print_json, spans, table, wrapped
+from alembic_common.core import runner
 from alembic_common.errors import ScriptError, UsageError
 
 
@@ -24,7 +24,7 @@ def revision(
     ] = False,
 ) -> None:
     """Write the next numbered migration file (e.g. 0006_add_patient_allergies.py)."""
-    from alembic_common import authoring
+    from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
     settings = conn.explicit(service, say=err) if autogenerate else None
@@ -36,7 +36,7 @@ def revision(
 @with_connection
 def check(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
     """Exit 0 when a database at head matches the models (and, with --url, the migrations)."""
-    from alembic_common import authoring
+    from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
     result = authoring.compare(service, conn.explicit(service, say=err))
@@ -52,7 +52,7 @@ def check(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
 @with_connection
 def diff(ctx: typer.Context, conn: Connection, as_json: Json = False) -> None:
     """Print what would bring the database to match the models (and the migrations)."""
-    from alembic_common import authoring
+    from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
     result = authoring.compare(service, conn.explicit(service, say=err), operations=True)
@@ -117,7 +117,8 @@ def plan(
 
     The table shows each statement on one line, cut (whole with --sql or --json); the run's
     own bookkeeping statements only with --verbose."""
-    from alembic_common import authoring, offline
+    from alembic_common.authoring import offline
+    from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
     if version is not None:
@@ -182,8 +183,8 @@ def lint(
     as_json: Json = False,
 ) -> None:
     """Run squawk over the SQL of pending (or all) migrations; exit 1 on unaccepted findings."""
-    from alembic_common import authoring
-    from alembic_common import lint as linting
+    from alembic_common.authoring import lint as linting
+    from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
     disk = service.disk_versions()
@@ -222,7 +223,7 @@ def hash_(
     ] = False,
 ) -> None:
     """Write the checksums of every version's SQL to migrations/checksums.txt (--check: verify)."""
-    from alembic_common import checksums
+    from alembic_common.authoring import checksums
 
     service = service_of(ctx)
     current = checksums.compute(service)

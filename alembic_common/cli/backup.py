@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from alembic_common import runner
 from alembic_common.cli import options
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import Connection, Env, Json, LockWait, whole, with_connection
 from alembic_common.cli.render import Reporter, err, out, print_json, table, wrapped
+from alembic_common.core import runner
+from alembic_common.core.locking import DEFAULT_LOCK_WAIT
 from alembic_common.errors import UsageError
-from alembic_common.locking import DEFAULT_LOCK_WAIT
 
 To = Annotated[
     Path | None,
@@ -54,7 +54,7 @@ def backup(
     service = service_of(ctx)
     folder = _folder(to)
     settings = conn.settings(service, say=err)
-    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+    from alembic_common.safety import backup as backups_mod  # pg_dump and co.: only here
 
     taken = backups_mod.take(service, settings, folder, jobs=jobs)
     if as_json:
@@ -90,7 +90,7 @@ def backups(
     folder = _folder(to)
     if prune != (keep is not None):
         raise UsageError("--prune and --keep N go together")
-    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+    from alembic_common.safety import backup as backups_mod  # pg_dump and co.: only here
 
     if prune:
         assert keep is not None
@@ -150,7 +150,7 @@ def restore(
         environment=options.environment(env), allow_production=allow_production
     )
     runner.refuse_production(service, "restore", run_options)
-    from alembic_common import backup as backups_mod  # pg_dump and co.: only here
+    from alembic_common.safety import backup as backups_mod  # pg_dump and co.: only here
 
     backups_mod.verify(service, file)  # a wrong service or a damaged file, before connecting
     settings = conn.settings(service, say=err)

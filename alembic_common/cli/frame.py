@@ -26,9 +26,10 @@ import typer.main
 import typer.models
 from typer.core import TyperGroup
 
-from alembic_common import redact, services, settings
+from alembic_common.core import services, settings
+from alembic_common.core.project import Project
 from alembic_common.errors import ConfigError, MigrationError, UsageError
-from alembic_common.project import Project
+from alembic_common.safety import redact
 
 PROG = "migrate"
 ALL = "all"
@@ -307,7 +308,7 @@ def _main(
     # A typo in APP_ENV must not slip past the production guard: every command checks it.
     settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
     if "MIGRATE_POOLER_URLS" in os.environ:  # checked before anything connects
-        from alembic_common import poolers
+        from alembic_common.fleets import poolers
 
         poolers.configured()
     project = Project.find()

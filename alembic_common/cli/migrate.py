@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 
-from alembic_common import fleet, releases, runner, services, xargs
 from alembic_common.cli import options
 from alembic_common.cli.frame import app, is_all, is_embedded, project_of, service_of
 from alembic_common.cli.options import (
@@ -55,11 +54,14 @@ from alembic_common.cli.render import (
     table,
     wrapped,
 )
+from alembic_common.core import runner, services, xargs
+from alembic_common.core.locking import DEFAULT_LOCK_WAIT
+from alembic_common.core.project import Project
+from alembic_common.core.settings import Settings
 from alembic_common.errors import MigrationError, UsageError
-from alembic_common.locking import DEFAULT_LOCK_WAIT
-from alembic_common.project import Project
-from alembic_common.redact import Scrubber
-from alembic_common.settings import Settings
+from alembic_common.fleets import fleet
+from alembic_common.online import releases
+from alembic_common.safety.redact import Scrubber
 
 Pair = tuple[Settings, fleet.Outcome]
 
@@ -320,7 +322,7 @@ def show_result(result: runner.RunResult, json_output: bool) -> None:
 
 
 def limit(text: str | None, total: int, option: str) -> int | None:
-    from alembic_common.targets import limit as within
+    from alembic_common.fleets.targets import limit as within
 
     return None if text is None else within(text, total, option)
 
@@ -359,7 +361,7 @@ def write_metrics(
     seconds: float = 0.0,
 ) -> None:
     """Per-target series (one database, or asked for) and, for a fleet, its aggregates."""
-    from alembic_common import metrics
+    from alembic_common.fleets import metrics
 
     samples = fleet.samples(pairs, project.services, run) if per_target else []
     fleets = fleet.aggregates(pairs, seconds) if aggregate else []

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from alembic_common import runner
 from alembic_common.cli import options
 from alembic_common.cli.frame import PROG, app, is_embedded, service_of
 from alembic_common.cli.options import (
@@ -21,6 +20,7 @@ from alembic_common.cli.options import (
     with_connection,
 )
 from alembic_common.cli.render import err, out, print_json
+from alembic_common.core import runner
 
 
 @app.command()
@@ -41,7 +41,7 @@ def seed(
     as_json: Json = False,
 ) -> None:
     """Load idempotent demo data; running it twice changes nothing the second time."""
-    from alembic_common import seeding
+    from alembic_common.authoring import seeding
 
     service = service_of(ctx)
     run_options = runner.RunOptions(
@@ -74,8 +74,8 @@ def login(
     """Create or update a login role that is a member of <service>_app (idempotent).
 
     The password never appears in output or in the server's logs (it is sent hashed)."""
-    from alembic_common import tenancy
     from alembic_common.errors import UsageError
+    from alembic_common.tenancy import rls as tenancy
 
     service = service_of(ctx)
     tenancy.plain_identifier(name)
@@ -147,7 +147,7 @@ def wait(
 
 def show_embedded(pgdata: Path, as_json: bool) -> None:
     """``migrate embedded status``: what is under the data folder, and whether it runs."""
-    from alembic_common import embedded
+    from alembic_common.core import embedded
 
     found = embedded.info(pgdata)
     if as_json:
@@ -182,8 +182,8 @@ def stop(
     sessions and shuts it down cleanly (as 'pg_ctl stop -m fast'); the data stays, and the
     next command without a URL starts it again.
     """
-    from alembic_common import embedded
     from alembic_common.cli.frame import project_of
+    from alembic_common.core import embedded
 
     assert is_embedded(ctx)  # the command group lets 'stop' through for 'embedded' only
     pgdata = project_of(ctx).data_dir

@@ -18,12 +18,14 @@ from typing import Annotated, Any, NamedTuple
 
 import typer
 
-from alembic_common import files, settings, targets, urls
+from alembic_common.core import settings, urls
+from alembic_common.core.locking import DEFAULT_LOCK_WAIT
+from alembic_common.core.services import Service
+from alembic_common.core.settings import HostOptions, Settings, explicit_url, resolve
 from alembic_common.errors import UsageError
-from alembic_common.locking import DEFAULT_LOCK_WAIT
-from alembic_common.services import Service
-from alembic_common.settings import HostOptions, Settings, explicit_url, resolve
-from alembic_common.targets import Entry
+from alembic_common.fleets import targets
+from alembic_common.fleets.targets import Entry
+from alembic_common.safety import files
 
 # --- value parsers -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The platform commands: ``all up`` and ``all status`` (the work is in ``alembic_common.platform``)."""
+"""The platform commands: ``all up`` and ``all status`` (the work is in ``alembic_common.fleets.platform``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import typer
 
-from alembic_common import fleet, platform, runner
 from alembic_common.cli.migrate import finish, write_metrics
 from alembic_common.cli.options import Connection
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
-from alembic_common.fleet import Outcome
-from alembic_common.project import Project
+from alembic_common.core import runner
+from alembic_common.core.project import Project
+from alembic_common.fleets import fleet, platform
+from alembic_common.fleets.fleet import Outcome
 
 
 def all_up(

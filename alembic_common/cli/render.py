@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic_common import files
-from alembic_common.redact import Scrubber
+from alembic_common.safety import files
+from alembic_common.safety.redact import Scrubber
 
 NBSP = "\u00a0"
 ELLIPSIS = "…"

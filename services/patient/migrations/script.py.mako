@@ -34,6 +34,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # A drop of a column or table that holds data refuses first, changing nothing, until
-    # '-x NAME=drop' accepts the loss: refuse_to_drop(table, column) from alembic_common.safe
+    # '-x NAME=drop' accepts the loss: refuse_to_drop(table, column) from alembic_common.migration
     # (autogenerate writes one before each of its drops; 'lint' flags a drop without one).
     ${downgrades if downgrades else "pass"}

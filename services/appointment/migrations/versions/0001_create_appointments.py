@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from alembic_common.ddl import create_updated_at_trigger, drop_updated_at_trigger
+from alembic_common.migration import create_updated_at_trigger, drop_updated_at_trigger
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -17,21 +17,21 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
-from alembic_common import tenancy
+from alembic_common.migration import create_roles, drop_roles, isolate, release, service_of
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SERVICE = tenancy.service_of(__file__)  # the folder's name
+SERVICE = service_of(__file__)  # the folder's name
 
 
 def upgrade() -> None:
-    tenancy.create_roles(SERVICE)
-    tenancy.isolate("appointments", SERVICE)
+    create_roles(SERVICE)
+    isolate("appointments", SERVICE)
 
 
 def downgrade() -> None:
-    tenancy.release("appointments", SERVICE)
-    tenancy.drop_roles(SERVICE)
+    release("appointments", SERVICE)
+    drop_roles(SERVICE)

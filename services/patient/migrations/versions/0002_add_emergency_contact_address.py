@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from alembic_common.errors import UsageError
-from alembic_common.safe import refuse_if, x_argument
+from alembic_common.migration import UsageError, refuse_if, x_argument
 
 revision: str = "0002"
 down_revision: str | None = "0001"

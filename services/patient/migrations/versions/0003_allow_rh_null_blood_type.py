@@ -20,9 +20,14 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from alembic_common.ddl import PRESERVE_UPDATED_AT
-from alembic_common.errors import UsageError
-from alembic_common.safe import add_check_constraint, refuse_if, validate_constraint, x_argument
+from alembic_common.migration import (
+    PRESERVE_UPDATED_AT,
+    UsageError,
+    add_check_constraint,
+    refuse_if,
+    validate_constraint,
+    x_argument,
+)
 
 revision: str = "0003"
 down_revision: str | None = "0002"

@@ -41,8 +41,7 @@ from pathlib import Path
 
 from alembic import op
 
-from alembic_common.backfill import backfill
-from alembic_common.ddl import NOT_BACKFILL, literal_sql, run_sql_file
+from alembic_common.migration import NOT_BACKFILL, backfill, literal_sql, run_sql_file
 
 revision: str = "0004"
 down_revision: str | None = "0003"

@@ -30,9 +30,13 @@ from pathlib import Path
 
 from alembic import op
 
-from alembic_common.backfill import backfill
-from alembic_common.ddl import NOT_BACKFILL, literal_sql
-from alembic_common.safe import add_check_constraint, has_column
+from alembic_common.migration import (
+    NOT_BACKFILL,
+    add_check_constraint,
+    backfill,
+    has_column,
+    literal_sql,
+)
 
 revision: str = "0005"
 down_revision: str | None = "0004"

@@ -30,8 +30,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from alembic_common.backfill import backfill
-from alembic_common.safe import refuse_if, validate_constraint
+from alembic_common.migration import backfill, refuse_if, validate_constraint
 
 revision: str = "0006"
 down_revision: str | None = "0005"

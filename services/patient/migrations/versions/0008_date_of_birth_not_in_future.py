@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from alembic_common.safe import add_check_constraint, refuse_if
+from alembic_common.migration import add_check_constraint, refuse_if
 
 revision: str = "0008"
 down_revision: str | None = "0007"

@@ -19,23 +19,23 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
-from alembic_common import tenancy
+from alembic_common.migration import create_roles, drop_roles, grant, isolate, release, service_of
 
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SERVICE = tenancy.service_of(__file__)  # the folder's name
+SERVICE = service_of(__file__)  # the folder's name
 
 
 def upgrade() -> None:
-    tenancy.create_roles(SERVICE)
-    tenancy.isolate("patients", SERVICE)
-    tenancy.grant("patient_phone_rules", SERVICE, "SELECT")
+    create_roles(SERVICE)
+    isolate("patients", SERVICE)
+    grant("patient_phone_rules", SERVICE, "SELECT")
 
 
 def downgrade() -> None:
-    tenancy.release("patient_phone_rules", SERVICE)
-    tenancy.release("patients", SERVICE)
-    tenancy.drop_roles(SERVICE)
+    release("patient_phone_rules", SERVICE)
+    release("patients", SERVICE)
+    drop_roles(SERVICE)

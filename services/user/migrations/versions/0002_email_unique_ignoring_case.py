@@ -21,7 +21,7 @@ Create Date: 2026-11-25
 
 from collections.abc import Sequence
 
-from alembic_common.safe import create_index_concurrently, drop_index_concurrently, refuse_if
+from alembic_common.migration import create_index_concurrently, drop_index_concurrently, refuse_if
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -18,25 +18,23 @@ Create Date: 2026-11-26
 
 from collections.abc import Sequence
 
-from alembic_common import tenancy
+from alembic_common.migration import create_roles, drop_roles, isolate, release, service_of
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-SERVICE = tenancy.service_of(__file__)  # the folder's name
+SERVICE = service_of(__file__)  # the folder's name
 
 
 def upgrade() -> None:
-    tenancy.create_roles(SERVICE)
-    tenancy.isolate(
-        "healthcare_entities", SERVICE, key="id", commands="SELECT", privileges="SELECT"
-    )
-    tenancy.isolate("users", SERVICE)
+    create_roles(SERVICE)
+    isolate("healthcare_entities", SERVICE, key="id", commands="SELECT", privileges="SELECT")
+    isolate("users", SERVICE)
 
 
 def downgrade() -> None:
-    tenancy.release("users", SERVICE)
-    tenancy.release("healthcare_entities", SERVICE)
-    tenancy.drop_roles(SERVICE)
+    release("users", SERVICE)
+    release("healthcare_entities", SERVICE)
+    drop_roles(SERVICE)

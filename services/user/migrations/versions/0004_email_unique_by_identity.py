@@ -20,7 +20,7 @@ Create Date: 2026-12-07
 
 from collections.abc import Sequence
 
-from alembic_common.identity import unique_by_identity, unique_by_lower
+from alembic_common.migration import unique_by_identity, unique_by_lower
 
 revision: str = "0004"
 down_revision: str | None = "0003"
