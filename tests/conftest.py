@@ -406,6 +406,13 @@ def project_files() -> list[str]:
     )
 
 
+def documentation() -> str:
+    """The README and every page of docs/, one after the other: what tests quote from the
+    documentation, wherever a page moves it."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n\n".join(page.read_text(encoding="utf-8") for page in pages)
+
+
 @pytest.fixture
 def repository_copy(tmp_path: Path) -> Iterator[Path]:
     """The repository's tracked files, as a fresh clone has them; an embedded server started

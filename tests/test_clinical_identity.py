@@ -1,5 +1,5 @@
 """The same identifier, in Python and in every database: NFKC, full case folding, Unicode
-white space trimmed and collapsed (README "Clinical identity").
+white space trimmed and collapsed (docs/tenancy.md, "Clinical identity").
 
 Python's ``unicodedata`` and ``str.casefold`` are the oracle. Hypothesis draws identifiers
 from the letters of the platform's languages (French, English, Arabic) and of its patients'
@@ -180,7 +180,7 @@ def test_the_sql_file_is_what_its_script_writes_from_this_unicode() -> None:
     assert script.sql() == written, "run python scripts/identity_sql.py"
 
 
-def test_the_examples_the_readme_gives(database: str) -> None:
+def test_the_examples_the_docs_give(database: str) -> None:
     same = [
         ("DUPRÉ-1", "dupré-1"),
         ("DUPRE\u0301-1", "dupré-1"),  # decomposed, as macOS writes it

@@ -11,6 +11,10 @@ A comment on the line above a block says how, when the default does not fit:
   fresh databases of the service;
 - ``<!-- not run: REASON -->``: not runnable here, and why (a test runs it another way, or
   it needs a Kubernetes cluster or a Docker engine).
+
+Their links hold too: every relative link names a file of the project, every ``#anchor`` a
+heading of the page it points to (GitHub's anchors), and the README links every page of
+``docs/``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ _BLOCK = re.compile(
     r"^(?P<indent> *)```(?:bash|sh|shell)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
 )
 _MARK = re.compile(r"<!-- (run|not run): (.*?) -->\s*$")
+_FENCE = re.compile(r"^ *```.*?^ *```[^\n]*$", re.M | re.S)
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
+_LINK = re.compile(r"\]\(([^()\s]+)\)")
+_HEADING = re.compile(r"^(#{1,6}) +(.+?) *#* *$", re.M)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,73 @@ def blocks() -> list[Block]:
 
 
 BLOCKS = blocks()
+
+
+def _prose(text: str) -> str:
+    """The text outside code: no fenced block, no code span (a ``#`` in a shell comment is no
+    heading, a ``[x](y)`` in code no link)."""
+    return _CODE_SPAN.sub("", _FENCE.sub("", text))
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation but ``-`` and
+    ``_`` left out, spaces made hyphens; a repeated one gets ``-1``, ``-2``, ..."""
+    found: set[str] = set()
+    for match in _HEADING.finditer(_FENCE.sub("", text)):
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", match.group(2))  # a link: its text
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in found:
+            n += 1
+            anchor = f"{slug}-{n}"
+        found.add(anchor)
+    return found
+
+
+def links(path: Path) -> list[str]:
+    """The targets of a page's Markdown links, as written."""
+    return _LINK.findall(_prose(path.read_text(encoding="utf-8")))
+
+
+def test_anchors_are_githubs() -> None:
+    text = "# A no-op `up`\n## Production: least privilege, poolers\n## Tenant's rows\n## Tenant's rows\n"
+    text += "```bash\n# 1. not a heading\n```\n"
+    assert anchors(text) == {
+        "a-no-op-up", "production-least-privilege-poolers", "tenants-rows", "tenants-rows-1"
+    }  # fmt: skip
+
+
+def test_every_relative_link_names_a_project_file_and_an_existing_heading() -> None:
+    files = set(project_files())
+    folders = {str(Path(name).parent) for name in files}
+    broken = []
+    for page in _documents():
+        for target in links(page):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours
+                continue
+            name, _, anchor = target.partition("#")
+            linked = (page.parent / name).resolve() if name else page
+            try:
+                relative = linked.relative_to(ROOT).as_posix()
+            except ValueError:
+                broken.append(f"{page.relative_to(ROOT)}: {target} (outside the project)")
+                continue
+            if relative not in files and relative.rstrip("/") not in folders:
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and (
+                not relative.endswith(".md")
+                or anchor not in anchors(linked.read_text(encoding="utf-8"))
+            ):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_the_readme_links_every_page_of_docs() -> None:
+    readme = ROOT / "README.md"
+    linked = {(readme.parent / target.partition("#")[0]).resolve() for target in links(readme)}
+    pages = [p for p in _documents() if p.parent == ROOT / "docs"]
+    assert pages
+    assert not [p.name for p in pages if p.resolve() not in linked]
 
 
 def test_the_docs_have_shell_blocks_and_say_why_any_is_not_run() -> None:

@@ -267,7 +267,7 @@ def test_a_new_ordinary_migration_after_todays_head_works_end_to_end(
 def test_a_service_copied_under_a_new_name_passes_every_per_service_test(
     repository_copy: Path, tmp_path: Path, server: str
 ) -> None:
-    """The README's way to add a service: copy a folder (the one whose history requires
+    """The way docs/authoring.md adds a service: copy a folder (the one whose history requires
     other services, when one does), record its checksums and pin its SQL. Then every test
     parametrised over the services runs on it, in the copy of the repository, unchanged."""
     needs = [n for n in SERVICES if any(m.requires for m in services.get(n, ROOT).migrations)]

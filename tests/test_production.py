@@ -27,6 +27,7 @@ from conftest import (
     Spawned,
     add_step,
     contract_steps,
+    documentation,
     history,
     migrate_cmd,
     peer_env,
@@ -100,7 +101,7 @@ def prod(topology: Topology) -> Iterator[Prod]:
 
 @pytest.fixture
 def lesser_owner(topology: Topology, prod: Prod) -> Iterator[tuple[str, str, str]]:
-    """A migrating role with less than the README asks for (LOGIN and ownership only; a
+    """A migrating role with less than docs/reference.md asks for (LOGIN and ownership only; a
     test grants what it is about), owning the test's database: (role, password, URL)."""
     role, password = f"owner_{uuid.uuid4().hex[:8]}", "Lesser pw 9"
     admin = prod.superuser
@@ -736,17 +737,16 @@ def test_restore_force_never_ends_a_superusers_session_unless_run_by_one(
                 ended.execute("SELECT 1")
 
 
-def test_the_readmes_migrating_role_is_enough_for_every_command(
+def test_the_documented_migrating_role_is_enough_for_every_command(
     topology: Topology, tmp_path: Path
 ) -> None:
-    """The README's statements for a self-hosted server, run as written (names made
+    """The documentation's statements for a self-hosted server, run as written (names made
     unique), give a role that runs every command of the privileges table: up past a
     contract step an old release holds, backup under forced RLS, restore --force over
     another role's session, login, check and diff."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("On a self-hosted server, as a superuser, once:", 1)[1]
+    block = documentation().split("On a self-hosted server, as a superuser, once:", 1)[1]
     statements = re.search(r"```sql\n(.*?)```", block, re.DOTALL)
     assert statements is not None
     role, database = f"migrator_{uuid.uuid4().hex[:6]}", f"readme_{uuid.uuid4().hex[:6]}"

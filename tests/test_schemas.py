@@ -140,7 +140,7 @@ def test_phone_expand_backfill_contract_round_trip_restores_every_original(db: s
     unconverted = (
         "SELECT count(*) FROM patients WHERE phone IS NULL AND btrim(phone_original) <> ''"
     )
-    assert query(db, unconverted) == [(2,)]  # the README's query: 'N/A' and the Spanish number
+    assert query(db, unconverted) == [(2,)]  # docs/bridge.md's query: 'N/A' and the Spanish number
     rollback("patient", db, 4)
     assert query(db, "SELECT * FROM patients ORDER BY id") == before
 

@@ -339,7 +339,7 @@ class Topology:
                         sql.Identifier(name), sql.Literal(password)
                     )
                 )
-            # The migrating role as the README asks for it on a managed server: it owns the
+            # The migrating role as docs/reference.md asks for it on a managed server: it owns the
             # databases it migrates, may create roles and sees every session; no more.
             conn.execute("ALTER ROLE mt_owner CREATEROLE CREATEDB")
             conn.execute("GRANT pg_read_all_stats TO mt_owner")
