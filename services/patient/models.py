@@ -59,7 +59,7 @@ class Patient(Base):
         CheckConstraint("date_of_birth <= current_date", name="patients_date_of_birth_check"),
         Index("idx_patients_entity_name", "healthcare_entity_id", "last_name", "first_name"),
         # patient_id is unique within an entity as the same identifier: NFKC, case folding,
-        # white space (v10; README "Clinical identity").
+        # white space (v10; docs/tenancy.md, "Clinical identity").
         Index(
             "patients_entity_patient_id_identity_key",
             "healthcare_entity_id",

@@ -67,7 +67,7 @@ class User(Timestamps, Base):
         CheckConstraint(_in("role", ROLES), name="users_role_check"),
         Index("idx_users_entity_role", "healthcare_entity_id", "role"),
         # email is unique within an entity as the same identifier: NFKC, case folding,
-        # white space (v4; README "Clinical identity").
+        # white space (v4; docs/tenancy.md, "Clinical identity").
         Index(
             "users_entity_email_identity_key",
             "healthcare_entity_id",

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 #
 # phase = "contract"
 #     This step drops or renames what the running release still uses: a plain 'up' holds
-#     it back until 'up --contract' (see "Big tables without downtime" in the README).
+#     it back until 'up --contract' (see "Big tables without downtime" in docs/blue-green.md).
 # requires = {"patient": 1}
 #     Other services' databases must have reached these versions before this step runs.
 # lint_accepted = {"ban-drop-column": "why this is safe here"}
