@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write alembic_common/tenancy/sql/identity.sql: identity_key(text), "the same identifier" in SQL.
 
-The definition (README, "Clinical identity"): Unicode NFKC normalisation, then full case
+The definition (docs/tenancy.md, "Clinical identity"): Unicode NFKC normalisation, then full case
 folding, then every Unicode White_Space character trimmed at both ends and each run of them
 inside made one space; punctuation is kept. PostgreSQL's normalize() gives NFKC. The case
 folding is PostgreSQL 18's casefold() under its builtin ``pg_unicode_fast`` collation, and

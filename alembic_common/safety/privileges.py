@@ -11,7 +11,7 @@ ownership; each check here refuses in one line that names the grant which would 
 * creating roles (``login``, a step that calls ``tenancy.create_roles``): ``CREATEROLE``,
   and from PostgreSQL 16 the ADMIN option on the group role a login joins.
 
-The README's "The migrating role" (under "Production") lists them per command. Whether
+docs/reference.md's "The migrating role" (under "Production") lists them per command. Whether
 the role sees every session is read with the sessions themselves (``releases.sessions``).
 """
 

@@ -100,7 +100,8 @@ def create_operator_sql(role: str = OPERATOR_ROLE) -> str:
     Creating a BYPASSRLS role needs a superuser (PostgreSQL 15; from 16 a CREATEROLE role
     that has BYPASSRLS itself). When the migrating role may not, the step goes on without
     it and says so in a NOTICE ("migrate: ..."), which ``up`` shows as a progress line;
-    README "Tenant isolation" gives the manual step."""
+    docs/tenancy.md, "Tenant isolation", gives the manual step (the NOTICE's words stay as
+    they were: they are part of what applied tenancy steps ran)."""
     role = plain_identifier(role)
     return f"""DO $migrate$
 BEGIN
