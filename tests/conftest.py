@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -310,6 +311,11 @@ def fleet_targets(path: Path, service: str = "patient") -> dict[str, float]:
 def prometheus_by_name(path: Path) -> dict[str, float]:
     """A metrics file of one target: metric -> value."""
     return {name: value for (name, _), value in prometheus(path).items()}
+
+
+def says(text: str, phrase: str) -> bool:
+    """``phrase`` in ``text`` as whole words: "version 1" is not found in "version 10"."""
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
 
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:

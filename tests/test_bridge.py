@@ -22,6 +22,7 @@ from conftest import (
     peers,
     query,
     run_cli,
+    says,
     settings,
     tables,
     up,
@@ -117,7 +118,9 @@ def test_failing_step_rolls_back_with_its_row_and_keeps_earlier_steps(
     with pytest.raises(StepError) as failure:
         runner.up(service, settings("patient", db), options=CONTRACT)
     broken = PATIENT_HEAD + 1
-    assert f"version {broken}" in str(failure.value) and "division by zero" in str(failure.value)
+    assert says(str(failure.value), f"version {broken}") and "division by zero" in str(
+        failure.value
+    )
     assert failure.value.version == broken
     assert history(db) == list(range(1, broken))
     assert alembic_head(db) == [f"{broken - 1:04d}"]

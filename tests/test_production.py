@@ -34,6 +34,7 @@ from conftest import (
     query,
     run_cli,
     run_script,
+    says,
     versions,
     wait_until,
 )
@@ -169,11 +170,11 @@ def test_the_gate_refuses_when_the_owner_cannot_see_other_roles_sessions(
         blind = run_cli(name, "up", "--url", url)
         assert blind.exit_code == 1, blind.output
         line = one_line(blind.stderr)
-        assert f"GRANT pg_read_all_stats TO {role}" in line and "nothing was changed" in line
+        assert says(line, f"GRANT pg_read_all_stats TO {role}") and "nothing was changed" in line
         assert history(prod.superuser) == []
         status = run_cli(name, "status", "--url", url, "--json")
         assert status.exit_code == 0, status.output
-        assert f"GRANT pg_read_all_stats TO {role}" in status.stdout
+        assert says(status.stdout, f"GRANT pg_read_all_stats TO {role}")
         query(prod.superuser, sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
         seeing = run_cli(name, "up", "--url", url, "--version", str(contract))
         assert seeing.exit_code == 0, seeing.output
@@ -213,7 +214,7 @@ def test_the_gate_counts_the_clients_of_each_pool(name: str, mode: str, prod: Pr
         held = run_cli(name, "up", "--url", prod.direct(), "--version", str(contract), env=env)
         assert held.exit_code == 0, held.output
         assert history(prod.superuser) == before(name, contract)
-        assert f"via the pooler 127.0.0.1:{pooled.port}" in held.output
+        assert says(held.output, f"via the pooler 127.0.0.1:{pooled.port}")
         status = run_cli(name, "status", "--url", prod.direct(), "--json", env=env)
         report = __import__("json").loads(status.stdout)
         assert [h["pooler"] for h in report["holders"]] == [f"127.0.0.1:{pooled.port}"]
@@ -376,7 +377,7 @@ def test_a_step_that_creates_roles_needs_createrole_before_anything_changes(
     refused = run_cli(name, "up", "--url", url, "--contract", env=env)
     assert refused.exit_code == 1, refused.output
     line = one_line(refused.stderr)
-    assert f"ALTER ROLE {role} CREATEROLE" in line and f"version {first}" in line
+    assert f"ALTER ROLE {role} CREATEROLE" in line and says(line, f"version {first}")
     assert history(prod.superuser) == []
     below = run_cli(name, "up", "--url", url, "--contract", "--version", str(first - 1), env=env)
     assert below.exit_code == 0, below.output
@@ -482,13 +483,13 @@ def test_restore_sees_another_roles_session_and_ends_it_only_when_allowed(
     with app_session(prod.direct(APP, APP_PASSWORD), f"{name}@1") as app:
         blind = run_cli(name, "restore", dump, "--url", url)
         assert blind.exit_code == 1
-        assert f"GRANT pg_read_all_stats TO {role}" in one_line(blind.stderr)
+        assert says(one_line(blind.stderr), f"GRANT pg_read_all_stats TO {role}")
         query(prod.superuser, sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(role)))
         seen = run_cli(name, "restore", dump, "--url", url)
         assert seen.exit_code == 1 and f"({name}@1)" in one_line(seen.stderr)
         forced = run_cli(name, "restore", dump, "--url", url, "--force")
         assert forced.exit_code == 1
-        assert f"GRANT pg_signal_backend TO {role}" in one_line(forced.stderr)
+        assert says(one_line(forced.stderr), f"GRANT pg_signal_backend TO {role}")
         query(prod.superuser, sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(role)))
         done = run_cli(name, "restore", dump, "--url", url, "--force")
         assert done.exit_code == 0, done.output

@@ -24,12 +24,14 @@ from conftest import (
     query,
     run_cli,
     run_script,
+    says,
     settings,
     tables,
     versions,
 )
 
 from alembic_common.core import runner, services
+from alembic_common.core.events import Event, LockRetry
 from alembic_common.core.locking import lock_key
 from alembic_common.errors import LockTimeoutError, StepError
 
@@ -66,7 +68,7 @@ def test_lock_wait_is_bounded_and_named(db: str) -> None:
         result = run_cli("patient", "up", "--lock-wait", "1", "--url", db)
         assert 0.9 <= time.monotonic() - started < 8
         assert result.exit_code == 1
-        assert f"held by pid {pid}" in result.stderr and "--lock-wait" in result.stderr
+        assert says(result.stderr, f"held by pid {pid}") and "--lock-wait" in result.stderr
         assert "waiting up to 1s" in result.stderr
         assert history(db) == []
     assert run_cli("patient", "up", "--url", db).exit_code == 0
@@ -84,7 +86,7 @@ def test_lock_timeout_fails_fast_then_succeeds_once_released(db: str) -> None:
         assert result.exit_code == 1
         line = result.stderr.strip().splitlines()[-1]
         assert "version 2" in line and "lock" in line
-        assert f"table patients held by pid {blocker.info.backend_pid}" in line
+        assert says(line, f"table patients held by pid {blocker.info.backend_pid}")
         assert "retry 1" in result.stderr
         assert history(db) == [1]
         assert "emergency_contact_address" not in columns(db, "patients")
@@ -101,12 +103,12 @@ def test_lock_released_during_retries_lets_the_run_finish(db: str) -> None:
     blocker = psycopg.connect(db)
     blocker.execute("SELECT count(*) FROM patients")
     threading.Timer(0.6, blocker.rollback).start()
-    events: list[dict] = []
+    events: list[Event] = []
     options = runner.RunOptions(lock_timeout=0.2, retries=6)
     result = runner.up(service, settings("patient", db), options=options, progress=events.append)
     blocker.close()
     assert result.steps == applied_by_default("patient")[1:]
-    assert any(e["event"] == "lock_retry" and e["version"] == 2 for e in events)
+    assert any(isinstance(e, LockRetry) and e.version == 2 for e in events)
 
 
 def test_lock_timeout_error_carries_the_version(db: str) -> None:
@@ -149,7 +151,7 @@ def test_statement_timeout_cancels_a_runaway_migration(project_copy: Path, db: s
         timeout=25,
     )
     assert result.returncode == 1
-    assert f"version {runaway}" in result.stderr and "statement_timeout" in result.stderr
+    assert says(result.stderr, f"version {runaway}") and "statement_timeout" in result.stderr
     assert history(db) == list(range(1, runaway))
 
 

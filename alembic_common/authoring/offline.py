@@ -15,6 +15,7 @@ from typing import Any
 
 from alembic_common.core.history import OWN_TABLES
 from alembic_common.core.services import Service, revision_id
+from alembic_common.errors import ScriptError
 from alembic_common.online import partial, releases
 from alembic_common.online.releases import Seen
 
@@ -172,8 +173,11 @@ def offline_sql(service: Service, start: int | None, end: int | None, down: bool
     cfg = service.config(output_buffer=buffer, compare_models=False)
     source = revision_id(start) if start else "base"
     target = revision_id(end) if end else "base"
+    revisions = service.walk(() if start is None else (source,), target, down=down)
+    if revisions is None:
+        raise ScriptError(f"{service.name}: no way from {source} to {target} in its history")
     with contextlib.redirect_stdout(io.StringIO()):
-        service.run_alembic(cfg, target, down=down, start=source)
+        service.run_alembic(cfg, revisions, down=down, start=source)
     return buffer.getvalue()
 
 

@@ -55,6 +55,7 @@ from alembic_common.cli.render import (
     wrapped,
 )
 from alembic_common.core import runner, services, xargs
+from alembic_common.core.events import Failed, RunFinished, RunStarted
 from alembic_common.core.locking import DEFAULT_LOCK_WAIT
 from alembic_common.core.project import Project
 from alembic_common.core.settings import Settings
@@ -233,9 +234,7 @@ def up(
         runner.check_version(service, service.disk_versions(), version)
     targets = conn.targets(service, say=err, chosen=chosen)
     started = time.time()
-    reporter.emit(
-        "run_started", action="up", service=service.name, targets=[t.label for t in targets]
-    )
+    reporter(RunStarted(action="up", service=service.name, targets=[t.label for t in targets]))
     if len(targets) != 1 or chosen.given:
         rollout = fleet.Rollout(
             parallel=jobs,
@@ -382,21 +381,23 @@ def record(
     """Emit failure and finish events, and write the metrics file."""
     for settings, outcome in pairs:
         if outcome.kind == "failed":
-            reporter.emit(
-                "failed",
-                action=action,
-                service=outcome.service,
-                target=settings.label,
-                state=outcome.state,
-                cause=outcome.error,
+            reporter(
+                Failed(
+                    action=action,
+                    service=outcome.service,
+                    target=settings.label,
+                    state=outcome.state,
+                    cause=outcome.error,
+                )
             )
-    reporter.emit(
-        "run_finished",
-        action=action,
-        ok=all(o.ok for _, o in pairs),
-        seconds=round(time.time() - started, 3),
-        failed=sum(not o.ok for _, o in pairs),
-        targets=len(pairs),
+    reporter(
+        RunFinished(
+            action=action,
+            ok=all(o.ok for _, o in pairs),
+            seconds=round(time.time() - started, 3),
+            failed=sum(not o.ok for _, o in pairs),
+            targets=len(pairs),
+        )
     )
     if metrics_file is not None:
         write_metrics(
@@ -474,6 +475,7 @@ def finish(
         raise typer.Exit(exit_code)
     failed = [o for _, o in pairs if not o.ok]
     if failed:
+        err(f"migrate: error: {action}: {len(failed)} of {len(pairs)} database(s) failed")
         raise typer.Exit(max(o.exit_code for o in failed) or 1)
 
 
@@ -542,7 +544,7 @@ def down(
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
     project = project_of(ctx)
     started = time.time()
-    reporter.emit("run_started", action="down", service=service.name, targets=[settings.label])
+    reporter(RunStarted(action="down", service=service.name, targets=[settings.label]))
     try:
         with xargs.given(x_arguments):
             result = runner.down(service, settings, version, run_options, reporter)
@@ -643,8 +645,9 @@ def status(
                 aggregate=True,
                 per_target=metrics_per_target,
             )
-        reports = [o.result for _, o in pairs]
-        if not all(isinstance(r, runner.Status) and r.ok for r in reports):
+        wrong = [o for _, o in pairs if not (isinstance(o.result, runner.Status) and o.result.ok)]
+        if wrong:
+            err(f"migrate: error: status: {len(wrong)} of {len(pairs)} database(s) need a look")
             raise typer.Exit(1)
         return
     report = runner.status(service, targets[0])

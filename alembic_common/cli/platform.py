@@ -11,6 +11,7 @@ from alembic_common.cli.migrate import finish, write_metrics
 from alembic_common.cli.options import Connection
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
 from alembic_common.core import runner
+from alembic_common.core.events import RunStarted
 from alembic_common.core.project import Project
 from alembic_common.fleets import fleet, platform
 from alembic_common.fleets.fleet import Outcome
@@ -28,8 +29,8 @@ def all_up(
     """Every service to head, in dependency order, independent ones in parallel."""
     where = platform.targets(project, lambda service: conn.settings(service, say=err))
     started = time.time()
-    reporter.emit(
-        "run_started", action="up", service=platform.ALL, targets=[t.label for t in where.values()]
+    reporter(
+        RunStarted(action="up", service=platform.ALL, targets=[t.label for t in where.values()])
     )
     stopped = None
     try:

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from alembic_common.core import events as ev
+from alembic_common.core.events import Event
 from alembic_common.safety import files
 from alembic_common.safety.redact import Scrubber
 
@@ -170,80 +172,79 @@ class Reporter:
     quiet: bool = False
     scrub: Scrubber = field(default_factory=Scrubber)
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: Event) -> None:
         if not self.quiet:
             line = describe(event)
             if line:
                 err(line)
         if self.events:
-            record = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **event}
-            text = self.scrub(json.dumps(record, default=str)) + "\n"
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            text = self.scrub(json.dumps({"ts": stamp, **event.to_dict()}, default=str)) + "\n"
             if self.events == "-":
                 sys.stderr.write(text)
             else:
                 files.append(Path(self.events), text)
 
-    def emit(self, name: str, **fields: Any) -> None:
-        self({"event": name, **fields})
 
-
-def describe(event: dict[str, Any]) -> str | None:
+def describe(event: Event) -> str | None:
     """The human line for an event, if it deserves one."""
-    kind = event["event"]
-    svc = event.get("service", "")
-    where = f" [{event['target']}]" if event.get("target") else ""
-    if kind == "lock_wait":
-        return (
-            f"{svc}: waiting up to {event['wait_s']:g}s for the migration lock held by pid "
-            f"{event['holder_pid']}"
-        )
-    if kind == "db_wait":
-        return (
-            f"{svc}: waiting up to {event['wait_s']:g}s for the database at {event['target']} "
-            "to accept connections"
-        )
-    if kind == "notice":
-        return f"{svc}{where}: {event['message']}"
-    if kind == "applied":
-        return f"{svc}{where}: applied version {event['version']} ({event['duration_ms']} ms)"
-    if kind == "rolled_back":
-        if event.get("batch"):
-            return f"{svc}{where}: version {event['version']} rolled back with its batch (--atomic)"
-        return f"{svc}{where}: rolled back version {event['version']} ({event['duration_ms']} ms)"
-    if kind == "adopted":
-        return f"{svc}{where}: adopted legacy history {event['versions']} from schema_migrations"
-    if kind == "backfill":
-        filled = int(event["fraction"] * 20)
-        eta = f", ETA {event['eta_s']:g}s" if event.get("eta_s") is not None else ""
-        return (
-            f"{svc}{where}: backfill {event['table']} [{'#' * filled}{'.' * (20 - filled)}] "
-            f"{event['fraction']:.0%} {event['rows_done']:,} rows, {event['rows_per_s']:,} rows/s{eta}"
-        )
-    if kind == "accepted_changed":
-        return f"{svc}{where}: accepted the changed SQL of version(s) {spans(event['versions'])} as it is now"
-    if kind == "release_wait":
-        return f"{svc}{where}: waiting up to {event['wait_s']:g}s: {event['why']}"
-    if kind == "unannounced":
-        return (
-            f"{svc}{where}: contract step {event['version']} runs beside session(s) that "
-            f"announce no release: {event['listed']}"
-        )
-    if kind == "backup":
-        return f"{svc}{where}: backup {event['path']} ({event['seconds']:g}s)"
-    if kind == "terminating":
-        listed = "; ".join(event["sessions"]) or "the pooler's server connections"
-        return f"{svc}{where}: terminating {listed}"
-    if kind == "pooled_clients":
-        return (
-            f"{svc}{where}: their server connections ended, these clients stay connected to "
-            f"their pooler and reconnect through it: {'; '.join(event['sessions'])}"
-        )
-    if kind == "rollback":
-        how = "their downgrades" if event["path"] == "downgrade" else f"restoring {event['backup']}"
-        return f"{svc}{where}: --on-failure rollback by {how}"
-    if kind == "lock_retry":
-        return (
-            f"{svc}{where}: version {event['version']} hit lock_timeout; retry {event['attempt']} "
-            f"in {event['delay_s']:g}s"
-        )
+    svc = event.service or ""
+    at = f"{svc} [{event.target}]" if event.target else svc
+    match event:
+        case ev.LockWait():
+            return (
+                f"{svc}: waiting up to {event.wait_s:g}s for the migration lock held by pid "
+                f"{event.holder_pid}"
+            )
+        case ev.DbWait():
+            return (
+                f"{svc}: waiting up to {event.wait_s:g}s for the database at {event.target} "
+                "to accept connections"
+            )
+        case ev.Notice():
+            return f"{at}: {event.message}"
+        case ev.Applied():
+            return f"{at}: applied version {event.version} ({event.duration_ms} ms)"
+        case ev.RolledBack(batch=True):
+            return f"{at}: version {event.version} rolled back with its batch (--atomic)"
+        case ev.RolledBack():
+            return f"{at}: rolled back version {event.version} ({event.duration_ms} ms)"
+        case ev.Adopted():
+            return f"{at}: adopted legacy history {event.versions} from schema_migrations"
+        case ev.Backfill():
+            filled = int(event.fraction * 20)
+            eta = f", ETA {event.eta_s:g}s" if event.eta_s is not None else ""
+            return (
+                f"{at}: backfill {event.table} [{'#' * filled}{'.' * (20 - filled)}] "
+                f"{event.fraction:.0%} {event.rows_done:,} rows, {event.rows_per_s:,} rows/s{eta}"
+            )
+        case ev.AcceptedChanged():
+            return (
+                f"{at}: accepted the changed SQL of version(s) {spans(event.versions)} as it is now"
+            )
+        case ev.ReleaseWait():
+            return f"{at}: waiting up to {event.wait_s:g}s: {event.why}"
+        case ev.Unannounced():
+            return (
+                f"{at}: contract step {event.version} runs beside session(s) that "
+                f"announce no release: {event.listed}"
+            )
+        case ev.Backup():
+            return f"{at}: backup {event.path} ({event.seconds:g}s)"
+        case ev.Terminating():
+            listed = "; ".join(event.sessions) or "the pooler's server connections"
+            return f"{at}: terminating {listed}"
+        case ev.PooledClients():
+            return (
+                f"{at}: their server connections ended, these clients stay connected to "
+                f"their pooler and reconnect through it: {'; '.join(event.sessions)}"
+            )
+        case ev.Rollback():
+            how = "their downgrades" if event.path == "downgrade" else f"restoring {event.backup}"
+            return f"{at}: --on-failure rollback by {how}"
+        case ev.LockRetry():
+            return (
+                f"{at}: version {event.version} hit lock_timeout; retry {event.attempt} "
+                f"in {event.delay_s:g}s"
+            )
     return None

@@ -18,12 +18,12 @@ standby. Reads of another service's database (``direct=False``) may go through e
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from alembic_common.core.events import DbWait, Progress
 from alembic_common.core.settings import Settings, migration_var
 from alembic_common.errors import ConnectError, TopologyError
 from alembic_common.online.releases import OWN_APPLICATION
@@ -128,7 +128,7 @@ def connect(
     wait: float = 0,
     autocommit: bool = True,
     search_path: str = "pg_catalog",
-    on_wait: Callable[[dict[str, Any]], None] | None = None,
+    on_wait: Progress | None = None,
     direct: bool = True,
 ) -> psycopg.Connection[Any]:
     """Open a psycopg connection, retrying transient failures for up to ``wait`` seconds.
@@ -154,7 +154,7 @@ def connect(
             if not _transient(exc) or time.monotonic() >= deadline:
                 raise connect_error(settings, exc, wait if waiting else 0) from None
             if not waiting and on_wait is not None:
-                on_wait({"event": "db_wait", "wait_s": wait, "target": settings.label})
+                on_wait(DbWait(wait_s=wait, target=settings.label))
             waiting = True
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             continue

@@ -11,8 +11,9 @@ legacy, ahead), so plain Alembic cannot migrate another service's database eithe
   guard            history.Guard: the run lock each step must still hold when it records itself
   atomic           run the whole batch in one transaction
   lock_timeout_ms, statement_timeout_ms   session timeouts for the migration connection
-  on_step          callback receiving one event dict per applied/rolled-back step
-  on_progress      callback for progress inside a step (the batched backfill)
+  on_step          callback receiving each step's event as it commits (events.Applied,
+                   events.RolledBack)
+  on_progress      callback for progress inside a step (events.Backfill)
   compare_models   False when nothing will autogenerate (up/down): skip loading models.py
   state            state.DbState read under the run lock just before (skips reading it again)
 """
@@ -48,11 +49,16 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 def configure_options(service: Service, attributes: dict[str, Any]) -> dict[str, Any]:
     """The ``context.configure`` options shared by online and offline runs."""
-    # The version schemas for a revision, for a step that commits part-way (safe.py).
-    attributes["views_now"] = lambda revision: releases.sync_sql(
-        service, int(revision) if revision else None, OWN_TABLES
+    # The version schemas for a revision, for a step that commits part-way (safe.py); a
+    # service without contract steps has none.
+    clear = attributes["views_clear"] = releases.clear_sql(service)
+    attributes["views_now"] = (
+        None
+        if clear is None
+        else lambda revision: releases.sync_sql(
+            service, int(revision) if revision else None, OWN_TABLES
+        )
     )
-    attributes["views_clear"] = releases.clear_sql(service)
     # Only autogenerate reads the models; runs that just migrate skip importing the ORM.
     compare = attributes.get("compare_models", True)
     return {

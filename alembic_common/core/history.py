@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from alembic_common.core import locking
+from alembic_common.core.events import Applied, RolledBack
 from alembic_common.errors import LockLostError, StateError
 
 if TYPE_CHECKING:
@@ -283,7 +284,8 @@ class Recorder:
     that could not ride (offline, or a version statement other than a linear step's) is
     sent by the hook itself.
 
-    ``on_step`` receives one small event per step (version, direction, duration);
+    ``on_step`` receives one event per step (``Applied`` or ``RolledBack``, with its
+    duration);
     ``views`` gives the SQL that rebuilds the version schemas for the version a step
     leaves (see releases.py), run in the step's transaction after its history row.
     """
@@ -295,7 +297,7 @@ class Recorder:
         guard: Guard | None = None,
         descriptions: Mapping[int, str],
         checksums: Mapping[int, str] | None = None,
-        on_step: Callable[[dict[str, Any]], None] | None = None,
+        on_step: Callable[[Applied | RolledBack], None] | None = None,
         views: Callable[[int | None], str | None] | None = None,
         finish: Callable[[], str | None] | None = None,
     ) -> None:
@@ -462,8 +464,8 @@ class Recorder:
                 )
             duration_ms = write.duration_ms
         if self.on_step is not None:
-            action = "applied" if step.is_upgrade else "rolled_back"
-            self.on_step({"action": action, "version": version, "duration_ms": duration_ms})
+            made = Applied if step.is_upgrade else RolledBack
+            self.on_step(made(version=version, duration_ms=duration_ms))
         self.mark = time.perf_counter()
 
 

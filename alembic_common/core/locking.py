@@ -36,6 +36,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from alembic_common.core.events import LockWait, Progress
 from alembic_common.errors import Interrupted, LockWaitError, signal_name
 
 LOCK_CLASS = 0x4D47
@@ -49,8 +50,6 @@ SESSION_LIMITS = (
     "idle_in_transaction_session_timeout",
     "statement_timeout",
 )
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 class NotNeeded(Exception):
@@ -172,7 +171,7 @@ def _acquire(
     if _try(conn, service):
         return
     holder = lock_holder(conn, service)
-    waiting = {"event": "lock_wait", "holder_pid": holder, "wait_s": wait}
+    waiting = LockWait(holder_pid=holder, wait_s=wait)
     if wait <= 0:
         if on_wait is not None:
             on_wait(waiting)

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic_common.core.paths import project_root
-from alembic_common.errors import ConfigError, ScriptError
+from alembic_common.errors import ConfigError, ScriptError, StateError
 from alembic_common.online import releases
 
 if TYPE_CHECKING:
@@ -471,27 +471,37 @@ class Service:
         return line[there + 1 : here + 1][::-1] if down else line[here + 1 : there + 1]
 
     def run_alembic(
-        self, cfg: Config, destination: str, *, down: bool = False, start: str | None = None
+        self, cfg: Config, revisions: list[str], *, down: bool = False, start: str | None = None
     ) -> None:
-        """``alembic upgrade`` (or ``downgrade``) to ``destination`` on the history as loaded
-        once per process: ``command.upgrade`` would build and import every file again.
-        ``start`` asks for offline SQL from that revision (``alembic upgrade start:end --sql``).
+        """Run ``revisions`` (a plan's steps, in running order) through Alembic, on the
+        history as loaded once per process (``command.upgrade`` would build and import every
+        file again, and walk every ancestor to find the steps).
+
+        Alembic reads the version table as it starts; the steps it runs are the plan's from
+        there on (all of them, or, on a retry, those after the ones that committed). A
+        database found anywhere else than on the plan's way is refused: it moved under the
+        run. ``start`` asks for offline SQL from that revision (``upgrade start:end --sql``).
         """
         from alembic.runtime.environment import EnvironmentContext
         from alembic.runtime.migration import MigrationStep
 
         script = self.scripts
+        destination = revisions[-1] if revisions else start or "base"
+        if down and revisions:  # down to the revision below the last one undone
+            below = self._positions[destination] - 1
+            destination = self.migrations[below].revision if below >= 0 else "base"
+        build = MigrationStep.downgrade_from_script if down else MigrationStep.upgrade_from_script
 
-        def steps(revision: Any, _context: Any) -> Any:
-            walk = self.walk(revision, destination, down=down)
-            if walk is not None:  # Alembic would walk every ancestor to find these
-                build = MigrationStep.upgrade_from_script
-                if down:
-                    build = MigrationStep.downgrade_from_script
-                return [build(script.revision_map, script.get_revision(r)) for r in walk]
-            if down:
-                return script._downgrade_revs(destination, revision)
-            return script._upgrade_revs(destination, revision)
+        def steps(heads: Any, _context: Any) -> Any:
+            walk = self.walk(heads, destination, down=down)
+            if walk is None or walk != revisions[len(revisions) - len(walk) :]:
+                at = ", ".join(heads) if heads and not isinstance(heads, str) else heads
+                raise StateError(
+                    f"{self.name}: the database is at {at or 'no version'}, which is not on "
+                    "the way this run planned; nothing more was run (run 'status')",
+                    service=self.name,
+                )
+            return [build(script.revision_map, script.get_revision(r)) for r in walk]
 
         with EnvironmentContext(
             cfg,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from alembic_common.core import events
+from alembic_common.core.events import Progress
 from alembic_common.online.ddl import SET_BACKFILL
 
 PROGRESS_TABLE = "_migrate_backfill"
@@ -75,7 +76,7 @@ class Backfill:
     target_ms: float
     pause_ms: float
     touch_updated_at: bool
-    report: Callable[[dict[str, Any]], None] | None = None
+    report: Progress | None = None
     workers: int = 1  # connections walking their own slices of the key range at once
 
     def statement(self) -> str:
@@ -218,16 +219,15 @@ class Backfill:
         elapsed = time.perf_counter() - began
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
         self.report(
-            {
-                "event": "backfill",
-                "table": self.table,
-                "name": self.name,
-                "rows_done": rows,
-                "fraction": round(fraction, 4),
-                "rows_per_s": round(rows / elapsed) if elapsed > 0 else 0,
-                "eta_s": None if eta is None else round(eta, 1),
+            events.Backfill(
+                table=self.table,
+                name=self.name,
+                rows_done=rows,
+                fraction=round(fraction, 4),
+                rows_per_s=round(rows / elapsed) if elapsed > 0 else 0,
+                eta_s=None if eta is None else round(eta, 1),
                 **extra,
-            }
+            )
         )
 
     def _walk(

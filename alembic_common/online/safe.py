@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+_UNSAID = object()
+
 
 @contextmanager
 def committed_so_far() -> Iterator[None]:
@@ -27,8 +29,10 @@ def committed_so_far() -> Iterator[None]:
     ctx = op.get_context()
     attributes = context.config.attributes
     restore = attributes.get("views_now")
-    leaving_at = attributes.get("views_leaving_at", ctx.get_current_revision())
-    statement = restore(leaving_at) if restore is not None else None
+    statement = None
+    if restore is not None:  # the version table is read only if env.py did not say where
+        at = attributes.get("views_leaving_at", _UNSAID)
+        statement = restore(ctx.get_current_revision() if at is _UNSAID else at)
     if statement is not None:
         op.execute(literal_sql(statement))
     step = attributes.get("step_now")

@@ -48,7 +48,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +57,8 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
-from alembic_common.core import db, history, locking, plan
+from alembic_common.core import db, events, history, locking, plan
+from alembic_common.core.events import Progress
 from alembic_common.core.services import Service
 from alembic_common.core.settings import Settings
 from alembic_common.core.state import read
@@ -66,7 +67,6 @@ from alembic_common.online import releases
 from alembic_common.safety import files, privileges
 from alembic_common.safety.redact import Scrubber, without_values
 
-Progress = Callable[[dict[str, Any]], None]
 MANIFEST_FORMAT = 1
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 APPLICATION = "migrate-restore"  # how the restore's own psql session names itself
@@ -537,6 +537,7 @@ def take(
             )
         digest = streamed.get("sha256") or checksum(partial)
         size = _size(partial)
+        seconds = round(time.monotonic() - started, 3)
         manifest = {
             "manifest": MANIFEST_FORMAT,
             "service": service.name,
@@ -550,7 +551,7 @@ def take(
             "bytes": size,
             "sha256": digest,
             "taken_at": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "seconds": round(time.monotonic() - started, 3),
+            "seconds": seconds,
             "row_counts": counts,
         }
         os.replace(partial, final)
@@ -564,15 +565,7 @@ def take(
         raise
     result = Backup(final, manifest)
     if progress is not None:
-        progress(
-            {
-                "event": "backup",
-                "path": str(final),
-                "version": found.current,
-                "bytes": size,
-                "seconds": manifest["seconds"],
-            }
-        )
+        progress(events.Backup(path=str(final), version=found.current, bytes=size, seconds=seconds))
     return result
 
 
@@ -921,13 +914,13 @@ def restore(
         if backends:
             _may_terminate(conn, service, backends)
             if progress is not None:
-                progress({"event": "terminating", "sessions": ended})
+                progress(events.Terminating(sessions=ended))
             for pid, _, _ in backends:
                 conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", [pid])
         pooled = [str(s) for s in seen.sessions if s.pid is None]
         if pooled and progress is not None:
             # Their server connections were ended; the clients stay connected to the pooler.
-            progress({"event": "pooled_clients", "sessions": pooled})
+            progress(events.PooledClients(sessions=pooled))
         return _restore_locked(service, settings, conn, backup, jobs, ended, progress)
 
 
@@ -1002,7 +995,7 @@ def _restore_locked(
             service=service.name,
         )
     if progress is not None:
-        progress({"event": "restored", "path": path, "version": found.current})
+        progress(events.Restored(path=path, version=found.current))
     return RestoreResult(
         service.name, settings.display, path, before, found.current, terminated, counts
     )
