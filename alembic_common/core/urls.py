@@ -3,9 +3,9 @@
 The rule (libpq's, made explicit for raw characters): in
 ``postgresql://USER:PASSWORD@HOSTS/DATABASE?PARAMS``
 
-* the query is the part after the first ``?`` whose parameters are all libpq keywords and
-  before which the rest of the URL parses; values may hold ``@`` (``application_name=
-  patient@3``);
+* the query is the part after the first ``?`` whose parameters are all keywords of the
+  linked libpq and before which the rest of the URL parses; values may hold ``@``
+  (``application_name=patient@3``);
 * the user part ends at the **last** ``@`` before the host, so a password may contain raw
   ``@``, ``%``, ``:``, ``/``, ``#``, ``?``, spaces and non-ASCII;
 * the user name ends at the first ``:``. A user part that holds a character which would
@@ -24,65 +24,13 @@ import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
+from psycopg import pq
+
 from alembic_common.errors import ConfigError
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
-# libpq's connection keywords (PostgreSQL 18), accepted as URL query parameters.
-KNOWN_PARAMS = frozenset(
-    [
-        "host",
-        "hostaddr",
-        "port",
-        "dbname",
-        "user",
-        "password",
-        "passfile",
-        "require_auth",
-        "channel_binding",
-        "connect_timeout",
-        "client_encoding",
-        "options",
-        "application_name",
-        "fallback_application_name",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
-        "replication",
-        "gssencmode",
-        "sslmode",
-        "sslnegotiation",
-        "requiressl",
-        "sslcompression",
-        "sslcert",
-        "sslkey",
-        "sslkeylogfile",
-        "sslpassword",
-        "sslcertmode",
-        "sslrootcert",
-        "sslcrl",
-        "sslcrldir",
-        "sslsni",
-        "requirepeer",
-        "ssl_min_protocol_version",
-        "ssl_max_protocol_version",
-        "min_protocol_version",
-        "max_protocol_version",
-        "krbsrvname",
-        "gsslib",
-        "gssdelegation",
-        "service",
-        "target_session_attrs",
-        "load_balance_hosts",
-        "scram_client_key",
-        "scram_server_key",
-        "oauth_issuer",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_scope",
-    ]
-)
+# The linked libpq's connection keywords, the only ones it accepts as URL query parameters.
+KNOWN_PARAMS = frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9._~%-]*)(?::([0-9]*))?$")
 _KEY = re.compile(r"^[a-z_]{1,40}$")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
