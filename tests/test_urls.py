@@ -1,10 +1,201 @@
-"""Database URLs: the query's keywords are the linked libpq's."""
+"""Database URLs: our raw-password rule, then libpq's own reading of everything else.
+
+A password pasted raw comes back exactly, and libpq reads the canonical URL to the same
+user, password, hosts, ports, database and parameters; a URL libpq refuses is a usage error
+that quotes no part of the password.
+"""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
 
 from alembic_common import urls
+from alembic_common.errors import ConfigError
+
+# Characters a pasted password may hold raw (the module's documented rule), and more.
+RAW = [*"@%:/#? &,;[]!$'()*+~", "%41", "%25", "%zz", "%E9", "%C3%A9"]
+# '=' is left out of passwords and user names: after a raw '?' a 'keyword=value' would read
+# as the query (the rule's documented ambiguity). '\x00' cannot reach libpq at all.
+piece = st.one_of(
+    st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00="),
+    st.sampled_from(RAW),
+)
+password = st.lists(piece, min_size=1, max_size=12).map("".join)
+user = st.lists(piece.filter(lambda c: ":" not in c), min_size=1, max_size=6).map("".join)
+# (as typed in a URL, as libpq reads it)
+HOSTS = [
+    ("db", "db"),
+    ("127.0.0.1", "127.0.0.1"),
+    ("[::1]", "::1"),
+    ("[fe80::1%25eth0]", "fe80::1%eth0"),
+    ("%2Ftmp%2Fpg", "/tmp/pg"),
+    ("h%C3%B6st", "höst"),
+    ("hö-st.internal", "hö-st.internal"),
+]
+host = st.tuples(st.sampled_from(HOSTS), st.one_of(st.none(), st.integers(1, 65535)))
+text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"))
+PARAMS = ["sslmode", "application_name", "options", "connect_timeout", "target_session_attrs"]
+
+
+def typed(part: str) -> str:
+    """A user name or password as a person pastes it: raw, except that a part of URL-safe
+    characters only that holds a %XX escape has its '%' written %25 (the documented rule)."""
+    if re.fullmatch(r"[A-Za-z0-9\-._~!$&'()*+,;=:%]*", part) and re.search(
+        r"%[0-9A-Fa-f]{2}", part
+    ):
+        return part.replace("%", "%25")
+    return part
+
+
+def hostlist(hosts: list[tuple[tuple[str, str], int | None]]) -> str:
+    return ",".join(h + (f":{p}" if p else "") for (h, _), p in hosts)
+
+
+@given(
+    name=user,
+    secret=password,
+    hosts=st.lists(host, min_size=1, max_size=3),
+    database=st.one_of(st.none(), text.filter(bool)),
+    params=st.dictionaries(st.sampled_from(PARAMS), text, max_size=3),
+)
+def test_a_raw_password_round_trips_through_libpq(
+    name: str,
+    secret: str,
+    hosts: list[tuple[tuple[str, str], int | None]],
+    database: str | None,
+    params: dict[str, str],
+) -> None:
+    path = "" if database is None else "/" + quote(database, safe="")
+    # A value may hold a raw '@' (application_name=patient@3).
+    query = "&".join(f"{k}={quote(v, safe='@')}" for k, v in params.items())
+    raw = f"postgresql://{typed(name)}:{typed(secret)}@{hostlist(hosts)}{path}"
+    parsed = urls.parse(raw + (f"?{query}" if query else ""))
+
+    assert (parsed.user, parsed.password, parsed.database) == (name, secret, database)
+    assert parsed.hosts == tuple((h, p) for (_, h), p in hosts)
+    assert parsed.params == params
+    libpq = conninfo_to_dict(parsed.url())
+    assert libpq.get("user") == name and libpq.get("password") == secret
+    assert libpq.get("host", "") == ",".join(h for (_, h), _ in hosts)
+    assert libpq.get("port", "") == ",".join(str(p or "") for _, p in hosts)
+    assert libpq.get("dbname") == database
+    assert {k: libpq[k] for k in params} == params
+    # ... exactly libpq's reading of the same URL written fully encoded by hand,
+    encoded = (
+        f"postgresql://{quote(name, safe='')}:{quote(secret, safe='')}@{hostlist(hosts)}{path}"
+    )
+    query = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+    assert libpq == conninfo_to_dict(encoded + (f"?{query}" if query else ""))
+    # ... and the canonical form is a fixed point.
+    assert urls.parse(parsed.url()) == parsed
+
+
+# Where the raw-password rule has nothing to decide (no '@' after the host), we accept
+# exactly what libpq accepts and read it as libpq does, but for libpq's connect-time rules
+# that its parser leaves to the connection (ports in 1-65535, as many ports as hosts) and
+# values that are not UTF-8. (A query refused by libpq that holds an '@' is, by the rule,
+# the end of a password before another host.)
+query_item = st.one_of(
+    st.tuples(
+        st.sampled_from([*PARAMS, "port", "ssl", "sslmode", "colour", "", "Port"]),
+        st.sampled_from(["=", "", "=="]),
+        st.lists(st.sampled_from([*"aZ09-_ /?#:=%é", "%41", "%2", "%E9", "%00"]), max_size=6).map(
+            "".join
+        ),
+    ).map("".join),
+    st.sampled_from(["ssl=true", "ssl=false", "options=-c%20x%3D1", "options=-c x=1", ""]),
+)
+host_text = st.lists(
+    st.sampled_from([*"ab1.-_[]:,%~!&= ", "::1", "%2F", "%2C", "%25", "%zz", "5432", "0"]),
+    max_size=8,
+).map("".join)
+
+
+def libpq_reading(url: str) -> dict[str, str] | None:
+    try:
+        return conninfo_to_dict(url)
+    except Exception:  # libpq refuses it (ProgrammingError) or a value is not UTF-8
+        return None
+
+
+def same_reading(ours: dict[str, str], theirs: dict[str, str]) -> bool:
+    """Equal as libpq connects with them: an empty host is no host, a list of empty ports
+    no port, a single port is every host's, and 05432 is 5432."""
+
+    def plain(values: dict[str, str]) -> dict[str, str]:
+        values = dict(values)
+        if values.get("host") == "":
+            del values["host"]
+        hosts = values.get("host", "").split(",")
+        ports = [str(int(p)) if p else "" for p in values.pop("port", "").split(",")]
+        if len(ports) == 1:
+            ports *= len(hosts)
+        if any(ports):
+            values["port"] = ",".join(ports)
+        return values
+
+    return plain(ours) == plain(theirs)
+
+
+def connect_time_rules_hold(values: dict[str, str]) -> bool:
+    """libpq's rules for ports, which its parser leaves to the connection."""
+    ports = values.get("port", "").split(",")
+    if not all(p == "" or (p.isascii() and p.isdigit() and 1 <= int(p) <= 65535) for p in ports):
+        return False
+    hosts = len(values["host"].split(",")) if "host" in values else 1
+    return len(ports) in (1, hosts)
+
+
+@given(st.lists(query_item, max_size=4).map("&".join))
+def test_a_query_is_accepted_exactly_when_libpq_accepts_it(query: str) -> None:
+    url = f"postgresql://u@db/x?{query}".strip()  # whitespace around is the paste's
+    libpq = libpq_reading(url)
+    try:
+        parsed = urls.parse(url)
+    except ConfigError:
+        assert libpq is None or not connect_time_rules_hold(libpq)
+    else:
+        assert libpq is not None and same_reading(conninfo_to_dict(parsed.url()), libpq)
+
+
+@given(host_text, st.sampled_from(["/x", "/d%zzb", "/d b", "/é#/", ""]))
+def test_hosts_and_database_are_accepted_exactly_when_libpq_accepts_them(
+    hosts: str, path: str
+) -> None:
+    url = f"postgresql://{hosts}{path}".strip()  # whitespace around is the paste's
+    libpq = libpq_reading(url)
+    try:
+        parsed = urls.parse(url)
+    except ConfigError:
+        assert libpq is None or not connect_time_rules_hold(libpq)
+    else:
+        assert libpq is not None and same_reading(conninfo_to_dict(parsed.url()), libpq)
+
+
+@pytest.mark.parametrize(
+    ("url", "reading"),
+    [  # accepted by libpq, refused by the hand-written parser this module had before
+        ("postgresql://u@[fe80::1%25eth0]:5433/db", {"host": "fe80::1%eth0", "port": "5433"}),
+        ("postgresql://u@db/ab#c", {"dbname": "ab#c"}),
+        ("postgresql://u@db/a/b", {"dbname": "a/b"}),
+        ("postgresql://u@h%C3%B6st/db", {"host": "höst"}),
+        ("postgresql://u@db:/db", {"host": "db"}),
+        ("postgresql://u@db/x?ssl=true", {"sslmode": "require"}),
+        ("postgresql://u@db/x?sslmode=require&", {"sslmode": "require"}),
+        ("postgresql://u@db/x?sslmode=disable&sslmode=require", {"sslmode": "require"}),
+    ],
+)
+def test_what_libpq_reads_is_what_we_read(url: str, reading: dict[str, str]) -> None:
+    canonical = urls.parse(url).url()
+    assert conninfo_to_dict(canonical) == conninfo_to_dict(url)
+    assert reading.items() <= conninfo_to_dict(canonical).items()
 
 
 def test_the_keywords_are_the_linked_libpqs() -> None:
@@ -19,3 +210,94 @@ def test_every_secret_keyword_of_the_linked_libpq_is_masked() -> None:
     secret = {o.keyword.decode() for o in pq.Conninfo.get_defaults() if o.dispchar == b"*"}
     assert "password" in secret
     assert secret <= set(urls.SECRET_KEYS)
+
+
+# --- refusals quote no part of the password ----------------------------------------------
+
+PASSWORD = "Pä§ж@/#?ю%x"
+REFUSED = [  # (what follows the user part, what the message says)
+    ("h:0/db", "port outside 1-65535"),
+    ("h:65536/db", "port outside 1-65535"),
+    ("h:54x3/db", "port that is not a number"),
+    ("h1:5432,h2:0/db", "port outside 1-65535"),
+    ("h/db?port=99999", "port outside 1-65535"),
+    ("h/db?sslmode=require&colour=red", "unknown query parameter 'colour'"),
+    ("h/db?ssl=false", "unknown query parameter 'ssl'"),
+    ("h/db?sslmode", "not key=value pairs"),
+    ("h/db?options=-c x=1", "not key=value pairs"),
+    ("h/d%zzb", "broken percent escape in the database name"),
+    ("h/d b", "raw space in the database name"),
+    ("h/d%00b", "%00"),
+    ("h/db?application_name=%zz", "broken percent escape in the value of application_name"),
+    ("h/db?application_name=%E9", "percent escape in the value of application_name"),
+    ("h/db?sslpassword=%00", "%00"),
+    ("[::1/db", "host list that libpq cannot read"),
+    ("[]/db", "host list that libpq cannot read"),
+    ("[::1]x/db", "host list that libpq cannot read"),
+    ("h%zz/db", "broken percent escape in the host list"),
+    (":%2C/db", "cannot pair with its ports"),
+    ("/db?host=a,b&port=1,2,3", "2 host(s) but 3 ports"),
+    ("a,b/db?hostaddr=10.0.0.1", "2 host(s) but 1 host addresses"),
+]
+
+
+def _leaked(message: str, secret: str) -> list[str]:
+    fragments = {secret[i : i + 3] for i in range(len(secret) - 2)}
+    spellings = {secret, quote(secret), quote(secret, safe=""), *fragments}
+    return sorted(s for s in spellings if s in message)
+
+
+def _chain(exc: BaseException) -> str:
+    """Every message, argument and held object of an exception and of those behind it."""
+    seen = []
+    current: BaseException | None = exc
+    while current is not None:
+        seen += [str(current), repr(current.args), repr(getattr(current, "object", ""))]
+        current = current.__cause__ or current.__context__
+    return "\n".join(seen)
+
+
+@pytest.mark.parametrize(("tail", "says"), REFUSED, ids=[t for t, _ in REFUSED])
+def test_what_libpq_refuses_is_a_usage_error_that_quotes_no_password(tail: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        urls.parse(f"postgresql://u:{PASSWORD}@{tail}", "--url")
+    message = str(caught.value)
+    assert message.startswith("--url cannot be used: it ") and says in message, message
+    assert "\n" not in message
+    assert _leaked(_chain(caught.value), PASSWORD) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://u:s3cr\x00et@h/db", "NUL character"),
+        ("postgresql://u:s3cr%00et@h/db", "cannot read its user name or password"),
+        ("postgresql://u:s3cr\udcffet@h/db", "not UTF-8"),
+    ],
+)
+def test_what_libpq_cannot_take_in_a_password_is_refused(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        urls.parse(url)
+    assert says in str(caught.value)
+    assert "s3cr" not in _chain(caught.value)
+
+
+@given(secret=password, tail=st.sampled_from([t for t, _ in REFUSED]))
+def test_no_refusal_quotes_any_password(secret: str, tail: str) -> None:
+    secret = "ж" + secret
+    with pytest.raises(ConfigError) as caught:
+        urls.parse(f"postgresql://u:{typed(secret)}@{tail}")
+    chain = _chain(caught.value)
+    # Fragments of ASCII only may be words of the message ("ort", "in "); the rest may not.
+    assert [f for f in _leaked(chain, secret) if not f.isascii()] == [], chain
+    assert secret not in chain and quote(secret, safe="") not in chain
+
+
+def test_an_unknown_parameter_is_named_only_where_it_cannot_be_a_password() -> None:
+    """A '?' in a password can look like a query: 'u:1?my_secret=1@h' tries the query
+    'my_secret=1@h...' first. A name with an '@' after it is never quoted."""
+    with pytest.raises(ConfigError) as caught:
+        urls.parse("postgresql://u:1?my_secret=1@h:99999/db")
+    assert "my_secret" not in str(caught.value)
+    with pytest.raises(ConfigError, match="unknown query parameter 'bogus'"):
+        urls.parse("postgresql://u:p?x@h/db?bogus=1")

@@ -3,9 +3,8 @@
 The rule (libpq's, made explicit for raw characters): in
 ``postgresql://USER:PASSWORD@HOSTS/DATABASE?PARAMS``
 
-* the query is the part after the first ``?`` whose parameters are all keywords of the
-  linked libpq and before which the rest of the URL parses; values may hold ``@``
-  (``application_name=patient@3``);
+* the query is the part after the first ``?`` whose parameters libpq accepts and before
+  which the rest parses; values may hold ``@`` (``application_name=patient@3``);
 * the user part ends at the **last** ``@`` before the host, so a password may contain raw
   ``@``, ``%``, ``:``, ``/``, ``#``, ``?``, spaces and non-ASCII;
 * the user name ends at the first ``:``. A user part that holds a character which would
@@ -13,17 +12,29 @@ The rule (libpq's, made explicit for raw characters): in
   ``%XX`` (two hex digits) is decoded and any other ``%`` is kept (write ``%25`` for a
   literal ``%`` in an otherwise plain password).
 
-A URL that does not parse is a usage error whose message quotes no part of it (an
-unknown parameter's name is quoted only when it stands after a well-formed user part).
-Everything downstream sees the canonical form, fully percent-encoded, so masking is exact.
+Only that rule is ours. What follows the user part is read by the linked libpq itself
+(``PQconninfoParse``, through ``psycopg.pq``): the host list and ports, ``[IPv6]`` literals,
+the database name, the query's keywords (the linked libpq's own) and values, and their
+percent escapes; it is accepted when libpq accepts it and means what libpq reads. The
+canonical form is read by libpq once more before anything downstream sees it. On top we
+hold the rules libpq's parser leaves to the connection: every port is a number in
+1-65535, and a list of ports or host addresses is as long as the list of hosts (a single
+port serves every host). Values must be UTF-8, and a NUL character is refused (libpq's
+strings end at one).
+
+A URL that does not parse is a usage error whose message quotes no part of it (libpq's
+own message, which does, is never passed on; an unknown parameter's name is quoted only
+when no ``@`` follows its ``?``, so that it cannot be part of a password). Everything
+downstream sees the canonical form, fully percent-encoded, so masking is exact.
 """
 
 from __future__ import annotations
 
 import re
 from typing import NamedTuple
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
+import psycopg
 from psycopg import pq
 
 from alembic_common.errors import ConfigError
@@ -31,10 +42,10 @@ from alembic_common.errors import ConfigError
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 # The linked libpq's connection keywords, the only ones it accepts as URL query parameters.
 KNOWN_PARAMS = frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9._~%-]*)(?::([0-9]*))?$")
 _KEY = re.compile(r"^[a-z_]{1,40}$")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _URL_SAFE = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:%]*")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class Parsed(NamedTuple):
@@ -55,7 +66,8 @@ class Parsed(NamedTuple):
                 auth += ":" + quote(self.password, safe="")
             auth += "@"
         hosts = ",".join(
-            (f"[{h}]" if ":" in h else quote(h, safe=".-_~")) + (f":{p}" if p else "")
+            (f"[{quote(h, safe=':')}]" if ":" in h else quote(h, safe=".-_~"))
+            + (f":{p}" if p else "")
             for h, p in self.hosts
         )
         path = "/" + quote(self.database, safe="") if self.database is not None else ""
@@ -71,6 +83,48 @@ class _Bad(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _libpq(conninfo: str) -> dict[str, bytes] | None:
+    """libpq's own reading of ``conninfo`` (``PQconninfoParse``): each keyword it sets, with
+    its value decoded from the URL's escapes; None where libpq refuses it. libpq's message
+    quotes the text, so it is dropped here, not even kept as an exception's context."""
+    try:
+        options = pq.Conninfo.parse(conninfo.encode())
+    except psycopg.OperationalError:
+        options = None
+    if options is None:
+        return None
+    return {o.keyword.decode(): o.val for o in options if o.val is not None}
+
+
+def _text(value: bytes, what: str) -> str:
+    """A value libpq decoded, as text. The error is raised outside the ``except``: the
+    decoding error, which holds the value, must not ride along as its context."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    raise _Bad(f"a percent escape in the {what} that is not UTF-8")
+
+
+def _why(text: str, what: str) -> str:
+    """Why libpq refused ``text`` (the URL's ``what``), in words that quote none of it."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        return f"a broken percent escape in the {what}"
+    if "%00" in text:
+        return f"an escaped NUL (%00) in the {what}"
+    if " " in text:
+        return f"a raw space in the {what} (write %20)"
+    return f"a {what} that libpq cannot read"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lenient(text: str) -> str:
@@ -96,46 +150,50 @@ def _lenient(text: str) -> str:
         return text  # the escapes were not meant as escapes
 
 
-def _strict(text: str, what: str) -> str:
-    """Decode a part where every ``%`` must begin a valid escape."""
-    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
-        raise _Bad(f"a broken percent escape in the {what}")
-    try:
-        return unquote_to_bytes(text).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Bad(f"a percent escape in the {what} that is not UTF-8") from None
-
-
-def _hosts(text: str) -> tuple[tuple[str, int | None], ...]:
-    if text == "":
-        return ()
-    found = []
-    for part in text.split(","):
-        match = _HOST.match(part)
-        if not match:
-            raise _Bad("a host that is not a host name, an address or [IPv6]")
-        host, port = match.group(1), match.group(2)
-        if port is not None and port == "":
-            raise _Bad("an empty port")
-        number = int(port) if port else None
-        if number is not None and not 1 <= number <= 65535:
+def _ports(text: str) -> list[int | None]:
+    """A comma-separated list of ports, as libpq connects with them: each empty (the
+    default) or a number in 1-65535."""
+    found: list[int | None] = []
+    for port in text.split(","):
+        if port and not _PORT.fullmatch(port):
+            raise _Bad("a port that is not a number")
+        if port and not 1 <= int(port) <= 65535:
             raise _Bad("a port outside 1-65535")
-        found.append((_strict(host.strip("[]"), "host"), number))
-    return tuple(found)
+        found.append(int(port) if port else None)
+    return found
+
+
+def _server(text: str) -> tuple[tuple[tuple[str, int | None], ...], str | None]:
+    """``hosts[/database]`` as libpq reads them: its host list paired with its port list,
+    and the database name."""
+    values = _libpq("postgresql://" + text)
+    if values is None:
+        hosts, _, path = text.partition("/")  # only to say which part libpq refused
+        if _libpq("postgresql://" + hosts) is None:
+            raise _Bad(_why(hosts, "host list"))
+        raise _Bad(_why(path, "database name"))
+    # libpq lists a port for every host once one has a port and leaves out a list that is
+    # one empty entry; connecting, it gives a single port to every host.
+    names = _text(values["host"], "host list").split(",") if "host" in values else [""]
+    ports = _ports(_text(values["port"], "port list")) if "port" in values else [None]
+    if len(ports) == 1:
+        ports = ports * len(names)
+    if len(names) != len(ports):  # an encoded ',' in a port splits it in two
+        raise _Bad("a host list that libpq cannot pair with its ports (an encoded ',')")
+    database = _text(values["dbname"], "database name") if "dbname" in values else None
+    if names == [""] and ports == [None]:
+        return (), database
+    return tuple(zip(names, ports, strict=True)), database
 
 
 def _authority(text: str) -> Parsed:
     """``[user[:password]@]hosts[/database]``: the user part ends at the last ``@``."""
     at = text.rfind("@")
     userinfo, rest = (text[:at], text[at + 1 :]) if at >= 0 else (None, text)
-    slash = rest.find("/")
-    hostpart, path = (rest, None) if slash < 0 else (rest[:slash], rest[slash + 1 :])
-    hosts = _hosts(hostpart)
-    database = None
-    if path is not None and path != "":
-        if any(ch in path for ch in "/?#") or any(ch.isspace() for ch in path):
-            raise _Bad("a database name with a raw '/', '?', '#' or space")
-        database = _strict(path, "database name")
+    server, question, _ = rest.partition("?")
+    hosts, database = _server(server)
+    if question:  # the query starts at this '?', which another candidate tried
+        raise _Bad("a query that libpq does not accept")
     user = password = None
     if userinfo is not None:
         name, colon, secret = userinfo.partition(":")
@@ -145,19 +203,30 @@ def _authority(text: str) -> Parsed:
 
 
 def _query(text: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if text == "":
-        return params
-    for item in text.split("&"):
-        key, eq, value = item.partition("=")
-        if not eq or not _KEY.match(key):
-            raise _Bad("a query that is not key=value pairs")
-        if key not in KNOWN_PARAMS:
-            raise _Bad(f"an unknown query parameter {key!r}")
-        if key in params:
-            raise _Bad(f"the query parameter {key!r} given twice")
-        params[key] = _strict(value, f"value of {key}")
+    """The query's parameters as libpq reads them."""
+    values = _libpq("postgresql:///?" + text)
+    if values is None:
+        raise _Bad(_query_problem(text))
+    params = {key: _text(value, f"value of {key}") for key, value in values.items()}
+    if "port" in params:
+        _ports(params["port"])
     return params
+
+
+def _query_problem(text: str) -> str:
+    """Why libpq refused a query: the first parameter it refuses on its own."""
+    for item in text.split("&"):
+        if _libpq("postgresql:///?" + item) is not None:
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or "=" in value:
+            return "a query that is not key=value pairs"
+        if key not in KNOWN_PARAMS:
+            # Where an '@' follows, this may be the middle of a password: no name then.
+            named = f" {key!r}" if _KEY.match(key) and "@" not in text else ""
+            return f"an unknown query parameter{named}"
+        return _why(value, f"value of {key}")
+    return "a query that libpq cannot read"
 
 
 def parse(raw: str, source: str = "the URL") -> Parsed:
@@ -173,7 +242,11 @@ def parse(raw: str, source: str = "the URL") -> Parsed:
         raise ConfigError(
             f"{source} has an unsupported scheme{shown}: use postgresql:// or postgres://"
         )
-    problem: str | None = None
+    if "\x00" in rest:
+        raise ConfigError(f"{source} cannot be used: it has a NUL character")
+    if not _utf8(rest):  # undecodable bytes in a command line arrive as lone surrogates
+        raise ConfigError(f"{source} cannot be used: it is not UTF-8 text")
+    problems: dict[int, str] = {}  # why the query starting at each '?' was refused
     for index in [i for i, ch in enumerate(rest) if ch == "?"]:
         try:
             head = _authority(rest[:index])
@@ -182,18 +255,23 @@ def parse(raw: str, source: str = "the URL") -> Parsed:
         try:
             params = _query(rest[index + 1 :])
         except _Bad as exc:
-            problem = problem or exc.reason
+            problems[index] = exc.reason
             continue
-        return _counted(Parsed(head.user, head.password, head.hosts, head.database, params), source)
+        return _checked(Parsed(head.user, head.password, head.hosts, head.database, params), source)
     try:
-        return _authority(rest)  # no query: every '?' belongs to the password
+        return _checked(_authority(rest), source)  # no query: every '?' is the password's
     except _Bad as exc:
-        raise ConfigError(f"{source} cannot be used: it has {problem or exc.reason}") from None
+        reason = exc.reason
+    # The user part ends at the last '@': a '?' after it is the query's, whose problem is
+    # the one to tell (a '?' inside the password may have looked like a query, too).
+    reason = problems.get(rest.find("?", rest.rfind("@") + 1), reason)
+    raise ConfigError(f"{source} cannot be used: it has {reason}")
 
 
-def _counted(parsed: Parsed, source: str) -> Parsed:
+def _checked(parsed: Parsed, source: str) -> Parsed:
     """libpq pairs the hosts with the ports and host addresses listed: a list of ports
-    (or of addresses) must be as long as the list of hosts."""
+    (or of addresses) must be as long as the list of hosts. The canonical form is read by
+    libpq once more, so that what goes downstream is what libpq takes."""
     params = parsed.params
     hosts = len(parsed.hosts) or len(params.get("host", params.get("hostaddr", "")).split(","))
     named = bool(parsed.hosts) or "host" in params
@@ -205,6 +283,8 @@ def _counted(parsed: Parsed, source: str) -> Parsed:
                 f"{source} cannot be used: it names {hosts} host(s) but {given} "
                 f"{'ports' if key == 'port' else 'host addresses'}"
             )
+    if _libpq(parsed.url()) is None:  # only the user part is left unread by libpq
+        raise ConfigError(f"{source} cannot be used: libpq cannot read its user name or password")
     return parsed
 
 
