@@ -4,7 +4,8 @@ The rule (libpq's, made explicit for raw characters): in
 ``postgresql://USER:PASSWORD@HOSTS/DATABASE?PARAMS``
 
 * the query is the part after the first ``?`` whose parameters libpq accepts and before
-  which the rest parses; values may hold ``@`` (``application_name=patient@3``);
+  which the rest parses; values may hold ``@`` (``application_name=patient@3``), and raw
+  spaces and ``=`` (``options=-c search_path=x``), which are encoded for libpq;
 * the user part ends at the **last** ``@`` before the host, so a password may contain raw
   ``@``, ``%``, ``:``, ``/``, ``#``, ``?``, spaces and non-ASCII;
 * the user name ends at the first ``:``. A user part that holds a character which would
@@ -202,8 +203,18 @@ def _authority(text: str) -> Parsed:
     return Parsed(user, password, hosts, database, {})
 
 
+def pasted(query: str) -> str:
+    """A query as people paste it, as libpq reads it: a raw space or ``=`` inside a value
+    is encoded (``options=-c search_path=patient_v5``); the rest is left to libpq."""
+    items = (item.partition("=") for item in query.split("&"))
+    return "&".join(
+        key + eq + value.replace(" ", "%20").replace("=", "%3D") for key, eq, value in items
+    )
+
+
 def _query(text: str) -> dict[str, str]:
-    """The query's parameters as libpq reads them."""
+    """The query's parameters as libpq reads them, pasted raw values included."""
+    text = pasted(text)
     values = _libpq("postgresql:///?" + text)
     if values is None:
         raise _Bad(_query_problem(text))
