@@ -104,6 +104,15 @@ def plan(
     sql: Annotated[
         bool, typer.Option("--sql", help="Print a plain SQL script instead of a table.")
     ] = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="[table|sql|json|markdown]",
+            help="How to show the plan: a table (the default), a SQL script (as --sql), JSON "
+            "(as --json) or Markdown, for a pull-request comment.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -121,6 +130,7 @@ def plan(
     from alembic_common.authoring import revisions as authoring
 
     service = service_of(ctx)
+    shape = _plan_format(fmt, sql, as_json)
     if version is not None:
         runner.check_version(service, service.disk_versions(), version)
     if to_down and version is None:
@@ -135,15 +145,72 @@ def plan(
         for vp in result.versions:
             for st in vp.statements:
                 st.rows = estimates.get(st.table) if st.table else None
-    if as_json:
+    if shape == "json":
         print_json(result.to_dict())
-    elif sql:
+    elif shape == "sql":
         typer.echo(result.sql(), nl=False)
+    elif shape == "markdown":
+        typer.echo(plan_markdown(result, verbose), nl=False)
     else:
         show_plan(result, verbose)
 
 
+FORMATS = ("table", "sql", "json", "markdown")
 SHOWN = 100  # characters of a statement in plan's table; --sql and --json show it whole
+SHOWN_MARKDOWN = 400  # in a Markdown comment
+
+
+def _plan_format(fmt: str | None, sql: bool, as_json: bool) -> str:
+    """The one output shape asked for: --format, or its shorthands --sql and --json."""
+    asked = {f for f, on in (("sql", sql), ("json", as_json)) if on}
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        asked.add(fmt)
+    if len(asked) > 1:
+        raise UsageError(f"choose one output: {' and '.join(sorted(asked))} were both asked for")
+    return asked.pop() if asked else "table"
+
+
+def _cell(text: str) -> str:
+    """Text in a Markdown table cell: one line, pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """A statement as inline code in a table cell, cut at SHOWN_MARKDOWN characters."""
+    text = " ".join(text.split())
+    text = text if len(text) <= SHOWN_MARKDOWN else text[: SHOWN_MARKDOWN - 1] + ELLIPSIS
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {_cell(text)} {fence}" if fence == "``" else f"`{_cell(text)}`"
+
+
+def plan_markdown(result: Any, verbose: bool) -> str:
+    """The plan as Markdown for a pull-request comment: a heading, then a table of each
+    version's statements with the lock each takes and the rows it may touch."""
+    frm = "no version" if result.start is None else f"version {result.start}"
+    to = "no version" if result.end is None else f"version {result.end}"
+    lines = [f"### {_cell(result.service)}: {result.direction} from {frm} to {to}", ""]
+    if not result.versions:
+        return "\n".join([*lines, f"Nothing to {result.direction}.", ""])
+    hidden = 0
+    for vp in result.versions:
+        lines += [f"#### Version {vp.version}: {_cell(vp.description)}", ""]
+        lines += ["| lock | rows (est.) | statement |", "| --- | ---: | --- |"]
+        for st in vp.statements:
+            if st.bookkeeping and not verbose:
+                hidden += 1
+                continue
+            lock = "-" if st.lock == "-" else _cell(f"{st.lock} on {st.table}: {st.effect}")
+            rows = "-" if st.rows is None else f"{st.rows:,}"
+            lines.append(f"| {lock} | {rows} | {_code(st.sql)} |")
+        lines.append("")
+    if hidden:
+        lines += [
+            f"_{hidden} statements of the run's own bookkeeping not shown (`--verbose`)._",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def show_plan(result: Any, verbose: bool) -> None:

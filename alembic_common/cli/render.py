@@ -211,12 +211,11 @@ def describe(event: Event) -> str | None:
             return f"{at}: rolled back version {event.version} ({event.duration_ms} ms)"
         case ev.Adopted():
             return f"{at}: adopted legacy history {event.versions} from schema_migrations"
-        case ev.Backfill():
-            filled = int(event.fraction * 20)
+        case ev.Backfill():  # a line per report, readable in a log (the bar is the fleet's)
             eta = f", ETA {event.eta_s:g}s" if event.eta_s is not None else ""
             return (
-                f"{at}: backfill {event.table} [{'#' * filled}{'.' * (20 - filled)}] "
-                f"{event.fraction:.0%} {event.rows_done:,} rows, {event.rows_per_s:,} rows/s{eta}"
+                f"{at}: backfill {event.table} {event.fraction:.0%}: {event.rows_done:,} rows, "
+                f"{event.rows_per_s:,} rows/s{eta}"
             )
         case ev.AcceptedChanged():
             return (
