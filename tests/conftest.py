@@ -545,11 +545,18 @@ def migrate_cmd(*args: str) -> list[str]:
 
 
 def add_step(
-    root: Path, service: str, body: str, description: str = "Extra step", *, header: str = ""
+    root: Path,
+    service: str,
+    body: str,
+    description: str = "Extra step",
+    *,
+    header: str = "",
+    downgrade: str = "    pass",
 ) -> int:
     """Append an ordinary migration after the copy's head; return its version.
 
-    ``body`` is the indented body of ``upgrade()``; ``header`` goes at module level.
+    ``body`` and ``downgrade`` are the indented bodies of ``upgrade()`` and
+    ``downgrade()``; ``header`` goes at module level.
     """
     svc = services.get(service, root)
     head = svc.head or 0
@@ -559,7 +566,7 @@ def add_step(
         f'"""{description}"""\n\nfrom alembic import op\n\n'
         f'revision = "{new:04d}"\ndown_revision = {down}\n'
         f"branch_labels = None\ndepends_on = None\n{header}\n\n"
-        f"def upgrade():\n{body}\n\n\ndef downgrade():\n    pass\n"
+        f"def upgrade():\n{body}\n\n\ndef downgrade():\n{downgrade}\n"
     )
     return new
 

@@ -8,7 +8,16 @@ import typer
 
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import VERSION_PARSER, Connection, Json, with_connection
-from alembic_common.cli.render import ELLIPSIS, err, out, print_json, spans, table, wrapped
+from alembic_common.cli.render import (
+    ELLIPSIS,
+    err,
+    md_cell,
+    out,
+    print_json,
+    spans,
+    table,
+    wrapped,
+)
 from alembic_common.core import runner
 from alembic_common.errors import ScriptError, UsageError
 
@@ -172,17 +181,12 @@ def _plan_format(fmt: str | None, sql: bool, as_json: bool) -> str:
     return asked.pop() if asked else "table"
 
 
-def _cell(text: str) -> str:
-    """Text in a Markdown table cell: one line, pipes escaped."""
-    return " ".join(text.split()).replace("|", "\\|")
-
-
 def _code(text: str) -> str:
     """A statement as inline code in a table cell, cut at SHOWN_MARKDOWN characters."""
     text = " ".join(text.split())
     text = text if len(text) <= SHOWN_MARKDOWN else text[: SHOWN_MARKDOWN - 1] + ELLIPSIS
     fence = "``" if "`" in text else "`"
-    return f"{fence} {_cell(text)} {fence}" if fence == "``" else f"`{_cell(text)}`"
+    return f"{fence} {md_cell(text)} {fence}" if fence == "``" else f"`{md_cell(text)}`"
 
 
 def plan_markdown(result: Any, verbose: bool) -> str:
@@ -190,18 +194,18 @@ def plan_markdown(result: Any, verbose: bool) -> str:
     version's statements with the lock each takes and the rows it may touch."""
     frm = "no version" if result.start is None else f"version {result.start}"
     to = "no version" if result.end is None else f"version {result.end}"
-    lines = [f"### {_cell(result.service)}: {result.direction} from {frm} to {to}", ""]
+    lines = [f"### {md_cell(result.service)}: {result.direction} from {frm} to {to}", ""]
     if not result.versions:
         return "\n".join([*lines, f"Nothing to {result.direction}.", ""])
     hidden = 0
     for vp in result.versions:
-        lines += [f"#### Version {vp.version}: {_cell(vp.description)}", ""]
+        lines += [f"#### Version {vp.version}: {md_cell(vp.description)}", ""]
         lines += ["| lock | rows (est.) | statement |", "| --- | ---: | --- |"]
         for st in vp.statements:
             if st.bookkeeping and not verbose:
                 hidden += 1
                 continue
-            lock = "-" if st.lock == "-" else _cell(f"{st.lock} on {st.table}: {st.effect}")
+            lock = "-" if st.lock == "-" else md_cell(f"{st.lock} on {st.table}: {st.effect}")
             rows = "-" if st.rows is None else f"{st.rows:,}"
             lines.append(f"| {lock} | {rows} | {_code(st.sql)} |")
         lines.append("")

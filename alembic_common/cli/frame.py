@@ -348,6 +348,7 @@ COMMANDS = {
     "migrate": ("up", "down", "status"),
     "authoring": ("revision", "check", "diff", "plan", "lint", "hash"),
     "backup": ("backup", "backups", "restore"),
+    "rehearse": ("rehearse",),
     "ops": ("seed", "login", "wait", "stop"),
 }
 """Each module of this package that registers commands, and its commands in help's order."""

@@ -57,6 +57,11 @@ def err(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+def md_cell(text: str) -> str:
+    """Text in a Markdown table cell: one line, pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def print_json(data: Any) -> None:
     out(json.dumps(data, default=str))
 
