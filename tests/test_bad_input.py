@@ -13,7 +13,7 @@ import pytest
 from conftest import create_database, drop_database, history, query, run_cli
 
 from alembic_common.authoring import schema
-from alembic_common.cli.frame import EMBEDDED, EMBEDDED_ONLY
+from alembic_common.cli.frame import ALL, ALL_ONLY, EMBEDDED, EMBEDDED_ONLY
 from alembic_common.core import db as dbmod
 from alembic_common.core.settings import Settings
 
@@ -30,6 +30,7 @@ COMMANDS = {
     "revision": ["revision", "-m", "nothing", "--autogenerate"],
     "all up": ["up"],
     "all status": ["status"],
+    "all report": ["report", "--out", "report.html"],
 }
 # (option, value, what the one line must say): options every command takes.
 CONNECTION = [
@@ -190,10 +191,10 @@ def test_unknown_words_suggest_the_nearest_real_one(args: list[str], says: str) 
 
 
 def test_no_suggestion_that_would_fail_the_same_way() -> None:
-    # 'all' takes up and status only: 'dwn' must not suggest 'down'.
+    # 'all' takes up, status and report only: 'dwn' must not suggest 'down'.
     result = run_cli("all", "dwn")
     assert result.exit_code == 2 and "down" not in result.stderr.split("(commands:")[0]
-    assert "(commands: up, status)" in result.stderr
+    assert "(commands: up, status, report)" in result.stderr
 
 
 def test_metrics_and_events_need_a_writable_folder_before_anything_runs(
@@ -246,6 +247,8 @@ def test_numbers_are_ascii_digits_only(at_two: str, command: str, option: str, d
     args = {"login": ["somebody"], "restore": ["backup.dump"]}.get(command, [])
     if command in EMBEDDED_ONLY:  # the embedded server's own commands take no URL
         result = run_cli(EMBEDDED, command, option, digits)
+    elif command in ALL_ONLY:  # the platform's own: each service uses its own settings
+        result = run_cli(ALL, command, "--out", "report.html", option, digits)
     else:
         result = run_cli("patient", command, *args, option, digits, "--url", at_two)
     assert result.exit_code == 2, result.output

@@ -57,7 +57,7 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path: Path) -> None:
     wanted = {
         path.relative_to(ROOT).as_posix()
         for path in package.rglob("*")
-        if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts
+        if path.suffix in (".py", ".sql", ".html") and "__pycache__" not in path.parts
     }
     assert wanted - held == set()
 

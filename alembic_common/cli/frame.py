@@ -33,11 +33,12 @@ from alembic_common.safety import redact
 
 PROG = "migrate"
 ALL = "all"
-ALL_COMMANDS = ("up", "status")
+ALL_COMMANDS = ("up", "status", "report")
 EMBEDDED = "embedded"  # the embedded server itself, not a service
 EMBEDDED_COMMANDS = ("status", "stop")
 PSEUDO = {ALL: ALL_COMMANDS, EMBEDDED: EMBEDDED_COMMANDS}  # "SERVICE" words that are not one
 EMBEDDED_ONLY = ("stop",)
+ALL_ONLY = ("report",)
 
 
 class Signalled(KeyboardInterrupt):
@@ -117,7 +118,7 @@ class Frame(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         service = ctx.params.get("service")
         name = args[0] if args else ""
-        every = [c for c in sorted(self.commands) if c not in EMBEDDED_ONLY]
+        every = [c for c in sorted(self.commands) if c not in EMBEDDED_ONLY + ALL_ONLY]
         valid = list(PSEUDO.get(service, every))
         if service is not None:
             check_service(service, args)
@@ -129,7 +130,7 @@ class Frame(TyperGroup):
             raise UsageError(
                 f"'{service}' works with {' and '.join(repr(v) for v in valid)} only, not {name!r}"
                 if service in PSEUDO
-                else f"{name!r} is for '{PROG} {EMBEDDED} {name}' only"
+                else f"{name!r} is for '{PROG} {ALL if name in ALL_ONLY else EMBEDDED} {name}' only"
             )
         return super().resolve_command(ctx, args)
 
@@ -272,8 +273,8 @@ app = typer.Typer(
     add_completion=True,
     help=(
         "Bring a service's PostgreSQL database to the right schema version.\n\n"
-        "SERVICE is a folder under services/ (user, patient, appointment), 'all' for up "
-        "and status, or 'embedded' for the embedded server's status and stop. Connection: --url, then <SERVICE>_MIGRATION_URL (a direct connection "
+        "SERVICE is a folder under services/ (user, patient, appointment), 'all' for up, "
+        "status and report, or 'embedded' for the embedded server's status and stop. Connection: --url, then <SERVICE>_MIGRATION_URL (a direct connection "
         "beside the application's pooled one), then <SERVICE>_DATABASE_URL, then "
         "DATABASE_URL, then --host/--port/--user/--password/--database (seed defaults), else "
         "an embedded PostgreSQL under .pgdata/. migrate talks to the primary directly: a "
@@ -299,7 +300,7 @@ def _main(
         str,
         typer.Argument(
             metavar="SERVICE",
-            help="Service name (a folder under services/), 'all' for up/status, or "
+            help="Service name (a folder under services/), 'all' for up/status/report, or "
             "'embedded' for status/stop of the embedded server.",
         ),
     ],
@@ -320,7 +321,9 @@ def service_of(ctx: typer.Context) -> services.Service:
     """The command's service; 'all' is refused by commands that work on one service."""
     chosen = ctx.find_object(Chosen)
     if chosen is None or chosen.service is None:
-        raise UsageError(f"'all' works with 'up' and 'status' only, not '{ctx.info_name}'")
+        raise UsageError(
+            f"'all' works with 'up', 'status' and 'report' only, not '{ctx.info_name}'"
+        )
     return chosen.service
 
 
@@ -350,6 +353,7 @@ COMMANDS = {
     "backup": ("backup", "backups", "restore"),
     "rehearse": ("rehearse",),
     "ops": ("seed", "login", "wait", "stop"),
+    "platform": ("report",),
 }
 """Each module of this package that registers commands, and its commands in help's order."""
 ORDER = [name for names in COMMANDS.values() for name in names]
