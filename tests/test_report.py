@@ -28,10 +28,13 @@ from conftest import (
     OWNER_PASSWORD,
     SERVICES,
     as_superuser,
+    before_first_contract,
     create_database,
     drop_database,
     query,
+    release,
     run_cli,
+    versions,
 )
 
 from alembic_common.core import runner, services
@@ -303,6 +306,35 @@ def test_no_patient_value_and_no_password_on_the_page(
     assert OWNER_PASSWORD not in page
     assert "postgresql://" not in page and "postgres://" not in page
     assert (tmp_path / "platform.html").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_held_contract_step_and_the_session_holding_it(
+    tmp_path: Path, server: str, migrating_role: str
+) -> None:
+    held = next((n for n in SERVICES if 0 < len(before_first_contract(n)) < len(versions(n))), None)
+    if held is None:
+        pytest.skip("no service has a contract step")
+    done_before = before_first_contract(held)
+    urls = {name: create_database(server) for name in SERVICES}
+    try:
+        where = {name: Settings(name, url, "test") for name, url in urls.items()}
+        for name in _dependency_order():
+            target = done_before[-1] if name == held else None
+            options = runner.RunOptions(contract=name != held)
+            runner.up(services.get(name), where[name], target, options, peers=lambda o: where[o])
+        old = f"{held}@{done_before[-1]}"
+        with release(urls[held], old) as session:
+            done, page = report(tmp_path, urls)
+            pid = session.info.backend_pid
+    finally:
+        for url in urls.values():
+            drop_database(server, url)
+    assert done.exit_code == 0, done.output
+    contract = versions(held)[len(done_before)]
+    holders = [r for r in tables_of(page).values() if r and r[0][:1] == [old]]
+    assert holders and holders[0][0][:3] == [old, str(pid), str(done_before[-1])], holders
+    drawn = " ".join(svg_texts(svg_after(page, '<div class="diagram platform">')))
+    assert f"contract {contract} held by {old} (pid {pid})" in drawn
 
 
 def test_an_unreachable_service_is_shown_and_exits_1_after_writing(
