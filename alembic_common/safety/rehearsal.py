@@ -18,6 +18,7 @@ after. No figure holds a value from a row.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ import time
 import uuid
 from array import array
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ from alembic_common.online import partial, releases
 from alembic_common.safety import backup
 
 MAX_LOCK_MS = 1000.0
-POLL_S = 0.002  # the lock sampler's period
+POLL_S = 0.005  # the lock sampler's period
 COPY_INFIX = "_rehearsal_"
 MARK = "migrate rehearsal copy"
 BOOKKEEPING = frozenset(("alembic_version", history.TABLE, partial.TABLE))
@@ -66,6 +68,14 @@ SELECT c.oid::int8, pg_catalog.format('%%I.%%I', n.nspname, c.relname), c.relkin
  WHERE c.relkind IN ('r', 'p', 'm') AND NOT c.relispartition
    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
    AND c.relname <> ALL (%(bookkeeping)s)
+"""
+_COLUMNS = """
+SELECT c.relforcerowsecurity,
+       pg_catalog.array_agg(a.attname::text ORDER BY a.attname)
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.oid = %s::regclass
+ GROUP BY c.relforcerowsecurity
 """
 _SAMPLE = """
 SELECT l.pid, l.relation::int8, l.mode FROM pg_catalog.pg_locks l
@@ -265,6 +275,15 @@ def left_behind(conn: psycopg.Connection[Any], original: str) -> list[str]:
     return found
 
 
+RUNTIME = ("alembic.command", "alembic.runtime.environment", "sqlalchemy.dialects.postgresql")
+
+
+def _import_runtime() -> None:
+    """What the steps run on, imported ahead (the modules ``up`` imports when it has work)."""
+    for name in RUNTIME:
+        importlib.import_module(name)
+
+
 def _signal_of(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, Interrupted):
         signum = exc.exit_code - 128
@@ -301,34 +320,34 @@ def tables(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str, int, int]
 
 
 def row_hashes(conn: psycopg.Connection[Any], table: str) -> array[int] | None:
-    """The sorted 64-bit hashes of a table's rows, as JSON (so a column's place does not
-    count, its name, type and value do); None when row-level security would hide rows.
+    """The sorted 64-bit hashes of a table's rows, each the hash of the row's columns taken
+    in the order of their names (so a column's place does not count, its name, type and
+    value do); None when row-level security would hide rows.
 
     A table whose owner is subject to its own policies (FORCE ROW LEVEL SECURITY, as tenant
     isolation makes them) is read with NO FORCE in a transaction that is rolled back: the
     copy is the rehearsal's own, and its owner may."""
     ident = sql.SQL(table)  # quoted by the server's format('%I.%I')
-    query = sql.SQL(
-        "SELECT pg_catalog.hashtextextended(pg_catalog.to_jsonb(t)::text, 0) FROM {} t ORDER BY 1"
-    ).format(ident)
     found: array[int] = array("q")
     try:
         with conn.transaction(force_rollback=True):
-            forced = conn.execute(
-                "SELECT relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = %s::regclass",
-                [table],
-            ).fetchone()
-            if forced and forced[0]:
+            forced, names = conn.execute(_COLUMNS, [table]).fetchone() or (False, [])
+            if forced:
                 conn.execute(sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(ident))
             conn.execute("SET LOCAL row_security = off")
-            with conn.cursor(name=f"rehearsal_{uuid.uuid4().hex[:8]}") as cur:
-                cur.itersize = 20000
-                cur.execute(query)
-                for (h,) in cur:
-                    found.append(h)
+            # the names, then the values: a column renamed changes every row
+            row = sql.SQL(", ").join(
+                [sql.Literal(",".join(names))]
+                + [sql.SQL("t.{}").format(sql.Identifier(n)) for n in names]
+            )
+            query = sql.SQL(
+                "SELECT pg_catalog.hashtextextended(ROW({})::text, 0) FROM {} t"
+            ).format(row, ident)
+            with conn.cursor(binary=True) as cur:
+                found.extend(h for (h,) in cur.execute(query))
     except psycopg.errors.InsufficientPrivilege:
         return None
-    return found
+    return array("q", sorted(found))
 
 
 def compare(before: array[int], after: array[int]) -> tuple[int, int]:
@@ -599,12 +618,16 @@ def rehearse(
         name = copy_name(settings.database)
         copy = settings.for_database(name)
         try:
-            with _private_folder() as folder:
+            with _private_folder() as folder, ThreadPoolExecutor(2) as aside:
+                # while pg_dump runs: the copy's database is made, and what the steps will
+                # run on (SQLAlchemy, Alembic) is imported
+                creating = aside.submit(_create, conn, service.name, name, settings.database)
+                aside.submit(_import_runtime)
                 # an empty database (no version yet) is copied as a new, empty one
                 empty = given is None and look.found.current is None and not look.found.legacy
                 dump = None if empty else given or backup.take(service, settings, folder)
                 result.source = "empty" if empty else result.source
-                _create(conn, service.name, name, settings.database)
+                creating.result()
                 if dump is not None:
                     with db.connect(copy) as into, advisory_lock(into, service.name):
                         backup.restore_under_lock(service, copy, into, dump.path)
