@@ -45,9 +45,28 @@ def databases(server_url: str) -> set[str]:
     return {r[0] for r in query(server_url, "SELECT datname FROM pg_database")}
 
 
-def copies(server_url: str) -> set[str]:
-    found = query(server_url, "SELECT datname FROM pg_database WHERE datname LIKE %s", [COPY_LIKE])
-    return {r[0] for r in found}
+def copies(server_url: str, url: str | None = None) -> set[str]:
+    """Rehearsal copies on the server (of ``url``'s database only, when given: other runs
+    may share the server)."""
+    found = {
+        r[0]
+        for r in query(
+            server_url, "SELECT datname FROM pg_database WHERE datname LIKE %s", [COPY_LIKE]
+        )
+    }
+    if url is None:
+        return found
+    name = query(url, "SELECT current_database()")[0][0]
+    return {d for d in found if d.startswith(name + "_rehearsal_")}
+
+
+def sleeping(server_url: str, url: str) -> list[Any]:
+    """Sessions on a copy of ``url``'s database running the test step's pg_sleep."""
+    return query(
+        server_url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s) AND query LIKE %s",
+        [sorted(copies(server_url, url)), "%pg_sleep(60)%"],
+    )
 
 
 def dump(url: str) -> str:
@@ -180,7 +199,7 @@ def test_a_lossy_downgrade_is_caught_with_counts_never_values(
     assert says(result.stderr, "migrate: error: rehearse"), result.stderr
     shown = result.stdout + result.stderr
     assert not [v for v in values_of(patients) if v in shown]
-    assert dump(db) == before and not copies(server)
+    assert dump(db) == before and not copies(server, db)
 
 
 def test_a_lock_held_longer_than_the_threshold_fails_the_rehearsal(
@@ -205,7 +224,7 @@ def test_a_lock_held_longer_than_the_threshold_fails_the_rehearsal(
     (figures,) = json.loads(lenient.stdout)["steps"]
     held = {(lock["table"], lock["mode"]): lock["held_ms"] for lock in figures["locks"]}
     assert 400 <= held[("public.patients", "AccessExclusiveLock")] < 5000, figures
-    assert not copies(server)
+    assert not copies(server, db)
 
 
 def test_a_failing_step_is_reported_and_the_way_back_undoes_the_ones_before(
@@ -228,7 +247,7 @@ def test_a_failing_step_is_reported_and_the_way_back_undoes_the_ones_before(
     assert "division by zero" in report["steps"][-1]["error"]
     assert report["way_back"]["ok"] and report["way_back"]["to"] == head, report["way_back"]
     assert says(result.stderr, f"version {failing} failed"), result.stderr
-    assert history(db)[-1] == head and not copies(server)
+    assert history(db)[-1] == head and not copies(server, db)
 
 
 # --- the copy never outlives the rehearsal -----------------------------------------------------
@@ -239,7 +258,7 @@ def test_an_interrupted_rehearsal_leaves_no_copy_and_no_dump(
 ) -> None:
     at_head_with_patients(db, 500)
     add_step(project_copy, "patient", "    op.execute('SELECT pg_sleep(60)')", "Sleeps")
-    before, listed = dump(db), databases(server)
+    before = dump(db)
     env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
     env |= {"MIGRATE_ROOT": str(project_copy), "TMPDIR": str(private_tmp)}
     child = subprocess.Popen(
@@ -251,11 +270,7 @@ def test_an_interrupted_rehearsal_leaves_no_copy_and_no_dump(
     )
     try:
         wait_until(
-            lambda: query(
-                server,
-                "SELECT pid FROM pg_stat_activity WHERE datname LIKE %s AND query LIKE %s",
-                [COPY_LIKE, "%pg_sleep(60)%"],
-            ),
+            lambda: sleeping(server, db),
             "the rehearsal's step to be running on its copy",
         )
         child.send_signal(signal.SIGTERM)
@@ -264,7 +279,7 @@ def test_an_interrupted_rehearsal_leaves_no_copy_and_no_dump(
         child.kill()
     assert child.returncode == 128 + signal.SIGTERM, err
     assert "interrupted (SIGTERM)" in err and "was dropped" in err, err
-    assert databases(server) == listed and dump(db) == before
+    assert not copies(server, db) and dump(db) == before
     assert list(private_tmp.iterdir()) == []
 
 
@@ -274,7 +289,6 @@ def test_a_copy_left_by_a_killed_rehearsal_is_dropped_by_the_next(
     head = versions("patient")[-1]
     migrate_up("patient", db, head, contract=True)
     add_step(project_copy, "patient", "    op.execute('SELECT pg_sleep(60)')", "Sleeps")
-    listed = databases(server)
     env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
     env["MIGRATE_ROOT"] = str(project_copy)
     child = subprocess.Popen(
@@ -284,22 +298,18 @@ def test_a_copy_left_by_a_killed_rehearsal_is_dropped_by_the_next(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: copies(server), "the rehearsal's copy")
+        wait_until(lambda: copies(server, db), "the rehearsal's copy")
         wait_until(
-            lambda: query(
-                server,
-                "SELECT pid FROM pg_stat_activity WHERE datname LIKE %s AND query LIKE %s",
-                [COPY_LIKE, "%pg_sleep(60)%"],
-            ),
+            lambda: sleeping(server, db),
             "the step running on the copy",
         )
     finally:
         child.kill()
         child.wait()
-    left = copies(server)
+    left = copies(server, db)
     assert left, "SIGKILL gives no chance to drop the copy"
     for (pid,) in query(
-        server, "SELECT pid FROM pg_stat_activity WHERE datname LIKE %s", [COPY_LIKE]
+        server, "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s)", [sorted(left)]
     ):
         query(server, "SELECT pg_terminate_backend(%s)", [pid])
     # the next rehearsal (nothing left to rehearse without the sleeping step) drops it
@@ -308,7 +318,7 @@ def test_a_copy_left_by_a_killed_rehearsal_is_dropped_by_the_next(
     ).unlink()
     result = rehearse(db, root=project_copy)
     assert result.exit_code == 0, result.output
-    assert databases(server) == listed
+    assert not copies(server, db)
 
 
 # --- where the copy comes from, and what is refused ---------------------------------------------
@@ -326,15 +336,14 @@ def test_a_copy_from_a_backup_file(db: str, server: str, tmp_path: Path) -> None
     assert report["source"] == path.name and report["start"] == start, result.output
     assert [s["version"] for s in report["steps"]] == [v for v in versions("patient") if v > start]
     assert path.exists(), "a given backup is the user's: it stays"
-    assert not copies(server)
+    assert not copies(server, db)
 
 
 def test_nothing_pending_makes_no_copy(db: str, server: str) -> None:
     migrate_up("patient", db, contract=True)
-    listed = databases(server)
     result = rehearse(db)
     assert result.exit_code == 0 and "nothing to rehearse" in result.stdout, result.output
-    assert databases(server) == listed
+    assert not copies(server, db)
 
 
 @pytest.mark.parametrize(
@@ -350,11 +359,10 @@ def test_nothing_pending_makes_no_copy(db: str, server: str) -> None:
 def test_bad_input_is_one_line_and_changes_nothing(
     db: str, server: str, args: tuple[str, ...]
 ) -> None:
-    listed = databases(server)
     result = rehearse(db, *args)
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert databases(server) == listed and history(db) == []
+    assert not copies(server, db) and history(db) == []
 
 
 def test_a_role_that_may_not_create_databases_is_told_so(db: str, server: str) -> None:
@@ -364,12 +372,11 @@ def test_a_role_that_may_not_create_databases_is_told_so(db: str, server: str) -
         conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'Secret pw 9' NOCREATEDB")
         conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
     try:
-        listed = databases(server)
         result = run_cli("patient", "rehearse", "--url", as_owner(db, role, "Secret pw 9"))
         assert result.exit_code == 1, result.output
         assert "CREATEDB" in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "Secret pw 9" not in result.output
-        assert databases(server) == listed and history(db) == []
+        assert not copies(server, db) and history(db) == []
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{OWNER}"')
@@ -391,15 +398,14 @@ def test_markdown_has_a_row_per_step_for_a_pull_request(db: str, server: str) ->
     cells = [t.content for t in tokens if t.type == "inline"]
     for version in pending:
         assert str(version) in cells, cells
-    assert result.exit_code in (0, 1) and not copies(server)
+    assert result.exit_code in (0, 1) and not copies(server, db)
 
 
 def test_every_service_can_be_rehearsed(db: str, server: str) -> None:
     """The mechanism is the same for every discovered service: a copy, the steps, the way back."""
     found: dict[str, Service] = discover(ROOT)
     for name in found:
-        listed = databases(server)
         result = run_cli(name, "rehearse", "--url", db, "--json", env=peer_env_for(name))
         report = json.loads(result.stdout)
         assert [s["version"] for s in report["steps"]] == versions(name), result.output
-        assert databases(server) == listed and history(db) == []
+        assert not copies(server, db) and history(db) == []

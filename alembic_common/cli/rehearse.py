@@ -129,13 +129,9 @@ def rehearse(
 
 
 def _bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n = n / 1000  # type: ignore[assignment]
-    return str(n)  # pragma: no cover
+    from rich.filesize import decimal
+
+    return "-" if n is None else decimal(n)
 
 
 def _growth(size: Any) -> str:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import psycopg
+
 from alembic_common.authoring import checksums
 from alembic_common.core import db, plan
 from alembic_common.core.events import Progress
@@ -176,6 +178,21 @@ def up(
     return result
 
 
+def plan_on(
+    conn: psycopg.Connection[Any], service: Service, target: int | None, options: RunOptions
+) -> plan.Plan:
+    """What ``up`` would do now on the database of ``conn``, read without the lock (the
+    sessions on it are read only to judge a pending contract step)."""
+    return plan.make(
+        service,
+        read(conn, service.schema),
+        target,
+        contract=options.contract,
+        hold=options.hold_contract,
+        sessions=lambda: releases.sessions(conn, service.name),
+    )
+
+
 def first_look(
     service: Service,
     settings: Settings,
@@ -191,14 +208,7 @@ def first_look(
     if target is not None:
         check_version(service, service.disk_versions(), target)
     with db.connect(settings, wait=options.wait) as conn:
-        planned = plan.make(
-            service,
-            read(conn, service.schema),
-            target,
-            contract=options.contract,
-            hold=options.hold_contract,
-            sessions=lambda: releases.sessions(conn, service.name),
-        )
+        planned = plan_on(conn, service, target, options)
     refuse_unusable(service, planned.found)
     refuse_unseen(service, planned)
     if not planned.idle or (planned.stranded and options.wait > 0):

@@ -771,10 +771,7 @@ def _shown(value: Any, absent: str = "absent") -> str:
 
 
 def _size(value: float | None) -> str:
-    if value is None:
-        return "absent"
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return f"{value:,.1f} TB"  # pragma: no cover
+    """Bytes as rich writes them (powers of 1000: kB, MB), or that the file lacked them."""
+    from rich.filesize import decimal
+
+    return "absent" if value is None else decimal(int(value))

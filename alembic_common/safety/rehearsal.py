@@ -52,7 +52,7 @@ from alembic_common.errors import (
     StepError,
     signal_name,
 )
-from alembic_common.online import partial, releases
+from alembic_common.online import partial
 from alembic_common.safety import backup
 
 MAX_LOCK_MS = 1000.0
@@ -586,14 +586,7 @@ def rehearse(
     given = backup.verify(service, from_backup) if from_backup is not None else None
     with db.connect(settings, wait=options.wait) as conn:
         settings = db.pinned(settings, conn)
-        look = plan.make(
-            service,
-            read(conn, service.schema),
-            target,
-            contract=options.contract,
-            hold=options.hold_contract,
-            sessions=lambda: releases.sessions(conn, service.name),
-        )
+        look = runner.plan_on(conn, service, target, options)
         runner.refuse_unusable(service, look.found)
         if look.run:  # what other services must have first: refused before any copy
             project = Project.of(service)
