@@ -43,6 +43,9 @@ from alembic_common.online import partial
 
 OWN = {"schema_migrations", "alembic_version", partial.TABLE}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz's dot is not installed (apt-get install graphviz)"
+)
 
 
 # --- reading the page ------------------------------------------------------------------------
@@ -203,6 +206,7 @@ def foreign_key_count(url: str) -> int:
 # --- what the page says ----------------------------------------------------------------------
 
 
+@needs_dot
 def test_each_service_its_version_pending_steps_requires_and_schema(
     tmp_path: Path, platform: dict[str, str]
 ) -> None:
@@ -246,6 +250,7 @@ def test_each_service_its_version_pending_steps_requires_and_schema(
         assert len(edges) == foreign_key_count(url), name
 
 
+@needs_dot
 def test_no_patient_value_and_no_password_on_the_page(
     tmp_path: Path, platform: dict[str, str]
 ) -> None:
@@ -308,6 +313,7 @@ def test_no_patient_value_and_no_password_on_the_page(
     assert (tmp_path / "platform.html").stat().st_mode & 0o777 == 0o600
 
 
+@needs_dot
 def test_a_held_contract_step_and_the_session_holding_it(
     tmp_path: Path, server: str, migrating_role: str
 ) -> None:
@@ -337,6 +343,7 @@ def test_a_held_contract_step_and_the_session_holding_it(
     assert f"contract {contract} held by {old} (pid {pid})" in drawn
 
 
+@needs_dot
 def test_an_unreachable_service_is_shown_and_exits_1_after_writing(
     tmp_path: Path, platform: dict[str, str]
 ) -> None:
@@ -352,6 +359,7 @@ def test_an_unreachable_service_is_shown_and_exits_1_after_writing(
     assert "Gone-pw-31" not in page and "Gone-pw-31" not in done.output
 
 
+@needs_dot
 def test_rehearsal_and_fleet_figures_absent_keys_shown_as_absent(
     tmp_path: Path, platform: dict[str, str]
 ) -> None:
@@ -583,6 +591,7 @@ def _browse(page: Path, port: int, tmp_path: Path, shot: Path) -> subprocess.Com
     return subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
 
 
+@needs_dot
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_chromium_draws_the_page_and_nothing_leaves_the_machine(
     tmp_path: Path, platform: dict[str, str], trap: list[bytes]
