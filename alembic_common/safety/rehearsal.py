@@ -245,15 +245,22 @@ def _create(conn: psycopg.Connection[Any], service: str, name: str, original: st
     )
 
 
-def _drop(conn: psycopg.Connection[Any], name: str) -> None:
-    """Drop the copy, ending any session still on it; SIGINT and SIGTERM wait meanwhile."""
+def _drop(conn: psycopg.Connection[Any], name: str, settings: Settings | None = None) -> None:
+    """Drop the copy, ending any session still on it; SIGINT and SIGTERM wait meanwhile.
+    With ``settings``, a connection lost meanwhile (a restart, an idle timeout) is made
+    again, to the original's database, for the drop."""
     blocked = {signal.SIGINT, signal.SIGTERM}
     main = threading.current_thread() is threading.main_thread()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if main else set()
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     try:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        try:
+            conn.execute(drop)
+        except psycopg.OperationalError:
+            if settings is None:
+                raise
+            with db.connect(settings) as again:
+                again.execute(drop)
     finally:
         if main:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
@@ -263,13 +270,14 @@ def left_behind(conn: psycopg.Connection[Any], original: str) -> list[str]:
     """Copies of ``original`` that a rehearsal killed on this host (SIGKILL) left behind."""
     rows = conn.execute(
         "SELECT d.datname, pg_catalog.shobj_description(d.oid, 'pg_database') "
-        "FROM pg_catalog.pg_database d WHERE pg_catalog.shobj_description(d.oid, 'pg_database') "
-        "LIKE %s",
-        [f"{MARK} of {original} by pid %"],
+        "FROM pg_catalog.pg_database d WHERE d.datname LIKE '%%\\_rehearsal\\_%%'"
     ).fetchall()
     found = []
+    mine = f"{MARK} of {original} by pid "
     for name, comment in rows:
-        pid, _, host = comment.rpartition(" by pid ")[2].partition(" on ")
+        if not (comment or "").startswith(mine):
+            continue
+        pid, _, host = comment[len(mine) :].partition(" on ")
         if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
             found.append(name)
     return found
@@ -628,7 +636,7 @@ def rehearse(
             _run_on_copy(service, copy, look, target, options, result, progress)
         except (KeyboardInterrupt, Interrupted) as exc:
             signum, signame = _signal_of(exc)
-            _drop(conn, name)
+            _drop(conn, name, settings)
             raise Interrupted(
                 f"{service.name}: rehearsal interrupted ({signame}); its copy {name} was "
                 "dropped and the database was not changed",
@@ -636,7 +644,7 @@ def rehearse(
                 service=service.name,
             ) from None
         finally:
-            _drop(conn, name)
+            _drop(conn, name, settings)
     result.judge()
     result.seconds = round(time.monotonic() - started, 3)
     return result
