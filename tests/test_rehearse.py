@@ -7,6 +7,7 @@ the server's list of databases, and the folder the dump went through.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,9 +25,11 @@ from conftest import (
     add_step,
     as_owner,
     as_superuser,
+    contract_steps,
     history,
     peer_env_for,
     query,
+    release,
     run_cli,
     says,
     versions,
@@ -37,6 +40,7 @@ from markdown_it import MarkdownIt
 from test_clinical import fake_patients, load_patients
 
 from alembic_common.core.services import Service, discover
+from alembic_common.tenancy import rls
 
 COPY_LIKE = "%\\_rehearsal\\_%"
 
@@ -372,7 +376,8 @@ def test_a_role_that_may_not_create_databases_is_told_so(db: str, server: str) -
         conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'Secret pw 9' NOCREATEDB")
         conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
     try:
-        result = run_cli("patient", "rehearse", "--url", as_owner(db, role, "Secret pw 9"))
+        owner = as_owner(db, role, "Secret pw 9")
+        result = run_cli("patient", "rehearse", "--url", owner, "--hold-contract")
         assert result.exit_code == 1, result.output
         assert "CREATEDB" in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert "Secret pw 9" not in result.output
@@ -409,3 +414,145 @@ def test_every_service_can_be_rehearsed(db: str, server: str) -> None:
         report = json.loads(result.stdout)
         assert [s["version"] for s in report["steps"]] == versions(name), result.output
         assert not copies(server, db) and history(db) == []
+
+
+# --- what up would do now, and nothing of the server's ---------------------------------------
+
+
+def test_a_held_contract_step_is_reported_and_what_comes_before_it_rehearsed(
+    db: str, server: str
+) -> None:
+    held = [v for v in contract_steps("patient") if v > versions("patient")[0]]
+    if not held:
+        pytest.skip("patient has no contract step after its first version")
+    contract = held[0]
+    start = max(v for v in versions("patient") if v < contract - 1) if contract > 2 else None
+    if start is None:
+        pytest.skip("no step between the first version and the contract step")
+    migrate_up("patient", db, start)
+    with release(db, f"patient@{start}"):
+        result = rehearse(db, "--json")
+    report = json.loads(result.stdout)
+    ran = [v for v in versions("patient") if start < v < contract]
+    assert [s["version"] for s in report["steps"]] == ran, result.output
+    assert report["held"] == [v for v in versions("patient") if v >= contract], report
+    assert report["way_back"]["to"] == start and report["way_back"]["ok"], report["way_back"]
+    assert result.exit_code == 0 and history(db)[-1] == start, result.output
+
+
+def test_roles_are_the_servers_a_way_back_keeps_the_ones_that_were_there(
+    db: str, server: str
+) -> None:
+    name = "patient"
+    making = [
+        m.version
+        for m in discover(ROOT)[name].migrations
+        if "create_roles(" in m.path.read_text(encoding="utf-8")
+    ]
+    if not making:
+        pytest.skip(f"{name} makes no role")
+    role, login = rls.app_role(name), f"mt_login_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        made = not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        if made:
+            conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE "{role}"')
+    try:
+        migrate_up(name, db, making[0] - 1)
+        result = rehearse(db, "--version", str(making[0]), "--json")
+        report = json.loads(result.stdout)
+        assert [s["version"] for s in report["steps"]] == [making[0]], result.output
+        assert report["roles_dropped"] == [] and report["roles_left"] == [], report
+        member = query(
+            server,
+            "SELECT pg_has_role(%s, %s, 'MEMBER')",
+            [login, role],
+        )
+        assert member == [(True,)], "the login lost its group role"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{login}"')
+            if made:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_atomic_figures_are_the_batchs_on_its_last_step(
+    db: str, server: str, project_copy: Path
+) -> None:
+    head = versions("patient")[-1]
+    migrate_up("patient", db, head, contract=True)
+    first = add_step(
+        project_copy,
+        "patient",
+        "    op.execute('LOCK TABLE patients IN ACCESS EXCLUSIVE MODE')\n"
+        "    op.execute('SELECT pg_sleep(0.3)')",
+        "Hold patients",
+        downgrade="    op.execute('SELECT 1')",
+    )
+    second = add_step(
+        project_copy, "patient", "    op.execute('SELECT 1')", "Nothing",
+        downgrade="    op.execute('SELECT 1')",
+    )  # fmt: skip
+    result = rehearse(db, "--atomic", "--json", root=project_copy)
+    steps = json.loads(result.stdout)["steps"]
+    assert [(s["version"], s["covers"]) for s in steps] == [
+        (first, []),
+        (second, [first, second]),
+    ], result.output
+    held = {(lock["table"], lock["mode"]): lock["held_ms"] for lock in steps[-1]["locks"]}
+    assert held[("public.patients", "AccessExclusiveLock")] >= 300, steps
+    assert steps[0]["locks"] == [] and result.exit_code == 0, result.output
+
+
+def test_a_long_lock_that_lets_traffic_through_does_not_fail(
+    db: str, server: str, project_copy: Path
+) -> None:
+    head = versions("patient")[-1]
+    migrate_up("patient", db, head, contract=True)
+    add_step(
+        project_copy,
+        "patient",
+        "    op.execute('SELECT count(*) FROM patients')\n    op.execute('SELECT pg_sleep(0.3)')",
+        "Read slowly",
+        downgrade="    op.execute('SELECT 1')",
+    )
+    result = rehearse(db, "--max-lock-ms", "100", "--json", root=project_copy)
+    (figures,) = json.loads(result.stdout)["steps"]
+    held = {(lock["table"], lock["mode"]): lock["held_ms"] for lock in figures["locks"]}
+    assert held[("public.patients", "AccessShareLock")] >= 300, figures
+    assert result.exit_code == 0, result.output
+
+
+def test_a_backup_of_another_version_is_refused(db: str, server: str, tmp_path: Path) -> None:
+    start = versions("patient")[0]
+    migrate_up("patient", db, start)
+    taken = run_cli("patient", "backup", "--url", db, "--to", str(tmp_path / "b"))
+    assert taken.exit_code == 0, taken.output
+    migrate_up("patient", db, versions("patient")[1])
+    result = rehearse(db, "--from-backup", taken.stdout.strip())
+    assert result.exit_code == 2 and "holds version" in result.stderr, result.output
+    assert not copies(server, db)
+
+
+def test_a_group_role_the_copy_keeps_survives_the_downgrades_drop(server: str) -> None:
+    """The mechanism behind the test above, on a role no other database uses: what a
+    downgrade runs (tenancy's drop_role_sql) keeps a role the copy was made to use."""
+    from conftest import create_database, drop_database
+
+    from alembic_common.safety import rehearsal
+
+    role = f"mt_group_{uuid.uuid4().hex[:8]}"
+    url = create_database(server, owner=None)
+    name = query(url, "SELECT current_database()")[0][0]
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+    try:
+        with psycopg.connect(server, autocommit=True) as conn:
+            rehearsal.keep_roles(conn, name, {role: False})
+        query(url, rls.drop_role_sql(role))
+        assert query(server, "SELECT count(*) FROM pg_roles WHERE rolname = %s", [role]) == [(1,)]
+    finally:
+        drop_database(server, url)
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

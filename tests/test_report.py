@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import struct
 import subprocess
 import threading
@@ -381,7 +382,13 @@ def test_rehearsal_and_fleet_figures_absent_keys_shown_as_absent(
                 "locks": [{"table": "public.things", "mode": "ACCESS EXCLUSIVE", "held_ms": 812.5}],
                 "rows_changed": {"public.things": 20000},
                 "sizes": [{"table": "public.things", "bytes_before": 8192, "bytes_after": 16384}],
-            }
+            },
+            {
+                "version": version + 1,
+                "description": "fails",
+                "ok": False,
+                "error": "could not connect: host=h password=Step-pw-31 dbname=db",
+            },
         ],
         "way_back": {"ok": False, "tables": [{"table": "public.things", "lost": 3}]},
         "problems": ["version 3's downgrade loses 3 rows of public.things"],
@@ -414,6 +421,7 @@ def test_rehearsal_and_fleet_figures_absent_keys_shown_as_absent(
     assert "loses 3 rows" in text
     assert "the copy took (absent)" in " ".join(text.split())  # copy_seconds is missing
     assert "Fleet-pw-31" not in page and "postgresql://" not in page
+    assert "Step-pw-31" not in page
     fleet_rows = tables_of(page)
     targets = next(rows for rows in fleet_rows.values() if rows and rows[0][0] == "clinic-a")
     assert [r[:3] for r in targets] == [
@@ -459,6 +467,22 @@ def test_out_as_a_symlink_is_refused_and_its_target_unchanged(tmp_path: Path) ->
     done = run_cli("all", "report", "--out", str(link))
     _one_line_usage_error(done)
     assert link.is_symlink() and target.read_text() == "keep me\n"
+
+
+def test_out_as_a_pipe_is_refused_and_stays_a_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "page.html"
+    os.mkfifo(fifo)
+    done = run_cli("all", "report", "--out", str(fifo))
+    _one_line_usage_error(done)
+    assert stat.S_ISFIFO(fifo.stat().st_mode), "the pipe was replaced"
+
+
+@pytest.mark.parametrize("option", ["--rehearsal", "--fleet"])
+def test_an_input_that_is_a_pipe_is_refused_without_reading_it(tmp_path: Path, option: str) -> None:
+    fifo = tmp_path / "figures.json"
+    os.mkfifo(fifo)  # reading it would wait for a writer for ever
+    done = run_cli("all", "report", "--out", str(tmp_path / "page.html"), option, str(fifo))
+    _one_line_usage_error(done)
 
 
 def test_report_is_for_the_whole_platform_only() -> None:

@@ -39,21 +39,21 @@ def _ascii(value: object) -> str:
     return text
 
 
-def seconds(minimum: float = 0.0) -> Callable[[str], float]:
-    """A parser of a finite number of seconds, at least ``minimum``."""
+def seconds(minimum: float = 0.0, unit: str = "seconds") -> Callable[[str], float]:
+    """A parser of a finite number of seconds (or of ``unit``), at least ``minimum``."""
 
     def parse(value: str) -> float:
         try:
             number = float(_ascii(value))
         except (TypeError, ValueError):
-            raise typer.BadParameter("is not a number of seconds (ASCII digits 0-9)") from None
+            raise typer.BadParameter(f"is not a number of {unit} (ASCII digits 0-9)") from None
         if not math.isfinite(number):
-            raise typer.BadParameter("must be a finite number of seconds")
+            raise typer.BadParameter(f"must be a finite number of {unit}")
         if number < minimum:
             raise typer.BadParameter(f"must be at least {minimum:g}")
         return number
 
-    parse.__name__ = "seconds"  # what --help shows: '--lock-wait <seconds>'
+    parse.__name__ = unit  # what --help shows: '--lock-wait <seconds>'
     return parse
 
 
@@ -483,6 +483,6 @@ def environment(env: str | None, environ: Mapping[str, str] = os.environ) -> str
 def outputs(events: str | None, metrics_file: Path | None) -> None:
     """Check, before any work, that the files a run will write can be written."""
     if events is not None and events != "-":
-        files.check_target(Path(events), "--events")
+        files.check_target(Path(events), "--events", replaced=False)
     if metrics_file is not None:
         files.check_target(metrics_file, "--metrics-file")

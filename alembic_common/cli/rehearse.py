@@ -48,9 +48,9 @@ def rehearse(
         float,
         typer.Option(
             "--max-lock-ms",
-            help="A step that holds a lock on an existing table longer than this makes the "
-            "rehearsal fail (exit 1).",
-            parser=seconds(),
+            help="A step that holds a lock blocking reads or writes (SHARE or stronger) on an "
+            "existing table longer than this makes the rehearsal fail (exit 1).",
+            parser=seconds(unit="milliseconds"),
         ),
     ] = 1000.0,
     lock_timeout: LockTimeout = 5.0,
@@ -151,11 +151,16 @@ def _growth(size: Any) -> str:
 
 
 def _cells(step: Any) -> tuple[str, str, str, str]:
+    time = f"{step.seconds:.3f} s"
+    if step.ok and not step.covers:  # --atomic: the batch's figures are on its last step
+        return time, "(in the batch's figures)", "", ""
     lock = step.locks[0] if step.locks else None
     longest = f"{lock.mode} on {lock.table}: {lock.held_ms:,.0f} ms" if lock else "-"
+    if len(step.covers) > 1:
+        longest = f"versions {spans(step.covers)}, one transaction: {longest}"
     rows = ", ".join(f"{t} {n:,}" for t, n in step.rows_changed.items()) or "-"
     sizes = "; ".join(_growth(s) for s in step.sizes) or "-"
-    return f"{step.seconds:.3f} s", longest, rows, sizes
+    return time, longest, rows, sizes
 
 
 def _outcome(step: Any) -> str:

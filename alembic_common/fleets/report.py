@@ -37,6 +37,7 @@ from alembic_common.core.history import OWN_TABLES, TABLE, qualified, regclass_n
 from alembic_common.core.project import Project
 from alembic_common.core.services import Service
 from alembic_common.core.settings import Settings
+from alembic_common.core.urls import mask
 from alembic_common.errors import ConnectError, MigrationError, UsageError
 from alembic_common.online import partial
 
@@ -157,6 +158,8 @@ class Report:
 
 def read_json(path: Path, option: str) -> dict[str, Any]:
     """A JSON object from a file the user named; anything else is a usage error."""
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{option} {path} is not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -192,8 +195,9 @@ def _objects(value: Any) -> list[dict[str, Any]]:
 
 
 def _no_urls(text: str | None) -> str | None:
-    """A text from a file with any URL in it cut out (they may carry a password)."""
-    return None if text is None else _URL.sub("***", text)
+    """A text from a file with any URL in it cut out (they may carry a password), and any
+    password a conninfo in it names masked."""
+    return None if text is None else mask(_URL.sub("***", text))
 
 
 def rehearsal(found: dict[str, Any]) -> dict[str, Any]:

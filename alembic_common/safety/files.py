@@ -19,8 +19,10 @@ WHOLE_FILE_MODE = 0o644  # node_exporter's textfile collector must read it
 APPENDED_MODE = 0o640
 
 
-def check_target(path: Path, option: str) -> None:
-    """Refuse, before any work, a file path whose folder is missing or not writable."""
+def check_target(path: Path, option: str, *, replaced: bool = True) -> None:
+    """Refuse, before any work, a file path whose folder is missing or not writable; a file
+    that will be ``replaced`` (written whole) must be a regular one, never a device or a
+    pipe (a file appended to, as --events, may be one)."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name in it")
@@ -30,6 +32,8 @@ def check_target(path: Path, option: str) -> None:
         raise UsageError(f"{option} {path}: the folder {folder} is not writable")
     if path.is_symlink():
         raise UsageError(f"{option} {path} is a symbolic link; give the real file")
+    if replaced and path.exists() and not path.is_file():
+        raise UsageError(f"{option} {path} is not a regular file (a device, a pipe or a socket)")
 
 
 def write_whole(path: Path, text: str, mode: int = WHOLE_FILE_MODE) -> None:

@@ -38,6 +38,7 @@ from psycopg import sql
 
 from alembic_common.core import db, deps, events, history, plan, runner
 from alembic_common.core.events import Progress
+from alembic_common.core.executor import refuse_unseen
 from alembic_common.core.locking import advisory_lock
 from alembic_common.core.project import Project
 from alembic_common.core.services import Service
@@ -50,6 +51,7 @@ from alembic_common.errors import (
     PrivilegeError,
     RefusedError,
     StepError,
+    UsageError,
     signal_name,
 )
 from alembic_common.online import partial
@@ -59,6 +61,10 @@ MAX_LOCK_MS = 1000.0
 POLL_S = 0.005  # the lock sampler's period
 COPY_INFIX = "_rehearsal_"
 MARK = "migrate rehearsal copy"
+# Modes that block the application's reads or writes while held: what --max-lock-ms judges.
+# ROW EXCLUSIVE (DML), ACCESS SHARE (reads) and SHARE UPDATE EXCLUSIVE (CONCURRENTLY,
+# VALIDATE) let traffic through, however long they are held.
+BLOCKING = frozenset(("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"))
 BOOKKEEPING = frozenset(("alembic_version", history.TABLE, partial.TABLE))
 
 _TABLES = """
@@ -131,6 +137,9 @@ class StepFigures:
     locks: list[Lock] = field(default_factory=list)
     rows_changed: dict[str, int] = field(default_factory=dict)
     sizes: list[Size] = field(default_factory=list)
+    # the versions whose figures these are: this one, or (--atomic, on the batch's last
+    # step) every step of the one transaction; empty on the batch's other steps
+    covers: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +180,8 @@ class Rehearsal:
     held: list[int] = field(default_factory=list)
     why_held: str | None = None
     way_back: WayBack | None = None
+    roles_dropped: list[str] = field(default_factory=list)  # server-wide: roles are no copy's
+    roles_left: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -186,11 +197,15 @@ class Rehearsal:
             if not step.ok:
                 self.problems.append(f"version {step.version} failed: {step.error}")
             for lock in step.locks:
-                if lock.held_ms > self.max_lock_ms:
+                if lock.mode in BLOCKING and lock.held_ms > self.max_lock_ms:
                     self.problems.append(
                         f"version {step.version} held {lock.mode} on {lock.table} for "
                         f"{lock.held_ms:,.0f} ms (more than {self.max_lock_ms:,.0f} ms)"
                     )
+        for role in self.roles_dropped:
+            self.problems.append(f"the rehearsal dropped the role {role} from the server")
+        for role in self.roles_left:
+            self.problems.append(f"the rehearsal left the role {role} on the server")
         back = self.way_back
         if back is None:
             return
@@ -264,6 +279,53 @@ def _drop(conn: psycopg.Connection[Any], name: str, settings: Settings | None = 
     finally:
         if main:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def may_create(conn: psycopg.Connection[Any], service: str) -> None:
+    """Refuse, before the dump, a role that may not create the copy's database."""
+    row = conn.execute(
+        "SELECT rolcreatedb OR rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not (row and row[0]):
+        raise PrivilegeError(
+            f"{service}: a rehearsal makes a copy of the database on the same server, and the "
+            f"role {conn.info.user} may not create databases (ALTER ROLE ... CREATEDB); "
+            "nothing was changed",
+            service=service,
+        )
+
+
+def server_roles(conn: psycopg.Connection[Any]) -> dict[str, bool]:
+    """The server's roles (its own pg_* left out), each with whether it may log in."""
+    rows = conn.execute(
+        "SELECT rolname, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_'"
+    ).fetchall()
+    return dict(rows)
+
+
+def keep_roles(conn: psycopg.Connection[Any], copy: str, roles: dict[str, bool]) -> None:
+    """Roles belong to the server, not to the copy: a downgrade that drops a group role once
+    no database uses it (tenancy's drop_roles) finds the copy using every group role that
+    was there before, and keeps it. The grant goes with the copy."""
+    groups = [sql.Identifier(r) for r, login in sorted(roles.items()) if not login]
+    if groups:
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(copy), sql.SQL(", ").join(groups)
+            )
+        )
+
+
+def _roles_after(conn: psycopg.Connection[Any], before: dict[str, bool], result: Rehearsal) -> None:
+    """Roles the rehearsal made and did not drop are dropped now, the copy gone; what is
+    still missing or still there is a problem of the report."""
+    after = server_roles(conn)
+    for role in sorted(after.keys() - before.keys()):
+        try:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        except psycopg.Error:
+            result.roles_left.append(role)
+    result.roles_dropped = sorted(before.keys() - after.keys())
 
 
 def left_behind(conn: psycopg.Connection[Any], original: str) -> list[str]:
@@ -503,12 +565,22 @@ class Meter:
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.Backfill):
             self.filled[event.table] = max(self.filled.get(event.table, 0), event.rows_done)
-        if isinstance(event, events.Applied):  # sent in the step's transaction, before COMMIT
+        if isinstance(event, events.Applied) and self.atomic:  # after the batch committed
+            description = self.descriptions.get(event.version, "")
+            self.steps.append(
+                StepFigures(event.version, description, seconds=event.duration_ms / 1000)
+            )
+        elif isinstance(event, events.Applied):  # sent in the step's transaction, before COMMIT
             self.pending = (event.version, event.duration_ms / 1000)
-            if self.atomic:
-                self.close(*self.pending)
         if self.forward is not None:
             self.forward(event)
+
+    def settle(self) -> None:
+        """--atomic: the one transaction's figures go to the batch's last step."""
+        if self.atomic and self.steps:
+            last = self.steps.pop()
+            self.close(last.version, last.seconds)
+            self.steps[-1].covers = [s.version for s in self.steps]
 
     def close(self, version: int, seconds: float) -> None:
         """The step ``version`` committed: its figures, then the next step's start."""
@@ -520,6 +592,7 @@ class Meter:
                 self.locks[(oid, mode)] = max(self.locks.get((oid, mode), 0.0), held)
         named = {t[0]: name for name, t in after.items()} | names
         step = StepFigures(version, self.descriptions.get(version, ""), seconds=round(seconds, 3))
+        step.covers = [version]
         step.locks = sorted(
             (
                 Lock(names[oid], mode, round(ms, 1))
@@ -596,6 +669,15 @@ def rehearse(
         settings = db.pinned(settings, conn)
         look = runner.plan_on(conn, service, target, options)
         runner.refuse_unusable(service, look.found)
+        refuse_unseen(service, look)  # as up: a contract step is never judged blind
+        if given is not None and given.version != look.found.current:
+            at = "no version" if look.found.current is None else f"version {look.found.current}"
+            raise UsageError(
+                f"{service.name}: {given.path.name} holds version {given.version or 'none'} and "
+                f"the database is at {at}: a rehearsal runs what up would run on the database "
+                "now, from a backup taken at its version",
+                service=service.name,
+            )
         if look.run:  # what other services must have first: refused before any copy
             project = Project.of(service)
             unmet = deps.unmet(service, look.run, project.peers(settings), project.services)
@@ -612,10 +694,14 @@ def rehearse(
         )
         for stale in left_behind(conn, settings.database):
             _drop(conn, stale)
-        if given is None and look.idle:
+        if look.idle:
             result.end = result.start
             result.seconds = round(time.monotonic() - started, 3)
             return result  # nothing pending: nothing to copy
+        may_create(conn, service.name)
+        # a held contract step is reported, not waited for: the copy runs what comes before it
+        until = look.run[-1] if look.held else target
+        roles = server_roles(conn)
         name = copy_name(settings.database)
         copy = settings.for_database(name)
         try:
@@ -633,7 +719,8 @@ def rehearse(
                     with db.connect(copy) as into, advisory_lock(into, service.name):
                         backup.restore_under_lock(service, copy, into, dump.path)
             result.copy_seconds = round(time.monotonic() - started, 3)
-            _run_on_copy(service, copy, look, target, options, result, progress)
+            keep_roles(conn, name, roles)
+            _run_on_copy(service, copy, look, until, options, result, progress)
         except (KeyboardInterrupt, Interrupted) as exc:
             signum, signame = _signal_of(exc)
             _drop(conn, name, settings)
@@ -645,6 +732,7 @@ def rehearse(
             ) from None
         finally:
             _drop(conn, name, settings)
+        _roles_after(conn, roles, result)
     result.judge()
     result.seconds = round(time.monotonic() - started, 3)
     return result
@@ -686,9 +774,12 @@ def _run_on_copy(
             with commit_hook(meter):
                 try:
                     done = runner.up(service, copy, target, on_copy, meter)
+                    meter.settle()
                     result.end = done.after
                 except (StepError, RefusedError, LockTimeoutError) as exc:
-                    failed = pending[len(meter.steps)] if len(meter.steps) < len(pending) else None
+                    failed = exc.version or (
+                        pending[len(meter.steps)] if len(meter.steps) < len(pending) else None
+                    )
                     result.end = meter.steps[-1].version if meter.steps else start
                     if failed is not None:
                         step = StepFigures(failed, service.descriptions.get(failed, ""), ok=False)
