@@ -316,10 +316,18 @@ def keep_roles(conn: psycopg.Connection[Any], copy: str, roles: dict[str, bool])
         )
 
 
-def _roles_after(conn: psycopg.Connection[Any], before: dict[str, bool], result: Rehearsal) -> None:
-    """Roles the rehearsal made and did not drop are dropped now, the copy gone; what is
-    still missing or still there is a problem of the report."""
-    after = server_roles(conn)
+def _roles_after(
+    conn: psycopg.Connection[Any], service: str, before: dict[str, bool], result: Rehearsal
+) -> None:
+    """The roles migrations make with the toolkit's helpers (tenancy's): one the rehearsal
+    made and did not drop is dropped now, the copy gone; one still missing or still there
+    is a problem of the report. Other roles are left alone: on a shared server, one made
+    or dropped meanwhile may be someone else's doing."""
+    from alembic_common.tenancy import rls
+
+    ours = {rls.app_role(service), rls.OPERATOR_ROLE}
+    after = {r: login for r, login in server_roles(conn).items() if r in ours}
+    before = {r: login for r, login in before.items() if r in ours}
     for role in sorted(after.keys() - before.keys()):
         try:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -732,7 +740,7 @@ def rehearse(
             ) from None
         finally:
             _drop(conn, name, settings)
-        _roles_after(conn, roles, result)
+        _roles_after(conn, service.name, roles, result)
     result.judge()
     result.seconds = round(time.monotonic() - started, 3)
     return result
