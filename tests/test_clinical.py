@@ -368,7 +368,8 @@ def test_patient_code_duplicates_ignoring_case_refuse_listing_them(db: str) -> N
     assert result.exit_code == 1, result.output
     line = one_line(result)
     assert f"version {PATIENT_ID_V} refused: 2 patient codes" in line, line
-    assert f"entity 4 'par-1' (ids {a}, {b})" in line and f"entity 5 'x' (ids {c}, {d})" in line
+    assert f"entity 4 (ids {a}, {b})" in line and f"entity 5 (ids {c}, {d})" in line
+    assert "par-1" not in result.output.lower(), "a patient's code was printed"
     assert history(db) == versions("patient")[: PATIENT_ID_V - 1]
     assert rows(db, "patients") == data and schema_objects(db) == objects
 
@@ -404,7 +405,8 @@ def test_user_email_duplicates_ignoring_case_refuse_then_are_rejected(db: str) -
     assert result.exit_code == 1, result.output
     line = one_line(result)
     assert f"version {EMAIL_V} refused: 1 emails" in line, line
-    assert f"entity 1 'ada@clinic.ca' (ids {a}, {b})" in line, line
+    assert f"entity 1 (ids {a}, {b})" in line, line
+    assert "ada@clinic.ca" not in result.output.lower(), "an email was printed"
     assert history(db) == versions("user")[: EMAIL_V - 1]
     assert rows(db, "users") == data and schema_objects(db) == objects
     query(db, "DELETE FROM users WHERE id = %s", [b])

@@ -7,8 +7,8 @@ trip changes nothing), and a lookup written as lower(btrim(patient_id)) = lower(
 uses the index. The exact unique constraint of version 1 stays.
 
 Codes already used twice or more (so compared) make the step refuse before it builds
-anything, listing the duplicates by entity and ids: merge or rename them, then run 'up'
-again.
+anything, listing the duplicates by entity and row ids, never the codes (a patient's
+code is a value of its row): merge or rename them, then run 'up' again.
 
 idx_patients_email (email alone) served a tenant's lookup by scanning every tenant's
 matches; it is replaced, concurrently, by idx_patients_entity_email on
@@ -38,7 +38,7 @@ def upgrade() -> None:
     refuse_if(
         f"SELECT count(*) FROM ({DUPLICATES}) AS d",
         "patient codes are used more than once within an entity, ignoring case and spaces",
-        ids_sql="SELECT 'entity ' || entity || ' ' || quote_literal(code) || ' (ids '"
+        ids_sql="SELECT 'entity ' || entity || ' (ids '"
         f" || array_to_string(ids, ', ') || ')' FROM ({DUPLICATES}) AS d ORDER BY entity, code LIMIT 6",
         shown_as="duplicates:",
         hint="merge or rename them, then run 'up' again",

@@ -37,7 +37,7 @@ def upgrade() -> None:
     refuse_if(
         f"SELECT count(*) FROM ({DUPLICATES}) AS d",
         "emails are used more than once within an entity, ignoring case and spaces",
-        ids_sql="SELECT 'entity ' || entity || ' ' || quote_literal(email) || ' (ids '"
+        ids_sql="SELECT 'entity ' || entity || ' (ids '"
         f" || array_to_string(ids, ', ') || ')' FROM ({DUPLICATES}) AS d ORDER BY entity, email LIMIT 6",
         shown_as="duplicates:",
         hint="merge or correct them, then run 'up' again",
