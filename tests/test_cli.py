@@ -118,7 +118,7 @@ def test_status_flags_disagreeing_tables(db: str) -> None:
         (["patient", "up", "--url", "not a url"], 2, "--url is not a URL"),
         (["patient", "frobnicate"], 2, "no such command 'frobnicate'"),
         (["patient", "up", "--bogus"], 2, "No such option: --bogus"),
-        (["all", "down", "--version", "1"], 2, "'all' works with 'up' and 'status' only"),
+        (["all", "down", "--version", "1"], 2, "'all' works with 'up', 'status' and 'report' only"),
         (
             ["all", "up", "--url", "postgresql://u@h/d"],
             2,
@@ -346,3 +346,10 @@ def test_wait_is_ready_while_a_contract_step_is_held_for_an_older_release(db: st
     if later is not None:  # an expand step beyond the held one is not there yet
         waited = run_cli("patient", "wait", "--url", db, "--version", str(later), "--timeout", "0")
         assert waited.exit_code == 1 and says(waited.stderr, f"not ready for version {later}")
+
+
+def test_no_service_folder_says_where_it_looked_and_names_migrate_root(tmp_path: Path) -> None:
+    done = run_script("patient", "status", env={"MIGRATE_ROOT": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert str(tmp_path) in done.stderr and "MIGRATE_ROOT" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -79,7 +79,7 @@ def test_status_and_stop_of_the_embedded_server(pgdata: Path) -> None:
     [
         (["embedded", "up"], "'embedded' works with 'status' and 'stop' only, not 'up'"),
         ([SERVICE, "stop"], "'stop' is for 'migrate embedded stop' only"),
-        (["all", "stop"], "'all' works with 'up' and 'status' only, not 'stop'"),
+        (["all", "stop"], "'all' works with 'up', 'status' and 'report' only, not 'stop'"),
         (
             ["embedded", "status", "--url", "postgresql://u@h/d"],
             "'embedded status' takes only --json",

@@ -82,3 +82,16 @@ def test_a_bad_or_double_format_is_a_usage_error(args: tuple[str, ...]) -> None:
         assert json.loads(done.stdout)["ok"] is False
     else:
         assert done.stdout == ""
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown"])
+@pytest.mark.parametrize("name", SERVICES)
+def test_a_plan_that_stops_at_a_held_contract_step_says_so(name: str, fmt: str) -> None:
+    held = [m.version for m in services.get(name).migrations if m.phase == "contract"]
+    if not held:
+        pytest.skip(f"{name} has no contract step")
+    done = run_cli(name, "plan", "--format", fmt)
+    assert done.exit_code == 0, done.output
+    assert f"wait for contract step {held[0]}" in done.stdout and "--contract" in done.stdout
+    whole = run_cli(name, "plan", "--format", fmt, "--contract")
+    assert "wait for contract step" not in whole.stdout, whole.stdout

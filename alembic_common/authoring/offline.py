@@ -149,9 +149,20 @@ class SqlPlan:
     end: int | None
     prologue: list[Statement]
     versions: list[VersionPlan]
+    held: list[int] = field(default_factory=list)  # wanted, but behind a held contract step
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def held_note(self) -> str | None:
+        """Why the plan stops before what was asked, when a contract step holds it."""
+        if not self.held:
+            return None
+        shown = ", ".join(map(str, self.held[:6])) + (", ..." if len(self.held) > 6 else "")
+        return (
+            f"held: version(s) {shown} wait for contract step {self.held[0]}, which up runs "
+            "once no session announces an older release (--contract includes them)"
+        )
 
     def sql(self) -> str:
         """The whole plan as one SQL script, each statement annotated with its lock."""
@@ -256,6 +267,7 @@ def review(
     disk = service.disk_versions()
     start: int | None
     end: int | None
+    held: list[int] = []
     if down:
         assert version is not None
         below = [v for v in disk if v < version]
@@ -269,8 +281,11 @@ def review(
             contract,
             sessions=None if sessions is None else lambda: sessions,
         )
+        held = wanted[len(runnable) :]
         end = runnable[-1] if runnable else start
     direction = "down" if down else "up"
     if (start or 0) == (end or 0) or (not down and (start or 0) > (end or 0)):
-        return SqlPlan(service.name, direction, start, end, [], [])
-    return sql_plan(service, start, end, down=down)
+        return SqlPlan(service.name, direction, start, end, [], [], held)
+    found = sql_plan(service, start, end, down=down)
+    found.held = held
+    return found

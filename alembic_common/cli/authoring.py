@@ -195,8 +195,10 @@ def plan_markdown(result: Any, verbose: bool) -> str:
     frm = "no version" if result.start is None else f"version {result.start}"
     to = "no version" if result.end is None else f"version {result.end}"
     lines = [f"### {md_cell(result.service)}: {result.direction} from {frm} to {to}", ""]
+    note = result.held_note()
+    tail = [f"_{md_cell(note)}._", ""] if note else []
     if not result.versions:
-        return "\n".join([*lines, f"Nothing to {result.direction}.", ""])
+        return "\n".join([*lines, f"Nothing to {result.direction}.", "", *tail])
     hidden = 0
     for vp in result.versions:
         lines += [f"#### Version {vp.version}: {md_cell(vp.description)}", ""]
@@ -214,12 +216,15 @@ def plan_markdown(result: Any, verbose: bool) -> str:
             f"_{hidden} statements of the run's own bookkeeping not shown (`--verbose`)._",
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + tail)
 
 
 def show_plan(result: Any, verbose: bool) -> None:
+    note = result.held_note()
     if not result.versions:
         out(f"{result.service}: nothing to {result.direction} (at {result.start})")
+        if note:
+            out(wrapped(note))
         return
     hidden = 0
     for vp in result.versions:
@@ -241,6 +246,8 @@ def show_plan(result: Any, verbose: bool) -> None:
                 f"({hidden} statements of the run's own bookkeeping not shown: --verbose lists them)"
             )
         )
+    if note:
+        out(wrapped(note))
 
 
 @app.command()

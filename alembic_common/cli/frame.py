@@ -128,7 +128,7 @@ class Frame(TyperGroup):
             )
         if name in self.commands and name not in valid:
             raise UsageError(
-                f"'{service}' works with {' and '.join(repr(v) for v in valid)} only, not {name!r}"
+                f"'{service}' works with {_listed(valid)} only, not {name!r}"
                 if service in PSEUDO
                 else f"{name!r} is for '{PROG} {ALL if name in ALL_ONLY else EMBEDDED} {name}' only"
             )
@@ -248,13 +248,26 @@ def unechoed(message: str, argv: Sequence[str]) -> str:
     return message
 
 
+def _listed(words: Sequence[str]) -> str:
+    """'a', 'b' and 'c'."""
+    quoted = [repr(w) for w in words]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+
+
 def check_service(name: str, args: Sequence[str] = ()) -> None:
     """Refuse an unknown service, suggesting the nearest one (or the right word order)."""
     if name in PSEUDO:
         return
-    known = Project.find().services
+    project = Project.find()
+    known = project.services
     if name in known:
         return
+    if not known:
+        raise ConfigError(
+            f"unknown service {name!r}: no service folder (services/<name>/alembic.ini) under "
+            f"{project.root}; run from the repository, or set MIGRATE_ROOT to the folder that "
+            "holds services/"
+        )
     if args and args[0] in known:
         raise ConfigError(
             f"unknown service {name!r}: the service comes first, as in '{PROG} {args[0]} {name}'"

@@ -197,7 +197,15 @@ def show(found: Any) -> None:
         rows = [(s.version, s.description, _outcome(s), *_cells(s)) for s in found.steps]
         out(
             table(
-                ("version", "description", "", "time", "longest lock", "rows changed", "sizes"),
+                (
+                    "version",
+                    "description",
+                    "",
+                    "time",
+                    "top lock",
+                    "rows changed",
+                    "sizes",
+                ),
                 rows,
             )
         )
@@ -214,7 +222,7 @@ def as_markdown(found: Any) -> str:
     lines = [f"### {md_cell(_headline(found))}", ""]
     if found.steps:
         lines += [
-            "| version | description | outcome | time | longest lock | rows changed | sizes |",
+            "| version | description | outcome | time | top lock | rows changed | sizes |",
             "| ---: | --- | --- | ---: | --- | --- | --- |",
         ]
         for s in found.steps:

@@ -65,6 +65,16 @@ MARK = "migrate rehearsal copy"
 # ROW EXCLUSIVE (DML), ACCESS SHARE (reads) and SHARE UPDATE EXCLUSIVE (CONCURRENTLY,
 # VALIDATE) let traffic through, however long they are held.
 BLOCKING = frozenset(("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock"))
+MODES = (  # PostgreSQL's table lock modes, weakest first
+    "AccessShareLock",
+    "RowShareLock",
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
 BOOKKEEPING = frozenset(("alembic_version", history.TABLE, partial.TABLE))
 
 _TABLES = """
@@ -607,7 +617,7 @@ class Meter:
                 for (oid, mode), ms in self.locks.items()
                 if oid in names
             ),
-            key=lambda lock: (-lock.held_ms, lock.table, lock.mode),
+            key=_weight,
         )
         rows = {named[oid]: n for oid, n in self.rows.items() if oid in named}
         for table, n in self.filled.items():
@@ -630,6 +640,13 @@ class Meter:
         self.sizes, self.since = after, time.monotonic()
         self.locks, self.rows, self.filled = {}, {}, {}
         self.after, self.pending = None, None
+
+
+def _weight(lock: Lock) -> tuple[bool, float, int, str]:
+    """A step's locks in the order a reviewer needs them: those that block traffic first,
+    then the longest held, then the strongest."""
+    strength = MODES.index(lock.mode) if lock.mode in MODES else -1
+    return (lock.mode not in BLOCKING, -lock.held_ms, -strength, lock.table)
 
 
 @contextlib.contextmanager
