@@ -20,10 +20,14 @@ from alembic_common.cli import options
 from alembic_common.cli.frame import app, is_all, is_embedded, project_of, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
+    AcceptChanged,
+    Atomic,
     Canary,
     Connection,
+    Contract,
     Env,
     Events,
+    HoldContract,
     Jobs,
     Json,
     LockTimeout,
@@ -112,33 +116,10 @@ def up(
     lock_timeout: LockTimeout = 5.0,
     statement_timeout: StatementTimeout = 0,
     retries: Retries = 3,
-    atomic: Annotated[
-        bool,
-        typer.Option("--atomic", help="Apply the whole batch in one transaction: all or none."),
-    ] = False,
-    contract: Annotated[
-        bool,
-        typer.Option(
-            "--contract",
-            help="Run contract steps even while sessions announce an older release "
-            "(application_name SERVICE@VERSION); a plain 'up' runs them once none does.",
-        ),
-    ] = False,
-    hold_contract: Annotated[
-        bool,
-        typer.Option(
-            "--hold-contract",
-            help="Hold contract steps even when no old release is connected; later steps "
-            "then make 'up' exit 1.",
-        ),
-    ] = False,
-    accept_changed: Annotated[
-        bool,
-        typer.Option(
-            "--accept-changed",
-            help="Build on applied steps whose SQL changed since they ran, and record them as accepted.",
-        ),
-    ] = False,
+    atomic: Atomic = False,
+    contract: Contract = False,
+    hold_contract: HoldContract = False,
+    accept_changed: AcceptChanged = False,
     backup: Annotated[
         bool | None,
         typer.Option(

@@ -486,3 +486,34 @@ def outputs(events: str | None, metrics_file: Path | None) -> None:
         files.check_target(Path(events), "--events", replaced=False)
     if metrics_file is not None:
         files.check_target(metrics_file, "--metrics-file")
+
+
+# --- how up runs its steps (also rehearse's) ------------------------------------------
+
+Atomic = Annotated[
+    bool,
+    typer.Option("--atomic", help="Apply the whole batch in one transaction: all or none."),
+]
+Contract = Annotated[
+    bool,
+    typer.Option(
+        "--contract",
+        help="Run contract steps even while sessions announce an older release "
+        "(application_name SERVICE@VERSION); a plain 'up' runs them once none does.",
+    ),
+]
+HoldContract = Annotated[
+    bool,
+    typer.Option(
+        "--hold-contract",
+        help="Hold contract steps even when no old release is connected; later steps "
+        "then make 'up' exit 1.",
+    ),
+]
+AcceptChanged = Annotated[
+    bool,
+    typer.Option(
+        "--accept-changed",
+        help="Build on applied steps whose SQL changed since they ran, and record them as accepted.",
+    ),
+]

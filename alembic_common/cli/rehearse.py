@@ -11,8 +11,12 @@ from alembic_common.cli import options
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
+    AcceptChanged,
+    Atomic,
     Connection,
+    Contract,
     Env,
+    HoldContract,
     Json,
     LockTimeout,
     Retries,
@@ -56,18 +60,10 @@ def rehearse(
     lock_timeout: LockTimeout = 5.0,
     statement_timeout: StatementTimeout = 0,
     retries: Retries = 3,
-    atomic: Annotated[
-        bool, typer.Option("--atomic", help="As 'up --atomic': the batch in one transaction.")
-    ] = False,
-    contract: Annotated[
-        bool, typer.Option("--contract", help="As 'up --contract': run held contract steps too.")
-    ] = False,
-    hold_contract: Annotated[
-        bool, typer.Option("--hold-contract", help="As 'up --hold-contract'.")
-    ] = False,
-    accept_changed: Annotated[
-        bool, typer.Option("--accept-changed", help="As 'up --accept-changed'.")
-    ] = False,
+    atomic: Atomic = False,
+    contract: Contract = False,
+    hold_contract: HoldContract = False,
+    accept_changed: AcceptChanged = False,
     env: Env = None,
     as_json: Json = False,
     markdown: Annotated[
