@@ -18,6 +18,7 @@ import sqlalchemy
 from conftest import (
     PATIENT_HEAD,
     ROOT,
+    SERVICES,
     as_owner,
     copied_service,
     history,
@@ -494,3 +495,10 @@ def test_lint_flags_a_downgrade_that_drops_data_without_a_guard(
     assert bool(found) == flagged, (downgrade, result.stdout)
     if flagged:
         assert result.exit_code == 1 and "refuse_to_drop" in found[0]["message"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_lint_says_each_accepted_rule_once_per_version(name: str) -> None:
+    done = run_cli(name, "lint", "--all")
+    said = re.findall(r"^\S+ (\d+): accepted ([\w-]+)", done.stdout, re.M)
+    assert len(said) == len(set(said)), done.stdout

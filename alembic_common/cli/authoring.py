@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -281,12 +282,16 @@ def lint(
             }
         )
     else:
+        # an accepted rule is said once per version, with how many statements it covers
+        accepted = Counter((f.version, f.rule, f.accepted) for f in findings if f.accepted)
         for f in findings:
             first = " ".join(f.statement.split())[:100]
-            if f.accepted:
-                out(f"{service.name} {f.version}: accepted {f.rule}: {f.accepted}")
-            else:
+            if not f.accepted:
                 out(f"{service.name} {f.version}: {f.rule}: {f.message}\n    {first}")
+            elif (f.version, f.rule, f.accepted) in accepted:
+                times = accepted.pop((f.version, f.rule, f.accepted))
+                many = f" ({times} statements)" if times > 1 else ""
+                out(f"{service.name} {f.version}: accepted {f.rule}{many}: {f.accepted}")
         verdict = "clean" if not rejected else f"{len(rejected)} finding(s) to fix or accept"
         out(f"{service.name}: linted versions {versions or 'none'}: {verdict}")
     if rejected:
