@@ -259,7 +259,8 @@ def test_a_console_url_that_is_no_console_is_a_usage_error(prod: Prod) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "command", [["up"], ["status"], ["down", "--version", "1"], ["backup"], ["seed"]]
+    "command",
+    [["up"], ["status"], ["down", "--version", "1"], ["backup"], ["seed"], ["rehearse"]],
 )
 def test_through_a_pool_every_command_refuses_and_leaves_nothing(
     mode: str, command: list[str], prod: Prod, tmp_path: Path
@@ -552,6 +553,10 @@ def test_every_password_source_reaches_every_client_tool(
         passfile.write_text(f"127.0.0.1:*:*:{OWNER}:{escaped}\n")
         passfile.chmod(0o600)
         env = {**env, "PGPASSFILE": str(passfile)}
+    first = versions(name)[0]
+    assert run_script(name, "up", *args, "--version", str(first), env=env).returncode == 0
+    rehearsed = run_script(name, "rehearse", *args, "--contract", env=env)
+    assert rehearsed.returncode == 0, rehearsed.stderr
     assert run_script(name, "up", *args, "--contract", env=env).returncode == 0
     backup = run_script(name, "backup", *args, "--to", str(tmp_path / "dumps"), env=env)
     assert backup.returncode == 0, backup.stderr
@@ -562,7 +567,8 @@ def test_every_password_source_reaches_every_client_tool(
     used = {Path(line.split()[0]).name for line in lines if "--version" not in line}
     assert used == {"pg_dump", "pg_restore", "psql"}, lines
     assert all("sslmode=disable" in ln for ln in lines if "--dbname" in ln), lines
-    for text in (log.read_text(), backup.stdout, backup.stderr, restore.stdout, restore.stderr):
+    texts = (rehearsed.stdout, rehearsed.stderr, backup.stdout, backup.stderr, restore.stdout)
+    for text in (log.read_text(), *texts, restore.stderr):
         assert OWNER_PASSWORD not in text and quote(OWNER_PASSWORD, safe="") not in text
 
 
@@ -770,6 +776,10 @@ def test_the_documented_migrating_role_is_enough_for_every_command(
             ):
                 held = run_cli(name, "up", "--url", url, "--version", str(contract), env=env)
                 assert held.exit_code == 0 and "held back by 1 session(s)" in held.output
+                # a rehearsal sees the same session and holds the same step, on its copy
+                rehearsed = run_cli(name, "rehearse", "--url", url, "--json", env=env)
+                assert rehearsed.exit_code == 0, rehearsed.output
+                assert __import__("json").loads(rehearsed.stdout)["held"][0] == contract
         assert run_cli(name, "up", "--url", url, env=env).exit_code == 0
         assert history(topology.primary.url(database=database)) == versions(name)
         assert run_cli(name, "seed", "--url", url, env=env).exit_code == 0
