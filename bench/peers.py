@@ -5,8 +5,9 @@
 dbmate (the Go tool) is installed with npm into a cache outside the repository
 (``$XDG_CACHE_HOME/migrate-bench``, else ``~/.cache/migrate-bench``) when it is missing.
 Both tools get the same SQL: ``--steps`` trivial steps (``CREATE TABLE t_N (id int)``), ours
-as a generated service of Alembic revisions (as bench/history.py makes them), dbmate's as
-its ``-- migrate:up`` files. Each tool works on databases of its own; runs alternate, each
+as a generated service of Alembic revisions (as bench/history.py makes them) with its
+checksums file written by ``hash`` (as every service has one), dbmate's as its
+``-- migrate:up`` files. Each tool works on databases of its own; runs alternate, each
 tool first in turn, and every ratio (ours / dbmate) is the median of the pairs' ratios
 with its range:
 
@@ -80,6 +81,7 @@ class Peers:
     def __init__(self, base: Path, steps: int) -> None:
         self.env = {"MIGRATE_ROOT": str(base)}
         write_project(base, steps, plain=False)
+        timed([*MIGRATE, "hash"], env=self.env)  # its checksums file, as a service has one
         self.dbmate = dbmate_binary()
         self.dir = dbmate_dir(base, steps)
 
