@@ -61,6 +61,18 @@ def _server_url() -> str:
 SERVER: list[str] = []  # the session's server, once the ``server`` fixture has found it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def embedded_left_as_found() -> Iterator[None]:
+    """The repository's embedded server as the session found it: one the session started
+    (the suite without TEST_DATABASE_URL, autogenerate's throwaway databases) is stopped at
+    its end; one that ran before stays."""
+    data = paths.data_dir(ROOT)
+    ran = embedded.info(data).running
+    yield
+    if not ran:
+        embedded.stop(data)
+
+
 @pytest.fixture(scope="session")
 def server() -> str:
     """URL of the PostgreSQL server the tests run against (its maintenance database), as
