@@ -32,8 +32,9 @@ from conftest import (
 
 from alembic_common.authoring import schema
 from alembic_common.core import db as dbmod
-from alembic_common.core import runner, services
+from alembic_common.core import runner, services, sqlsteps
 from alembic_common.errors import ScriptError
+from alembic_common.online import releases
 
 PATIENT_MODELS = Path("services") / "patient" / "models.py"
 
@@ -188,15 +189,24 @@ def test_check_reports_a_database_behind_head(db: str) -> None:
 
 
 def _captured_statements(action) -> list[str]:  # type: ignore[no-untyped-def]
+    """What ``action`` sends through Alembic and, for plain-SQL steps, by itself."""
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
         seen.append(" ".join(statement.replace("%%", "%").split()))  # driver-level escaping
 
+    def plain_step(conn, service, version, body, **kwargs):  # type: ignore[no-untyped-def]
+        clear = releases.clear_sql(service)  # a step drops the version schemas' views first
+        seen.extend(" ".join(s.rstrip(";").split()) for s in [*([clear] if clear else []), *body])
+        return run_step(conn, service, version, body, **kwargs)
+
+    run_step = sqlsteps.run_step
     sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", record)
+    sqlsteps.run_step = plain_step
     try:
         action()
     finally:
+        sqlsteps.run_step = run_step
         sqlalchemy.event.remove(sqlalchemy.Engine, "before_cursor_execute", record)
     return seen
 

@@ -30,7 +30,7 @@ from conftest import (
     wait_until,
 )
 
-from alembic_common.core import locking, runner, services
+from alembic_common.core import locking, runner, services, sqlsteps
 from alembic_common.errors import StepError
 
 
@@ -259,7 +259,7 @@ def test_the_history_write_travels_with_alembics_version_write(case: str, db: st
         waiting = wait_until(
             lambda: query(
                 db,
-                "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+                "SELECT query, pid FROM pg_stat_activity WHERE datname = current_database()"
                 " AND wait_event_type = 'Lock' AND query LIKE '%alembic_version%'",
             ),
             "the step's version write, waiting on the history table",
@@ -270,10 +270,17 @@ def test_the_history_write_travels_with_alembics_version_write(case: str, db: st
     assert code == 0, err
     statements = [s.strip() for s in waiting[0][0].split(";\n")]
     assert statements[0] == version_write
-    assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
-    # ... and the write happens only while the lock session still holds its owner key.
-    owner = "NOT pg_catalog.pg_try_advisory_xact_lock({}, {})".format(*locking.owner_key(pid))
-    assert statements[2].startswith(write) and statements[2].endswith(owner)
+    if sqlsteps.statements(services.get("user", ROOT), changed, changed not in after):
+        # A plain-SQL step runs on the lock's own session: it cannot outlive the lock.
+        assert waiting[0][1] == pid
+        assert statements[1].startswith(write.removesuffix(" AND "))
+        assert "advisory" not in statements[1]
+    else:
+        assert waiting[0][1] != pid
+        assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
+        # ... and the write happens only while the lock session still holds its owner key.
+        owner = "NOT pg_catalog.pg_try_advisory_xact_lock({}, {})".format(*locking.owner_key(pid))
+        assert statements[2].startswith(write) and statements[2].endswith(owner)
     assert history(db) == after
     assert alembic_head(db) == ([f"{after[-1]:04d}"] if after else [])
 

@@ -16,8 +16,8 @@ import os
 import pytest
 from conftest import ROOT, SERVICES
 
-from alembic_common.authoring import checksums, offline
-from alembic_common.core import services
+from alembic_common.authoring import checksums, compile, offline
+from alembic_common.core import services, sqlsteps
 
 
 def _pinned() -> list[tuple[str, int]]:
@@ -55,3 +55,11 @@ def test_the_checksums_file_lists_what_each_version_runs(name: str) -> None:
     assert checksums.listed(service) == checksums.compute(service), (
         f"services/{name}/migrations/checksums.txt is stale: run 'migrate {name} hash'"
     )
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_plain_sql_file_holds_what_each_plain_step_runs(name: str) -> None:
+    service = services.get(name, ROOT)
+    assert sqlsteps.path(service).read_text() == sqlsteps.render(
+        service, compile.compile_service(service)
+    ), f"services/{name}/migrations/plain.json is stale: run 'migrate {name} hash'"

@@ -305,11 +305,14 @@ def hash_(
         bool, typer.Option("--check", help="Exit 1 if the file is not current; write nothing.")
     ] = False,
 ) -> None:
-    """Write the checksums of every version's SQL to migrations/checksums.txt (--check: verify)."""
-    from alembic_common.authoring import checksums
+    """Write the checksums of every version's SQL to migrations/checksums.txt, and the SQL
+    of the steps that are plain SQL to migrations/plain.json (--check: verify both)."""
+    from alembic_common.authoring import checksums, compile
+    from alembic_common.core import sqlsteps
 
     service = service_of(ctx)
     current = checksums.compute(service)
+    compiled = compile.compile_service(service)
     try:
         listed = {v: c for v, (c, _) in checksums.read(service).items()}
     except ScriptError:
@@ -326,8 +329,23 @@ def hash_(
                 f"{spans(stale)}: run 'migrate {service.name} hash' and commit it"
             )
             raise typer.Exit(1)
-        out(f"{service.name}: checksums.txt is current ({len(current)} versions)")
+        written = sqlsteps.path(service)
+        have = written.read_text(encoding="utf-8") if written.is_file() else None
+        if have != sqlsteps.render(service, compiled):
+            out(
+                f"{service.name}: {sqlsteps.FILE} is not current: run 'migrate "
+                f"{service.name} hash' and commit it"
+            )
+            raise typer.Exit(1)
+        out(
+            f"{service.name}: checksums.txt and {sqlsteps.FILE} are current ({len(current)} "
+            f"versions, {len(compiled)} of them plain SQL)"
+        )
         return
     path = checksums.write(service, current)
+    sqlsteps.write(service, compiled)
     changed = sorted(v for v in current if listed.get(v) != current[v])
-    out(f"{path} ({len(current)} versions; updated {spans(changed) or 'none'})")
+    out(
+        f"{path} ({len(current)} versions; updated {spans(changed) or 'none'}; "
+        f"{len(compiled)} plain SQL in {sqlsteps.FILE})"
+    )

@@ -11,6 +11,8 @@ Nothing here prints or exits; progress goes out as typed events (``events.py``).
 from __future__ import annotations
 
 import functools
+import itertools
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from alembic_common.authoring import checksums
-from alembic_common.core import db, deps, events, history, locking, plan
+from alembic_common.core import db, deps, events, history, locking, plan, sqlsteps
 from alembic_common.core.events import Event, Progress
 from alembic_common.core.plan import Plan
 from alembic_common.core.project import Project
@@ -64,6 +66,7 @@ class RunOptions(NamedTuple):
     backup: bool | None = None  # None: only in production (see ``backs_up``)
     backup_dir: str | None = None  # None: MIGRATE_BACKUP_DIR, else backups/ in the project
     on_failure: str = "stop"  # "rollback": undo this run's steps when one fails
+    plain_sql: bool = True  # plain-SQL steps skip Alembic (sqlsteps.py); False: all through it
 
     @property
     def backs_up(self) -> bool:
@@ -321,7 +324,10 @@ class Executor:
         result.take(planned)
         if planned.idle:
             return planned  # another replica did the work while we waited
-        service.load(planned.run)  # a file that does not import is named before any change
+        plain = self._plain(planned.run, False, state)
+        # A file that does not import is named before any change (plain-SQL steps run
+        # their SQL, not their file).
+        service.load(v for v in planned.run if v not in plain)
         self._may_create_roles(planned.run)
         if planned.adopt:
             self._backup_once(result)
@@ -343,7 +349,10 @@ class Executor:
         self._backup_once(result)
         try:
             result.steps += self._run_steps(
-                planned.run, sums=checksums.expected(service, planned.run), state=state
+                planned.run,
+                sums=checksums.expected(service, planned.run),
+                state=state,
+                plain=self._plain(planned.run, False, state),
             )
         except (StepError, LockTimeoutError, RefusedError) as exc:
             if self.options.on_failure != "rollback" or self.options.atomic:
@@ -398,11 +407,12 @@ class Executor:
                     version=version,
                 )
             steps = sorted((v for v in found.applied if v >= version), reverse=True)
-            service.load(steps)  # a file that does not import is named before any change
+            plain = self._plain(steps, True, state)
+            service.load(v for v in steps if v not in plain)  # name a broken file first
             result = RunResult(
                 service.name, self.settings.display, "down", found.current, found.current
             )
-            result.steps = self._run_steps(steps, down=True)
+            result.steps = self._run_steps(steps, down=True, state=state, plain=plain)
             below = [v for v in disk if v < version]
             result.after = below[-1] if below else None
         return result
@@ -428,25 +438,58 @@ class Executor:
             finally:
                 self.lock_pid = None
 
+    def _plain(self, versions: list[int], down: bool, state: DbState) -> set[int]:
+        """Which of ``versions`` run as plain SQL (sqlsteps.py): all but those that need
+        Alembic, unless the run needs Alembic for every step (``--atomic``, ``-x``, a step
+        part-way, or ``plain_sql`` off)."""
+        from alembic_common.core import xargs
+
+        options = self.options
+        if not options.plain_sql or options.atomic or xargs.current() or state.in_progress:
+            return set()
+        service = self.service
+        return {v for v in versions if sqlsteps.statements(service, v, down) is not None}
+
     def _run_steps(
         self,
         versions: list[int],
         *,
         down: bool = False,
         sums: Mapping[int, str] | None = None,
-        state: DbState | None = None,
+        state: DbState,
+        plain: set[int] | frozenset[int] = frozenset(),
     ) -> list[int]:
-        """Run ``versions`` (in running order) through Alembic, retrying lock timeouts;
-        return the versions it committed.
+        """Run ``versions`` (in running order), each stretch of plain-SQL steps (``plain``)
+        on the lock's session, the others through Alembic; return the versions committed.
 
-        ``state`` is the state read (and checked) under the lock just before: the env.py's
-        session set-up uses it instead of reading the whole history again, the first time."""
-        from sqlalchemy.exc import DBAPIError
+        ``state`` is the state read (and checked) under the lock just before: the first
+        stretch uses it instead of reading the whole history again."""
+        committed: list[int] = []
+        for is_plain, group in itertools.groupby(versions, key=lambda v: v in plain):
+            stretch = list(group)
+            if is_plain:
+                if not committed:
+                    sqlsteps.prepare(self.conn, self.service, state)
+                committed += self._retrying(stretch, committed, down, sums, self._sql_steps)
+            else:
+                first = state if not committed else None
+                committed += self._retrying(
+                    stretch, committed, down, sums, functools.partial(self._alembic, state=first)
+                )
+        return committed
 
-        service, options = self.service, self.options
+    def _retrying(
+        self,
+        versions: list[int],
+        before: list[int],
+        down: bool,
+        sums: Mapping[int, str] | None,
+        run: Callable[..., None],
+    ) -> list[int]:
+        """Run ``versions`` with ``run``, retrying lock timeouts; return those committed
+        (``before``: what this run committed earlier, for the error's account)."""
+        options = self.options
         assert self.lock_pid is not None, "steps run under the lock"
-        guard = history.Guard(service.name, self.lock_pid)
-        revisions = [revision_id(v) for v in versions]
         committed: list[int] = []
         for attempt in range(options.retries + 1):
             done: list[int] = []
@@ -461,28 +504,8 @@ class Executor:
                 else:
                     self.report(event)
 
-            engine = db.engine(db.pinned(self.settings, self.conn))  # the lock's own server
             try:
-                with engine.connect() as migration:
-                    raw = migration.connection.driver_connection
-                    if self.progress is not None and raw is not None:
-                        raw.add_notice_handler(notices(self.progress))
-                    service.run_alembic(
-                        service.config(
-                            connection=migration,
-                            guard=guard,
-                            checksums=sums,
-                            state=state if attempt == 0 else None,
-                            atomic=options.atomic,
-                            lock_timeout_ms=int(options.lock_timeout * 1000),
-                            statement_timeout_ms=int(options.statement_timeout * 1000),
-                            on_step=on_step,
-                            on_progress=self.progress,
-                            compare_models=False,
-                        ),
-                        revisions,
-                        down=down,
-                    )
+                run(versions[len(committed) :], down, sums, on_step, attempt)
                 for event in held_back:
                     self.report(event)
                 return committed + done
@@ -499,7 +522,7 @@ class Executor:
                 else:
                     committed += done
                 if isinstance(exc, Exception) and attempt < options.retries:
-                    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+                    orig = _driver_error(exc)
                     if isinstance(orig, psycopg.errors.LockNotAvailable) and not _is_disconnect(
                         exc, orig
                     ):
@@ -511,20 +534,92 @@ class Executor:
                         continue
                 if not isinstance(exc, Exception | KeyboardInterrupt):
                     raise
-                error = _noting(self._failure(exc, version, committed), committed)
+                so_far = before + committed
+                error = _noting(self._failure(exc, version, so_far), so_far)
                 if error is exc:
                     raise
                 raise error from (None if isinstance(exc, KeyboardInterrupt) else exc)
-            finally:
-                engine.dispose()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sql_steps(
+        self,
+        versions: list[int],
+        down: bool,
+        sums: Mapping[int, str] | None,
+        on_step: Callable[[Step], None],
+        attempt: int,
+    ) -> None:
+        """Plain-SQL steps on the lock's own session, one transaction each."""
+        service, options = self.service, self.options
+        session = sqlsteps.Settings(
+            int(options.lock_timeout * 1000), int(options.statement_timeout * 1000)
+        )
+        handler = notices(self.progress) if self.progress is not None else None
+        if handler is not None:
+            self.conn.add_notice_handler(handler)
+        try:
+            for version in versions:
+                body = sqlsteps.statements(service, version, down)
+                assert body is not None, "only plain-SQL steps come here"
+                duration_ms = sqlsteps.run_step(
+                    self.conn,
+                    service,
+                    version,
+                    body,
+                    down=down,
+                    session=session,
+                    checksum=(sums or {}).get(version),
+                )
+                made = events.RolledBack if down else events.Applied
+                on_step(made(version=version, duration_ms=duration_ms))
+        finally:
+            if handler is not None:
+                self.conn.remove_notice_handler(handler)
+
+    def _alembic(
+        self,
+        versions: list[int],
+        down: bool,
+        sums: Mapping[int, str] | None,
+        on_step: Callable[[Step], None],
+        attempt: int,
+        *,
+        state: DbState | None,
+    ) -> None:
+        """Steps through Alembic, on a connection of their own to the lock's server; the
+        env.py's session set-up uses ``state`` instead of reading the history again, the
+        first time."""
+        service, options = self.service, self.options
+        assert self.lock_pid is not None
+        engine = db.engine(db.pinned(self.settings, self.conn))  # the lock's own server
+        try:
+            with engine.connect() as migration:
+                raw = migration.connection.driver_connection
+                if self.progress is not None and raw is not None:
+                    raw.add_notice_handler(notices(self.progress))
+                service.run_alembic(
+                    service.config(
+                        connection=migration,
+                        guard=history.Guard(service.name, self.lock_pid),
+                        checksums=sums,
+                        state=state if attempt == 0 else None,
+                        atomic=options.atomic,
+                        lock_timeout_ms=int(options.lock_timeout * 1000),
+                        statement_timeout_ms=int(options.statement_timeout * 1000),
+                        on_step=on_step,
+                        on_progress=self.progress,
+                        compare_models=False,
+                    ),
+                    [revision_id(v) for v in versions],
+                    down=down,
+                )
+        finally:
+            engine.dispose()
 
     def _failure(
         self, exc: Exception | KeyboardInterrupt, version: int | None, committed: list[int]
     ) -> MigrationError:
-        """The one error that says what a failed Alembic run did and left."""
-        from sqlalchemy.exc import DBAPIError
-
+        """The one error that says what a failed run did and left."""
         service, options = self.service, self.options
         if isinstance(exc, KeyboardInterrupt):
             undone = self._undone(version, self.conn) if version else ""
@@ -539,7 +634,7 @@ class Executor:
             )
         if isinstance(exc, MigrationError):
             return exc
-        orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+        orig = _driver_error(exc)
         if _is_disconnect(exc, orig):
             return ConnectionLostError(
                 self._lost(version, orig or exc), service=service.name, version=version
@@ -570,7 +665,8 @@ class Executor:
 
         service = self.service
         before = result.before
-        found = plan.assess_for(service, self._turn(self.read(), "down"))
+        state = self._turn(self.read(), "down")
+        found = plan.assess_for(service, state)
         done = sorted((v for v in found.applied if before is None or v > before), reverse=True)
         base = f"{failure}; --on-failure rollback: "
         at = before if before is not None else "no version"
@@ -585,7 +681,9 @@ class Executor:
         why = f"version(s) {', '.join(map(str, stuck))} cannot be undone (irreversible)"
         if not stuck:
             try:
-                undone = self._run_steps(done, down=True)
+                plain = self._plain(done, True, state)
+                service.load(v for v in done if v not in plain)
+                undone = self._run_steps(done, down=True, state=state, plain=plain)
             except MigrationError as exc:
                 why = f"the downgrade failed ({exc})"
             else:
@@ -802,11 +900,23 @@ def lost(service: Service, settings: Settings, version: int | None, exc: BaseExc
     )
 
 
+def _sqlalchemy_error(exc: BaseException) -> Any:
+    """``exc`` as SQLAlchemy's DBAPIError, else None (SQLAlchemy is not even imported by a
+    run of plain-SQL steps)."""
+    found = sys.modules.get("sqlalchemy.exc")
+    return exc if found is not None and isinstance(exc, found.DBAPIError) else None
+
+
+def _driver_error(exc: BaseException) -> Any:
+    """The driver's own error under ``exc`` (``exc`` itself when it is one)."""
+    wrapped = _sqlalchemy_error(exc)
+    return getattr(wrapped, "orig", None) if wrapped is not None else exc
+
+
 def _is_disconnect(exc: BaseException, orig: Any) -> bool:
     """A dead connection, as opposed to an SQL error on a live one."""
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+    wrapped = _sqlalchemy_error(exc)
+    if wrapped is not None and wrapped.connection_invalidated:
         return True
     if not isinstance(orig, psycopg.OperationalError):
         return False

@@ -233,7 +233,7 @@ def _dml_kind(construct: Any, schema: str) -> str | None:
     return next((kind for cls, kind in kinds if isinstance(construct, cls)), None)
 
 
-def _version_sql(kind: str, table: str, old: str | None, new: str | None) -> str:
+def version_sql(kind: str, table: str, old: str | None, new: str | None) -> str:
     """Alembic's version-table statement for one step of a linear history, as text."""
     old, new = (r.replace("'", "''") if r else r for r in (old, new))
     if kind == "insert":
@@ -241,6 +241,39 @@ def _version_sql(kind: str, table: str, old: str | None, new: str | None) -> str
     if kind == "delete":
         return f"DELETE FROM {table} WHERE version_num = '{old}'"
     return f"UPDATE {table} SET version_num = '{new}' WHERE version_num = '{old}'"
+
+
+def create_version_table(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Alembic's own ``alembic_version`` table, as Alembic makes it."""
+    conn.execute(sql.SQL(_CREATE_ALEMBIC).format(table=qualified(schema, ALEMBIC_TABLE)))
+
+
+def step_write(
+    conn: psycopg.Connection[Any],
+    table: str,
+    version: int,
+    *,
+    up: bool,
+    description: str,
+    duration_ms: int,
+    checksum: str | None,
+    held: str = "",
+) -> str:
+    """A step's ``schema_migrations`` write as literal SQL (``held``: a lock check it must
+    pass, see ``Guard``): the row in, going up; out, going down."""
+    if not up:
+        return f"DELETE FROM {table} WHERE version = {version}" + (f" AND {held}" if held else "")
+    values = (
+        str(version),
+        sql.Literal(description).as_string(conn),
+        str(duration_ms),
+        sql.Literal(checksum).as_string(conn),
+    )
+    return (
+        f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
+        + ", ".join(values)
+        + (f" WHERE {held}" if held else "")
+    )
 
 
 @dataclass
@@ -309,35 +342,31 @@ class Recorder:
         self.mark = time.perf_counter()
         self._parts = self._statements()
 
-    def _statements(self) -> tuple[str, str, str, str]:
-        """The fixed parts of every step's write: the statement before it (the step lock),
-        the heads of the insert and of the delete, and the lock check that ends either."""
-        table = self.table.as_string()
+    def _statements(self) -> tuple[str, str]:
+        """The fixed parts of every step's write: the statement before it (the step lock)
+        and the lock check that ends it."""
         lock, held = "", ""
         if self.guard is not None:
             key = locking.step_key(self.guard.service)
             lock = f"SELECT pg_catalog.pg_advisory_xact_lock({key[0]}, {key[1]});\n"
             held = _HELD.format(*locking.owner_key(self.guard.pid))
-        insert = f"INSERT INTO {table} (version, description, duration_ms, checksum) SELECT "
-        delete = f"DELETE FROM {table} WHERE version = "
-        return lock, insert, delete, held
+        return lock, held
 
     def _compose(self, step: MigrationInfo, context: psycopg.Connection[Any]) -> _Write:
         (revision,) = step.up_revision_ids
-        version, upgrade = int(revision), step.is_upgrade
+        version = int(revision)
         duration_ms = round((time.perf_counter() - self.mark) * 1000)
-        lock, insert, delete, held = self._parts
-        if upgrade:
-            description = self.descriptions.get(version, f"revision {revision}")
-            values = (
-                str(version),
-                sql.Literal(description).as_string(context),
-                str(duration_ms),
-                sql.Literal(self.checksums.get(version)).as_string(context),
-            )
-            write = insert + ", ".join(values) + (f" WHERE {held}" if held else "")
-        else:
-            write = delete + str(version) + (f" AND {held}" if held else "")
+        lock, held = self._parts
+        write = step_write(
+            context,
+            self.table.as_string(),
+            version,
+            up=step.is_upgrade,
+            description=self.descriptions.get(version, f"revision {revision}"),
+            duration_ms=duration_ms,
+            checksum=self.checksums.get(version),
+            held=held,
+        )
         text = lock + write
         rebuild = self.views(left_at(step)) if self.views is not None else None
         if rebuild is not None:
@@ -360,8 +389,8 @@ class Recorder:
             old, new = new, old
         kind = "insert" if old is None else "delete" if new is None else "update"
         table = qualified(ctx.version_table_schema or self.schema, ctx.version_table)
-        version_sql = _version_sql(kind, table.as_string(raw), old, new)
-        self.pending = _Ride(self._compose(step, raw), raw, kind, version_sql)
+        statement = version_sql(kind, table.as_string(raw), old, new)
+        self.pending = _Ride(self._compose(step, raw), raw, kind, statement)
 
     def version_write(self, construct: Any) -> _Rows | None:
         """Alembic sends ``construct``: when it is the pending step's version-table write,
@@ -409,7 +438,7 @@ class Recorder:
         ``alembic_version`` a ``stamp --purge`` left, puts the database): add those that
         are missing, remove any above. ``version`` names the stamp if the lock was lost."""
         conn = _driver(ctx)
-        lock, _, _, held = self._parts
+        lock, held = self._parts
         if self.guard is not None:  # the same step key and lock check as a step's write
             found = conn.execute(f"{lock}SELECT {held}").set_result(1).fetchone()
             if not (found and found[0]):

@@ -1,0 +1,201 @@
+"""Steps that are plain SQL, run without Alembic or SQLAlchemy.
+
+A migration whose ``upgrade()`` and ``downgrade()`` only send SQL (no backfill, no
+transaction of its own, no ``-x`` argument, no reading of the database: see
+``authoring/compile.py``) does to a database exactly what its offline SQL says: the
+statements ``plan`` shows and its checksum pins. ``migrate SERVICE hash`` writes those
+statements to ``migrations/plain.json`` beside ``checksums.txt``, each with the
+fingerprint of the file it came from (CI checks both files are current).
+
+A run sends them itself on the connection that holds the run lock: one transaction per
+step with the bookkeeping of Alembic's path (``env.py`` and ``history.py``) in the same
+order: the session's timeouts and ``search_path``, the version schemas' views dropped,
+the step's statements, ``alembic_version`` moved, the ``schema_migrations`` row written
+(exactly one row each, else nothing commits) and the views rebuilt. The lock's own
+session runs the step, so the step cannot outlive the lock: no lock check is needed.
+
+A step whose file changed since the last ``hash``, a step that needs Python, a step
+part-way, ``--atomic`` and ``-x`` go through Alembic as before.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from psycopg import sql
+
+from alembic_common.core import history
+from alembic_common.core.services import Service, revision_id
+from alembic_common.errors import ScriptError, StateError
+from alembic_common.online import releases
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from alembic_common.core.state import DbState
+
+FILE = "plain.json"
+FORMAT = 1
+
+
+class Compiled(NamedTuple):
+    """One version's own statements each way (None: that way needs Alembic)."""
+
+    fingerprint: str  # sha256 of the migration file they were rendered from
+    up: tuple[str, ...] | None
+    down: tuple[str, ...] | None
+
+
+def path(service: Service) -> Path:
+    return service.path / "migrations" / FILE
+
+
+# The file as last parsed, by path and text: a fleet reads it for every target.
+_PARSED: dict[Path, tuple[str, dict[int, Compiled]]] = {}
+
+
+def read(service: Service) -> dict[int, Compiled]:
+    """Every version the file holds (empty when there is no file)."""
+    where = path(service)
+    try:
+        text = where.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    known = _PARSED.get(where)
+    if known is None or known[0] != text:
+        known = _PARSED[where] = (text, _parse(where, text))
+    return known[1]
+
+
+def _parse(where: Path, text: str) -> dict[int, Compiled]:
+    try:
+        document = json.loads(text)
+        return {
+            int(version): Compiled(
+                entry["file"],
+                None if entry.get("up") is None else tuple(entry["up"]),
+                None if entry.get("down") is None else tuple(entry["down"]),
+            )
+            for version, entry in document["steps"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ScriptError(
+            f"{where.name} is not a file 'migrate hash' wrote ({type(exc).__name__}: {exc}); "
+            "run 'migrate SERVICE hash' again"
+        ) from None
+
+
+def render(service: Service, compiled: dict[int, Compiled]) -> str:
+    """The file's text: stable (sorted, indented) so that a change reads as a diff."""
+    document = {
+        "about": f"The SQL of {service.name}'s plain-SQL steps, written by 'migrate "
+        f"{service.name} hash' (CI checks it is current); a run sends it instead of "
+        "running the file through Alembic while the file is unchanged.",
+        "format": FORMAT,
+        "steps": {
+            f"{v:04d}": {"file": c.fingerprint, "up": c.up, "down": c.down}
+            for v, c in sorted(compiled.items())
+        },
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+
+
+def write(service: Service, compiled: dict[int, Compiled]) -> Path:
+    target = path(service)
+    target.write_text(render(service, compiled), encoding="utf-8")
+    return target
+
+
+def statements(service: Service, version: int, down: bool) -> tuple[str, ...] | None:
+    """What ``version`` sends, one way, as plain SQL; None when it must go through Alembic
+    (it needs Python at run time, or its file is not the one the SQL was rendered from)."""
+    found = read(service).get(version)
+    if found is None or found.fingerprint != service.file_hashes.get(version):
+        return None
+    return found.down if down else found.up
+
+
+def prepare(conn: psycopg.Connection[Any], service: Service, state: DbState) -> None:
+    """What env.py's session set-up does before Alembic's first step: the schema, the
+    history table (made, claimed, given its extra columns) and Alembic's version table."""
+    with conn.transaction():
+        if service.schema != "public":
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(service.schema))
+            )
+        if not state.history_table:
+            history.create(conn, service.name, service.schema)
+        else:
+            assert state.shape is not None
+            history.add_extras(conn, service.schema, {c.name for c in state.shape.columns})
+            if state.owner is None:
+                history.claim(conn, service.name, service.schema)
+        if not state.alembic_table:
+            history.create_version_table(conn, service.schema)
+
+
+class Settings(NamedTuple):
+    """The session a step runs under (env.session_settings), as SET LOCAL."""
+
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+    def sql(self, schema: str) -> str:
+        quoted = '"' + schema.replace('"', '""') + '"'
+        return (
+            f"SET LOCAL lock_timeout = {self.lock_timeout_ms};\n"
+            f"SET LOCAL statement_timeout = {self.statement_timeout_ms};\n"
+            f"SET LOCAL search_path TO {quoted}"
+        )
+
+
+def run_step(
+    conn: psycopg.Connection[Any],
+    service: Service,
+    version: int,
+    body: tuple[str, ...],
+    *,
+    down: bool,
+    session: Settings,
+    checksum: str | None,
+) -> int:
+    """Run one step in a transaction of its own on ``conn`` (autocommit, holding the run
+    lock); return its duration in ms, as history.py records it."""
+    started = time.perf_counter()
+    versions = service.disk_versions()
+    below = versions[versions.index(version) - 1] if versions.index(version) > 0 else None
+    revision, previous = revision_id(version), revision_id(below) if below else None
+    old, new = (revision, previous) if down else (previous, revision)
+    table = history.qualified(service.schema, history.ALEMBIC_TABLE).as_string(conn)
+    kind = "insert" if old is None else "delete" if new is None else "update"
+    clear = releases.clear_sql(service)
+    with conn.transaction():
+        conn.execute(session.sql(service.schema) + (f";\n{clear}" if clear else ""))
+        for statement in body:  # one at a time, as Alembic sends them
+            conn.execute(statement)
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        write = history.step_write(
+            conn,
+            history.qualified(service.schema, history.TABLE).as_string(conn),
+            version,
+            up=not down,
+            description=service.descriptions.get(version, f"revision {revision}"),
+            duration_ms=duration_ms,
+            checksum=checksum,
+        )
+        rebuild = releases.sync_sql(service, below if down else version, history.OWN_TABLES)
+        text = f"{history.version_sql(kind, table, old, new)};\n{write}"
+        cursor = conn.execute(text + (f";\n{rebuild}" if rebuild else ""))
+        moved, recorded = cursor.set_result(0).rowcount, cursor.set_result(1).rowcount
+        if moved != 1 or recorded != 1:
+            raise StateError(
+                f"{service.name}: alembic_version and schema_migrations did not move together "
+                f"at version {version} (changed {moved} and {recorded} rows, expected 1 each); "
+                "nothing of it was kept; run 'status' to see both",
+                service=service.name,
+                version=version,
+            )
+    return duration_ms
