@@ -8,7 +8,6 @@ stdout and stderr passes through the run's scrubber. A closed stdout ends the ru
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import importlib
@@ -18,7 +17,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
 
 import typer
@@ -26,6 +25,7 @@ import typer.main
 import typer.models
 from typer.core import TyperGroup
 
+from alembic_common.cli import shell
 from alembic_common.core import services, settings
 from alembic_common.core.project import Project
 from alembic_common.errors import ConfigError, MigrationError, UsageError
@@ -39,72 +39,6 @@ EMBEDDED_COMMANDS = ("status", "stop")
 PSEUDO = {ALL: ALL_COMMANDS, EMBEDDED: EMBEDDED_COMMANDS}  # "SERVICE" words that are not one
 EMBEDDED_ONLY = ("stop",)
 ALL_ONLY = ("report",)
-
-
-class Signalled(KeyboardInterrupt):
-    """SIGTERM (or SIGINT) as an exception, so the run rolls back and reports like Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _showing_data(asked: bool) -> Iterator[None]:
-    """``--show-data`` for this run only (its forked workers inherit it; nothing after it does)."""
-    before = os.environ.get(redact.SHOW_DATA)
-    if asked:
-        os.environ[redact.SHOW_DATA] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(redact.SHOW_DATA, None)
-        else:
-            os.environ[redact.SHOW_DATA] = before
-
-
-def _raise_signal(signum: int, frame: Any) -> None:
-    raise Signalled(signum)
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into exceptions for the duration of a run (main thread only)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _raise_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
-    """Route stdout and stderr through the scrubber; a closed stdout is not an error."""
-    out, err = sys.stdout, sys.stderr
-    sys.stdout = redact.ScrubbedStream(out, scrub)
-    sys.stderr = redact.ScrubbedStream(err, scrub)
-    try:
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(redact.ReaderGone, ValueError, OSError):
-                stream.flush()
-        sys.stdout, sys.stderr = out, err
-
-
-def _stdout_gone() -> int:
-    """The reader of stdout went away (``| head -1``): stop quietly, exit 0."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
-    return 0
 
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
@@ -139,11 +73,11 @@ class Frame(TyperGroup):
         debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
         scrub = redact.Scrubber(redact.gather(argv, os.environ))
         code = 1
-        with _scrubbed(scrub), _signals(), _showing_data("--show-data" in argv):
+        with shell.scrubbed(scrub), shell.signals(), shell.showing_data("--show-data" in argv):
             try:
                 code = self._run(argv, debug, kw)
             except redact.ReaderGone:
-                code = _stdout_gone()
+                code = shell.stdout_gone()
         sys.exit(code)
 
     def _run(self, argv: list[str], debug: bool, kw: dict[str, Any]) -> int:
@@ -403,15 +337,7 @@ def named(argv: Sequence[str]) -> typer.Typer:
 
 
 def run() -> None:
-    """The process's entry point (the ``migrate`` script and ``scripts/migrate.py``).
-
-    Runs ``main``, flushes the output, runs the ``atexit`` handlers, then ends the process
-    at once: the interpreter's own teardown of the modules loaded (psycopg above all) cost
-    every start about 100 ms, a third of a no-op ``up``. Files the run writes (events,
-    metrics, backups) are written and closed by then.
-    """
-    import atexit
-
+    """The whole CLI as the process's entry point (see ``shell.finish``)."""
     try:
         main()
         code = 0
@@ -419,8 +345,4 @@ def run() -> None:
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+    shell.finish(code)

@@ -54,8 +54,9 @@ from alembic_common.cli.render import (
     out,
     print_json,
     progress_bar,
+    show_result,
+    show_status,
     spans,
-    table,
     wrapped,
 )
 from alembic_common.core import runner, services, xargs
@@ -65,7 +66,6 @@ from alembic_common.core.project import Project
 from alembic_common.core.settings import Settings
 from alembic_common.errors import MigrationError, UsageError
 from alembic_common.fleets import fleet
-from alembic_common.online import releases
 from alembic_common.safety.redact import Scrubber
 
 Pair = tuple[Settings, fleet.Outcome]
@@ -272,33 +272,6 @@ def up(
     )
     record(project, reporter, "up", [(targets[0], done)], started, metrics_file)
     show_result(result, as_json)
-
-
-def held_hint(result: runner.RunResult) -> str:
-    return f"; {result.why_held}" if result.held and result.why_held else ""
-
-
-def show_result(result: runner.RunResult, json_output: bool) -> None:
-    if json_output:
-        print_json(result.to_dict())
-        return
-    name, held = result.service, held_hint(result)
-    if result.noop:
-        out(wrapped(f"{name}: at version {result.after}; nothing to do{held}"))
-        return
-    if result.adopted and not result.steps:
-        out(
-            wrapped(
-                f"{name}: adopted the legacy history {result.adopted}; at version {result.after}{held}"
-            )
-        )
-        return
-    verb = "applied" if result.action == "up" else "rolled back"
-    steps = ", ".join(map(str, result.steps)) or "nothing"
-    before, after = (v if v is not None else "empty" for v in (result.before, result.after))
-    if result.backup:
-        out(wrapped(f"{name}: backup {result.backup}"))
-    out(wrapped(f"{name}: {before} -> {after} ({verb} {steps}){held}"))
 
 
 def limit(text: str | None, total: int, option: str) -> int | None:
@@ -641,67 +614,6 @@ def status(
         show_status(report)
     if not report.ok or (strict and (report.changed or report.invalid or report.in_progress)):
         raise typer.Exit(1)
-
-
-def show_status(report: runner.Status) -> None:
-    current = report.current if report.current is not None else "-"
-    out(f"database: {report.database}")
-    out(f"{report.service}: version {current} of {report.head}")
-    rows = []
-    for m in report.migrations:
-        state = "applied" if m.applied else "pending"
-        if m.part_way:
-            state = "part-way"
-        elif m.version in report.held:
-            first = report.held[0]
-            state = "held (contract)" if m.version == first else f"waits for {first}"
-        applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
-        rows.append((m.version, state, applied_at, m.description))
-    out(table(("version", "state", "applied at", "description"), rows, right=(0,)))
-    if report.in_progress:
-        out(wrapped(f"PART-WAY: {report.in_progress.describe()}"))
-    if report.why_held:
-        out(wrapped(f"HELD: {report.why_held}"))
-    if report.unannounced:
-        out(
-            wrapped(
-                f"note: {len(report.unannounced)} session(s) announce no release (listed, not "
-                f"counted for contract steps): {releases.describe(report.unannounced)}"
-            )
-        )
-    if report.legacy:
-        out(
-            wrapped(
-                "note: made by the previous migration system (no alembic_version); 'up' will adopt it"
-            )
-        )
-    if report.renamed:
-        out(
-            wrapped(
-                f"note: the recorded description of version(s) {spans(report.renamed)} differs from the "
-                "code's docstring"
-            )
-        )
-    if report.changed:
-        out(
-            wrapped(
-                f"CHANGED: the SQL of version(s) {spans(report.changed)} is not what ran when they were "
-                "applied; 'up' refuses to build on them until reviewed ('up --accept-changed')"
-            )
-        )
-    if report.unverified:
-        out(
-            wrapped(
-                f"note: version(s) {spans(report.unverified)} were applied without a checksum "
-                "(legacy, plain alembic, or an older release): unverified"
-            )
-        )
-    for item in report.invalid:
-        out(wrapped(f"HEALTH: {item}"))
-    if report.unknown:
-        out(f"AHEAD: the database has versions this code does not know: {spans(report.unknown)}")
-    if report.problem:
-        out(f"INCONSISTENT: {report.problem}")
 
 
 def target_state(outcome: fleet.Outcome) -> str:

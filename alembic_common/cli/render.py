@@ -19,12 +19,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic_common.core import events as ev
 from alembic_common.core.events import Event
 from alembic_common.safety import files
 from alembic_common.safety.redact import Scrubber
+
+if TYPE_CHECKING:
+    from alembic_common.core.runner import RunResult, Status
 
 NBSP = "\u00a0"
 ELLIPSIS = "…"
@@ -92,17 +95,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
     """Rows as aligned plain text (rich, without box drawing). Piped: every cell whole and
     no line padded past its last cell. On a terminal: within its width, the last column
     cut with an ellipsis, earlier ones wrapped between words when they must give way."""
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    if not terminal() and not any("\n" in c for row in cells for c in row):
+        return _plain_table(cells, right)
+    natural = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return _rich_table(cells, right, fit(natural, width()) if terminal() else natural)
+
+
+def _rich_table(cells: list[list[str]], right: Sequence[int], widths: list[int]) -> str:
     import io
 
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
-    natural = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    widths = fit(natural, width()) if terminal() else natural
     grid = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0), header_style="")
-    last = len(headers) - 1
+    last = len(widths) - 1
     for i, header in enumerate(cells[0]):
         grid.add_column(
             header,
@@ -124,6 +132,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
     )
     console.print(grid)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+
+
+def _plain_table(cells: list[list[str]], right: Sequence[int]) -> str:
+    """What ``table`` prints when piped, without loading rich's tables (a ``status`` in a
+    start hook or a script): columns two spaces apart, padded by display width."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    last = len(widths) - 1
+    lines = []
+    for row in cells:
+        parts = []
+        for i, cell in enumerate(row):
+            if i in right:  # rich justifies a cell's text without its trailing spaces
+                cell = cell.rstrip(" ")
+            pad = " " * (widths[i] - cell_len(cell)) if i != last or i in right else ""
+            parts.append(pad + cell if i in right else cell + pad)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -252,3 +279,98 @@ def describe(event: Event) -> str | None:
                 f"in {event.delay_s:g}s"
             )
     return None
+
+
+# --- one database's run and status ----------------------------------------------------------
+
+
+def held_hint(result: RunResult) -> str:
+    return f"; {result.why_held}" if result.held and result.why_held else ""
+
+
+def show_result(result: RunResult, json_output: bool) -> None:
+    """What one ``up`` or ``down`` did, in a line (or its JSON)."""
+    if json_output:
+        print_json(result.to_dict())
+        return
+    name, held = result.service, held_hint(result)
+    if result.noop:
+        out(wrapped(f"{name}: at version {result.after}; nothing to do{held}"))
+        return
+    if result.adopted and not result.steps:
+        out(
+            wrapped(
+                f"{name}: adopted the legacy history {result.adopted}; at version {result.after}{held}"
+            )
+        )
+        return
+    verb = "applied" if result.action == "up" else "rolled back"
+    steps = ", ".join(map(str, result.steps)) or "nothing"
+    before, after = (v if v is not None else "empty" for v in (result.before, result.after))
+    if result.backup:
+        out(wrapped(f"{name}: backup {result.backup}"))
+    out(wrapped(f"{name}: {before} -> {after} ({verb} {steps}){held}"))
+
+
+def show_status(report: Status) -> None:
+    """One database's status as the table ``status`` prints."""
+    from alembic_common.online import releases
+
+    current = report.current if report.current is not None else "-"
+    out(f"database: {report.database}")
+    out(f"{report.service}: version {current} of {report.head}")
+    rows = []
+    for m in report.migrations:
+        state = "applied" if m.applied else "pending"
+        if m.part_way:
+            state = "part-way"
+        elif m.version in report.held:
+            first = report.held[0]
+            state = "held (contract)" if m.version == first else f"waits for {first}"
+        applied_at = m.applied_at[:19].replace("T", " ") if m.applied_at else "-"
+        rows.append((m.version, state, applied_at, m.description))
+    out(table(("version", "state", "applied at", "description"), rows, right=(0,)))
+    if report.in_progress:
+        out(wrapped(f"PART-WAY: {report.in_progress.describe()}"))
+    if report.why_held:
+        out(wrapped(f"HELD: {report.why_held}"))
+    if report.unannounced:
+        out(
+            wrapped(
+                f"note: {len(report.unannounced)} session(s) announce no release (listed, not "
+                f"counted for contract steps): {releases.describe(report.unannounced)}"
+            )
+        )
+    if report.legacy:
+        out(
+            wrapped(
+                "note: made by the previous migration system (no alembic_version); 'up' will adopt it"
+            )
+        )
+    if report.renamed:
+        out(
+            wrapped(
+                f"note: the recorded description of version(s) {spans(report.renamed)} differs from the "
+                "code's docstring"
+            )
+        )
+    if report.changed:
+        out(
+            wrapped(
+                f"CHANGED: the SQL of version(s) {spans(report.changed)} is not what ran when they were "
+                "applied; 'up' refuses to build on them until reviewed ('up --accept-changed')"
+            )
+        )
+    if report.unverified:
+        out(
+            wrapped(
+                f"note: version(s) {spans(report.unverified)} were applied without a checksum "
+                "(legacy, plain alembic, or an older release): unverified"
+            )
+        )
+    for item in report.invalid:
+        out(wrapped(f"HEALTH: {item}"))
+    if report.unknown:
+        out(f"AHEAD: the database has versions this code does not know: {spans(report.unknown)}")
+    if report.problem:
+        out(f"INCONSISTENT: {report.problem}")

@@ -1,0 +1,111 @@
+"""The fast path of the commonest runs: ``SERVICE up`` at head and ``SERVICE status``.
+
+A container's start hook runs ``migrate SERVICE up`` on every start, nearly always with
+nothing to do, and monitoring runs ``status``. Both take the argv parsed here by hand,
+without building typer's app (``SERVICE up|status``, ``--url URL`` at most once,
+``--json``) and import only what they use: the settings, one connection, the state and
+the plan. ``up`` answers here only when the database is at head with nothing held; anything
+else (work to do, an error, a usage it does not know) goes to the whole CLI, which does the
+same reading again and says what it says. Nothing here writes to the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import NamedTuple
+
+COMMANDS = ("up", "status")
+
+
+class Asked(NamedTuple):
+    service: str
+    command: str
+    url: str | None
+    as_json: bool
+
+
+def parse(argv: Sequence[str]) -> Asked | None:
+    """What ``argv`` asks, when it is a run this path knows exactly; None otherwise."""
+    if len(argv) < 2 or argv[1] not in COMMANDS or argv[0].startswith("-"):
+        return None
+    url: str | None = None
+    as_json = False
+    rest = list(argv[2:])
+    while rest:
+        word = rest.pop(0)
+        if word == "--json" and not as_json:
+            as_json = True
+        elif word == "--url" and url is None and rest and not rest[0].startswith("-"):
+            url = rest.pop(0)
+        elif word.startswith("--url=") and url is None and len(word) > len("--url="):
+            url = word[len("--url=") :]
+        else:
+            return None
+    if any(name in os.environ for name in ("MIGRATE_POOLER_URLS", "MIGRATE_DEBUG")):
+        return None  # the contract gate's poolers, a traceback: the whole CLI's business
+    upper = argv[0].upper()
+    if url is None and any(
+        f"{upper}_{kind}_URLS" in os.environ for kind in ("DATABASE", "MIGRATION")
+    ):
+        return None  # a fleet
+    return Asked(argv[0], argv[1], url, as_json)
+
+
+def run(argv: Sequence[str]) -> int | None:
+    """The exit code of a run this path finished; None: the whole CLI takes it from the start."""
+    asked = parse(argv)
+    if asked is None:
+        return None
+    from alembic_common.cli import shell
+    from alembic_common.safety import redact
+
+    scrub = redact.Scrubber(redact.gather(argv, os.environ))
+    try:
+        with shell.scrubbed(scrub), shell.signals():
+            return _answer(asked)
+    except redact.ReaderGone:
+        return shell.stdout_gone()
+    except Exception:  # the whole CLI reads again and reports it its way
+        return None
+
+
+def _answer(asked: Asked) -> int | None:
+    from alembic_common.cli import render
+    from alembic_common.core import runner, settings
+    from alembic_common.core.project import Project
+
+    settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
+    project = Project.find()
+    if asked.service not in project.services:
+        return None
+    service = project.service(asked.service)
+    resolved = settings.resolve(service.name, url=asked.url, root=service.root)
+    if resolved.embedded_dir is not None:
+        return None  # the whole CLI says that it uses the embedded server
+    if asked.command == "status":
+        report = runner.status(service, resolved)
+        if asked.as_json:
+            render.print_json(report.to_dict())
+        else:
+            render.show_status(report)
+        return 0 if report.ok else 1
+    result = runner.first_look(service, resolved)
+    if result is None or not result.noop or result.held:
+        return None  # work to do, or held steps to report: the whole CLI
+    render.show_result(result, asked.as_json)
+    return 0
+
+
+def main() -> None:
+    """The process's entry point: this path when it can, else the whole CLI."""
+    code = run(sys.argv[1:])
+    if code is None:
+        from alembic_common.cli.frame import run as whole
+
+        whole()
+        return
+    from alembic_common.cli import shell
+
+    shell.finish(code)
