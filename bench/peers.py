@@ -1,21 +1,26 @@
-"""Against the fastest peer: dbmate, on the same trivial steps, side by side.
+"""Against the peers: dbmate, Sqitch and plain Alembic, on the same trivial steps, side by side.
 
-    python bench/peers.py [--runs 7] [--steps 300] [--fleet 60]
+    python bench/peers.py [--runs 7] [--steps 300] [--fleet 60] [--peers dbmate,sqitch,alembic]
+                          [--fleet-peers dbmate]
 
 dbmate (the Go tool) is installed with npm into a cache outside the repository
-(``$XDG_CACHE_HOME/migrate-bench``, else ``~/.cache/migrate-bench``) when it is missing.
-Both tools get the same SQL: ``--steps`` trivial steps (``CREATE TABLE t_N (id int)``), ours
-as a generated service of Alembic revisions (as bench/history.py makes them) with its
-checksums file written by ``hash`` (as every service has one), dbmate's as its
-``-- migrate:up`` files. Each tool works on databases of its own; runs alternate, each
-tool first in turn, and every ratio (ours / dbmate) is the median of the pairs' ratios
-with its range:
+(``$XDG_CACHE_HOME/migrate-bench``, else ``~/.cache/migrate-bench``) when it is missing;
+Sqitch comes from Debian (``apt-get install sqitch libdbd-pg-perl``, run when missing and
+allowed, else Sqitch is left out, saying so); plain Alembic is this venv's, with the minimal
+env.py of bench/bridge_overhead.py. Every tool gets the same SQL: ``--steps`` trivial steps
+(``CREATE TABLE t_N (id int)``), ours as a generated service of Alembic revisions with its
+``hash`` files (checksums.txt and plain.json, as every service has them), dbmate's as
+``-- migrate:up`` files, Sqitch's as a plan with deploy and revert scripts, Alembic's as
+the same revision files. Each tool works on databases of its own; runs go round the tools,
+each first in turn, and every ratio (ours / peer) is the median of the rounds' ratios with
+its range:
 
-  * no-op start: ``up`` on a database at head;
-  * status: ``status`` on a database at head;
+  * no-op start: ``up`` (dbmate ``up``, ``sqitch deploy``, ``alembic upgrade head``) at head;
+  * status: ``status`` (dbmate ``status``, ``sqitch status``, ``alembic current``) at head;
   * per step: ``up`` of every step on an empty database;
-  * a fleet of ``--fleet`` empty databases to head: ours ``up --targets-file --jobs 4``,
-    dbmate as its users run a fleet, ``xargs -P 4``; then the same again (the recheck).
+  * a fleet of ``--fleet`` empty databases to head (``--fleet-peers`` only: Sqitch runs psql
+    once per step, minutes for a fleet): ours ``up --targets-file --jobs 4``, each peer as
+    its users run a fleet, ``xargs -P 4``; then the same again (the recheck).
 
 The databases are named bench_peer_*. Not a test.
 """
@@ -24,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import (
@@ -41,7 +48,7 @@ from _common import (
     spread,
     timed,
 )
-from bridge_overhead import write_project
+from bridge_overhead import psql_binary, write_project
 
 PREFIX = "bench_peer_"
 MIGRATE = [sys.executable, str(ROOT / "scripts" / "migrate.py"), "bench"]
@@ -75,103 +82,167 @@ def dbmate_url(url: str) -> str:
     return url + ("&" if "?" in url else "?") + "sslmode=disable"
 
 
-class Peers:
-    """The two tools' commands on a database."""
+def sqitch_binary() -> str | None:
+    """Sqitch, installed from Debian when missing and this user may; else None."""
+    found = shutil.which("sqitch")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "sqitch", "libdbd-pg-perl"],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        found = shutil.which("sqitch")
+    return found
 
-    def __init__(self, base: Path, steps: int) -> None:
+
+def sqitch_dir(base: Path, steps: int) -> Path:
+    folder = base / "sqitch"
+    for sub in ("deploy", "revert"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "sqitch.conf").write_text("[core]\n\tengine = pg\n")
+    plan = ["%syntax-version=1.0.0", "%project=bench", ""]
+    for v in range(1, steps + 1):
+        plan.append(f"t_{v} 2026-01-01T00:00:00Z Bench <bench@example.com> # step {v}")
+        (folder / "deploy" / f"t_{v}.sql").write_text(
+            f"BEGIN;\nCREATE TABLE t_{v} (id int);\nCOMMIT;\n"
+        )
+        (folder / "revert" / f"t_{v}.sql").write_text(f"BEGIN;\nDROP TABLE t_{v};\nCOMMIT;\n")
+    (folder / "sqitch.plan").write_text("\n".join(plan) + "\n")
+    return folder
+
+
+def sqitch_target(url: str) -> str:
+    return "db:" + url.replace("postgresql://", "pg://", 1)
+
+
+class Tools:
+    """Each tool's commands on a database: ``run(tool, action, url)``, ``fleet(tool, urls)``."""
+
+    def __init__(self, base: Path, steps: int, peers: list[str]) -> None:
         self.env = {"MIGRATE_ROOT": str(base)}
         write_project(base, steps, plain=False)
-        timed([*MIGRATE, "hash"], env=self.env)  # its checksums file, as a service has one
-        self.dbmate = dbmate_binary()
-        self.dir = dbmate_dir(base, steps)
+        timed([*MIGRATE, "hash"], env=self.env)  # its checksums and plain-SQL files
+        self.peers: list[str] = []
+        if "dbmate" in peers:
+            self.dbmate = dbmate_binary()
+            self.dbmate_dir = dbmate_dir(base, steps)
+            self.peers.append("dbmate")
+        if "sqitch" in peers:
+            found = sqitch_binary()
+            if found is None:
+                print("Sqitch is not installed (apt-get install sqitch libdbd-pg-perl): left out")
+            else:
+                self.sqitch = found
+                self.sqitch_dir = sqitch_dir(base, steps)
+                psql = Path(psql_binary(server())).parent
+                self.sqitch_env = {"PATH": f"{psql}:{os.environ.get('PATH', '')}"}
+                self.peers.append("sqitch")
+        if "alembic" in peers:
+            self.alembic_ini = write_project(base / "plain", steps, plain=True)
+            self.peers.append("alembic")
 
-    def ours(self, action: str, url: str) -> float:
-        return timed([*MIGRATE, action, "--url", url], env=self.env)
-
-    def theirs(self, action: str, url: str) -> float:
-        return timed(
-            [
-                self.dbmate, "--url", dbmate_url(url), "--migrations-dir", str(self.dir),
+    def command(self, tool: str, action: str, url: str) -> tuple[list[str], dict[str, str]]:
+        """The command line (and environment) of ``action`` (up or status) by ``tool``."""
+        if tool == "ours":
+            return [*MIGRATE, action, "--url", url], self.env
+        if tool == "dbmate":
+            return [
+                self.dbmate, "--url", dbmate_url(url), "--migrations-dir", str(self.dbmate_dir),
                 "--no-dump-schema", action,
-            ]
-        )  # fmt: skip
+            ], {}  # fmt: skip
+        if tool == "sqitch":
+            verb = "deploy" if action == "up" else "status"
+            return [
+                self.sqitch, "--chdir", str(self.sqitch_dir), verb, sqitch_target(url)
+            ], self.sqitch_env  # fmt: skip
+        verb = ["upgrade", "head"] if action == "up" else ["current"]
+        return [
+            sys.executable, "-m", "alembic", "-c", str(self.alembic_ini), "-x", f"url={url}", *verb
+        ], {"PYTHONPATH": str(ROOT)}  # fmt: skip
 
-    def ours_fleet(self, targets: Path) -> float:
-        args = ["up", "--targets-file", str(targets), "--jobs", "4", "--per-host", "4"]
-        return timed([*MIGRATE, *args], env=self.env)
+    def run(self, tool: str, action: str, url: str) -> float:
+        cmd, env = self.command(tool, action, url)
+        return timed(cmd, env=env)
 
-    def theirs_fleet(self, urls: list[str]) -> float:
-        dbmate = f"{self.dbmate} --migrations-dir {self.dir} --no-dump-schema --url"
-        feed = "\n".join(dbmate_url(u) for u in urls)
-        return timed(
-            ["sh", "-c", f"printf '%s\\n' \"$0\" | xargs -P 4 -I{{}} {dbmate} {{}} up", feed]
-        )
+    def fleet(self, tool: str, urls: list[str], folder: Path) -> float:
+        """``urls`` to head: ours with its own fleet options, a peer through ``xargs -P 4``."""
+        if tool == "ours":
+            targets = folder / "targets.txt"
+            targets.write_text("".join(f"{u}\n" for u in urls))
+            args = ["up", "--targets-file", str(targets), "--jobs", "4", "--per-host", "4"]
+            return timed([*MIGRATE, *args], env=self.env)
+        cmd, env = self.command(tool, "up", "postgresql://{}")  # xargs fills in the rest
+        feed = "\n".join(u.removeprefix("postgresql://") for u in urls)
+        xargs = f"printf '%s\\n' \"$0\" | xargs -P 4 -d '\\n' -I{{}} {shlex.join(cmd)}"
+        return timed(["sh", "-c", xargs, feed], env=env)
 
 
-def pairs(runs: int, ours: object, theirs: object) -> tuple[list[float], list[float]]:
-    """Alternating timings of two callables, each first in turn."""
-    mine: list[float] = []
-    other: list[float] = []
+def rounds(runs: int, tools: list[str], call: Callable[[str], float]) -> dict[str, list[float]]:
+    """Each tool once a round, the round's first tool moving on by one each time."""
+    found: dict[str, list[float]] = {t: [] for t in tools}
     for i in range(runs):
-        order = (("ours", ours), ("theirs", theirs))
-        for side, call in order if i % 2 == 0 else order[::-1]:
-            (mine if side == "ours" else other).append(call())  # type: ignore[operator]
-    return mine, other
+        shift = i % len(tools)
+        for tool in tools[shift:] + tools[:shift]:
+            found[tool].append(call(tool))
+    return found
 
 
-def row(name: str, mine: list[float], other: list[float]) -> None:
-    ratios = [a / b for a, b in zip(mine, other, strict=True)]
-    print(
-        f"{name:<26} ours {median(mine) * 1000:8.1f} ms  dbmate {median(other) * 1000:8.1f} ms"
-        f"  ours/dbmate {spread(ratios)}"
-    )
+def rows(name: str, found: dict[str, list[float]]) -> None:
+    mine = found["ours"]
+    print(f"{name:<26} ours {median(mine) * 1000:9.1f} ms")
+    for tool, theirs in found.items():
+        if tool != "ours":
+            ratios = [a / b for a, b in zip(mine, theirs, strict=True)]
+            print(
+                f"{'':<26} {tool:<7} {median(theirs) * 1000:9.1f} ms   ours/{tool} {spread(ratios)}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=7, help="pairs of each measure")
+    parser.add_argument("--runs", type=int, default=7, help="rounds of each measure")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--fleet", type=int, default=60, help="databases (0: no fleet)")
+    parser.add_argument("--peers", default="dbmate,sqitch,alembic")
+    parser.add_argument("--fleet-peers", default="dbmate")
     args = parser.parse_args()
     srv = server()
     drop_prefixed(srv, PREFIX)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as folder:
-        peers = Peers(Path(folder), args.steps)
+        tools = Tools(Path(folder), args.steps, args.peers.split(","))
+        every = ["ours", *tools.peers]
         try:
-            mine, other = create_db(srv, prefix=PREFIX), create_db(srv, prefix=PREFIX)
-            peers.ours("up", mine)
-            peers.theirs("up", other)
-            row("no-op start (up)", *pairs(args.runs, lambda: peers.ours("up", mine),
-                                           lambda: peers.theirs("up", other)))  # fmt: skip
-            row("status", *pairs(args.runs, lambda: peers.ours("status", mine),
-                                 lambda: peers.theirs("status", other)))  # fmt: skip
-
-            def empty() -> str:
-                return create_db(srv, prefix=PREFIX)
-
-            row(f"{args.steps} steps from empty", *pairs(
-                args.runs, lambda: peers.ours("up", empty()), lambda: peers.theirs("up", empty())
-            ))  # fmt: skip
-            if args.fleet:
+            at_head = {t: create_db(srv, prefix=PREFIX) for t in every}
+            for tool, url in at_head.items():
+                tools.run(tool, "up", url)
+            rows(
+                "no-op start (up)",
+                rounds(args.runs, every, lambda t: tools.run(t, "up", at_head[t])),
+            )
+            rows("status", rounds(args.runs, every, lambda t: tools.run(t, "status", at_head[t])))
+            rows(
+                f"{args.steps} steps from empty",
+                rounds(
+                    args.runs, every, lambda t: tools.run(t, "up", create_db(srv, prefix=PREFIX))
+                ),
+            )
+            fleet_tools = ["ours", *(t for t in tools.peers if t in args.fleet_peers.split(","))]
+            if args.fleet and len(fleet_tools) > 1:
                 runs = max(3, args.runs // 2)
-                ups: tuple[list[float], list[float]] = ([], [])
-                rechecks: tuple[list[float], list[float]] = ([], [])
+                ups: dict[str, list[float]] = {t: [] for t in fleet_tools}
+                rechecks: dict[str, list[float]] = {t: [] for t in fleet_tools}
                 for i in range(runs):
-                    for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
+                    shift = i % len(fleet_tools)
+                    for tool in fleet_tools[shift:] + fleet_tools[:shift]:
                         dbs = create_dbs(srv, args.fleet, prefix=PREFIX)
-                        if side == "ours":
-                            targets = Path(folder) / "targets.txt"
-                            targets.write_text("".join(f"{u}\n" for u in dbs))
-                            ups[0].append(peers.ours_fleet(targets))
-                            rechecks[0].append(peers.ours_fleet(targets))
-                        else:
-                            ups[1].append(peers.theirs_fleet(dbs))
-                            rechecks[1].append(peers.theirs_fleet(dbs))
+                        ups[tool].append(tools.fleet(tool, dbs, Path(folder)))
+                        rechecks[tool].append(tools.fleet(tool, dbs, Path(folder)))
                         drop_dbs(srv, dbs)
-                row(f"fleet of {args.fleet}: up", *ups)
-                row(f"fleet of {args.fleet}: recheck", *rechecks)
+                rows(f"fleet of {args.fleet}: up", ups)
+                rows(f"fleet of {args.fleet}: recheck", rechecks)
         finally:
             drop_prefixed(srv, PREFIX)
 

@@ -20,12 +20,15 @@ part-way, ``--atomic`` and ``-x`` go through Alembic as before.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from psycopg import sql
+import psycopg
+from psycopg import pq, sql
 
 from alembic_common.core import history
 from alembic_common.core.services import Service, revision_id
@@ -33,8 +36,6 @@ from alembic_common.errors import ScriptError, StateError
 from alembic_common.online import releases
 
 if TYPE_CHECKING:
-    import psycopg
-
     from alembic_common.core.state import DbState
 
 FILE = "plain.json"
@@ -166,16 +167,19 @@ def run_step(
     lock); return its duration in ms, as history.py records it."""
     started = time.perf_counter()
     versions = service.disk_versions()
-    below = versions[versions.index(version) - 1] if versions.index(version) > 0 else None
+    at = bisect.bisect_left(versions, version)
+    below = versions[at - 1] if at > 0 else None
     revision, previous = revision_id(version), revision_id(below) if below else None
     old, new = (revision, previous) if down else (previous, revision)
     table = history.qualified(service.schema, history.ALEMBIC_TABLE).as_string(conn)
     kind = "insert" if old is None else "delete" if new is None else "update"
     clear = releases.clear_sql(service)
-    with conn.transaction():
-        conn.execute(session.sql(service.schema) + (f";\n{clear}" if clear else ""))
-        for statement in body:  # one at a time, as Alembic sends them
-            conn.execute(statement)
+    # Three round trips: the step (its transaction opened, the session set, the views
+    # dropped, its statements), then the bookkeeping (checked before anything commits),
+    # then the commit. Statements end on a line of their own: one may end in a comment.
+    head = ["BEGIN", session.sql(service.schema), *([clear] if clear else [])]
+    try:
+        conn.execute("\n;\n".join(s.rstrip().removesuffix(";") for s in [*head, *body]))
         duration_ms = round((time.perf_counter() - started) * 1000)
         write = history.step_write(
             conn,
@@ -198,4 +202,10 @@ def run_step(
                 service=service.name,
                 version=version,
             )
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
     return duration_ms

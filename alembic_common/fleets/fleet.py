@@ -436,13 +436,18 @@ def _sample(
 
 
 def _preload(loaded: Iterable[services.Service]) -> None:
-    """Import Alembic and read the histories once here, so every forked worker starts with them."""
-    import alembic.command  # noqa: F401
-    import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+    """Import Alembic and read the histories once here, so every forked worker starts with
+    them; a service whose every step is plain SQL (sqlsteps.py) needs neither."""
+    from alembic_common.core import sqlsteps
 
     for service in loaded:
-        service.scripts  # noqa: B018
         services.remember(service)
+        if all(sqlsteps.statements(service, v, False) is not None for v in service.disk_versions()):
+            continue
+        import alembic.command  # noqa: F401
+        import sqlalchemy.dialects.postgresql.psycopg  # noqa: F401
+
+        service.scripts  # noqa: B018
 
 
 def _within(
