@@ -15,7 +15,8 @@ the same revision files. Each tool works on databases of its own; runs go round 
 each first in turn, and every ratio (ours / peer) is the median of the rounds' ratios with
 its range:
 
-  * no-op start: ``up`` (dbmate ``up``, ``sqitch deploy``, ``alembic upgrade head``) at head;
+  * no-op start: ``up`` (dbmate ``up``, ``sqitch deploy``, ``alembic upgrade head``) at head,
+    beside this stack's floor (Python importing psycopg and leaving with ``os._exit``);
   * status: ``status`` (dbmate ``status``, ``sqitch status``, ``alembic current``) at head;
   * per step: ``up`` of every step on an empty database;
   * a fleet of ``--fleet`` empty databases to head (``--fleet-peers`` only: Sqitch runs psql
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import shutil
 import subprocess
@@ -144,6 +146,8 @@ class Tools:
 
     def command(self, tool: str, action: str, url: str) -> tuple[list[str], dict[str, str]]:
         """The command line (and environment) of ``action`` (up or status) by ``tool``."""
+        if tool == "floor":  # this stack's own floor: Python importing psycopg, nothing more
+            return [sys.executable, "-c", "import os, psycopg; os._exit(0)"], {}
         if tool == "ours":
             return [*MIGRATE, action, "--url", url], self.env
         if tool == "dbmate":
@@ -165,17 +169,26 @@ class Tools:
         cmd, env = self.command(tool, action, url)
         return timed(cmd, env=env)
 
-    def fleet(self, tool: str, urls: list[str], folder: Path) -> float:
-        """``urls`` to head: ours with its own fleet options, a peer through ``xargs -P 4``."""
+    def fleet(self, tool: str, urls: list[str], folder: Path) -> tuple[float, float]:
+        """``urls`` to head: ours with its own fleet options, a peer through ``xargs -P 4``;
+        the wall time and the CPU time of the tool's processes (the server's is not counted)."""
         if tool == "ours":
             targets = folder / "targets.txt"
             targets.write_text("".join(f"{u}\n" for u in urls))
             args = ["up", "--targets-file", str(targets), "--jobs", "4", "--per-host", "4"]
-            return timed([*MIGRATE, *args], env=self.env)
+            return with_cpu([*MIGRATE, *args], env=self.env)
         cmd, env = self.command(tool, "up", "postgresql://{}")  # xargs fills in the rest
         feed = "\n".join(u.removeprefix("postgresql://") for u in urls)
         xargs = f"printf '%s\\n' \"$0\" | xargs -P 4 -d '\\n' -I{{}} {shlex.join(cmd)}"
-        return timed(["sh", "-c", xargs, feed], env=env)
+        return with_cpu(["sh", "-c", xargs, feed], env=env)
+
+
+def with_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time, and user plus system time of the process and every descendant it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed(cmd, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def rounds(runs: int, tools: list[str], call: Callable[[str], float]) -> dict[str, list[float]]:
@@ -218,11 +231,13 @@ def main() -> None:
             at_head = {t: create_db(srv, prefix=PREFIX) for t in every}
             for tool, url in at_head.items():
                 tools.run(tool, "up", url)
+            at_head["floor"] = at_head["ours"]
+            starts = [*every, "floor"]
             rows(
                 "no-op start (up)",
-                rounds(args.runs, every, lambda t: tools.run(t, "up", at_head[t])),
+                rounds(args.runs, starts, lambda t: tools.run(t, "up", at_head[t])),
             )
-            rows("status", rounds(args.runs, every, lambda t: tools.run(t, "status", at_head[t])))
+            rows("status", rounds(args.runs, starts, lambda t: tools.run(t, "status", at_head[t])))
             rows(
                 f"{args.steps} steps from empty",
                 rounds(
@@ -233,15 +248,19 @@ def main() -> None:
             if args.fleet and len(fleet_tools) > 1:
                 runs = max(3, args.runs // 2)
                 ups: dict[str, list[float]] = {t: [] for t in fleet_tools}
+                cpu: dict[str, list[float]] = {t: [] for t in fleet_tools}
                 rechecks: dict[str, list[float]] = {t: [] for t in fleet_tools}
                 for i in range(runs):
                     shift = i % len(fleet_tools)
                     for tool in fleet_tools[shift:] + fleet_tools[:shift]:
                         dbs = create_dbs(srv, args.fleet, prefix=PREFIX)
-                        ups[tool].append(tools.fleet(tool, dbs, Path(folder)))
-                        rechecks[tool].append(tools.fleet(tool, dbs, Path(folder)))
+                        wall, used = tools.fleet(tool, dbs, Path(folder))
+                        ups[tool].append(wall)
+                        cpu[tool].append(used)
+                        rechecks[tool].append(tools.fleet(tool, dbs, Path(folder))[0])
                         drop_dbs(srv, dbs)
                 rows(f"fleet of {args.fleet}: up", ups)
+                rows(f"fleet of {args.fleet}: up, CPU", cpu)
                 rows(f"fleet of {args.fleet}: recheck", rechecks)
         finally:
             drop_prefixed(srv, PREFIX)

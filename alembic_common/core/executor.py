@@ -557,6 +557,7 @@ class Executor:
         handler = notices(self.progress) if self.progress is not None else None
         if handler is not None:
             self.conn.add_notice_handler(handler)
+        described = service.descriptions
         try:
             for version in versions:
                 body = sqlsteps.statements(service, version, down)
@@ -568,6 +569,7 @@ class Executor:
                     body,
                     down=down,
                     session=session,
+                    description=described.get(version, f"revision {revision_id(version)}"),
                     checksum=(sums or {}).get(version),
                 )
                 made = events.RolledBack if down else events.Applied

@@ -54,20 +54,22 @@ def path(service: Service) -> Path:
     return service.path / "migrations" / FILE
 
 
-# The file as last parsed, by path and text: a fleet reads it for every target.
-_PARSED: dict[Path, tuple[str, dict[int, Compiled]]] = {}
+# The file as last parsed, by path and what stat says of it: a fleet reads it for every
+# target, and a run asks of it at every step.
+_PARSED: dict[Path, tuple[tuple[int, int, int], dict[int, Compiled]]] = {}
 
 
 def read(service: Service) -> dict[int, Compiled]:
     """Every version the file holds (empty when there is no file)."""
     where = path(service)
     try:
-        text = where.read_text(encoding="utf-8")
+        found = where.stat()
     except FileNotFoundError:
         return {}
+    seen = (found.st_mtime_ns, found.st_size, found.st_ino)
     known = _PARSED.get(where)
-    if known is None or known[0] != text:
-        known = _PARSED[where] = (text, _parse(where, text))
+    if known is None or known[0] != seen:
+        known = _PARSED[where] = (seen, _parse(where, where.read_text(encoding="utf-8")))
     return known[1]
 
 
@@ -161,6 +163,7 @@ def run_step(
     *,
     down: bool,
     session: Settings,
+    description: str,
     checksum: str | None,
 ) -> int:
     """Run one step in a transaction of its own on ``conn`` (autocommit, holding the run
@@ -186,7 +189,7 @@ def run_step(
             history.qualified(service.schema, history.TABLE).as_string(conn),
             version,
             up=not down,
-            description=service.descriptions.get(version, f"revision {revision}"),
+            description=description,
             duration_ms=duration_ms,
             checksum=checksum,
         )
