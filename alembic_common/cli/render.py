@@ -156,6 +156,9 @@ def _plain_table(cells: list[list[str]], right: Sequence[int]) -> str:
 @contextmanager
 def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
     """A bar with counts on a terminal's stderr; yields the callback that advances it."""
+    if quiet or not sys.stderr.isatty():  # no bar: rich's console is not even loaded
+        yield lambda *_: None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -169,7 +172,6 @@ def progress_bar(total: int, quiet: bool) -> Iterator[Callable[..., None]]:
         console=Console(stderr=True),
         auto_refresh=False,
         transient=True,
-        disable=quiet or not sys.stderr.isatty(),
     )
     with bar:
         task = bar.add_task("databases", total=total)

@@ -134,13 +134,15 @@ def prepare_session(conn: Any, service: Service, attributes: dict[str, Any]) -> 
             f"adopt it with 'migrate {service.name} up' first",
             service=service.name,
         )
-    if not found_state.history_table:
-        history.create(raw, service.name, service.schema)
-    else:
-        assert found_state.shape is not None
-        history.add_extras(raw, service.schema, {c.name for c in found_state.shape.columns})
-        if found.owner is None:
-            history.claim(raw, service.name, service.schema)
+    shape = found_state.shape
+    history.ensure(
+        raw,
+        service.name,
+        service.schema,
+        exists=found_state.history_table,
+        columns={c.name for c in shape.columns} if shape else set(),
+        owner=found.owner,
+    )
     raw.commit()
 
 

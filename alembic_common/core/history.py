@@ -156,6 +156,25 @@ def add_extras(conn: psycopg.Connection[Any], schema: str, present: set[str]) ->
             )
 
 
+def ensure(
+    conn: psycopg.Connection[Any],
+    service: str,
+    schema: str,
+    *,
+    exists: bool,
+    columns: set[str],
+    owner: str | None,
+) -> None:
+    """Before the first step: make the history table, or give one made elsewhere our extra
+    columns and, unclaimed, claim it for ``service`` (as the state read found it)."""
+    if not exists:
+        create(conn, service, schema)
+        return
+    add_extras(conn, schema, columns)
+    if owner is None:
+        claim(conn, service, schema)
+
+
 def accept(conn: psycopg.Connection[Any], schema: str, sums: Mapping[int, str]) -> None:
     """Record that changed steps are accepted as they are now (their new checksums)."""
     with conn.transaction():

@@ -129,13 +129,14 @@ def prepare(conn: psycopg.Connection[Any], service: Service, state: DbState) -> 
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(service.schema))
             )
-        if not state.history_table:
-            history.create(conn, service.name, service.schema)
-        else:
-            assert state.shape is not None
-            history.add_extras(conn, service.schema, {c.name for c in state.shape.columns})
-            if state.owner is None:
-                history.claim(conn, service.name, service.schema)
+        history.ensure(
+            conn,
+            service.name,
+            service.schema,
+            exists=state.history_table,
+            columns={c.name for c in state.shape.columns} if state.shape else set(),
+            owner=state.owner,
+        )
         if not state.alembic_table:
             history.create_version_table(conn, service.schema)
 

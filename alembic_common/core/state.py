@@ -130,7 +130,8 @@ def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, st
             query = sql.SQL(
                 "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
             ).format(sql.SQL(checksum), qualified(schema, TABLE))
-            recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in conn.execute(query)}
+            rows = conn.execute(query).fetchall()  # at once: a history runs to thousands
+            recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in rows}
     in_progress = None
     if part_way:
         # The step's last transaction may drop the table between the look and the read (names
