@@ -306,3 +306,59 @@ def test_a_failing_plain_step_is_rolled_back_and_reported_as_alembic_reports_it(
     assert messages[0] == messages[1]
     assert f"version {head} failed and was rolled back" in messages[0]
     assert snapshot(two[0]) == snapshot(two[1])
+
+
+HEADER = '"""A step"""\nfrom alembic import op\n'
+
+
+@pytest.mark.parametrize(
+    ("source", "plain"),
+    [
+        ("def upgrade():\n    op.execute('CREATE TABLE a (id int)')\n", True),
+        ("import sqlalchemy as sa\ndef upgrade():\n    op.add_column('a', sa.Column('b', sa.Text))\n", True),
+        ("from alembic_common.migration import isolate, service_of\n"
+         "def upgrade():\n    isolate('a', service_of(__file__))\n", True),
+        ("def upgrade():\n    op.get_bind().execute('SELECT 1')\n", False),
+        ("def upgrade():\n    getattr(op, 'get_bind')().execute('SELECT 1')\n", False),
+        ("from alembic import context\ndef upgrade():\n    op.execute('SELECT 1')\n", False),
+        ("import os\ndef upgrade():\n    op.execute(os.environ['SQL'])\n", False),
+        ("def upgrade():\n    op.bulk_insert(None, [])\n", False),
+        ("from alembic_common.migration import backfill\ndef upgrade():\n    backfill()\n", False),
+        ("from alembic_common import migration\ndef upgrade():\n    migration.refuse_if()\n", False),
+        ("def upgrade():\n    op.execute(open('x.sql').read())\n", False),
+        ("def upgrade():\n    with op.get_context().autocommit_block():\n        pass\n", False),
+        ("def upgrade():\n    op.execute('SELECT 1')\n    eval('1')\n", False),
+    ],
+)  # fmt: skip
+def test_a_step_is_plain_sql_only_when_its_file_only_sends_statements(
+    tmp_path: Path, source: str, plain: bool
+) -> None:
+    from alembic_common.authoring import compile
+
+    path = tmp_path / "0001_a.py"
+    path.write_text(HEADER + source)
+    assert compile.plain_source(path) is plain
+
+
+def test_a_plain_step_waiting_on_a_lock_retries_and_fails_as_alembic_does(
+    generated: services.Service, two: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step that alters ``visits`` meets a session holding it: each path retries after
+    its lock timeout, then gives up with the same message, and the step is not applied."""
+    altering = next(v for v, step in enumerate(STEPS, 1) if "add_column" in step[1])
+    paths = Paths(monkeypatch)
+    messages = []
+    for url, plain in zip(two, (True, False), strict=True):
+        settings = Settings(PLAIN, url, "--url")
+        runner.up(generated, settings, altering - 1)
+        with psycopg.connect(as_superuser(url)) as holder:
+            holder.execute("LOCK TABLE public.visits IN ACCESS SHARE MODE")
+            options = runner.RunOptions(lock_timeout=0.2, retries=1, plain_sql=plain)
+            with pytest.raises(MigrationError) as failed:
+                runner.up(generated, settings, altering, options)
+            holder_pid = holder.info.backend_pid
+        messages.append(str(failed.value).replace(str(holder_pid), "PID"))
+        assert query(url, "SELECT max(version) FROM public.schema_migrations") == [(altering - 1,)]
+    assert altering in paths.plain
+    assert messages[0] == messages[1]
+    assert f"version {altering} could not take a lock within 0.2s after 2 attempts" in messages[0]

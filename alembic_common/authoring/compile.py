@@ -79,7 +79,14 @@ RUNTIME_NAMES = frozenset(
         "open",
         "exec",
         "eval",
+        "compile",
         "__import__",
+        "getattr",
+        "setattr",
+        "globals",
+        "locals",
+        "vars",
+        "__builtins__",
     }
 )
 
