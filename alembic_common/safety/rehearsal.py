@@ -779,6 +779,9 @@ def _run_on_copy(
         on_failure="stop",
         hold_contract=options.hold_contract or bool(look.held),
         allow_production=True,  # a throwaway copy: its way back is the point
+        # Every step through Alembic, whose transactions the meter hooks into; a plain-SQL
+        # step sends the same statements either way (core/sqlsteps.py).
+        plain_sql=False,
     )
     with db.connect(copy) as observer:
         start = plan.assess_for(service, read(observer, service.schema)).current
