@@ -551,8 +551,8 @@ class Executor:
     ) -> None:
         """Plain-SQL steps on the lock's own session, one transaction each."""
         service, options = self.service, self.options
-        session = sqlsteps.Settings(
-            int(options.lock_timeout * 1000), int(options.statement_timeout * 1000)
+        session = sqlsteps.session_sql(
+            service, int(options.lock_timeout * 1000), int(options.statement_timeout * 1000)
         )
         handler = notices(self.progress) if self.progress is not None else None
         if handler is not None:

@@ -141,19 +141,14 @@ def prepare(conn: psycopg.Connection[Any], service: Service, state: DbState) -> 
             history.create_version_table(conn, service.schema)
 
 
-class Settings(NamedTuple):
-    """The session a step runs under (env.session_settings), as SET LOCAL."""
+def session_sql(service: Service, lock_timeout_ms: int, statement_timeout_ms: int) -> str:
+    """The settings env.py gives a migration session, for one step's transaction."""
+    from alembic_common.core import env
 
-    lock_timeout_ms: int
-    statement_timeout_ms: int
-
-    def sql(self, schema: str) -> str:
-        quoted = '"' + schema.replace('"', '""') + '"'
-        return (
-            f"SET LOCAL lock_timeout = {self.lock_timeout_ms};\n"
-            f"SET LOCAL statement_timeout = {self.statement_timeout_ms};\n"
-            f"SET LOCAL search_path TO {quoted}"
-        )
+    given = {"lock_timeout_ms": lock_timeout_ms, "statement_timeout_ms": statement_timeout_ms}
+    return ";\n".join(
+        s.replace("SET ", "SET LOCAL ", 1) for s in env.session_settings(service, given)
+    )
 
 
 def run_step(
@@ -163,12 +158,13 @@ def run_step(
     body: tuple[str, ...],
     *,
     down: bool,
-    session: Settings,
+    session: str,
     description: str,
     checksum: str | None,
 ) -> int:
     """Run one step in a transaction of its own on ``conn`` (autocommit, holding the run
-    lock); return its duration in ms, as history.py records it."""
+    lock) under ``session`` (``session_sql``); return its duration in ms, as history.py
+    records it."""
     started = time.perf_counter()
     versions = service.disk_versions()
     at = bisect.bisect_left(versions, version)
@@ -181,7 +177,7 @@ def run_step(
     # Three round trips: the step (its transaction opened, the session set, the views
     # dropped, its statements), then the bookkeeping (checked before anything commits),
     # then the commit. Statements end on a line of their own: one may end in a comment.
-    head = ["BEGIN", session.sql(service.schema), *([clear] if clear else [])]
+    head = ["BEGIN", session, *([clear] if clear else [])]
     try:
         conn.execute("\n;\n".join(s.rstrip().removesuffix(";") for s in [*head, *body]))
         duration_ms = round((time.perf_counter() - started) * 1000)
