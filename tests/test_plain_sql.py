@@ -84,7 +84,10 @@ STEPS: list[tuple[str, str, str, bool]] = [
     ),
     ("", "    op.execute('CREATE TABLE kept (id int)')", "    pass", True),
 ]
-DESCRIPTION = {5: 'Patient\'s "visits" and 100% of their notes: seeded'}
+DESCRIPTION = {
+    5: 'Patient\'s "visits" and 100% of their notes: seeded',
+    6: "Kept: $step$ and $$ quote the bookkeeping's own DO block",
+}
 
 
 def write_service(root: Path) -> services.Service:
@@ -362,3 +365,34 @@ def test_a_plain_step_waiting_on_a_lock_retries_and_fails_as_alembic_does(
     assert altering in paths.plain
     assert messages[0] == messages[1]
     assert f"version {altering} could not take a lock within 0.2s after 2 attempts" in messages[0]
+
+
+def test_bookkeeping_that_does_not_move_one_row_each_keeps_nothing_of_the_step(
+    generated: services.Service, db: str
+) -> None:
+    """A trigger on schema_migrations (not this toolkit's) swallows the history row of a
+    plain step: the server's check stops the step's text before its COMMIT, so neither
+    the step's table nor either version table moves, and the run says so."""
+    first = generated.disk_versions()[0]
+    assert sqlsteps.statements(generated, first, False) is not None
+    env = {"MIGRATE_ROOT": str(generated.root)}
+    assert run_cli(PLAIN, "up", "--version", str(first), "--url", db, env=env).exit_code == 0
+    second = next(v for v in generated.disk_versions() if v > first)
+    assert sqlsteps.statements(generated, second, False) is not None
+    with psycopg.connect(as_superuser(db), autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION public.swallow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN RETURN NULL; END$$;"
+            " CREATE TRIGGER swallow BEFORE INSERT ON public.schema_migrations"
+            " FOR EACH ROW EXECUTE FUNCTION public.swallow()"
+        )
+    before = snapshot(db)
+    done = run_cli(PLAIN, "up", "--url", db, env=env)
+    assert done.exit_code == 1, done.output
+    assert (
+        f"alembic_version and schema_migrations did not move together at version {second} "
+        "(changed 1 and 0 rows, expected 1 each); nothing of it was kept"
+    ) in done.output
+    assert "Traceback" not in done.output
+    assert snapshot(db) == before
+    assert query(db, "SELECT version_num FROM public.alembic_version") == [(f"{first:04d}",)]

@@ -274,12 +274,13 @@ def step_write(
     *,
     up: bool,
     description: str,
-    duration_ms: int,
+    duration_ms: int | str,
     checksum: str | None,
     held: str = "",
 ) -> str:
     """A step's ``schema_migrations`` write as literal SQL (``held``: a lock check it must
-    pass, see ``Guard``): the row in, going up; out, going down."""
+    pass, see ``Guard``; ``duration_ms``: a number, or an SQL expression of one): the row
+    in, going up; out, going down."""
     if not up:
         return f"DELETE FROM {table} WHERE version = {version}" + (f" AND {held}" if held else "")
     values = (

@@ -8,10 +8,11 @@ statements to ``migrations/plain.json`` beside ``checksums.txt``, each with the
 fingerprint of the file it came from (CI checks both files are current).
 
 A run sends them itself on the connection that holds the run lock: one transaction per
-step with the bookkeeping of Alembic's path (``env.py`` and ``history.py``) in the same
-order: the session's timeouts and ``search_path``, the version schemas' views dropped,
-the step's statements, ``alembic_version`` moved, the ``schema_migrations`` row written
-(exactly one row each, else nothing commits) and the views rebuilt. The lock's own
+step, sent as one query, with the bookkeeping of Alembic's path (``env.py`` and
+``history.py``) in the same order: the session's timeouts and ``search_path``, the version
+schemas' views dropped, the step's statements, ``alembic_version`` moved, the
+``schema_migrations`` row written (exactly one row each, checked on the server, else
+nothing commits) and the views rebuilt. The lock's own
 session runs the step, so the step cannot outlive the lock: no lock check is needed.
 
 A step whose file changed since the last ``hash``, a step that needs Python, a step
@@ -23,7 +24,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -151,6 +151,11 @@ def session_sql(service: Service, lock_timeout_ms: int, statement_timeout_ms: in
     )
 
 
+# The bookkeeping's own SQLSTATE (class MG: this toolkit's): alembic_version and
+# schema_migrations did not each change exactly one row, so nothing of the step commits.
+UNMOVED = "MG001"
+
+
 def run_step(
     conn: psycopg.Connection[Any],
     service: Service,
@@ -163,9 +168,8 @@ def run_step(
     checksum: str | None,
 ) -> int:
     """Run one step in a transaction of its own on ``conn`` (autocommit, holding the run
-    lock) under ``session`` (``session_sql``); return its duration in ms, as history.py
-    records it."""
-    started = time.perf_counter()
+    lock) under ``session`` (``session_sql``); return its duration in ms, as its history
+    row records it."""
     versions = service.disk_versions()
     at = bisect.bisect_left(versions, version)
     below = versions[at - 1] if at > 0 else None
@@ -173,39 +177,70 @@ def run_step(
     old, new = (revision, previous) if down else (previous, revision)
     table = history.qualified(service.schema, history.ALEMBIC_TABLE).as_string(conn)
     kind = "insert" if old is None else "delete" if new is None else "update"
+    write = history.step_write(
+        conn,
+        history.qualified(service.schema, history.TABLE).as_string(conn),
+        version,
+        up=not down,
+        description=description,
+        duration_ms="step_ms",
+        checksum=checksum,
+    )
     clear = releases.clear_sql(service)
-    # Three round trips: the step (its transaction opened, the session set, the views
-    # dropped, its statements), then the bookkeeping (checked before anything commits),
-    # then the commit. Statements end on a line of their own: one may end in a comment.
-    head = ["BEGIN", session, *([clear] if clear else [])]
+    rebuild = releases.sync_sql(service, below if down else version, history.OWN_TABLES)
+    # One round trip: the transaction opened, the session set, the views dropped, the
+    # step's statements, then the bookkeeping, checked on the server (an error there stops
+    # the text before its COMMIT, so nothing of the step is kept), the views rebuilt, the
+    # step's duration (the server's clock since the transaction began) read back, COMMIT.
+    checked = _checked(history.version_sql(kind, table, old, new), write)
+    text = [
+        "BEGIN",
+        session,
+        *([clear] if clear else []),
+        *body,
+        checked,
+        *([rebuild] if rebuild else []),
+        "SELECT current_setting('migrate.step_ms')::int",
+        "COMMIT",
+    ]
     try:
-        conn.execute("\n;\n".join(s.rstrip().removesuffix(";") for s in [*head, *body]))
-        duration_ms = round((time.perf_counter() - started) * 1000)
-        write = history.step_write(
-            conn,
-            history.qualified(service.schema, history.TABLE).as_string(conn),
-            version,
-            up=not down,
-            description=description,
-            duration_ms=duration_ms,
-            checksum=checksum,
-        )
-        rebuild = releases.sync_sql(service, below if down else version, history.OWN_TABLES)
-        text = f"{history.version_sql(kind, table, old, new)};\n{write}"
-        cursor = conn.execute(text + (f";\n{rebuild}" if rebuild else ""))
-        moved, recorded = cursor.set_result(0).rowcount, cursor.set_result(1).rowcount
-        if moved != 1 or recorded != 1:
-            raise StateError(
-                f"{service.name}: alembic_version and schema_migrations did not move together "
-                f"at version {version} (changed {moved} and {recorded} rows, expected 1 each); "
-                "nothing of it was kept; run 'status' to see both",
-                service=service.name,
-                version=version,
-            )
-        conn.execute("COMMIT")
-    except BaseException:
+        # Statements end on a line of their own: one may end in a comment.
+        cursor = conn.execute("\n;\n".join(s.rstrip().removesuffix(";") for s in text))
+        found = cursor.set_result(-2).fetchone()
+    except BaseException as exc:
         if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
+        if isinstance(exc, psycopg.Error) and exc.sqlstate == UNMOVED:
+            raise StateError(
+                f"{service.name}: alembic_version and schema_migrations did not move together "
+                f"at version {version} ({exc.diag.message_detail}, expected 1 each); nothing "
+                "of it was kept; run 'status' to see both",
+                service=service.name,
+                version=version,
+            ) from None
         raise
-    return duration_ms
+    assert found is not None, "the step's duration is its text's last result"
+    return int(found[0])
+
+
+def _checked(moved: str, recorded: str) -> str:
+    """Both bookkeeping writes in a DO block that raises ``UNMOVED`` unless each changed
+    exactly one row, and keeps the step's duration for the transaction's rest."""
+    block = (
+        "DECLARE step_ms int := round(extract(epoch FROM clock_timestamp() - now()) * 1000);\n"
+        "  moved bigint; recorded bigint;\n"
+        f"BEGIN\n  {moved};\n  GET DIAGNOSTICS moved = ROW_COUNT;\n"
+        f"  {recorded};\n  GET DIAGNOSTICS recorded = ROW_COUNT;\n"
+        "  IF moved <> 1 OR recorded <> 1 THEN\n"
+        "    RAISE EXCEPTION 'alembic_version and schema_migrations did not move together'\n"
+        "      USING ERRCODE = '" + UNMOVED + "', DETAIL = format("
+        "'changed %s and %s rows', moved, recorded);\n"
+        "  END IF;\n"
+        "  PERFORM set_config('migrate.step_ms', step_ms::text, true);\n"
+        "END"
+    )
+    tag = "$step$"
+    while tag in block:  # a description may hold anything, dollar quotes included
+        tag = tag[:-1] + "_$"
+    return f"DO {tag}\n{block}\n{tag}"
