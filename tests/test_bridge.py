@@ -260,22 +260,26 @@ def test_the_history_write_travels_with_alembics_version_write(case: str, db: st
             lambda: query(
                 db,
                 "SELECT query, pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND query LIKE '%alembic_version%'",
+                " AND wait_event_type = 'Lock'"
+                " AND (query LIKE '%alembic_version%' OR query LIKE 'BEGIN%')",
             ),
             "the step's version write, waiting on the history table",
         )
         pid = locking.lock_holder(blocker, "user")  # the run's lock session
+        seen = history(db)  # what others see while the write waits
         blocker.rollback()
     code, _, err = run.finish()
     assert code == 0, err
     statements = [s.strip() for s in waiting[0][0].split(";\n")]
-    assert statements[0] == version_write
     if sqlsteps.statements(services.get("user", ROOT), changed, changed not in after):
-        # A plain-SQL step runs on the lock's own session: it cannot outlive the lock.
+        # A plain-SQL step is one query on the lock's own session (it cannot outlive the
+        # lock): its statements, then both writes, which wait together, nothing of it seen.
         assert waiting[0][1] == pid
-        assert statements[1].startswith(write.removesuffix(" AND "))
-        assert "advisory" not in statements[1]
+        assert statements[0] == "BEGIN"
+        assert "advisory" not in waiting[0][0]
+        assert seen == sorted(set(after) ^ {changed})
     else:
+        assert statements[0] == version_write
         assert waiting[0][1] != pid
         assert statements[1].startswith("SELECT pg_catalog.pg_advisory_xact_lock(")
         # ... and the write happens only while the lock session still holds its owner key.
