@@ -38,20 +38,20 @@ REVISION = re.compile(r"[0-9]{4,}")
 # other reads use (a table another runner created a moment ago, its columns not yet
 # visible): a table counts only when its pg_class row is visible in that same snapshot.
 _PROBE = """
-SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(alembic)s)),
-       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(history)s)),
-       pg_catalog.obj_description(pg_catalog.to_regclass(%(history)s), 'pg_class'),
+SELECT EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({alembic})),
+       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({history})),
+       pg_catalog.obj_description(pg_catalog.to_regclass({history}), 'pg_class'),
        (SELECT pg_catalog.array_agg(pg_catalog.json_build_array(
                    a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
                    a.attnotnull, a.atthasdef) ORDER BY a.attnum)
           FROM pg_catalog.pg_attribute a
-         WHERE a.attrelid = pg_catalog.to_regclass(%(history)s)
+         WHERE a.attrelid = pg_catalog.to_regclass({history})
            AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT pg_catalog.array_agg(a.attname ORDER BY a.attnum)
           FROM pg_catalog.pg_constraint c
           JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
-         WHERE c.conrelid = pg_catalog.to_regclass(%(history)s) AND c.contype = 'p'),
-       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass(%(partial)s))
+         WHERE c.conrelid = pg_catalog.to_regclass({history}) AND c.contype = 'p'),
+       EXISTS (SELECT FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass({partial}))
 """
 
 
@@ -98,39 +98,53 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> DbState:
         "partial": regclass_name(schema, partial.TABLE),
     }
     # One snapshot for both tables: a step committing between two reads would otherwise
-    # show alembic_version at one version and schema_migrations at the next.
+    # show alembic_version at one version and schema_migrations at the next. Its BEGIN
+    # travels with the catalog probe and its COMMIT with the reads of both tables: two
+    # round trips for the whole state (a fleet's look makes one per target).
     snapshot = conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
-    if snapshot:
-        # search_path again, for the transaction: a pooled connection (another service's
-        # database, read through PgBouncer) has no session setting of ours.
-        conn.execute(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL search_path TO pg_catalog"
-        )
     try:
-        return _read_tables(conn, schema, names)
+        return _read_tables(conn, schema, names, snapshot)
     finally:
-        if snapshot:
+        if snapshot and conn.info.transaction_status != TransactionStatus.IDLE:
             conn.execute("COMMIT")
 
 
-def _read_tables(conn: psycopg.Connection[Any], schema: str, names: dict[str, str]) -> DbState:
-    row = conn.execute(_PROBE, names).fetchone()
+def _read_tables(
+    conn: psycopg.Connection[Any], schema: str, names: dict[str, str], snapshot: bool
+) -> DbState:
+    probe = sql.SQL(_PROBE).format(**{k: sql.Literal(v) for k, v in names.items()})
+    if snapshot:
+        # search_path again, for the transaction: a pooled connection (another service's
+        # database, read through PgBouncer) has no session setting of ours.
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET LOCAL search_path TO pg_catalog;\n"
+        probe = sql.Composed([sql.SQL(begin), probe])
+    row = conn.execute(probe).set_result(-1).fetchone()
     assert row is not None
     alembic_table, history_table, comment, columns, primary_key, part_way = row
-    heads: tuple[str, ...] = ()
-    recorded: dict[int, Recorded] = {}
-    shape = None
+    reads: list[sql.Composable] = []
     if alembic_table:
-        query = sql.SQL("SELECT version_num::text FROM {}").format(qualified(schema, ALEMBIC_TABLE))
-        heads = tuple(str(r[0]) for r in conn.execute(query))
+        reads.append(
+            sql.SQL("SELECT version_num::text FROM {}").format(qualified(schema, ALEMBIC_TABLE))
+        )
+    shape = None
     if history_table:
         shape = Shape(tuple(Column(*c) for c in columns or ()), tuple(primary_key or ()))
         if shape_problem(shape) is None:
             checksum = "checksum" if "checksum" in {c.name for c in shape.columns} else "NULL"
-            query = sql.SQL(
-                "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
-            ).format(sql.SQL(checksum), qualified(schema, TABLE))
-            rows = conn.execute(query).fetchall()  # at once: a history runs to thousands
+            reads.append(
+                sql.SQL(
+                    "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
+                ).format(sql.SQL(checksum), qualified(schema, TABLE))
+            )
+    heads: tuple[str, ...] = ()
+    recorded: dict[int, Recorded] = {}
+    if reads:
+        ending = [sql.SQL("COMMIT")] if snapshot and not part_way else []
+        cursor = conn.execute(sql.SQL(";\n").join([*reads, *ending]))
+        if alembic_table:
+            heads = tuple(str(r[0]) for r in cursor.set_result(0).fetchall())
+        if len(reads) > int(alembic_table):
+            rows = cursor.set_result(len(reads) - 1).fetchall()  # a history runs to thousands
             recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in rows}
     in_progress = None
     if part_way:
