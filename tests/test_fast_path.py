@@ -4,23 +4,33 @@ and hands every other run to the whole CLI."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import (
     ROOT,
     SERVICES,
+    add_step,
     applied_by_default,
+    as_superuser,
+    create_database,
+    drop_database,
     history,
     migrate_cmd,
     peer_env_for,
     run_cli,
     run_script,
     up,
+    versions,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from alembic_common.cli import fast, render
 
@@ -65,11 +75,68 @@ def test_a_no_op_start_imports_neither_typer_nor_sqlalchemy_nor_alembic(db: str)
         assert not {n for n in names if n in heavy or n.split(".")[0] in heavy}, args
 
 
-def test_work_to_do_goes_to_the_whole_cli(db: str) -> None:
-    done = run_script("patient", "up", "--url", db)
-    assert done.returncode == 0, done.stderr
+@pytest.fixture
+def two(server: str, migrating_role: str) -> Iterator[tuple[str, str]]:
+    made = (
+        create_database(server, owner=migrating_role),
+        create_database(server, owner=migrating_role),
+    )
+    yield made
+    for url in made:
+        drop_database(server, url)
+
+
+def timeless(text: str) -> str:
+    """Output without what differs between two runs of the same work on two databases:
+    durations, seconds, the databases' names (create_database's)."""
+    text = re.sub(r"\(\d+ ms\)", "(N ms)", re.sub(r"\bmt_[0-9a-f]{12}\b", "DB", text))
+    return re.sub(r'"(duration_ms|seconds)": [0-9.]+', r'"\1": N', text)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_work_to_do_runs_here_and_says_what_the_whole_cli_says(
+    name: str, as_json: bool, two: tuple[str, str]
+) -> None:
+    env = peer_env_for(name)
+    args = ["up", *(["--json"] if as_json else [])]
+    whole = run_cli(name, *args, "--url", two[0], env=env)
+    quick = run_script(name, *args, "--url", two[1], env=env)
+    assert (quick.returncode, timeless(quick.stdout)) == (whole.exit_code, timeless(whole.stdout))
+    assert timeless(quick.stderr) == timeless(whole.stderr)
+    assert history(two[1]) == history(two[0]) == applied_by_default(name)
+    if not as_json:
+        assert "applied version" in quick.stderr
+
+
+def test_work_to_do_imports_no_typer(db: str) -> None:
+    names, out, code = imported("patient", "up", "--url", db)
+    assert code == 0, out
     assert history(db) == applied_by_default("patient")
-    assert "applied version" in done.stderr
+    assert "psycopg" in names, "the import report was read"
+    assert not {n for n in names if n.split(".")[0] in ("typer", "click")}
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_work_that_fails_fails_as_the_whole_cli_fails(as_json: bool, two: tuple[str, str]) -> None:
+    """The database refuses every write (read-only by default): the run that found work
+    fails the same way on either path, with the same line, exit code and JSON."""
+    for url in two:
+        with psycopg.connect(as_superuser(url), autocommit=True) as conn:
+            name = conn.info.dbname
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+                    sql.Identifier(name)
+                )
+            )
+    args = ["up", *(["--json"] if as_json else [])]
+    whole = run_cli("patient", *args, "--url", two[0])
+    quick = run_script("patient", *args, "--url", two[1])
+    assert whole.exit_code == 1, whole.stderr
+    assert (quick.returncode, timeless(quick.stdout)) == (whole.exit_code, timeless(whole.stdout))
+    assert timeless(quick.stderr) == timeless(whole.stderr)
+    assert "read-only transaction" in quick.stderr and "Traceback" not in quick.stderr
+    assert history(two[1]) == []
 
 
 @pytest.mark.parametrize(
@@ -138,3 +205,24 @@ def test_a_piped_table_is_what_rich_prints(data: st.DataObject) -> None:
     assert render._plain_table(cells, sorted(right)) == render._rich_table(
         cells, sorted(right), natural
     )
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_step_failing_after_others_ran_is_reported_once_as_the_whole_cli_does(
+    as_json: bool, two: tuple[str, str], project_copy: Path
+) -> None:
+    """The history's last step fails after every other was applied: the fast path says
+    what the whole CLI says (each applied step, then the failure, once), and leaves the same
+    history; it does not hand a run that changed the database to the whole CLI again."""
+    failing = add_step(project_copy, "user", "    op.execute('SELECT 1/0')")
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    args = ["up", *(["--json"] if as_json else [])]
+    whole = run_cli("user", *args, "--url", two[0], env=env)
+    quick = run_script("user", *args, "--url", two[1], env=env)
+    assert whole.exit_code == 1, whole.stderr
+    assert (quick.returncode, timeless(quick.stdout)) == (whole.exit_code, timeless(whole.stdout))
+    assert timeless(quick.stderr) == timeless(whole.stderr)
+    assert f"version {failing} failed and was rolled back" in quick.stderr
+    assert history(two[1]) == history(two[0]) == versions("user", project_copy)[:-1]
+    if not as_json:
+        assert quick.stderr.count("applied version") == len(versions("user", project_copy)) - 1

@@ -1,12 +1,14 @@
-"""The fast path of the commonest runs: ``SERVICE up`` at head and ``SERVICE status``.
+"""The fast path of the commonest runs: ``SERVICE up`` and ``SERVICE status``.
 
 A container's start hook runs ``migrate SERVICE up`` on every start, nearly always with
-nothing to do, and monitoring runs ``status``. Both take the argv parsed here by hand,
-without building typer's app (``SERVICE up|status``, ``--url URL`` at most once,
-``--json``) and import only what they use: the settings, one connection, the state and
-the plan. ``up`` answers here only when the database is at head with nothing held; anything
-else (work to do, an error, a usage it does not know) goes to the whole CLI, which does the
-same reading again and says what it says. Nothing here writes to the database.
+nothing to do, a deployment runs it with work, and monitoring runs ``status``. They take
+the argv parsed here by hand, without building typer's app (``SERVICE up|status``,
+``--url URL`` at most once, ``--json``), and import only what they use: the settings, one
+connection, the state and the plan. Until ``up`` has looked and found work, anything this
+path cannot answer (an error, held steps, a usage it does not know) goes to the whole CLI,
+which reads again and says what it says; once it has found work, it runs it here exactly
+as the whole CLI runs one target (``outcomes.up_one``) and says how it ended as the whole
+CLI does (``shell.failed``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from alembic_common.safety import redact
+
+if TYPE_CHECKING:
+    from alembic_common.core.project import Project
+    from alembic_common.core.services import Service
+    from alembic_common.core.settings import Settings
 
 COMMANDS = ("up", "status")
 
@@ -43,8 +52,10 @@ def parse(argv: Sequence[str]) -> Asked | None:
             url = word[len("--url=") :]
         else:
             return None
-    if any(name in os.environ for name in ("MIGRATE_POOLER_URLS", "MIGRATE_DEBUG")):
-        return None  # the contract gate's poolers, a traceback: the whole CLI's business
+    if any(
+        os.environ.get(name) for name in ("MIGRATE_POOLER_URLS", "MIGRATE_DEBUG", redact.SHOW_DATA)
+    ):
+        return None  # the contract gate's poolers, a traceback, data shown: the whole CLI's
     upper = argv[0].upper()
     if url is None and any(
         f"{upper}_{kind}_URLS" in os.environ for kind in ("DATABASE", "MIGRATION")
@@ -58,25 +69,30 @@ def run(argv: Sequence[str]) -> int | None:
     asked = parse(argv)
     if asked is None:
         return None
-    from alembic_common.cli import shell
-    from alembic_common.safety import redact
+    import warnings
 
+    from alembic_common.cli import shell
+
+    warnings.simplefilter("ignore")  # as the whole CLI does without --debug
     scrub = redact.Scrubber(redact.gather(argv, os.environ))
     try:
         with shell.scrubbed(scrub), shell.signals():
-            return _answer(asked)
+            try:
+                return _answer(asked, argv, scrub)
+            except KeyboardInterrupt as exc:  # a signal while looking: nothing was changed
+                return shell.failed(exc, argv, debug=False)
     except redact.ReaderGone:
         return shell.stdout_gone()
     except Exception:  # the whole CLI reads again and reports it its way
         return None
 
 
-def _answer(asked: Asked) -> int | None:
+def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | None:
     from alembic_common.cli import render
     from alembic_common.core import runner, settings
     from alembic_common.core.project import Project
 
-    settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
+    environment = settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
     project = Project.find()
     if asked.service not in project.services:
         return None
@@ -92,9 +108,35 @@ def _answer(asked: Asked) -> int | None:
             render.show_status(report)
         return 0 if report.ok else 1
     result = runner.first_look(service, resolved)
-    if result is None or not result.noop or result.held:
-        return None  # work to do, or held steps to report: the whole CLI
+    if result is None:
+        return _work(asked, argv, scrub, project, service, resolved, environment)
+    if not result.noop or result.held:
+        return None  # held steps to report: the whole CLI
     render.show_result(result, asked.as_json)
+    return 0
+
+
+def _work(
+    asked: Asked,
+    argv: Sequence[str],
+    scrub: redact.Scrubber,
+    project: Project,
+    service: Service,
+    resolved: Settings,
+    environment: str,
+) -> int:
+    """``up`` with work on one database, with the whole CLI's defaults, events and errors."""
+    from alembic_common.cli import outcomes, render, shell
+    from alembic_common.core import runner
+
+    options = runner.RunOptions(environment=environment)
+    reporter = render.Reporter(None, quiet=asked.as_json, scrub=scrub)
+    try:
+        outcomes.up_one(project, service, resolved, None, options, reporter, None, asked.as_json)
+    except redact.ReaderGone:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        return shell.failed(exc, argv, debug=False)
     return 0
 
 

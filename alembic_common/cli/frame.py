@@ -11,11 +11,8 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
-import json
 import os
-import signal
 import sys
-import traceback
 import warnings
 from collections.abc import Sequence
 from typing import Annotated, Any, NamedTuple
@@ -28,10 +25,10 @@ from typer.core import TyperGroup
 from alembic_common.cli import shell
 from alembic_common.core import services, settings
 from alembic_common.core.project import Project
-from alembic_common.errors import ConfigError, MigrationError, UsageError
+from alembic_common.errors import ConfigError, UsageError
 from alembic_common.safety import redact
 
-PROG = "migrate"
+PROG = shell.PROG
 ALL = "all"
 ALL_COMMANDS = ("up", "status", "report")
 EMBEDDED = "embedded"  # the embedded server itself, not a service
@@ -90,16 +87,6 @@ class Frame(TyperGroup):
                 "values from rows (patient data) they quote\n"
             )
 
-        def fail(message: str, code: int) -> int:
-            error = sys.exc_info()[1]
-            if debug:
-                sys.stderr.write(redact.traceback_text(error) if error else traceback.format_exc())
-            line = " ".join(message.split())
-            sys.stderr.write(f"{PROG}: error: {line}\n")
-            if "--json" in argv:
-                sys.stdout.write(json.dumps(failure_json(argv, error, line, code)) + "\n")
-            return code
-
         if not argv:
             super().main(["--help"], prog_name=PROG, standalone_mode=False)
             return 2
@@ -110,59 +97,18 @@ class Frame(TyperGroup):
         except typer.Exit as exc:
             return int(exc.exit_code)
         except typer.Abort:
-            return fail("aborted", 1)
+            return shell.fail(argv, "aborted", 1, debug=debug)
         except typer.TyperException as exc:  # click's own usage errors
             where = [a for a in argv[:2] if not a.startswith("-")]
             hint = f" (see '{' '.join([PROG, *where])} --help')" if where else ""
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            return fail(unechoed(message, argv) + hint, int(getattr(exc, "exit_code", 2)))
-        except MigrationError as exc:
-            return fail(str(exc), exc.exit_code)
+            code = int(getattr(exc, "exit_code", 2))
+            return shell.fail(argv, unechoed(message, argv) + hint, code, debug=debug, usage=True)
         except redact.ReaderGone:
             raise
-        except KeyboardInterrupt as exc:
-            signum = getattr(exc, "signum", signal.SIGINT)
-            return fail(f"interrupted ({signal.Signals(signum).name})", 128 + signum)
-        except Exception as exc:
-            return fail(
-                f"unexpected {type(exc).__name__}: {redact.first_line(exc)} (rerun with --debug "
-                "for the traceback)",
-                1,
-            )
+        except (Exception, KeyboardInterrupt) as exc:
+            return shell.failed(exc, argv, debug=debug)
         return result if isinstance(result, int) else 0
-
-
-def failure_json(
-    argv: Sequence[str], error: BaseException | None, message: str, code: int
-) -> dict[str, Any]:
-    """The one JSON object a failed command prints under ``--json``: which command, that it
-    failed, how (``error``: exit code, kind, the one-line message, service and version where
-    known), and what it had done before (``steps`` applied or rolled back)."""
-    words = [a for a in argv[:2] if not a.startswith("-")]
-    kind = (
-        error.kind
-        if isinstance(error, MigrationError)
-        else "usage"
-        if isinstance(error, typer.TyperException)
-        else "interrupted"
-        if isinstance(error, KeyboardInterrupt)
-        else "unexpected"
-    )
-    service = getattr(error, "service", None) or (words[0] if words else None)
-    done = error.done if isinstance(error, MigrationError) else {}
-    return {
-        "service": service,
-        "action": words[1] if len(words) > 1 else None,
-        "ok": False,
-        **done,
-        "error": {
-            "exit_code": code,
-            "kind": kind,
-            "message": message,
-            "service": service,
-            "version": getattr(error, "version", None),
-        },
-    }
 
 
 def unechoed(message: str, argv: Sequence[str]) -> str:

@@ -7,7 +7,6 @@ signal), ``failed`` and ``run_finished`` events and its metrics.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from alembic_common.cli.options import (
     WaveSize,
     with_connection,
 )
+from alembic_common.cli.outcomes import Pair, failure, record, scrubber, up_one, write_metrics
 from alembic_common.cli.render import (
     Reporter,
     err,
@@ -60,42 +60,11 @@ from alembic_common.cli.render import (
     wrapped,
 )
 from alembic_common.core import runner, services, xargs
-from alembic_common.core.events import Failed, RunFinished, RunStarted
+from alembic_common.core.events import RunStarted
 from alembic_common.core.locking import DEFAULT_LOCK_WAIT
 from alembic_common.core.project import Project
-from alembic_common.core.settings import Settings
-from alembic_common.errors import MigrationError, UsageError
+from alembic_common.errors import UsageError
 from alembic_common.fleets import fleet
-from alembic_common.safety.redact import Scrubber
-
-Pair = tuple[Settings, fleet.Outcome]
-
-
-def scrubber() -> Scrubber:
-    """The run's scrubber (the frame put it on stderr), for the files a command writes."""
-    return getattr(sys.stderr, "scrub", None) or Scrubber()
-
-
-def cause(exc: BaseException) -> str:
-    """What an error says, for events and summaries (a bug says what kind it is)."""
-    if isinstance(exc, MigrationError):
-        return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
-        return f"interrupted ({exc})"
-    return f"unexpected {type(exc).__name__}: {exc}"
-
-
-def failure(service: str, settings: Settings, exc: BaseException, started: float) -> fleet.Outcome:
-    code = getattr(exc, "exit_code", 130 if isinstance(exc, KeyboardInterrupt) else 1)
-    return fleet.Outcome(
-        service,
-        settings.display,
-        "failed",
-        error=cause(exc),
-        exit_code=code,
-        seconds=time.time() - started,
-    )
-
 
 # --- up ------------------------------------------------------------------------------------
 
@@ -214,9 +183,9 @@ def up(
     if version is not None:  # usage errors come before any connection is made
         runner.check_version(service, service.disk_versions(), version)
     targets = conn.targets(service, say=err, chosen=chosen)
-    started = time.time()
-    reporter(RunStarted(action="up", service=service.name, targets=[t.label for t in targets]))
     if len(targets) != 1 or chosen.given:
+        started = time.time()
+        reporter(RunStarted(action="up", service=service.name, targets=[t.label for t in targets]))
         rollout = fleet.Rollout(
             parallel=jobs,
             per_host=per_host,
@@ -255,23 +224,7 @@ def up(
             exit_code=stopped.exit_code if stopped else None,
         )
         return
-    try:
-        result = runner.up(service, targets[0], version, run_options, reporter)
-    except BaseException as exc:
-        record(
-            project,
-            reporter,
-            "up",
-            [(targets[0], failure(service.name, targets[0], exc, started))],
-            started,
-            metrics_file,
-        )
-        raise
-    done = fleet.Outcome(
-        service.name, targets[0].display, "ok", result, seconds=time.time() - started
-    )
-    record(project, reporter, "up", [(targets[0], done)], started, metrics_file)
-    show_result(result, as_json)
+    up_one(project, service, targets[0], version, run_options, reporter, metrics_file, as_json)
 
 
 def limit(text: str | None, total: int, option: str) -> int | None:
@@ -301,68 +254,6 @@ def run_fleet(
     except fleet.Stopped as stop:
         raise Stopped(list(zip(where, stop.outcomes, strict=True)), stop.exit_code) from None
     return list(zip(where, outcomes, strict=True))
-
-
-def write_metrics(
-    project: Project,
-    path: Path,
-    pairs: list[Pair],
-    run: bool,
-    *,
-    aggregate: bool = False,
-    per_target: bool = True,
-    seconds: float = 0.0,
-) -> None:
-    """Per-target series (one database, or asked for) and, for a fleet, its aggregates."""
-    from alembic_common.fleets import metrics
-
-    samples = fleet.samples(pairs, project.services, run) if per_target else []
-    fleets = fleet.aggregates(pairs, seconds) if aggregate else []
-    metrics.write(path, samples, scrubber(), fleets)
-
-
-def record(
-    project: Project,
-    reporter: Reporter,
-    action: str,
-    pairs: list[Pair],
-    started: float,
-    metrics_file: Path | None,
-    *,
-    fleet_run: bool = False,
-    per_target: bool = True,
-) -> None:
-    """Emit failure and finish events, and write the metrics file."""
-    for settings, outcome in pairs:
-        if outcome.kind == "failed":
-            reporter(
-                Failed(
-                    action=action,
-                    service=outcome.service,
-                    target=settings.label,
-                    state=outcome.state,
-                    cause=outcome.error,
-                )
-            )
-    reporter(
-        RunFinished(
-            action=action,
-            ok=all(o.ok for _, o in pairs),
-            seconds=round(time.time() - started, 3),
-            failed=sum(not o.ok for _, o in pairs),
-            targets=len(pairs),
-        )
-    )
-    if metrics_file is not None:
-        write_metrics(
-            project,
-            metrics_file,
-            pairs,
-            run=True,
-            aggregate=fleet_run,
-            per_target=per_target,
-            seconds=time.time() - started,
-        )
 
 
 def finish(

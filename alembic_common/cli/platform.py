@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from alembic_common.cli.frame import app, is_all, project_of
-from alembic_common.cli.migrate import finish, scrubber, write_metrics
+from alembic_common.cli.migrate import finish
 from alembic_common.cli.options import Connection, with_connection
+from alembic_common.cli.outcomes import scrubber, write_metrics
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
 from alembic_common.core import runner
 from alembic_common.core.events import RunStarted

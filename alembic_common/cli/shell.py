@@ -1,5 +1,6 @@
 """The process around a run, without typer: signals as exceptions, every output through the
-run's scrubber, a closed stdout, ``--show-data``, and the end of the process.
+run's scrubber, a closed stdout, ``--show-data``, the one line of a failure, and the end of
+the process.
 
 Both the whole CLI (``frame.py``) and its fast path (``fast.py``) run inside these.
 """
@@ -10,10 +11,13 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from alembic_common.errors import MigrationError
 from alembic_common.safety import redact
+
+PROG = "migrate"
 
 
 class Signalled(KeyboardInterrupt):
@@ -72,6 +76,76 @@ def scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
             with contextlib.suppress(redact.ReaderGone, ValueError, OSError):
                 stream.flush()
         sys.stdout, sys.stderr = out, err
+
+
+def failed(exc: BaseException, argv: Sequence[str], *, debug: bool) -> int:
+    """Say what stopped a run (an error of ours, a signal, a bug) on one line; its exit code."""
+    if isinstance(exc, MigrationError):
+        return fail(argv, str(exc), exc.exit_code, debug=debug)
+    if isinstance(exc, KeyboardInterrupt):
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return fail(argv, f"interrupted ({signal.Signals(signum).name})", 128 + signum, debug=debug)
+    return fail(
+        argv,
+        f"unexpected {type(exc).__name__}: {redact.first_line(exc)} (rerun with --debug for the "
+        "traceback)",
+        1,
+        debug=debug,
+    )
+
+
+def fail(argv: Sequence[str], message: str, code: int, *, debug: bool, usage: bool = False) -> int:
+    """``migrate: error: MESSAGE`` on stderr (``debug``: after the traceback of the error being
+    handled), with ``--json`` the failure's object on stdout; the exit code."""
+    import json
+    import traceback
+
+    error = sys.exc_info()[1]
+    if debug:
+        sys.stderr.write(redact.traceback_text(error) if error else traceback.format_exc())
+    line = " ".join(message.split())
+    sys.stderr.write(f"{PROG}: error: {line}\n")
+    if "--json" in argv:
+        sys.stdout.write(json.dumps(failure_json(argv, error, line, code, usage=usage)) + "\n")
+    return code
+
+
+def failure_json(
+    argv: Sequence[str],
+    error: BaseException | None,
+    message: str,
+    code: int,
+    *,
+    usage: bool = False,
+) -> dict[str, Any]:
+    """The one JSON object a failed command prints under ``--json``: which command, that it
+    failed, how (``error``: exit code, kind, the one-line message, service and version where
+    known), and what it had done before (``steps`` applied or rolled back)."""
+    words = [a for a in argv[:2] if not a.startswith("-")]
+    kind = (
+        error.kind
+        if isinstance(error, MigrationError)
+        else "usage"
+        if usage
+        else "interrupted"
+        if isinstance(error, KeyboardInterrupt)
+        else "unexpected"
+    )
+    service = getattr(error, "service", None) or (words[0] if words else None)
+    done = error.done if isinstance(error, MigrationError) else {}
+    return {
+        "service": service,
+        "action": words[1] if len(words) > 1 else None,
+        "ok": False,
+        **done,
+        "error": {
+            "exit_code": code,
+            "kind": kind,
+            "message": message,
+            "service": service,
+            "version": getattr(error, "version", None),
+        },
+    }
 
 
 def stdout_gone() -> int:
