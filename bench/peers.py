@@ -54,6 +54,7 @@ from bridge_overhead import psql_binary, write_project
 
 PREFIX = "bench_peer_"
 MIGRATE = [sys.executable, str(ROOT / "scripts" / "migrate.py"), "bench"]
+MARK = "postgresql://bench-placeholder/"  # where a fleet's command takes each URL
 
 
 def dbmate_binary() -> str:
@@ -177,8 +178,11 @@ class Tools:
             targets.write_text("".join(f"{u}\n" for u in urls))
             args = ["up", "--targets-file", str(targets), "--jobs", "4", "--per-host", "4"]
             return with_cpu([*MIGRATE, *args], env=self.env)
-        cmd, env = self.command(tool, "up", "postgresql://{}")  # xargs fills in the rest
-        feed = "\n".join(u.removeprefix("postgresql://") for u in urls)
+        # xargs puts each database's argument, as the tool takes it, where the URL goes.
+        cmd, env = self.command(tool, "up", MARK)
+        at = next(i for i, arg in enumerate(cmd) if MARK in arg)
+        feed = "\n".join(self.command(tool, "up", u)[0][at] for u in urls)
+        cmd[at] = "{}"
         xargs = f"printf '%s\\n' \"$0\" | xargs -P 4 -d '\\n' -I{{}} {shlex.join(cmd)}"
         return with_cpu(["sh", "-c", xargs, feed], env=env)
 
