@@ -34,7 +34,7 @@ FILL = """
 INSERT INTO patients (healthcare_entity_id, patient_id, first_name, last_name, date_of_birth,
                       gender, phone, email, city, country, blood_type, preferred_language)
 SELECT 1 + g % 50, 'P-' || g, 'First' || g, 'Last' || (g % 9973), DATE '1950-01-01' + g % 20000,
-       (ARRAY['female', 'male', NULL])[1 + g % 3], '+1 514 555 ' || lpad((g % 10000)::text, 4, '0'),
+       (ARRAY['female', 'male', NULL])[1 + g % 3], '+1514555' || lpad((g % 10000)::text, 4, '0'),
        'p' || g || '@example.org', 'City' || g % 300, (ARRAY['Canada', 'USA', 'France'])[1 + g % 3],
        (ARRAY['O+', 'A-', NULL])[1 + g % 3], 'fr'
 FROM generate_series(1, %s) g

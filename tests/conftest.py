@@ -179,6 +179,18 @@ def db(server: str, migrating_role: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def two(server: str, migrating_role: str) -> Iterator[tuple[str, str]]:
+    """Two fresh, empty databases as ``db`` makes them, for runs compared side by side."""
+    made = (
+        create_database(server, owner=migrating_role),
+        create_database(server, owner=migrating_role),
+    )
+    yield made
+    for url in made:
+        drop_database(server, url)
+
+
+@pytest.fixture
 def superuser_db(server: str) -> Iterator[str]:
     """A fresh, empty database and the superuser's URL of it, for tests about superusers."""
     url = create_database(server, owner=None)

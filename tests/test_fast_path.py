@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,8 +17,6 @@ from conftest import (
     add_step,
     applied_by_default,
     as_superuser,
-    create_database,
-    drop_database,
     history,
     migrate_cmd,
     peer_env_for,
@@ -73,17 +70,6 @@ def test_a_no_op_start_imports_neither_typer_nor_sqlalchemy_nor_alembic(db: str)
         assert "psycopg" in names, "the import report was read"
         heavy = {"typer", "click", "sqlalchemy", "alembic", "rich.console", "rich.table"}
         assert not {n for n in names if n in heavy or n.split(".")[0] in heavy}, args
-
-
-@pytest.fixture
-def two(server: str, migrating_role: str) -> Iterator[tuple[str, str]]:
-    made = (
-        create_database(server, owner=migrating_role),
-        create_database(server, owner=migrating_role),
-    )
-    yield made
-    for url in made:
-        drop_database(server, url)
 
 
 def timeless(text: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,6 @@ from conftest import (
     ROOT,
     SERVICES,
     as_superuser,
-    create_database,
-    drop_database,
     migrate_cmd,
     peers,
     query,
@@ -160,17 +158,6 @@ class Paths:
             method(self, versions, *args, **kwargs)
 
         return watched
-
-
-@pytest.fixture
-def two(server: str, migrating_role: str) -> Iterator[tuple[str, str]]:
-    made = (
-        create_database(server, owner=migrating_role),
-        create_database(server, owner=migrating_role),
-    )
-    yield made
-    for url in made:
-        drop_database(server, url)
 
 
 def outcome(service: services.Service, url: str, up: bool, version: int, plain: bool) -> str | None:

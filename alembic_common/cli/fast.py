@@ -7,7 +7,7 @@ the argv parsed here by hand, without building typer's app (``SERVICE up|status`
 connection, the state and the plan. Until ``up`` has looked and found work, anything this
 path cannot answer (an error, held steps, a usage it does not know) goes to the whole CLI,
 which reads again and says what it says; once it has found work, it runs it here exactly
-as the whole CLI runs one target (``outcomes.up_one``) and says how it ended as the whole
+as the whole CLI runs one target (``outcomes.run_one``) and says how it ended as the whole
 CLI does (``shell.failed``).
 """
 
@@ -132,7 +132,15 @@ def _work(
     options = runner.RunOptions(environment=environment)
     reporter = render.Reporter(None, quiet=asked.as_json, scrub=scrub)
     try:
-        outcomes.up_one(project, service, resolved, None, options, reporter, None, asked.as_json)
+        outcomes.run_one(
+            project,
+            resolved,
+            "up",
+            lambda: runner.up(service, resolved, None, options, reporter),
+            reporter,
+            None,
+            asked.as_json,
+        )
     except redact.ReaderGone:
         raise
     except (Exception, KeyboardInterrupt) as exc:

@@ -47,14 +47,13 @@ from alembic_common.cli.options import (
     WaveSize,
     with_connection,
 )
-from alembic_common.cli.outcomes import Pair, failure, record, scrubber, up_one, write_metrics
+from alembic_common.cli.outcomes import Pair, record, run_one, scrubber, write_metrics
 from alembic_common.cli.render import (
     Reporter,
     err,
     out,
     print_json,
     progress_bar,
-    show_result,
     show_status,
     spans,
     wrapped,
@@ -224,7 +223,15 @@ def up(
             exit_code=stopped.exit_code if stopped else None,
         )
         return
-    up_one(project, service, targets[0], version, run_options, reporter, metrics_file, as_json)
+    run_one(
+        project,
+        targets[0],
+        "up",
+        lambda: runner.up(service, targets[0], version, run_options, reporter),
+        reporter,
+        metrics_file,
+        as_json,
+    )
 
 
 def limit(text: str | None, total: int, option: str) -> int | None:
@@ -387,27 +394,16 @@ def down(
     runner.refuse_production(service, "down", run_options)
     settings = conn.settings(service, say=err)
     reporter = Reporter(events, quiet=as_json, scrub=scrubber())
-    project = project_of(ctx)
-    started = time.time()
-    reporter(RunStarted(action="down", service=service.name, targets=[settings.label]))
-    try:
-        with xargs.given(x_arguments):
-            result = runner.down(service, settings, version, run_options, reporter)
-    except BaseException as exc:
-        record(
-            project,
-            reporter,
+    with xargs.given(x_arguments):
+        run_one(
+            project_of(ctx),
+            settings,
             "down",
-            [(settings, failure(service.name, settings, exc, started))],
-            started,
+            lambda: runner.down(service, settings, version, run_options, reporter),
+            reporter,
             metrics_file,
+            as_json,
         )
-        raise
-    done = fleet.Outcome(
-        service.name, settings.display, "ok", result, seconds=time.time() - started
-    )
-    record(project, reporter, "down", [(settings, done)], started, metrics_file)
-    show_result(result, as_json)
 
 
 # --- status --------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
 """What a run leaves when it ends: its ``failed`` and ``run_finished`` events and its metrics
-file; and one ``up`` of one service on one database, run and reported in the same way by
-the whole CLI (``migrate.py``) and its fast path (``fast.py``). Nothing here needs typer.
+file; and a run on one database (``up`` or ``down``), reported in the same way by the whole
+CLI (``migrate.py``) and its fast path (``fast.py``). Nothing here needs typer.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic_common.cli.render import Reporter, show_result
-from alembic_common.core import runner, services
+from alembic_common.core import runner
 from alembic_common.core.events import Failed, RunFinished, RunStarted
 from alembic_common.core.project import Project
 from alembic_common.core.settings import Settings
@@ -109,31 +110,32 @@ def record(
         )
 
 
-def up_one(
+def run_one(
     project: Project,
-    service: services.Service,
     target: Settings,
-    version: int | None,
-    options: runner.RunOptions,
+    action: str,
+    work: Callable[[], runner.RunResult],
     reporter: Reporter,
     metrics_file: Path | None,
     as_json: bool,
 ) -> None:
-    """``up`` on one database: its events and metrics however it ends, then its result."""
+    """``work`` (an ``up`` or a ``down`` of one service on one database) with its events and
+    metrics however it ends, then its result."""
+    service = target.service
     started = time.time()
-    reporter(RunStarted(action="up", service=service.name, targets=[target.label]))
+    reporter(RunStarted(action=action, service=service, targets=[target.label]))
     try:
-        result = runner.up(service, target, version, options, reporter)
+        result = work()
     except BaseException as exc:
         record(
             project,
             reporter,
-            "up",
-            [(target, failure(service.name, target, exc, started))],
+            action,
+            [(target, failure(service, target, exc, started))],
             started,
             metrics_file,
         )
         raise
-    done = fleet.Outcome(service.name, target.display, "ok", result, seconds=time.time() - started)
-    record(project, reporter, "up", [(target, done)], started, metrics_file)
+    done = fleet.Outcome(service, target.display, "ok", result, seconds=time.time() - started)
+    record(project, reporter, action, [(target, done)], started, metrics_file)
     show_result(result, as_json)
