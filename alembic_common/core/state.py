@@ -121,29 +121,29 @@ def _read_tables(
     row = conn.execute(probe).set_result(-1).fetchone()
     assert row is not None
     alembic_table, history_table, comment, columns, primary_key, part_way = row
-    reads: list[sql.Composable] = []
-    if alembic_table:
-        reads.append(
-            sql.SQL("SELECT version_num::text FROM {}").format(qualified(schema, ALEMBIC_TABLE))
-        )
     shape = None
+    history_read: sql.Composable | None = None
     if history_table:
         shape = Shape(tuple(Column(*c) for c in columns or ()), tuple(primary_key or ()))
         if shape_problem(shape) is None:
             checksum = "checksum" if "checksum" in {c.name for c in shape.columns} else "NULL"
-            reads.append(
-                sql.SQL(
-                    "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
-                ).format(sql.SQL(checksum), qualified(schema, TABLE))
-            )
+            history_read = sql.SQL(
+                "SELECT version, description, applied_at, {} FROM {} ORDER BY version"
+            ).format(sql.SQL(checksum), qualified(schema, TABLE))
+    alembic_read = (
+        sql.SQL("SELECT version_num::text FROM {}").format(qualified(schema, ALEMBIC_TABLE))
+        if alembic_table
+        else None
+    )
+    reads = [r for r in (alembic_read, history_read) if r is not None]
     heads: tuple[str, ...] = ()
     recorded: dict[int, Recorded] = {}
     if reads:
         ending = [sql.SQL("COMMIT")] if snapshot and not part_way else []
         cursor = conn.execute(sql.SQL(";\n").join([*reads, *ending]))
-        if alembic_table:
+        if alembic_read is not None:
             heads = tuple(str(r[0]) for r in cursor.set_result(0).fetchall())
-        if len(reads) > int(alembic_table):
+        if history_read is not None:
             rows = cursor.set_result(len(reads) - 1).fetchall()  # a history runs to thousands
             recorded = {r[0]: Recorded(r[0], r[1] or "", r[2], r[3]) for r in rows}
     in_progress = None
