@@ -37,6 +37,16 @@ UNADOPTABLE = {
         "ALTER TABLE schema_migrations DROP CONSTRAINT schema_migrations_pkey",
         "no primary key on version",
     ),
+    "primary key on two columns": (
+        "ALTER TABLE schema_migrations DROP CONSTRAINT schema_migrations_pkey;"
+        " ALTER TABLE schema_migrations ADD PRIMARY KEY (version, description)",
+        "no primary key on version",
+    ),
+    "unique version, no primary key": (
+        "ALTER TABLE schema_migrations DROP CONSTRAINT schema_migrations_pkey;"
+        " CREATE UNIQUE INDEX ON schema_migrations (version)",
+        "no primary key on version",
+    ),
     "text versions": (
         "ALTER TABLE schema_migrations ALTER COLUMN version TYPE text",
         "schema_migrations.version is text, not integer",

@@ -31,6 +31,7 @@ downstream sees the canonical form, fully percent-encoded, so masking is exact.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 from urllib.parse import quote
@@ -240,8 +241,12 @@ def _query_problem(text: str) -> str:
     return "a query that libpq cannot read"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(raw: str, source: str = "the URL") -> Parsed:
-    """Split a database URL by the documented rule; a usage error quotes none of it."""
+    """Split a database URL by the documented rule; a usage error quotes none of it.
+
+    Remembered (a fleet's target is read from its file, checked, and named by several
+    settings): treat what it returns as read only."""
     text = raw.strip()
     if not text:
         raise ConfigError(f"{source} is empty (an unset shell variable?)")
