@@ -181,6 +181,37 @@ def test_missing_database_says_how_to_create_it(server: str) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_the_database_a_query_parameter_names_is_the_one_used_and_named(
+    server: str, db: str
+) -> None:
+    """libpq lets ``?dbname=``, ``?host=`` and ``?port=`` win over the URL's authority: the
+    run goes where libpq goes, and its messages name that database and server."""
+    from alembic_common.core import urls
+    from alembic_common.core.settings import Settings
+
+    given = Settings("patient", db, "test")
+    (host, port), database = given.addresses[0], given.database
+    parts = urls.parse(db)
+    # The authority names a server that does not answer and a database never created; the
+    # query names the real ones.
+    overridden = parts._replace(
+        hosts=(("127.0.0.1", 1),),
+        database="decoy_never_created",
+        params={**parts.params, "dbname": database, "host": host, "port": str(port)},
+    ).url()
+    result = run_cli("patient", "up", "--url", overridden)
+    assert result.exit_code == 0, result.stderr
+    assert alembic_head(db) == [f"{PATIENT_HEAD:04d}"]
+    elsewhere = parts._replace(params={**parts.params, "dbname": "no_such_db_there"}).url()
+    missing = run_cli("patient", "status", "--url", elsewhere)
+    assert missing.exit_code == 1
+    (line,) = missing.stderr.strip().splitlines()
+    assert (
+        "'no_such_db_there'" in line and "createdb" in line and line.endswith(" no_such_db_there")
+    )
+    assert f"'{database}'" not in line
+
+
 def test_broken_migration_file_is_named(project_copy: Path, db: str) -> None:
     new = PATIENT_HEAD + 1
     broken = (

@@ -323,3 +323,55 @@ def test_a_value_pasted_with_raw_spaces_and_equals_signs_means_what_was_typed(
     assert parsed.params == meant
     read = conninfo_to_dict(parsed.url())
     assert {k: read[k] for k in meant} == meant
+
+
+override = st.fixed_dictionaries(
+    {},
+    optional={
+        "host": st.lists(st.sampled_from(HOSTS), min_size=1, max_size=2),
+        "port": st.integers(1, 65535),
+        "user": st.sampled_from(["v", "wer", "ü"]),
+        "dbname": st.sampled_from(["x", "other db", "é"]),
+    },
+)
+
+
+@given(
+    hosts=st.lists(host, min_size=1, max_size=2),
+    database=st.sampled_from(["", "/db", "/d%C3%A9"]),
+    login=st.sampled_from(["", "u@", "u:pw@"]),
+    query=override,
+)
+def test_settings_name_the_server_database_and_user_libpq_connects_to(
+    hosts: list[tuple[tuple[str, str], int | None]],
+    database: str,
+    login: str,
+    query: dict[str, object],
+) -> None:
+    """A query parameter wins over the authority in libpq (``?host=``, ``?port=``,
+    ``?user=``, ``?dbname=``): every name a run prints or acts on (labels, error messages,
+    per-server limits, a fleet's duplicates) follows libpq's own reading."""
+    from alembic_common.core.settings import Settings, normalize_url
+
+    params = {
+        k: ",".join(h for (_, h) in v) if k == "host" else str(v)  # type: ignore[union-attr]
+        for k, v in query.items()
+    }
+    url = f"postgresql://{login}{hostlist(hosts)}{database}"
+    if params:
+        url += "?" + "&".join(f"{k}={quote(v, safe='/,')}" for k, v in params.items())
+    libpq = conninfo_to_dict(url)  # the oracle: libpq reading what was typed
+    names, ports = libpq.get("host", "").split(","), str(libpq.get("port", "")).split(",")
+    if len(ports) not in (1, len(names)):
+        with pytest.raises(ConfigError):
+            normalize_url(url)
+        return
+    settings = Settings("svc", normalize_url(url), "given")
+    ports = ports * len(names) if len(ports) == 1 else ports
+    expected = [(n, int(p) if p else 5432) for n, p in zip(names, ports, strict=True)]
+    assert settings.addresses == expected
+    assert settings.user == libpq.get("user", settings.user)
+    assert settings.database == libpq.get("dbname", settings.user)
+    assert settings.label == f"{settings.host_port}/{settings.database}"
+    moved = settings.for_database("moved")
+    assert conninfo_to_dict(moved.url)["dbname"] == moved.database == "moved"

@@ -58,6 +58,11 @@ class Settings:
         return urls.parse(self.url)
 
     @property
+    def reading(self) -> dict[str, str]:
+        """libpq's reading of the URL: where the connection goes, and as whom."""
+        return urls.reading(self.url)
+
+    @property
     def display(self) -> str:
         """The URL with its password masked: the only form that may be printed."""
         return mask(self.url)
@@ -65,27 +70,20 @@ class Settings:
     @property
     def password(self) -> str | None:
         """The password the URL carries, so that output can be checked against it."""
-        return self.parts.password or self.parts.params.get("password") or None
+        return self.reading.get("password") or None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        """Every (host, port) the URL names, in libpq's order: the authority's hosts, else
-        the ``host`` (or ``hostaddr``) parameter's; a host's own port, else the ``port``
-        parameter's (one port serves every host); a socket directory stands as itself, no
-        host at all as 'local socket'."""
-        parts, params = self.parts, self.parts.params
-        if parts.hosts:
-            names, own = [h for h, _ in parts.hosts], [p for _, p in parts.hosts]
-        else:
-            names = params.get("host", params.get("hostaddr", "")).split(",")
-            own = [None] * len(names)
-        ports = params.get("port", "").split(",")
+        """Every (host, port) libpq tries, in its order: the ``host`` (else ``hostaddr``)
+        list, a query parameter winning over the authority's hosts, paired with the ``port``
+        list (one port serves every host); a socket directory stands as itself, no host at
+        all as 'local socket'."""
+        found = self.reading
+        names = (found.get("host") or found.get("hostaddr") or "").split(",")
+        ports = found.get("port", "").split(",")
         if len(ports) != len(names):
             ports = ports[:1] * len(names)
-        return [
-            (h.strip() or "local socket", _port(mine or listed))
-            for h, mine, listed in zip(names, own, ports, strict=True)
-        ]
+        return [(h.strip() or "local socket", _port(p)) for h, p in zip(names, ports, strict=True)]
 
     @property
     def host(self) -> str:
@@ -97,7 +95,7 @@ class Settings:
 
     @property
     def user(self) -> str:
-        return self.parts.user or os.environ.get("PGUSER") or "postgres"
+        return self.reading.get("user") or os.environ.get("PGUSER") or "postgres"
 
     @property
     def host_port(self) -> str:
@@ -112,11 +110,12 @@ class Settings:
 
     @property
     def database(self) -> str:
-        return self.parts.database or self.parts.params.get("dbname") or self.user
+        return self.reading.get("dbname") or self.user
 
     def for_database(self, database: str) -> Settings:
         """The same server and login, another database."""
-        url = self.parts._replace(database=database).url()
+        params = {k: v for k, v in self.parts.params.items() if k != "dbname"}
+        url = self.parts._replace(database=database, params=params).url()
         return Settings(self.service, url, self.source, self.connect_timeout, self.embedded_dir)
 
 
@@ -151,7 +150,9 @@ def url_from_parts(service: str, opts: HostOptions) -> str:
 def with_password(url: str, password: str) -> str:
     """Put a password (from a file) into a URL."""
     parsed = urls.parse(url)
-    return parsed._replace(user=parsed.user or SEED_USER, password=password).url()
+    # The file's password, not a ?password= (which libpq would take first).
+    params = {k: v for k, v in parsed.params.items() if k != "password"}
+    return parsed._replace(user=parsed.user or SEED_USER, password=password, params=params).url()
 
 
 # The documented values of APP_ENV (and --env), case and surrounding spaces ignored.

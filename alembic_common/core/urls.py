@@ -100,6 +100,16 @@ def _libpq(conninfo: str) -> dict[str, bytes] | None:
     return {o.keyword.decode(): o.val for o in options if o.val is not None}
 
 
+@functools.lru_cache(maxsize=4096)
+def reading(url: str) -> dict[str, str]:
+    """What libpq takes from ``url``, keyword by keyword (empty where it refuses the URL). A
+    query parameter wins over the same part of the authority (``?host=``, ``?port=``,
+    ``?user=``, ``?dbname=``): this, not the URL's look, is where a connection goes.
+    Remembered: treat it as read only."""
+    found = _libpq(url) or {}
+    return {key: value.decode("utf-8", "replace") for key, value in found.items()}
+
+
 def _text(value: bytes, what: str) -> str:
     """A value libpq decoded, as text. The error is raised outside the ``except``: the
     decoding error, which holds the value, must not ride along as its context."""
@@ -285,22 +295,25 @@ def parse(raw: str, source: str = "the URL") -> Parsed:
 
 
 def _checked(parsed: Parsed, source: str) -> Parsed:
-    """libpq pairs the hosts with the ports and host addresses listed: a list of ports
-    (or of addresses) must be as long as the list of hosts. The canonical form is read by
-    libpq once more, so that what goes downstream is what libpq takes."""
-    params = parsed.params
-    hosts = len(parsed.hosts) or len(params.get("host", params.get("hostaddr", "")).split(","))
-    named = bool(parsed.hosts) or "host" in params
+    """libpq pairs the hosts with the ports and host addresses it reads (a query parameter
+    winning over the authority): a list of ports (or of addresses) must be as long as the
+    list of hosts. The canonical form is read by libpq once more, so that what goes
+    downstream is what libpq takes."""
+    found = _libpq(parsed.url())
+    if found is None:  # only the user part is left unread by libpq
+        raise ConfigError(f"{source} cannot be used: libpq cannot read its user name or password")
+    listed = {
+        key: len(found[key].split(b",")) for key in ("host", "port", "hostaddr") if key in found
+    }
+    hosts = listed.get("host", listed.get("hostaddr", 1))
     for key in ("port", "hostaddr"):
-        given = len(params[key].split(",")) if key in params else 0
-        paired = given > 1 or (key == "hostaddr" and given > 0 and named)
+        given = listed.get(key, 0)
+        paired = given > 1 or (key == "hostaddr" and given > 0 and "host" in listed)
         if paired and given != hosts:
             raise ConfigError(
                 f"{source} cannot be used: it names {hosts} host(s) but {given} "
                 f"{'ports' if key == 'port' else 'host addresses'}"
             )
-    if _libpq(parsed.url()) is None:  # only the user part is left unread by libpq
-        raise ConfigError(f"{source} cannot be used: libpq cannot read its user name or password")
     return parsed
 
 
