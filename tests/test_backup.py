@@ -123,6 +123,37 @@ def test_restore_after_up_contract_gives_identical_data_and_versions(db: str, fo
     assert objects(db) == shape
 
 
+def test_a_backup_taken_before_the_first_step_restores_the_database_to_empty(
+    db: str, folder: Path
+) -> None:
+    """``up --on-failure rollback`` on a new database backs it up before its first step; a
+    dump without any history is this service's when its manifest says so too."""
+    shape = objects(db)
+    path = cli_backup(db, folder)
+    manifest = json.loads(backup.manifest_path(path).read_text())
+    assert manifest["version"] is None and "-empty-" in path.name
+    head = versions("patient")[-1]
+    up("patient", db, head, contract=True)
+    load_samples(db, "patient", head)
+    assert objects(db) != shape
+
+    restored = run_cli("patient", "restore", str(path), "--url", db, "--json")
+    assert restored.exit_code == 0, restored.output
+    result = json.loads(restored.stdout)
+    assert (result["before"], result["after"]) == (head, None)
+    assert objects(db) == shape and history(db) == [] and alembic_head(db) == []
+
+    # The same dump whose manifest claims a version is refused by what it holds.
+    up("patient", db, head, contract=True)
+    manifest["version"] = head
+    backup.manifest_path(path).write_text(json.dumps(manifest))
+    refused = run_cli("patient", "restore", str(path), "--url", db)
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.stderr.strip().splitlines()
+    assert "holds no schema_migrations history" in line and "nothing was restored" in line
+    assert history(db) == versions("patient")
+
+
 def test_backups_lists_them_oldest_first(db: str, folder: Path) -> None:
     up("patient", db, 1)
     first = cli_backup(db, folder)

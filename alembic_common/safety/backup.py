@@ -765,7 +765,9 @@ _HISTORY_COMMENT = re.compile(
 def _holds_this_service(service: Service, backup: Backup) -> None:
     """What the dump holds, not what its manifest says: its history must be this service's.
     The owner its schema_migrations comment names must be this service, and every version
-    it records one of this service's; without an owner, with this service's descriptions."""
+    it records one of this service's; without an owner, with this service's descriptions.
+    A dump without any history is one only when its manifest says the same (a backup taken
+    before the first step, which ``up --on-failure rollback`` may have to restore)."""
     server = str(backup.manifest.get("server_version", "0"))
     dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
     tools = choose(int(server.split(".")[0] or 0) * 10000, at_least=dumped_by)
@@ -789,7 +791,9 @@ def _holds_this_service(service: Service, backup: Backup) -> None:
     if owner not in (None, service.name):
         wrong = f"its history belongs to the {owner} service"
     elif named is None and not recorded:
-        wrong = "it holds no schema_migrations history"
+        if backup.version is None:  # taken of a database no step had touched: so it is
+            return
+        wrong = f"it holds no schema_migrations history (its manifest says {backup.version})"
     elif unknown:
         wrong = (
             f"its history records version(s) {', '.join(map(str, unknown))}, which it does not have"
