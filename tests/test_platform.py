@@ -354,6 +354,49 @@ def test_compose_wires_databases_jobs_and_apps() -> None:
     assert install and install.group(1).strip() == ".", "runtime dependencies only (no extras)"
 
 
+def test_the_image_starts_without_compiling_its_own_code(tmp_path: Path, db: str) -> None:
+    """The image copies the sources and runs as a user who cannot write them, with
+    PYTHONDONTWRITEBYTECODE: unless its build made the bytecode and each history's cache of
+    declarations, every container start (the startup hook) makes them again. The
+    Dockerfile's COPY lines and the RUN lines after them are run here on a copy laid out as
+    the image is, then a start is made there: it writes nothing."""
+    import importlib.util
+    import shutil
+
+    from alembic_common.core import services
+
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", "")
+    app = tmp_path / "app"
+    copied = list(re.finditer(r"^COPY (\S+) \./(\S*)$", dockerfile, re.M))
+    for found in copied:
+        origin, made = ROOT / found.group(1), app / found.group(2)
+        if origin.is_dir():
+            shutil.copytree(origin, made, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            made.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(origin, made)
+    python = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    image = {**os.environ, **python, "PYTHONDONTWRITEBYTECODE": "1", "MIGRATE_ROOT": str(app)}
+    builds = re.findall(r"^RUN (.+)$", dockerfile[copied[-1].end() :], re.M)
+    assert builds, "nothing is built after the sources are copied"
+    for command in builds:
+        subprocess.run(["sh", "-c", command], cwd=app, env=image, check=True, capture_output=True)
+    sources = [p for p in app.rglob("*.py") if "__pycache__" not in p.parts]
+    assert sources and all(Path(importlib.util.cache_from_source(str(p))).exists() for p in sources)
+    for name, service in services.discover(app).items():
+        assert (service.versions_dir / services.CACHE).exists(), name
+    before = {p: p.stat().st_mtime_ns for p in app.rglob("*")}
+    started = subprocess.run(
+        [sys.executable, "scripts/migrate.py", "patient", "up", "--url", db],
+        cwd=app,
+        env=image,
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode == 0, started.stderr
+    assert {p: p.stat().st_mtime_ns for p in app.rglob("*")} == before
+
+
 def _job_order() -> list[str]:
     jobs = [n for n in COMPOSE if n.endswith(("-migrate", "-login"))]
     order: list[str] = []
