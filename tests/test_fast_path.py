@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -156,21 +157,31 @@ def test_what_the_fast_path_cannot_answer_fails_as_the_whole_cli_fails(args: lis
         ["patient", "up", "--json", "--json"],
         ["patient", "up", "--url=", "x"],
         ["patient", "status", "--url", "x", "--url", "y"],
+        ["patient", "status", "--targets-file", "t"],
+        ["patient", "up", "--jobs", "0"],
+        ["patient", "up", "--jobs", "x"],
+        ["patient", "up", "--jobs", "\u0664"],
+        ["patient", "up", "--per-host", "1", "--per-host", "2"],
+        ["patient", "up", "--per-host=-1"],
+        ["patient", "up", "--targets-file"],
+        ["patient", "up", "--canary", "1", "--targets-file", "t"],
     ],
 )
 def test_only_the_runs_it_knows_take_the_fast_path(argv: list[str]) -> None:
     assert fast.parse(argv) is None
 
 
-def test_a_fleet_or_the_pooler_gate_in_the_environment_takes_the_whole_cli(
+def test_a_fleets_status_or_the_pooler_gate_in_the_environment_takes_the_whole_cli(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert fast.parse(["patient", "up"]) is not None
     monkeypatch.setenv("PATIENT_DATABASE_URLS", "postgresql://x/a postgresql://x/b")
-    assert fast.parse(["patient", "up"]) is None
+    assert fast.parse(["patient", "up"]) is not None, "a fleet's up is this path's"
+    assert fast.parse(["patient", "status"]) is None
     monkeypatch.delenv("PATIENT_DATABASE_URLS")
     monkeypatch.setenv("MIGRATE_POOLER_URLS", "postgresql://x:6432/pgbouncer")
     assert fast.parse(["patient", "status"]) is None
+    assert fast.parse(["patient", "up", "--targets-file", "t"]) is None
 
 
 ascii_cell = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=12)
@@ -212,3 +223,67 @@ def test_a_step_failing_after_others_ran_is_reported_once_as_the_whole_cli_does(
     assert history(two[1]) == history(two[0]) == versions("user", project_copy)[:-1]
     if not as_json:
         assert quick.stderr.count("applied version") == len(versions("user", project_copy)) - 1
+
+
+@pytest.fixture
+def fleets(server: str, migrating_role: str, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """Two targets files of two fresh databases each (as ``db`` makes them), the second
+    database of each already another service's: fleets compared side by side."""
+    from conftest import create_database, drop_database
+
+    made: list[str] = []
+    files = []
+    for side in ("whole", "quick"):
+        urls = [create_database(server, owner=migrating_role) for _ in range(2)]
+        made += urls
+        up("user", urls[1])
+        listed = tmp_path / f"{side}.txt"
+        listed.write_text("".join(f"{u}\n" for u in urls))
+        listed.chmod(0o600)
+        files.append(listed)
+    yield files[0], files[1]
+    for url in made:
+        drop_database(server, url)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_fleet_runs_here_and_says_what_the_whole_cli_says(
+    as_json: bool, fleets: tuple[Path, Path]
+) -> None:
+    """``up`` over a fleet on either path: the same report, exit code and histories, with
+    work (one target migrated, one refused: another service's), then again (the recheck)."""
+    env = peer_env_for("patient")
+    args = ["up", *(["--json"] if as_json else []), "--jobs", "2", "--per-host", "2"]
+    for _ in ("with work", "the recheck"):
+        whole = run_cli("patient", *args, "--targets-file", str(fleets[0]), env=env)
+        quick = run_script("patient", *args, "--targets-file", str(fleets[1]), env=env)
+        assert whole.exit_code == 1, whole.output
+        same = (quick.returncode, timeless(quick.stdout), timeless(quick.stderr))
+        assert same == (whole.exit_code, timeless(whole.stdout), timeless(whole.stderr))
+        assert "belongs to the user service" in (quick.stdout + quick.stderr)
+        assert "Traceback" not in quick.stderr
+        for listed in fleets:
+            migrated, foreign = listed.read_text().split()
+            assert history(migrated) == applied_by_default("patient")
+            assert history(foreign) == applied_by_default("user")
+
+
+def test_a_fleets_recheck_imports_neither_typer_nor_sqlalchemy_nor_alembic(
+    fleets: tuple[Path, Path], tmp_path: Path
+) -> None:
+    migrated, foreign = fleets[1].read_text().split()
+    up("patient", migrated, contract=True)
+    alone = tmp_path / "alone.txt"
+    alone.write_text(f"{migrated}\n")
+    alone.chmod(0o600)
+    heavy = {"typer", "click", "sqlalchemy", "alembic"}
+    runs = [
+        (["--targets-file", str(alone)], {}, 0),
+        (["--json"], {"PATIENT_DATABASE_URLS": f"{migrated},{foreign}"}, 1),
+    ]
+    for args, env, expected in runs:
+        names, out, code = imported("patient", "up", *args, env=env)
+        assert code == expected, out
+        assert "psycopg" in names, "the import report was read"
+        assert not {n for n in names if n.split(".")[0] in heavy}, args
+    assert '"at head": 1' in out and '"failed": 1' in out, out

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import app, service_of
-from alembic_common.cli.options import VERSION_PARSER, Connection, Json, with_connection
+from alembic_common.cli.options import VERSION_PARSER, Json, with_connection
 from alembic_common.cli.render import (
     ELLIPSIS,
     err,

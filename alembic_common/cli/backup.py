@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from alembic_common.cli import options
+from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import app, service_of
-from alembic_common.cli.options import Connection, Env, Json, LockWait, whole, with_connection
+from alembic_common.cli.options import Env, Json, LockWait, whole, with_connection
 from alembic_common.cli.render import Reporter, err, out, print_json, table, wrapped
 from alembic_common.core import runner
 from alembic_common.core.locking import DEFAULT_LOCK_WAIT

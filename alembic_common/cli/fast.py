@@ -1,14 +1,17 @@
-"""The fast path of the commonest runs: ``SERVICE up`` and ``SERVICE status``.
+"""The fast path of the commonest runs: ``SERVICE up`` (on one database or a fleet) and
+``SERVICE status``.
 
 A container's start hook runs ``migrate SERVICE up`` on every start, nearly always with
-nothing to do, a deployment runs it with work, and monitoring runs ``status``. They take
-the argv parsed here by hand, without building typer's app (``SERVICE up|status``,
-``--url URL`` at most once, ``--json``), and import only what they use: the settings, one
-connection, the state and the plan. Until ``up`` has looked and found work, anything this
-path cannot answer (an error, held steps, a usage it does not know) goes to the whole CLI,
-which reads again and says what it says; once it has found work, it runs it here exactly
-as the whole CLI runs one target (``outcomes.run_one``) and says how it ended as the whole
-CLI does (``shell.failed``).
+nothing to do, a deployment runs it with work, a fleet's job runs it over every tenant's
+database (``--targets-file`` or ``<SERVICE>_DATABASE_URLS``), and monitoring runs
+``status``. They take the argv parsed here by hand, without building typer's app
+(``SERVICE up|status``, ``--url URL`` at most once, ``--json``; for ``up`` also
+``--targets-file FILE``, ``--jobs N`` and ``--per-host N``), and import only what they use:
+the settings, the connections, the state and the plan. Until a run has found work,
+anything this path cannot answer (an error, held steps, a usage it does not know) goes to
+the whole CLI, which reads again and says what it says; once it has found work, it runs
+it here exactly as the whole CLI does (``outcomes.run_one``, ``outcomes.fleet_up``) and
+says how it ended as the whole CLI does (``shell.failed``).
 """
 
 from __future__ import annotations
@@ -33,35 +36,53 @@ class Asked(NamedTuple):
     command: str
     url: str | None
     as_json: bool
+    targets_file: str | None = None
+    jobs: int = 4  # the whole CLI's defaults
+    per_host: int = 2
+
+
+FLEET_OPTIONS = ("--targets-file", "--jobs", "--per-host")  # up's only
 
 
 def parse(argv: Sequence[str]) -> Asked | None:
     """What ``argv`` asks, when it is a run this path knows exactly; None otherwise."""
     if len(argv) < 2 or argv[1] not in COMMANDS or argv[0].startswith("-"):
         return None
-    url: str | None = None
+    given: dict[str, str] = {}
     as_json = False
     rest = list(argv[2:])
+    known = ("--url", *(FLEET_OPTIONS if argv[1] == "up" else ()))
     while rest:
         word = rest.pop(0)
+        name, equals, value = word.partition("=")
         if word == "--json" and not as_json:
             as_json = True
-        elif word == "--url" and url is None and rest and not rest[0].startswith("-"):
-            url = rest.pop(0)
-        elif word.startswith("--url=") and url is None and len(word) > len("--url="):
-            url = word[len("--url=") :]
+        elif name in known and name not in given and equals and value:
+            given[name] = value
+        elif word in known and word not in given and rest and not rest[0].startswith("-"):
+            given[word] = rest.pop(0)
         else:
             return None
+    counts = {k: given.get(k, "") for k in ("--jobs", "--per-host")}
+    if any(v and not (v.isascii() and v.isdigit() and int(v) >= 1) for v in counts.values()):
+        return None  # the whole CLI's parser says what is wrong with it
     if any(
         os.environ.get(name) for name in ("MIGRATE_POOLER_URLS", "MIGRATE_DEBUG", redact.SHOW_DATA)
     ):
         return None  # the contract gate's poolers, a traceback, data shown: the whole CLI's
     upper = argv[0].upper()
-    if url is None and any(
-        f"{upper}_{kind}_URLS" in os.environ for kind in ("DATABASE", "MIGRATION")
-    ):
-        return None  # a fleet
-    return Asked(argv[0], argv[1], url, as_json)
+    listed = any(f"{upper}_{kind}_URLS" in os.environ for kind in ("DATABASE", "MIGRATION"))
+    if argv[1] == "status" and "--url" not in given and listed:
+        return None  # a fleet's status
+    return Asked(
+        argv[0],
+        argv[1],
+        given.get("--url"),
+        as_json,
+        given.get("--targets-file"),
+        int(counts["--jobs"] or Asked._field_defaults["jobs"]),
+        int(counts["--per-host"] or Asked._field_defaults["per_host"]),
+    )
 
 
 def run(argv: Sequence[str]) -> int | None:
@@ -88,7 +109,10 @@ def run(argv: Sequence[str]) -> int | None:
 
 
 def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | None:
+    from pathlib import Path
+
     from alembic_common.cli import render
+    from alembic_common.cli.connection import Connection, Selection
     from alembic_common.core import runner, settings
     from alembic_common.core.project import Project
 
@@ -97,16 +121,24 @@ def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | 
     if asked.service not in project.services:
         return None
     service = project.service(asked.service)
-    resolved = settings.resolve(service.name, url=asked.url, root=service.root)
-    if resolved.embedded_dir is not None:
-        return None  # the whole CLI says that it uses the embedded server
     if asked.command == "status":
+        resolved = settings.resolve(service.name, url=asked.url, root=service.root)
+        if resolved.embedded_dir is not None:
+            return None  # the whole CLI says that it uses the embedded server
         report = runner.status(service, resolved)
         if asked.as_json:
             render.print_json(report.to_dict())
         else:
             render.show_status(report)
         return 0 if report.ok else 1
+    chosen = Selection(Path(asked.targets_file) if asked.targets_file is not None else None)
+    connection = Connection((asked.url,) if asked.url is not None else ())
+    targets = connection.targets(service, chosen=chosen)
+    if len(targets) != 1 or chosen.given:
+        return _fleet(asked, argv, scrub, project, service, targets, environment)
+    resolved = targets[0]
+    if resolved.embedded_dir is not None:
+        return None  # the whole CLI says that it uses the embedded server
     result = runner.first_look(service, resolved)
     if result is None:
         return _work(asked, argv, scrub, project, service, resolved, environment)
@@ -114,6 +146,34 @@ def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | 
         return None  # held steps to report: the whole CLI
     render.show_result(result, asked.as_json)
     return 0
+
+
+def _fleet(
+    asked: Asked,
+    argv: Sequence[str],
+    scrub: redact.Scrubber,
+    project: Project,
+    service: Service,
+    targets: list[Settings],
+    environment: str,
+) -> int:
+    """``up`` over a fleet, with the whole CLI's defaults, events, report and exit code."""
+    from alembic_common.cli import outcomes, render, shell
+    from alembic_common.core import runner
+    from alembic_common.fleets import fleet
+
+    options = runner.RunOptions(environment=environment)
+    rollout = fleet.Rollout(parallel=asked.jobs, per_host=asked.per_host)
+    reporter = render.Reporter(None, quiet=asked.as_json, scrub=scrub)
+    jobs = [fleet.Job(service.name, t) for t in targets]
+    try:
+        return outcomes.fleet_up(
+            project, service.name, jobs, options, rollout, reporter, None, asked.as_json
+        )
+    except redact.ReaderGone:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        return shell.failed(exc, argv, debug=False)
 
 
 def _work(

@@ -7,22 +7,20 @@ signal), ``failed`` and ``run_finished`` events and its metrics.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from alembic_common.cli import options
+from alembic_common.cli.connection import Connection, Selection
 from alembic_common.cli.frame import app, is_all, is_embedded, project_of, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
     AcceptChanged,
     Atomic,
     Canary,
-    Connection,
     Contract,
     Env,
     Events,
@@ -39,7 +37,6 @@ from alembic_common.cli.options import (
     RegistryQuery,
     RegistryUrl,
     Retries,
-    Selection,
     Shard,
     StatementTimeout,
     TargetsFile,
@@ -47,21 +44,18 @@ from alembic_common.cli.options import (
     WaveSize,
     with_connection,
 )
-from alembic_common.cli.outcomes import Pair, record, run_one, scrubber, write_metrics
+from alembic_common.cli.outcomes import Pair, fleet_up, run_fleet, run_one, scrubber, write_metrics
 from alembic_common.cli.render import (
     Reporter,
     err,
     out,
     print_json,
-    progress_bar,
     show_status,
     spans,
     wrapped,
 )
 from alembic_common.core import runner, services, xargs
-from alembic_common.core.events import RunStarted
 from alembic_common.core.locking import DEFAULT_LOCK_WAIT
-from alembic_common.core.project import Project
 from alembic_common.errors import UsageError
 from alembic_common.fleets import fleet
 
@@ -183,8 +177,6 @@ def up(
         runner.check_version(service, service.disk_versions(), version)
     targets = conn.targets(service, say=err, chosen=chosen)
     if len(targets) != 1 or chosen.given:
-        started = time.time()
-        reporter(RunStarted(action="up", service=service.name, targets=[t.label for t in targets]))
         rollout = fleet.Rollout(
             parallel=jobs,
             per_host=per_host,
@@ -192,36 +184,19 @@ def up(
             wave_size=wave_size,
             max_failures=limit(max_failures, len(targets), "--max-failures"),
         )
-        jobs_list = [fleet.Job(service.name, t, version) for t in targets]
-        stopped: Stopped | None = None
-        try:
-            pairs = run_fleet(
-                jobs_list,
-                reporter.quiet,
-                lambda advance: fleet.roll_out(
-                    jobs_list,
-                    fleet.look_work,
-                    fleet.up_work,
-                    rollout,
-                    root=project.root,
-                    progress=reporter,
-                    on_outcome=advance,
-                    options=run_options,
-                ),
-            )
-        except Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
-            stopped, pairs = stop, stop.pairs
-        finish(
+        ended = fleet_up(
             project,
+            service.name,
+            [fleet.Job(service.name, t, version) for t in targets],
+            run_options,
+            rollout,
             reporter,
-            "up",
-            pairs,
-            started,
             metrics_file,
             as_json,
             metrics_per_target,
-            exit_code=stopped.exit_code if stopped else None,
         )
+        if ended:
+            raise typer.Exit(ended)
         return
     run_one(
         project,
@@ -238,97 +213,6 @@ def limit(text: str | None, total: int, option: str) -> int | None:
     from alembic_common.fleets.targets import limit as within
 
     return None if text is None else within(text, total, option)
-
-
-class Stopped(Exception):
-    """A fleet run stopped by a signal, with every target's outcome, for the report."""
-
-    def __init__(self, pairs: list[Pair], exit_code: int) -> None:
-        super().__init__(exit_code)
-        self.pairs, self.exit_code = pairs, exit_code
-
-
-def run_fleet(
-    jobs_list: list[fleet.Job],
-    quiet: bool,
-    run: Callable[[Callable[..., None]], list[fleet.Outcome]],
-) -> list[Pair]:
-    """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
-    where = [j.settings for j in jobs_list]
-    try:
-        with progress_bar(len(jobs_list), quiet) as advance:
-            outcomes = run(advance)
-    except fleet.Stopped as stop:
-        raise Stopped(list(zip(where, stop.outcomes, strict=True)), stop.exit_code) from None
-    return list(zip(where, outcomes, strict=True))
-
-
-def finish(
-    project: Project,
-    reporter: Reporter,
-    action: str,
-    pairs: list[Pair],
-    started: float,
-    metrics_file: Path | None,
-    json_output: bool,
-    per_target: bool = False,
-    aggregate: bool = True,
-    exit_code: int | None = None,
-) -> None:
-    """Summarise a fleet run: counts per outcome, then only failures and held targets.
-
-    Exit 1 if any target failed or did not run; ``exit_code`` (130/143: the run was stopped
-    by a signal) once the report is written.
-    """
-    record(
-        project,
-        reporter,
-        action,
-        pairs,
-        started,
-        metrics_file,
-        fleet_run=aggregate,
-        per_target=per_target,
-    )
-    counts = fleet.summary(o for _, o in pairs)
-    if json_output:
-        print_json(
-            {
-                "action": action,
-                "ok": all(o.ok for _, o in pairs),
-                "summary": counts,
-                "targets": [
-                    {"target": s.label, "outcome": o.kind, **o.to_dict()} for s, o in pairs
-                ],
-            }
-        )
-    else:
-        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n) or "no targets"
-        out(f"{action}: {len(pairs)} database(s): {shown}")
-        for settings, o in pairs:
-            r = o.result if isinstance(o.result, runner.RunResult) else None
-            if o.kind == "held" and r is not None:
-                at = "empty" if r.after is None else r.after
-                out(wrapped(f"held: {settings.label}: at {at}; {r.why_held or 'contract held'}"))
-            elif o.kind == "failed":
-                out(f"{o.state}: {settings.label}: {o.error}")
-        skipped = [(s, o) for s, o in pairs if o.kind == "skipped"]
-        if skipped:
-            names = ", ".join(s.label for s, _ in skipped[:5])
-            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-            out(
-                wrapped(
-                    f"skipped: {len(skipped)} target(s) not started ({names}{more}): "
-                    f"{skipped[0][1].error}; run the same command again to finish them "
-                    "(finished targets are no-ops)"
-                )
-            )
-    if exit_code is not None:
-        raise typer.Exit(exit_code)
-    failed = [o for _, o in pairs if not o.ok]
-    if failed:
-        err(f"migrate: error: {action}: {len(failed)} of {len(pairs)} database(s) failed")
-        raise typer.Exit(max(o.exit_code for o in failed) or 1)
 
 
 # --- down ----------------------------------------------------------------------------------

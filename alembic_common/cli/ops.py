@@ -10,15 +10,9 @@ from typing import Annotated
 import typer
 
 from alembic_common.cli import options
+from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import PROG, app, is_embedded, service_of
-from alembic_common.cli.options import (
-    VERSION_PARSER,
-    Connection,
-    Env,
-    Json,
-    seconds,
-    with_connection,
-)
+from alembic_common.cli.options import VERSION_PARSER, Env, Json, seconds, with_connection
 from alembic_common.cli.render import err, out, print_json
 from alembic_common.core import runner
 

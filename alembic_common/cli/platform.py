@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
+from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import app, is_all, project_of
-from alembic_common.cli.migrate import finish
-from alembic_common.cli.options import Connection, with_connection
-from alembic_common.cli.outcomes import scrubber, write_metrics
+from alembic_common.cli.options import with_connection
+from alembic_common.cli.outcomes import finish, scrubber, write_metrics
 from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
 from alembic_common.core import runner
 from alembic_common.core.events import RunStarted
@@ -45,7 +45,7 @@ def all_up(
             )
     except fleet.Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
         stopped, pairs = stop, list(zip(where.values(), stop.outcomes, strict=True))
-    finish(
+    ended = finish(
         project,
         reporter,
         "up",
@@ -57,6 +57,8 @@ def all_up(
         aggregate=False,
         exit_code=stopped.exit_code if stopped else None,
     )
+    if ended:
+        raise typer.Exit(ended)
 
 
 def all_status(

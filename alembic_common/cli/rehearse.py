@@ -8,12 +8,12 @@ from typing import Annotated, Any
 import typer
 
 from alembic_common.cli import options
+from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import app, service_of
 from alembic_common.cli.options import (
     VERSION_PARSER,
     AcceptChanged,
     Atomic,
-    Connection,
     Contract,
     Env,
     HoldContract,
