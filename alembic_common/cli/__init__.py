@@ -5,8 +5,11 @@ concern in ``migrate`` (up, down, status; ``platform`` runs 'all'), ``authoring`
 (revision, check, diff, plan, lint, hash), ``backup`` (backup, backups, restore) and
 ``ops`` (seed, login). A module registers its commands on the app when imported, and a
 run imports only the module of the command it names; ``app`` here is the whole app.
-``fast`` answers the commonest runs (``SERVICE up`` at head, ``SERVICE status``) before
-typer is even imported; ``run`` is the process's entry point.
+``fast`` answers the commonest runs (``SERVICE up`` on one database or a fleet, ``SERVICE
+status``) before typer is even imported, with what needs no typer: ``connection`` (the
+connection flags and the databases they choose), ``outcomes`` (a run's report, events and
+metrics), ``shell`` (its one-line errors and exit) and ``render``; ``run`` is the
+process's entry point.
 """
 
 from typing import Any
