@@ -350,7 +350,7 @@ def status(
     if len(targets) != 1 or chosen.given:
         jobs_list = [fleet.Job(service.name, t) for t in targets]
         pairs = run_fleet(
-            jobs_list,
+            [j.settings for j in jobs_list],
             as_json,
             lambda advance: fleet.check(
                 jobs_list,

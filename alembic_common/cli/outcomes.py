@@ -162,14 +162,14 @@ class Stopped(Exception):
 
 
 def run_fleet(
-    jobs_list: list[fleet.Job],
+    where: list[Settings],
     quiet: bool,
     run: Callable[[Callable[..., None]], list[fleet.Outcome]],
 ) -> list[Pair]:
-    """Run jobs with a progress bar on a terminal; pair each outcome with its target."""
-    where = [j.settings for j in jobs_list]
+    """Run a fleet's work with a progress bar on a terminal; pair each outcome with its
+    target (``where``, in the order ``run`` returns the outcomes)."""
     try:
-        with progress_bar(len(jobs_list), quiet) as advance:
+        with progress_bar(len(where), quiet) as advance:
             outcomes = run(advance)
     except fleet.Stopped as stop:
         raise Stopped(list(zip(where, stop.outcomes, strict=True)), stop.exit_code) from None
@@ -243,37 +243,25 @@ def finish(
     return 0
 
 
-def fleet_up(
+def up_over(
     project: Project,
     service: str,
-    jobs: list[fleet.Job],
-    options: runner.RunOptions,
-    rollout: fleet.Rollout,
+    where: list[Settings],
+    run: Callable[[Callable[..., None]], list[fleet.Outcome]],
     reporter: Reporter,
     metrics_file: Path | None,
     as_json: bool,
+    *,
     per_target: bool = False,
+    aggregate: bool = True,
 ) -> int:
-    """``up`` over many databases (each looked at first, those with work migrated), its events,
-    metrics and report; the exit code."""
+    """``up`` over many databases (a fleet's, or 'all up''s services): its events, metrics
+    and report however it ends; the exit code."""
     started = time.time()
-    reporter(RunStarted(action="up", service=service, targets=[j.settings.label for j in jobs]))
+    reporter(RunStarted(action="up", service=service, targets=[t.label for t in where]))
     stopped: Stopped | None = None
     try:
-        pairs = run_fleet(
-            jobs,
-            reporter.quiet,
-            lambda advance: fleet.roll_out(
-                jobs,
-                fleet.look_work,
-                fleet.up_work,
-                rollout,
-                root=project.root,
-                progress=reporter,
-                on_outcome=advance,
-                options=options,
-            ),
-        )
+        pairs = run_fleet(where, reporter.quiet, run)
     except Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
         stopped, pairs = stop, stop.pairs
     return finish(
@@ -285,5 +273,39 @@ def fleet_up(
         metrics_file,
         as_json,
         per_target,
+        aggregate,
         exit_code=stopped.exit_code if stopped else None,
+    )
+
+
+def fleet_up(
+    project: Project,
+    service: str,
+    jobs: list[fleet.Job],
+    options: runner.RunOptions,
+    rollout: fleet.Rollout,
+    reporter: Reporter,
+    metrics_file: Path | None,
+    as_json: bool,
+    per_target: bool = False,
+) -> int:
+    """``up`` over a fleet: each database looked at first, those with work migrated."""
+    return up_over(
+        project,
+        service,
+        [j.settings for j in jobs],
+        lambda advance: fleet.roll_out(
+            jobs,
+            fleet.look_work,
+            fleet.up_work,
+            rollout,
+            root=project.root,
+            progress=reporter,
+            on_outcome=advance,
+            options=options,
+        ),
+        reporter,
+        metrics_file,
+        as_json,
+        per_target=per_target,
     )

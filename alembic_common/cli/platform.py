@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +11,12 @@ import typer
 from alembic_common.cli.connection import Connection
 from alembic_common.cli.frame import app, is_all, project_of
 from alembic_common.cli.options import with_connection
-from alembic_common.cli.outcomes import finish, scrubber, write_metrics
-from alembic_common.cli.render import Reporter, err, out, print_json, progress_bar, table
+from alembic_common.cli.outcomes import scrubber, up_over, write_metrics
+from alembic_common.cli.render import Reporter, err, out, print_json, table
 from alembic_common.core import runner
-from alembic_common.core.events import RunStarted
 from alembic_common.core.project import Project
 from alembic_common.errors import UsageError
-from alembic_common.fleets import fleet, platform
+from alembic_common.fleets import platform
 from alembic_common.fleets.fleet import Outcome
 
 
@@ -33,29 +31,21 @@ def all_up(
 ) -> None:
     """Every service to head, in dependency order, independent ones in parallel."""
     where = platform.targets(project, lambda service: conn.settings(service, say=err))
-    started = time.time()
-    reporter(
-        RunStarted(action="up", service=platform.ALL, targets=[t.label for t in where.values()])
-    )
-    stopped = None
-    try:
-        with progress_bar(len(where), reporter.quiet) as advance:
-            pairs = platform.up(
+    ended = up_over(
+        project,
+        platform.ALL,
+        list(where.values()),
+        lambda advance: [  # one per service, in the order of ``where``
+            outcome
+            for _, outcome in platform.up(
                 project, where, options, jobs=jobs, progress=reporter, on_outcome=advance
             )
-    except fleet.Stopped as stop:  # SIGTERM/SIGINT: the report first, then its exit code
-        stopped, pairs = stop, list(zip(where.values(), stop.outcomes, strict=True))
-    ended = finish(
-        project,
+        ],
         reporter,
-        "up",
-        pairs,
-        started,
         metrics_file,
         json_output,
         per_target=True,
         aggregate=False,
-        exit_code=stopped.exit_code if stopped else None,
     )
     if ended:
         raise typer.Exit(ended)
