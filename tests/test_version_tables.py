@@ -92,8 +92,20 @@ def test_status_exits_1_on_a_legacy_history_with_a_gap(db: str) -> None:
     assert "skips version(s) [1]" in json.loads(result.stdout)["problem"]
 
 
-def test_an_adoptable_legacy_table_gains_the_extra_columns_and_an_owner(db: str) -> None:
+ADOPTABLE = {
+    "as the Go tool made it": "",
+    "a primary key that includes another column": (
+        "ALTER TABLE schema_migrations DROP CONSTRAINT schema_migrations_pkey;"
+        " ALTER TABLE schema_migrations ADD PRIMARY KEY (version) INCLUDE (description)"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADOPTABLE))
+def test_an_adoptable_legacy_table_gains_the_extra_columns_and_an_owner(case: str, db: str) -> None:
     query(db, LEGACY_SQL)
+    if ADOPTABLE[case]:
+        query(db, ADOPTABLE[case])
     assert run_cli("patient", "up", "--version", "2", "--url", db).exit_code == 0
     names = [name for name, _, _ in _shape(db)]
     assert names[:3] == ["version", "description", "applied_at"]

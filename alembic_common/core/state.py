@@ -39,7 +39,8 @@ REVISION = re.compile(r"[0-9]{4,}")
 # visible): a table counts only when its pg_class row is visible in that same snapshot.
 # A fresh backend pays for every catalog a query plans on, so the probe touches each once:
 # pg_class for the three tables, pg_description for the comment, pg_attribute for the
-# history's columns, each marked when the primary key (pg_index) holds it.
+# history's columns, each marked when it is one of the primary key's (pg_index: its key
+# columns, not those it only INCLUDEs).
 _PROBE = """
 SELECT COALESCE(pg_catalog.to_regclass({alembic}) = ANY (found.oids), false),
        COALESCE(pg_catalog.to_regclass({history}) = ANY (found.oids), false),
@@ -48,7 +49,8 @@ SELECT COALESCE(pg_catalog.to_regclass({alembic}) = ANY (found.oids), false),
            AND d.classoid = 'pg_catalog.pg_class'::pg_catalog.regclass),
        (SELECT pg_catalog.array_agg(pg_catalog.json_build_array(
                    a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
-                   a.attnotnull, a.atthasdef, COALESCE(a.attnum = ANY (i.indkey), false))
+                   a.attnotnull, a.atthasdef,
+                   COALESCE(a.attnum = ANY ((i.indkey::pg_catalog.int2[])[0:i.indnkeyatts - 1]), false))
                    ORDER BY a.attnum)
           FROM pg_catalog.pg_attribute a
           LEFT JOIN pg_catalog.pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
