@@ -193,6 +193,10 @@ def test_hosts_and_database_are_accepted_exactly_when_libpq_accepts_them(
         ("postgresql://u@db/x?ssl=true", {"sslmode": "require"}),
         ("postgresql://u@db/x?sslmode=require&", {"sslmode": "require"}),
         ("postgresql://u@db/x?sslmode=disable&sslmode=require", {"sslmode": "require"}),
+        (  # an empty host is none: the hosts are counted from hostaddr
+            "postgresql://127.0.0.1:1,127.0.0.2:1/db?hostaddr=127.0.0.1,127.0.0.2&host=",
+            {"hostaddr": "127.0.0.1,127.0.0.2", "port": "1,1"},
+        ),
     ],
 )
 def test_what_libpq_reads_is_what_we_read(url: str, reading: dict[str, str]) -> None:
@@ -375,3 +379,17 @@ def test_settings_name_the_server_database_and_user_libpq_connects_to(
     assert settings.label == f"{settings.host_port}/{settings.database}"
     moved = settings.for_database("moved")
     assert conninfo_to_dict(moved.url)["dbname"] == moved.database == "moved"
+
+
+def test_a_pooler_console_is_where_libpq_connects() -> None:
+    """MIGRATE_POOLER_URLS: a console is named, and checked to be PgBouncer's, as libpq reads
+    its URL (a ?dbname= or ?host= wins over the authority)."""
+    from alembic_common.fleets import poolers
+
+    console = "postgresql://stats@a:6432/pgbouncer"
+    assert poolers.configured({"MIGRATE_POOLER_URLS": f"{console}?host=b&port=7000"})
+    assert poolers.label(f"{console}?host=b&port=7000") == "b:7000"
+    assert poolers.label(console) == "a:6432"
+    assert poolers.configured({"MIGRATE_POOLER_URLS": "postgresql://s@a:6432/app?dbname=pgbouncer"})
+    with pytest.raises(ConfigError, match="database pgbouncer"):
+        poolers.configured({"MIGRATE_POOLER_URLS": f"{console}?dbname=app"})

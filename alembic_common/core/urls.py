@@ -302,8 +302,8 @@ def _checked(parsed: Parsed, source: str) -> Parsed:
     found = _libpq(parsed.url())
     if found is None:  # only the user part is left unread by libpq
         raise ConfigError(f"{source} cannot be used: libpq cannot read its user name or password")
-    listed = {
-        key: len(found[key].split(b",")) for key in ("host", "port", "hostaddr") if key in found
+    listed = {  # an empty value is no list at all, as libpq takes it
+        key: len(found[key].split(b",")) for key in ("host", "port", "hostaddr") if found.get(key)
     }
     hosts = listed.get("host", listed.get("hostaddr", 1))
     for key in ("port", "hostaddr"):

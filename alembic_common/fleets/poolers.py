@@ -51,7 +51,7 @@ def configured(environ: Mapping[str, str] = os.environ) -> list[str]:
         raise ConfigError(f"{VARIABLE} is empty (an unset shell variable?)")
     found = [urls.parse(u.rstrip(", "), VARIABLE) for u in urls.split_list(raw)]
     for parsed in found:
-        if (parsed.database or parsed.params.get("dbname")) != "pgbouncer":
+        if urls.reading(parsed.url()).get("dbname") != "pgbouncer":  # libpq's, ?dbname= wins
             raise ConfigError(
                 f"{VARIABLE} lists PgBouncer admin consoles: each URL names the database "
                 "pgbouncer (postgresql://stats_user@host:6432/pgbouncer)"
@@ -61,9 +61,10 @@ def configured(environ: Mapping[str, str] = os.environ) -> list[str]:
 
 def label(url: str) -> str:
     """host:port of a console, never its credentials."""
-    parsed = urls.parse(url)
-    host, port = parsed.hosts[0] if parsed.hosts else (parsed.params.get("host", ""), None)
-    return f"{host or 'local socket'}:{port or parsed.params.get('port') or 6432}"
+    found = urls.reading(url)  # where libpq goes: a ?host= or ?port= wins
+    host = (found.get("host") or found.get("hostaddr") or "").split(",")[0]
+    port = (found.get("port") or "").split(",")[0]
+    return f"{host or 'local socket'}:{port or 6432}"
 
 
 def _show(conn: psycopg.Connection[Any], what: str) -> list[dict[str, Any]]:
