@@ -154,6 +154,29 @@ def test_a_backup_taken_before_the_first_step_restores_the_database_to_empty(
     assert history(db) == versions("patient")
 
 
+def test_a_dump_without_history_that_holds_other_objects_is_refused(
+    db: str, server: str, folder: Path
+) -> None:
+    """Without a history nothing says whose a dump is: one that holds tables is refused,
+    whatever its manifest says (a manifest is not covered by the dump's sha256)."""
+    from conftest import create_database, drop_database
+
+    other = create_database(server)
+    try:
+        query(other, "CREATE TABLE someone_elses (id int); INSERT INTO someone_elses VALUES (1)")
+        path = cli_backup(other, folder)
+        assert json.loads(backup.manifest_path(path).read_text())["version"] is None
+        up("patient", db, contract=True)
+        before = fingerprint(db)
+        refused = run_cli("patient", "restore", str(path), "--url", db)
+        assert refused.exit_code == 2, refused.output
+        (line,) = refused.stderr.strip().splitlines()
+        assert "no schema_migrations history, only other objects" in line, line
+        assert fingerprint(db) == before
+    finally:
+        drop_database(server, other)
+
+
 def test_backups_lists_them_oldest_first(db: str, folder: Path) -> None:
     up("patient", db, 1)
     first = cli_backup(db, folder)
@@ -324,6 +347,25 @@ def test_on_failure_rollback_restores_the_backup_past_an_irreversible_step(
     assert "restored the backup" in result.stderr and says(result.stderr, f"back at {start}")
     assert fingerprint(db) == before
     assert "scratch_made" not in {r[0] for r in query(db, "SELECT tablename FROM pg_tables")}
+
+
+def test_on_failure_rollback_on_a_new_database_restores_it_to_empty(
+    db: str, project_copy: Path, folder: Path
+) -> None:
+    """The run's own backup, taken before its first step, holds no history: it is restored."""
+    before = fingerprint(db)
+    add_step(
+        project_copy, "patient", "    op.execute('CREATE TABLE scratch_made (id int)')", "One way"
+    )
+    failing = failing_step(project_copy)
+    result = run_cli(
+        "patient", "up", "--url", db, "--backup", "--backup-to", str(folder),
+        "--on-failure", "rollback", env={"MIGRATE_ROOT": str(project_copy)},
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert f"version {failing} failed" in result.stderr
+    assert "restored the backup" in result.stderr, result.stderr
+    assert fingerprint(db) == before and history(db) == [] and alembic_head(db) == []
 
 
 def test_a_failing_run_without_rollback_keeps_what_it_applied(db: str, project_copy: Path) -> None:

@@ -738,8 +738,9 @@ class RestoreResult:
         return dict(self.__dict__)
 
 
-def verify(service: Service, path: Path) -> Backup:
-    """The backup's manifest names this service and its checksum still matches the dump."""
+def verify(service: Service, path: Path, *, own: bool = False) -> Backup:
+    """The backup's manifest names this service and its checksum still matches the dump;
+    ``own``: the run took it itself a moment ago (``up --on-failure rollback``)."""
     backup = load(path)
     owner = backup.manifest.get("service")
     if owner != service.name:
@@ -753,7 +754,7 @@ def verify(service: Service, path: Path) -> Backup:
             "was changed or is damaged; nothing was restored",
             service=service.name,
         )
-    _holds_this_service(service, backup)
+    _holds_this_service(service, backup, own)
     return backup
 
 
@@ -762,12 +763,14 @@ _HISTORY_COMMENT = re.compile(
 )
 
 
-def _holds_this_service(service: Service, backup: Backup) -> None:
+def _holds_this_service(service: Service, backup: Backup, own: bool = False) -> None:
     """What the dump holds, not what its manifest says: its history must be this service's.
     The owner its schema_migrations comment names must be this service, and every version
     it records one of this service's; without an owner, with this service's descriptions.
-    A dump without any history is one only when its manifest says the same (a backup taken
-    before the first step, which ``up --on-failure rollback`` may have to restore)."""
+    A dump without any history is this service's only when it is the run's ``own`` (taken
+    before its first step, which ``up --on-failure rollback`` may have to restore), or when
+    it holds nothing at all and its manifest says it was taken before any step: whatever
+    its label, restoring it cannot bring another database's objects or rows."""
     server = str(backup.manifest.get("server_version", "0"))
     dumped_by = int(str(backup.manifest.get("pg_dump_version", "0")).split(".")[0] or 0)
     tools = choose(int(server.split(".")[0] or 0) * 10000, at_least=dumped_by)
@@ -791,9 +794,14 @@ def _holds_this_service(service: Service, backup: Backup) -> None:
     if owner not in (None, service.name):
         wrong = f"its history belongs to the {owner} service"
     elif named is None and not recorded:
-        if backup.version is None:  # taken of a database no step had touched: so it is
+        if own:
             return
-        wrong = f"it holds no schema_migrations history (its manifest says {backup.version})"
+        said = backup.manifest.get("version", "no version")
+        if said is None and not [e for e in read("--list").splitlines() if not e.startswith(";")]:
+            return
+        wrong = "it holds no schema_migrations history" + (
+            ", only other objects" if said is None else f" (its manifest says {said})"
+        )
     elif unknown:
         wrong = (
             f"its history records version(s) {', '.join(map(str, unknown))}, which it does not have"
@@ -937,7 +945,9 @@ def restore_under_lock(
 ) -> RestoreResult:
     """Restore a run's own backup while that run holds the lock on ``conn``
     (``up --on-failure rollback``); the sessions of running releases are left alone."""
-    return _restore_locked(service, settings, conn, verify(service, path), 1, [], progress)
+    return _restore_locked(
+        service, settings, conn, verify(service, path, own=True), 1, [], progress
+    )
 
 
 def _restore_locked(
