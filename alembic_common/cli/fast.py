@@ -121,59 +121,27 @@ def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | 
     if asked.service not in project.services:
         return None
     service = project.service(asked.service)
+    chosen = Selection(Path(asked.targets_file) if asked.targets_file is not None else None)
+    connection = Connection((asked.url,) if asked.url is not None else ())
+    targets = connection.targets(service, chosen=chosen)
+    many = len(targets) != 1 or chosen.given  # a fleet (up only: parse saw to that)
+    if not many and targets[0].embedded_dir is not None:
+        return None  # the whole CLI says that it uses the embedded server
     if asked.command == "status":
-        resolved = settings.resolve(service.name, url=asked.url, root=service.root)
-        if resolved.embedded_dir is not None:
-            return None  # the whole CLI says that it uses the embedded server
-        report = runner.status(service, resolved)
+        report = runner.status(service, targets[0])
         if asked.as_json:
             render.print_json(report.to_dict())
         else:
             render.show_status(report)
         return 0 if report.ok else 1
-    chosen = Selection(Path(asked.targets_file) if asked.targets_file is not None else None)
-    connection = Connection((asked.url,) if asked.url is not None else ())
-    targets = connection.targets(service, chosen=chosen)
-    if len(targets) != 1 or chosen.given:
-        return _fleet(asked, argv, scrub, project, service, targets, environment)
-    resolved = targets[0]
-    if resolved.embedded_dir is not None:
-        return None  # the whole CLI says that it uses the embedded server
-    result = runner.first_look(service, resolved)
-    if result is None:
-        return _work(asked, argv, scrub, project, service, resolved, environment)
-    if not result.noop or result.held:
-        return None  # held steps to report: the whole CLI
-    render.show_result(result, asked.as_json)
-    return 0
-
-
-def _fleet(
-    asked: Asked,
-    argv: Sequence[str],
-    scrub: redact.Scrubber,
-    project: Project,
-    service: Service,
-    targets: list[Settings],
-    environment: str,
-) -> int:
-    """``up`` over a fleet, with the whole CLI's defaults, events, report and exit code."""
-    from alembic_common.cli import outcomes, render, shell
-    from alembic_common.core import runner
-    from alembic_common.fleets import fleet
-
-    options = runner.RunOptions(environment=environment)
-    rollout = fleet.Rollout(parallel=asked.jobs, per_host=asked.per_host)
-    reporter = render.Reporter(None, quiet=asked.as_json, scrub=scrub)
-    jobs = [fleet.Job(service.name, t) for t in targets]
-    try:
-        return outcomes.fleet_up(
-            project, service.name, jobs, options, rollout, reporter, None, asked.as_json
-        )
-    except redact.ReaderGone:
-        raise
-    except (Exception, KeyboardInterrupt) as exc:
-        return shell.failed(exc, argv, debug=False)
+    if not many:
+        result = runner.first_look(service, targets[0])
+        if result is not None and (not result.noop or result.held):
+            return None  # held steps to report: the whole CLI
+        if result is not None:
+            render.show_result(result, asked.as_json)
+            return 0
+    return _work(asked, argv, scrub, project, service, targets, many, environment)
 
 
 def _work(
@@ -182,21 +150,30 @@ def _work(
     scrub: redact.Scrubber,
     project: Project,
     service: Service,
-    resolved: Settings,
+    targets: list[Settings],
+    many: bool,
     environment: str,
 ) -> int:
-    """``up`` with work on one database, with the whole CLI's defaults, events and errors."""
+    """``up`` with work on one database, or over a fleet, with the whole CLI's defaults,
+    events, report, errors and exit code."""
     from alembic_common.cli import outcomes, render, shell
     from alembic_common.core import runner
+    from alembic_common.fleets import fleet
 
     options = runner.RunOptions(environment=environment)
     reporter = render.Reporter(None, quiet=asked.as_json, scrub=scrub)
     try:
+        if many:
+            rollout = fleet.Rollout(parallel=asked.jobs, per_host=asked.per_host)
+            jobs = [fleet.Job(service.name, t) for t in targets]
+            return outcomes.fleet_up(
+                project, service.name, jobs, options, rollout, reporter, None, asked.as_json
+            )
         outcomes.run_one(
             project,
-            resolved,
+            targets[0],
             "up",
-            lambda: runner.up(service, resolved, None, options, reporter),
+            lambda: runner.up(service, targets[0], None, options, reporter),
             reporter,
             None,
             asked.as_json,
