@@ -65,6 +65,8 @@ URLS = [
     ("postgresql://u:pw-9x@/db?host=h1&port=5432,5433", "1 host(s) but 2 ports"),
 ]
 ENVIRONMENTS = ["prdo", "Prodution", "live", "productio n", "PROD!"]
+# A switch that is neither plainly on nor off (=false must never turn data display on).
+SWITCHES = [("MIGRATE_SHOW_DATA", "ture"), ("MIGRATE_SHOW_DATA", "2"), ("MIGRATE_DEBUG", "maybe")]
 
 
 def _cases() -> Iterator[tuple[str, list[str], dict[str, str], str]]:
@@ -78,6 +80,13 @@ def _cases() -> Iterator[tuple[str, list[str], dict[str, str], str]]:
                     yield name, [service, *args, option, value], {}, option
         for value in ENVIRONMENTS:
             yield name, [service, *args], {"APP_ENV": value}, "is not a known environment"
+        for switch, value in SWITCHES:
+            yield (
+                name,
+                [service, *args],
+                {switch: value},
+                f"{switch} {value!r} is neither on nor off",
+            )
         if not name.startswith("all"):
             for url, says in URLS:
                 yield name, [service, *args, "--url", url], {}, says

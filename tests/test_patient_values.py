@@ -10,6 +10,7 @@ constraint, a date, an enum. Every output of the run is then searched for the va
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,11 @@ FAKERS = [Faker(locale) for locale in LOCALES]
 def patient_values(draw: st.DrawFn) -> str:
     fake = draw(st.sampled_from(FAKERS))
     fake.seed_instance(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["name", "email", "phone_number", "street_address", "text"]))
+    kind = draw(
+        st.sampled_from(["name", "email", "phone_number", "street_address", "text", "spanning"])
+    )
+    if kind == "spanning":  # two parts across what would end a line, a quote or a key
+        return fake.name() + draw(st.sampled_from(BREAKS)) + fake.street_address()
     if kind == "text":
         value = draw(
             st.text(
@@ -41,6 +46,31 @@ def patient_values(draw: st.DrawFn) -> str:
         value = str(getattr(fake, kind)())
     # Short or blank values could match a message's own words: the claim is about data.
     return value if len(value.strip()) >= 6 and '"' not in value else fake.name() + " Zyx"
+
+
+# What a value may hold that ends a line or a quoted value in a message, or moves a terminal.
+BREAKS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\u2028",
+    "\x85",
+    "\x1c",
+    "\x1e",
+    '"',
+    '" ',
+    '")\n',
+    "\x1b[2J\x1b[31m",
+]
+BREAKS += [") already exists.\n", ")\nDETAIL:  ", '"\nHINT:  ', "\u202e"]
+
+
+def parts(value: str) -> list[str]:
+    """The pieces of ``value`` between what BREAKS hold, each long enough to be data."""
+    pieces = re.split(
+        r'[\n\r\x85\u2028\x1c\x1e"\x1b\u202e]|\) already exists\.|DETAIL:|HINT:', value
+    )
+    return [p.strip() for p in pieces if len(p.strip()) >= 6]
 
 
 # Each kind of failure: the tables it needs, the rows holding the value (%s), and the step
@@ -89,14 +119,14 @@ def failing(
         drop_database(server, url)
 
 
-def outputs(root: Path, url: str, tmp: Path, *extra: str) -> str:
+def outputs(root: Path, url: str, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> str:
     """Everything one failing run writes: stdout (--json), stderr (--debug), events, metrics."""
     events, metrics = tmp / "events.jsonl", tmp / "metrics.prom"
     for path in (events, metrics):
         path.unlink(missing_ok=True)
     result = run_cli(
         "user", "up", "--url", url, "--json", "--events", str(events), "--metrics-file", str(metrics), *extra,
-        env={"MIGRATE_ROOT": str(root)},
+        env={"MIGRATE_ROOT": str(root), **(env or {})},
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     written = "".join(p.read_text() for p in (events, metrics) if p.exists())
@@ -118,8 +148,9 @@ def test_no_value_from_a_row_appears_in_any_output(
         conn.execute(rows, [value] * rows.count("%s"))
     seen = outputs(root, url, tmp_path, "--debug")
     assert "Traceback" in seen  # --debug printed the chain, reduced
-    for form in {value, value.strip(), json.dumps(value)[1:-1]}:
+    for form in {value, value.strip(), json.dumps(value)[1:-1], *parts(value)}:
         assert form not in seen, (kind, value, seen[-2000:])
+    assert "\x1b" not in seen and "\u202e" not in seen  # nothing a terminal would obey
 
 
 def test_show_data_shows_the_values_with_a_warning(
@@ -134,3 +165,47 @@ def test_show_data_shows_the_values_with_a_warning(
     assert 'integer: "***" (SQLSTATE 22P02)' in hidden and "warning" not in hidden
     shown = outputs(root, url, tmp_path, "--show-data")
     assert "Amélie Tremblay" in shown and "warning: --show-data" in shown
+    for off in ("0", "false", "No", " off "):
+        assert "Amélie Tremblay" not in outputs(root, url, tmp_path, env={"MIGRATE_SHOW_DATA": off})
+    for on in ("1", "true", "YES", "on"):
+        assert "Amélie Tremblay" in outputs(root, url, tmp_path, env={"MIGRATE_SHOW_DATA": on})
+
+
+# PostgreSQL's own messages that quote a value, as the server words them ({} is the value).
+MESSAGES = [
+    'invalid input syntax for type integer: "{}"',
+    'invalid input value for enum mood: "{}"',
+    'duplicate key value violates unique constraint "held_v"\nDETAIL:  Key (v)=({}) already exists.',
+    'could not create unique index "held_v"\nDETAIL:  Key (lower(v))=({}) is duplicated.',
+    'insert or update on table "held" violates foreign key constraint "held_v_fkey"\n'
+    'DETAIL:  Key (v)=({}) is not present in table "other".',
+    'conflicting key value violates exclusion constraint "held_x"\n'
+    "DETAIL:  Key (v)=({}) conflicts with existing key (v)=({}).",
+    'could not create exclusion constraint "held_x"\n'
+    "DETAIL:  Key (v)=({}) conflicts with key (v)=({}).",
+    'new row for relation "held" violates check constraint "held_v"\n'
+    "DETAIL:  Failing row contains (1, {}, null).",
+    'no partition of relation "held" found for row\n'
+    "DETAIL:  Partition key of the failing row contains (v) = ({}).",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    message=st.sampled_from(MESSAGES),
+    head=st.from_regex(r"[A-Z][a-z]{7,12}", fullmatch=True),
+    tail=st.from_regex(r"[A-Z][a-z]{7,12}", fullmatch=True),
+    middle=st.one_of(st.sampled_from(BREAKS), st.text(min_size=1, max_size=12)),
+)
+def test_a_value_is_masked_whole_whatever_it_holds(
+    message: str, head: str, tail: str, middle: str
+) -> None:
+    """However a value breaks lines or mimics the message's own quotes, parentheses and
+    endings, none of it is left in the reduced message, nor in its one line."""
+    from alembic_common.safety import redact
+
+    value = head + middle + tail
+    reduced = redact.without_values(message.replace("{}", value))
+    assert head not in reduced and tail not in reduced, reduced
+    assert '"held' in reduced or "enum mood" in reduced or "type integer" in reduced  # names stay
+    assert "\n" not in redact.one_line(reduced) and "\x1b" not in redact.one_line(reduced)

@@ -67,7 +67,7 @@ def parse(argv: Sequence[str]) -> Asked | None:
     if any(v and not (v.isascii() and v.isdigit() and int(v) >= 1) for v in counts.values()):
         return None  # the whole CLI's parser says what is wrong with it
     if any(
-        os.environ.get(name) for name in ("MIGRATE_POOLER_URLS", "MIGRATE_DEBUG", redact.SHOW_DATA)
+        os.environ.get(name) for name in ("MIGRATE_POOLER_URLS", redact.DEBUG, redact.SHOW_DATA)
     ):
         return None  # the contract gate's poolers, a traceback, data shown: the whole CLI's
     upper = argv[0].upper()

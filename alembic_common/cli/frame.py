@@ -67,7 +67,9 @@ class Frame(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv or bool(os.environ.get("MIGRATE_DEBUG"))
+        debug = "--debug" in argv or redact.SWITCH.get(
+            os.environ.get(redact.DEBUG, "").strip().lower(), False
+        )
         scrub = redact.Scrubber(redact.gather(argv, os.environ))
         code = 1
         with shell.scrubbed(scrub), shell.signals(), shell.showing_data("--show-data" in argv):
@@ -80,6 +82,11 @@ class Frame(TyperGroup):
     def _run(self, argv: list[str], debug: bool, kw: dict[str, Any]) -> int:
         if not debug:  # library warnings would break the one-line error contract
             warnings.simplefilter("ignore")
+        try:  # before anything is read or shown: a typo must not show data or tracebacks
+            redact.switch(redact.DEBUG)
+            redact.switch(redact.SHOW_DATA)
+        except UsageError as exc:
+            return shell.fail(argv, str(exc), 2, debug=False, usage=True)
 
         if redact.shows_data():
             sys.stderr.write(

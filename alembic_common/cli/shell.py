@@ -103,7 +103,7 @@ def fail(argv: Sequence[str], message: str, code: int, *, debug: bool, usage: bo
     error = sys.exc_info()[1]
     if debug:
         sys.stderr.write(redact.traceback_text(error) if error else traceback.format_exc())
-    line = " ".join(message.split())
+    line = redact.one_line(" ".join(message.split()))
     sys.stderr.write(f"{PROG}: error: {line}\n")
     if "--json" in argv:
         sys.stdout.write(json.dumps(failure_json(argv, error, line, code, usage=usage)) + "\n")

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -177,6 +178,7 @@ def from_environment(argv: Sequence[str]) -> Scrubber:
 # message quotes is replaced by ***, so no patient's data reaches a terminal, a log pipeline,
 # a --json object, an events file or a traceback.
 SHOW_DATA = "MIGRATE_SHOW_DATA"
+DEBUG = "MIGRATE_DEBUG"  # --debug for every run
 # A quoted name right after one of these words names a database object, not a value.
 _OBJECTS = frozenset(
     [
@@ -225,62 +227,90 @@ _OBJECTS = frozenset(
 )
 _QUOTED = re.compile(r'"(?:[^"]|"")*"')
 _WORD_BEFORE = re.compile(r"([A-Za-z_]+)\s*$")
-# ``Key (columns)=(values) ...``: the values run to the end of the line, whatever they hold.
-_KEY = re.compile(r"(?P<head>\b[Kk]ey \(.*?\)=)\(.*$", re.MULTILINE)
-_KEY_ENDS = (
-    " already exists",
-    " is duplicated",
-    " is not present in table",
-    " is still referenced from table",
-    " conflicts with existing key",
-)
-_FAILING_ROW = re.compile(r"(Failing row contains ).*$", re.IGNORECASE | re.MULTILINE)
+# Where a row's values start: ``Key (columns)=(`` and ``[Partition key of the] failing row
+# contains (``. They run to the last ")" of the text, whatever they hold (newlines,
+# parentheses, the message's own words): the values' own ")" is one of them.
+_ROW_VALUES = re.compile(r"\bkey \(.*?\)=\(|\bfailing row contains \(", re.IGNORECASE)
 _BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*")
 # Lines of a database error that quote the statement or its context, values and all.
 _STATEMENT_LINE = re.compile(r"^\s*(?:LINE \d+:|\[SQL:|\[parameters:|QUERY:|CONTEXT:|\s*\^)")
+# A switch (MIGRATE_SHOW_DATA, MIGRATE_DEBUG) is on or off only when it says so plainly.
+SWITCH = {"1": True, "true": True, "yes": True, "on": True}
+SWITCH |= {"": False, "0": False, "false": False, "no": False, "off": False}
+
+
+def switch(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """An on/off variable: unset, empty, 0, false, no or off is off; 1, true, yes or on is
+    on (case and spaces aside); anything else is a usage error, so that ``=false`` cannot
+    turn on what it meant to turn off."""
+    value = environ.get(name, "")
+    found = SWITCH.get(value.strip().lower())
+    if found is None:
+        raise ConfigError(
+            f"{name} {value.strip()[:30]!r} is neither on nor off; use 1, true, yes or on, "
+            "or 0, false, no or off (or leave it unset)"
+        )
+    return found
 
 
 def shows_data(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get(SHOW_DATA, "") not in ("", "0")
+    """Whether --show-data (or MIGRATE_SHOW_DATA) is on; a value the command line refused
+    (``switch``) shows nothing."""
+    return SWITCH.get(environ.get(SHOW_DATA, "").strip().lower(), False)
+
+
+def _masked_rows(text: str) -> str:
+    match = _ROW_VALUES.search(text)
+    if match is None:
+        return text
+    close = text.rfind(")")
+    return text[: match.end()] + "***)" + (text[close + 1 :] if close >= match.end() else "")
 
 
 def without_values(text: str, names: Iterable[str] = ()) -> str:
     """``text`` (a server message, or a client tool's output) with every value it quotes
     from a row replaced by ``***``: quoted literals, ``Key (...)=(...)`` values, ``Failing
     row contains (...)``, byte sequences. Names stay: a quoted word after an object kind
-    (``relation "patients"``, ``constraint "c"``) or one of ``names``; SQLSTATEs too. A
-    value with quotes of its own is masked to the last quote of its line: values come last."""
+    (``relation "patients"``, ``constraint "c"``) or one of ``names``; SQLSTATEs too.
+
+    A value may hold quotes, parentheses and line breaks of its own, so the text is read
+    whole, never a line at a time: a quoted value is masked from its opening quote to the
+    last quote in the text, a key's or a failing row's values to the last ``)``; what a
+    value holds can only make more of the text masked."""
     if shows_data():
         return text
     kept = set(names)
+    text = _masked_rows(text)
+    for match in _QUOTED.finditer(text):
+        inner = match.group(0)[1:-1].replace('""', '"')
+        before = _WORD_BEFORE.search(text[: match.start()])
+        if inner in kept or (before is not None and before.group(1).lower() in _OBJECTS):
+            continue
+        text = text[: match.start()] + '"***"' + text[text.rfind('"') + 1 :]
+        break
+    return _BYTES.sub("***", text)
 
-    def key(match: re.Match[str]) -> str:
-        tail = match.group(0)
-        ends = [e for e in _KEY_ENDS if e in tail]
-        return match.group("head") + "(***)" + (ends[-1] if ends else "")
 
-    lines = []
-    for line in _FAILING_ROW.sub(r"\1(***)", _KEY.sub(key, text)).split("\n"):
-        for match in _QUOTED.finditer(line):
-            inner = match.group(0)[1:-1].replace('""', '"')
-            before = _WORD_BEFORE.search(line[: match.start()])
-            if inner in kept or (before is not None and before.group(1).lower() in _OBJECTS):
-                continue
-            line = line[: match.start()] + '"***"' + line[line.rfind('"') + 1 :]
-            break
-        lines.append(_BYTES.sub("***", line))
-    return "\n".join(lines)
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks, escape sequences and other control or format
+    characters (a value may hold any of them) written as escapes, never sent to a terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
 
 
 def first_line(exc: BaseException) -> str:
     """An error in one line: its first, with URL passwords masked and, for a server error,
-    the values of rows it quotes replaced (the names in its diagnostics kept) and its SQLSTATE."""
+    its whole primary message (a value it quotes may span lines) with the values of rows
+    replaced (the names in its diagnostics kept), and its SQLSTATE."""
     cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's DBAPIError wraps psycopg's
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    text = urls.mask(lines[0]) if lines else type(cause).__name__
     diag = getattr(cause, "diag", None)
     if diag is None or not diag.sqlstate:  # not the server's message (a connection failure)
-        return text
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        return one_line(urls.mask(lines[0]) if lines else type(cause).__name__)
     names = (
         diag.schema_name,
         diag.table_name,
@@ -288,15 +318,27 @@ def first_line(exc: BaseException) -> str:
         diag.constraint_name,
         diag.datatype_name,
     )
-    reduced = without_values(text, (n for n in names if n))
-    return f"{reduced} (SQLSTATE {diag.sqlstate})" if diag.sqlstate else reduced
+    primary = (diag.message_primary or "").strip() or type(cause).__name__
+    reduced = without_values(urls.mask(primary), (n for n in names if n))
+    return f"{one_line(reduced)} (SQLSTATE {diag.sqlstate})"
 
 
 def _error_text(exc: BaseException) -> str:
     """A database error's whole text without row values: its message, DETAIL and HINT
-    reduced, the lines quoting the statement or its context left out."""
+    reduced, the statement and its context left out."""
     if shows_data():
         return str(exc)
+    cause = getattr(exc, "orig", None) or exc
+    diag = getattr(cause, "diag", None)
+    if diag is not None and diag.message_primary:
+        fields = [
+            diag.message_primary,
+            *(f"{label}:  {v}" for label, v in (("DETAIL", diag.message_detail),
+                                                ("HINT", diag.message_hint)) if v),
+        ]  # fmt: skip
+        return (
+            without_values("\n".join(fields)) + "\n(statement and context not shown: --show-data)"
+        )
     lines = [ln for ln in str(exc).split("\n") if not _STATEMENT_LINE.match(ln)]
     left = "" if len(lines) == len(str(exc).split("\n")) else "\n(statement not shown: --show-data)"
     return without_values("\n".join(lines)) + left
