@@ -354,6 +354,38 @@ def test_on_failure_rollback_restores_the_backup_past_an_irreversible_step(
     assert "scratch_made" not in {r[0] for r in query(db, "SELECT tablename FROM pg_tables")}
 
 
+@pytest.mark.parametrize(
+    "downgrade", ["    op.execute('DROP TABLE scratch_made')", "    pass"], ids=["real", "pass"]
+)
+def test_down_refuses_a_step_declared_irreversible_and_changes_nothing(
+    downgrade: str, db: str, project_copy: Path
+) -> None:
+    """Its downgrade would drop the history row and leave the step's objects behind, and the
+    next up would trip over them: refused before anything is undone, naming the way out."""
+    header = "irreversible = True"
+    step = add_step(
+        project_copy, "patient", "    op.execute('CREATE TABLE scratch_made (id int)')",
+        header=header, downgrade=downgrade,
+    )  # fmt: skip
+    later = add_step(project_copy, "patient", "    op.execute('CREATE TABLE later (id int)')",
+                     downgrade="    op.execute('DROP TABLE later')")  # fmt: skip
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    assert run_cli("patient", "up", "--url", db, "--contract", env=env).exit_code == 0
+    before = fingerprint(db)
+    for target in (step, versions("patient")[0]):
+        result = run_cli(
+            "patient", "down", "--version", str(target), "--url", db, "--json", env=env
+        )
+        assert result.exit_code == 1, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert f"version(s) {step} cannot be undone" in line and "nothing was changed" in line
+        assert f"restore a backup taken before version {step}" in line
+        assert json.loads(result.stdout)["error"]["version"] == step
+        assert fingerprint(db) == before and history(db)[-1] == later
+    assert run_cli("patient", "down", "--version", str(later), "--url", db, env=env).exit_code == 0
+    assert history(db)[-1] == step
+
+
 def test_a_failing_run_without_rollback_keeps_what_it_applied(db: str, project_copy: Path) -> None:
     start = versions("patient")[-1]
     up("patient", db, start, contract=True)

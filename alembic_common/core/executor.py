@@ -407,6 +407,16 @@ class Executor:
                     version=version,
                 )
             steps = sorted((v for v in found.applied if v >= version), reverse=True)
+            stuck = service.irreversible(steps, declared=True)
+            if stuck:
+                raise StateError(
+                    f"{service.name}: version(s) {', '.join(map(str, stuck))} cannot be undone "
+                    "(declared irreversible = True); nothing was "
+                    f"changed: restore a backup taken before version {min(stuck)} "
+                    f"('migrate {service.name} restore FILE')",
+                    service=service.name,
+                    version=max(stuck),
+                )
             plain = self._plain(steps, True, state)
             service.load(v for v in steps if v not in plain)  # name a broken file first
             result = RunResult(
@@ -678,8 +688,7 @@ class Executor:
                 service=service.name,
                 version=failure.version,
             )
-        paths = {m.version: m.path for m in service.migrations}
-        stuck = [v for v in done if backup.irreversible(paths[v])]
+        stuck = service.irreversible(done)
         why = f"version(s) {', '.join(map(str, stuck))} cannot be undone (irreversible)"
         if not stuck:
             try:

@@ -86,6 +86,11 @@ class Migration(NamedTuple):
     depends_on: Any
     # It calls tenancy.create_roles: the migrating role must be able to create roles.
     creates_roles: bool = False
+    # Its downgrade cannot undo it: it declares ``irreversible = True`` (``down`` refuses it),
+    # or its ``downgrade()`` does nothing (only ``pass``, ``...`` or a docstring: ``down``
+    # runs it as Alembic does, but ``up --on-failure rollback`` restores the backup instead).
+    irreversible: bool = False
+    empty_downgrade: bool = False
 
 
 def _literal(path: Path, name: str, node: ast.expr) -> Any:
@@ -116,7 +121,29 @@ def _declared(path: Path) -> tuple[str | None, dict[str, Any]]:
     guards = sorted({key for node in ast.walk(tree) if (key := _drop_guard(node))})
     if guards:
         found[DROP_GUARDS] = guards
+    for node in tree.body:
+        if _declares_irreversible(node):
+            found[IRREVERSIBLE] = True
+        if isinstance(node, ast.FunctionDef) and node.name == "downgrade" and _does_nothing(node):
+            found[EMPTY_DOWNGRADE] = True
     return ast.get_docstring(tree), found
+
+
+def _declares_irreversible(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "irreversible" for t in node.targets)
+        and isinstance(node.value, ast.Constant)
+        and node.value.value is True
+    )
+
+
+def _does_nothing(function: ast.FunctionDef) -> bool:
+    """Only ``pass``, ``...`` or a docstring."""
+    return all(
+        isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+        for s in function.body
+    )
 
 
 def _drop_guard(node: ast.AST) -> str | None:
@@ -177,10 +204,12 @@ def _check_declared(path: Path, values: dict[str, Any]) -> None:
 # reused while the file's bytes are unchanged (hashing a file costs a tenth of parsing it):
 # a history of thousands of files is parsed once, not on every run. A cache that cannot
 # be written is simply skipped.
-CACHE = Path("__pycache__") / "migrate-declarations-4.json"
+CACHE = Path("__pycache__") / "migrate-declarations-5.json"
 # Facts derived from the code, kept with the declarations.
 CREATES_ROLES = "(creates roles)"
 DROP_GUARDS = "(drop guards)"  # the -x keys of its refuse_to_drop calls
+IRREVERSIBLE = "(irreversible)"
+EMPTY_DOWNGRADE = "(empty downgrade)"
 
 
 class _DeclarationCache:
@@ -247,6 +276,8 @@ def load_migration(path: Path, version: int, cache: _DeclarationCache | None = N
         values.get("branch_labels"),
         values.get("depends_on"),
         bool(values.get(CREATES_ROLES)),
+        bool(values.get(IRREVERSIBLE)),
+        bool(values.get(EMPTY_DOWNGRADE)),
     )
 
 
@@ -406,6 +437,16 @@ class Service:
             return []
         phases = {m.version: m.phase for m in self.migrations}
         return [v for v in versions if phases.get(v) == "contract"]
+
+    def irreversible(self, versions: list[int], *, declared: bool = False) -> list[int]:
+        """Which of ``versions`` their downgrade cannot undo: declared so, or (unless only
+        ``declared``) with a ``downgrade()`` that does nothing."""
+        stuck = {
+            m.version
+            for m in self.migrations
+            if m.irreversible or (m.empty_downgrade and not declared)
+        }
+        return [v for v in versions if v in stuck]
 
     def config(self, output_buffer: Any = None, **attributes: Any) -> Config:
         """A fresh Alembic Config for this service, with ``attributes`` for the shared env.py."""

@@ -34,7 +34,6 @@ before dumping, naming the grant.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import hashlib
@@ -1077,31 +1076,3 @@ def _restore_in_one_transaction(
                     f"{_scrubbed(err.read(), settings)}",
                     service=settings.service,
                 )
-
-
-# --- irreversible steps --------------------------------------------------------------------
-
-
-def irreversible(path: Path) -> bool:
-    """A step that cannot be undone by its downgrade: it declares ``irreversible = True``,
-    or its ``downgrade()`` does nothing (only ``pass``, ``...`` or a docstring)."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
-    for node in tree.body:
-        declared = (
-            isinstance(node, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "irreversible" for t in node.targets)
-            and isinstance(node.value, ast.Constant)
-            and node.value.value is True
-        )
-        empty = (
-            isinstance(node, ast.FunctionDef)
-            and node.name == "downgrade"
-            and all(
-                isinstance(s, ast.Pass)
-                or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-                for s in node.body
-            )
-        )
-        if declared or empty:
-            return True
-    return False
