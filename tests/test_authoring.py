@@ -121,6 +121,64 @@ def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        'x"""; import pathlib; pathlib.Path("ran").write_text("code ran"); """',
+        r"path C:\new\x",
+        'ends with a quote"',
+        "ends with a backslash\\",
+        "Ajoute l\u2019index « patients » (été)",
+        "إضافة فهرس للمرضى",
+    ],
+    ids=[
+        "closes the docstring",
+        "backslashes",
+        "quote last",
+        "backslash last",
+        "accents",
+        "arabic",
+    ],
+)
+def test_a_revision_message_is_text_whatever_it_holds(
+    message: str, project_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message is the step's description as typed; it can close nothing in the file
+    and run nothing."""
+    monkeypatch.chdir(tmp_path)
+    made = run_cli("user", "revision", "-m", message, env={"MIGRATE_ROOT": str(project_copy)})
+    assert made.exit_code == 0, made.output
+    path = Path(made.stdout.strip())
+    assert services.VERSION_FILE.match(path.name), path.name  # a name the history accepts
+    assert_passes_ruff(path)
+    assert not (tmp_path / "ran").exists()
+    assert copied_service(project_copy, "user").migrations[-1].description == message
+
+
+@pytest.mark.parametrize("message", ["bell\x07", "nul\x00byte", "bidi\u202eoverride", "cr\rhere"])
+def test_a_revision_message_with_a_control_character_is_refused(
+    message: str, project_copy: Path
+) -> None:
+    folder = copied_service(project_copy, "user").versions_dir
+    before = sorted(folder.iterdir())
+    made = run_cli("user", "revision", "-m", message, env={"MIGRATE_ROOT": str(project_copy)})
+    assert made.exit_code == 2 and "control character" in made.stderr, made.output
+    assert sorted(folder.iterdir()) == before
+
+
+def test_a_revision_that_fails_to_load_leaves_no_file(project_copy: Path) -> None:
+    """A template broken by hand writes a file Alembic cannot load: the run fails and the
+    file goes, so the next command does not trip over it."""
+    service = copied_service(project_copy, "user")
+    template = service.versions_dir.parent / "script.py.mako"
+    template.write_text(template.read_text().replace("def upgrade()", "def upgrade(:"))
+    files = sorted(service.versions_dir.glob("*.py"))
+    made = run_cli("user", "revision", "-m", "Broken", env={"MIGRATE_ROOT": str(project_copy)})
+    assert made.exit_code != 0 and len(made.stderr.strip().splitlines()) == 1, made.output
+    assert sorted(service.versions_dir.glob("*.py")) == files
+    assert copied_service(project_copy, "user").migrations[-1].version == service.head
+
+
 def _second_head(root: Path) -> None:
     versions = root / "services" / "patient" / "migrations" / "versions"
     for rev, name in ((f"{PATIENT_HEAD + 1:04d}", "one"), (f"{PATIENT_HEAD + 2:04d}", "two")):

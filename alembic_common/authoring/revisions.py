@@ -13,6 +13,8 @@ import contextlib
 import functools
 import io
 import os
+import re
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -291,6 +293,11 @@ def revision(
     """
     if not message.strip():
         raise UsageError(f"{service.name}: revision needs a message (-m 'what it does')")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in message if ch != "\n"):
+        raise UsageError(
+            f"{service.name}: the revision message holds a control character; write it as "
+            "plain text (-m 'what it does')"
+        )
     migrations = service.migrations  # raises on multiple heads
     version = (migrations[-1].version if migrations else 0) + 1
     if not autogenerate:
@@ -324,7 +331,9 @@ def _write_revision(
         elif directives:
             guard_drops(directives[0])
 
+    before = set(service.versions_dir.iterdir())
     with contextlib.ExitStack() as stack:
+        stack.push(functools.partial(_unwritten, before, service.versions_dir))
         attributes: dict[str, Any] = {}
         if settings is not None:
             engine = db.engine(settings)
@@ -334,10 +343,14 @@ def _write_revision(
                 "process_revision_directives": skip_empty,
             }
         cfg = service.config(**attributes)
+        cfg.set_main_option("file_template", "%%(rev)s_" + file_slug(message))
         _format_when_written(cfg)
         with contextlib.redirect_stdout(io.StringIO()):
             script = command.revision(
-                cfg, message=message, autogenerate=settings is not None, rev_id=revision_id(version)
+                cfg,
+                message=docstring_text(message),
+                autogenerate=settings is not None,
+                rev_id=revision_id(version),
             )
     if empty or script is None:
         raise StateError(
@@ -346,6 +359,36 @@ def _write_revision(
             service=service.name,
         )
     return Path(script.path)  # type: ignore[union-attr]
+
+
+def _unwritten(before: set[Path], folder: Path, kind: type | None, *_: Any) -> bool:
+    """A revision that failed (its file would not load) leaves no file behind: every later
+    command would trip over it."""
+    if kind is not None:
+        for made in set(folder.iterdir()) - before:
+            if made.is_file():
+                made.unlink(missing_ok=True)
+    return False
+
+
+def file_slug(message: str, longest: int = 40) -> str:
+    """The new file's name after its number: the message's words in ASCII (accents folded,
+    other scripts left out), as every history's file names are; ``step`` when none is left."""
+    folded = (
+        unicodedata.normalize("NFKD", w).encode("ascii", "ignore").decode().lower()
+        for w in re.findall(r"[^\W_]+", message)
+    )
+    slug = "_".join(w for w in (re.sub(r"[^a-z0-9]", "", f) for f in folded) if w)
+    if len(slug) > longest:
+        slug = slug[: longest + 1].rsplit("_", 1)[0] if "_" in slug[:longest] else slug[:longest]
+    return slug or "step"
+
+
+def docstring_text(message: str) -> str:
+    """The message as it goes between the new file's triple quotes: its backslashes and
+    quotes escaped, so it reads back (the step's description) as typed and can close
+    nothing."""
+    return message.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _format_when_written(cfg: Any) -> None:
