@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, applied_by_default, history, peer_env, run_cli, versions
@@ -24,7 +25,7 @@ from alembic_common.cli.frame import (
     named,
 )
 from alembic_common.core.settings import Settings
-from alembic_common.errors import ConnectError
+from alembic_common.errors import ConfigError, ConnectError
 
 
 def via_relay(url: str, port: int) -> str:
@@ -38,6 +39,24 @@ def test_run_migrations_brings_a_service_to_head_once(db: str) -> None:
     assert first.steps == versions("user") and history(db) == versions("user")
     second = run_migrations("user", db)
     assert second.noop and second.after == versions("user")[-1]
+
+
+def test_the_hook_reads_app_env_as_up_does(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo is refused before anything connects; production takes its backup first."""
+    monkeypatch.setenv("MIGRATE_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("APP_ENV", "prodd")
+    with pytest.raises(ConfigError) as refused:
+        run_migrations("user", db)
+    assert refused.value.exit_code == 2 and "'prodd' is not a known environment" in str(
+        refused.value
+    )
+    assert history(db) == []
+    monkeypatch.setenv("APP_ENV", " Production ")
+    result = run_migrations("user", db)
+    assert result.backup is not None and Path(result.backup).parent == tmp_path / "backups"
+    assert history(db) == versions("user")
 
 
 def test_wait_rides_out_a_database_that_is_still_starting(db: str) -> None:
