@@ -63,6 +63,12 @@ URLS = [
     ("postgresql://u:pw-9x@/db?host=h1,h2&port=1,2,3", "2 host(s) but 3 ports"),
     ("postgresql://u:pw-9x@h1,h2/db?hostaddr=10.0.0.1", "2 host(s) but 1 host addresses"),
     ("postgresql://u:pw-9x@/db?host=h1&port=5432,5433", "1 host(s) but 2 ports"),
+    ("postgresql://u@127.0.0.1/db?sslmode=s3cretmode", "a sslmode that libpq does not take"),
+    ("postgresql://u@127.0.0.1/db?sslmode=", "a sslmode that libpq does not take"),
+    ("postgresql://u@127.0.0.1/db?target_session_attrs=readwrite", "target_session_attrs"),
+    ("postgresql://u@127.0.0.1/db?channel_binding=must", "channel_binding"),
+    ("postgresql://u@127.0.0.1/db?keepalives=s3cret", "a keepalives that is not a whole number"),
+    ("postgresql://u@127.0.0.1/db?connect_timeout=%D9%A5", "connect_timeout"),
 ]
 ENVIRONMENTS = ["prdo", "Prodution", "live", "productio n", "PROD!"]
 # A switch that is neither plainly on nor off (=false must never turn data display on).
@@ -145,6 +151,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("migrate: error: ") and says in lines[0], lines[0]
+    assert "s3cret" not in result.output  # a value typed is never quoted back
     assert "Traceback" not in result.output and "error: unexpected" not in result.output
     assert _snapshot(at_two) == before
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from alembic_common.core import urls
 from alembic_common.errors import ConfigError
@@ -42,6 +43,17 @@ HOSTS = [
 host = st.tuples(st.sampled_from(HOSTS), st.one_of(st.none(), st.integers(1, 65535)))
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"))
 PARAMS = ["sslmode", "application_name", "options", "connect_timeout", "target_session_attrs"]
+# Each parameter's values as libpq takes them (a value it refuses is a usage error).
+VALUES = {
+    "sslmode": st.sampled_from(urls.CHOICES["sslmode"]),
+    "application_name": text,
+    "options": text,
+    "connect_timeout": st.integers(1, 999).map(str),
+    "target_session_attrs": st.sampled_from(urls.CHOICES["target_session_attrs"]),
+}
+params_of = st.lists(st.sampled_from(PARAMS), unique=True, max_size=3).flatmap(
+    lambda keys: st.fixed_dictionaries({k: VALUES[k] for k in keys})
+)
 
 
 def typed(part: str) -> str:
@@ -63,7 +75,7 @@ def hostlist(hosts: list[tuple[tuple[str, str], int | None]]) -> str:
     secret=password,
     hosts=st.lists(host, min_size=1, max_size=3),
     database=st.one_of(st.none(), text.filter(bool)),
-    params=st.dictionaries(st.sampled_from(PARAMS), text, max_size=3),
+    params=params_of,
 )
 def test_a_raw_password_round_trips_through_libpq(
     name: str,
@@ -150,7 +162,25 @@ def connect_time_rules_hold(values: dict[str, str]) -> bool:
     if not all(p == "" or (p.isascii() and p.isdigit() and 1 <= int(p) <= 65535) for p in ports):
         return False
     hosts = len(values["host"].split(",")) if "host" in values else 1
-    return len(ports) in (1, hosts)
+    return len(ports) in (1, hosts) and values_pass_libpq(values)
+
+
+def values_pass_libpq(values: dict[str, str]) -> bool:
+    """libpq's own verdict on the values it checks when it connects (sslmode,
+    target_session_attrs, ...): with them, a connection to a closed port is refused by the
+    port, not by libpq. connect_timeout is read by the client before libpq (psycopg here,
+    libpq's blocking connect in pg_dump): a whole number in ASCII digits, as libpq's."""
+    timeout = values.get("connect_timeout")
+    if timeout is not None and not re.fullmatch(r"\s*[-+]?[0-9]+\s*", timeout, re.ASCII):
+        return False
+    kept = {
+        k: v for k, v in values.items() if k not in ("host", "hostaddr", "port", "connect_timeout")
+    }
+    try:
+        psycopg.connect(make_conninfo(**kept, host="127.0.0.1", port="1")).close()
+    except psycopg.Error as exc:
+        return "Connection refused" in str(exc)
+    return True
 
 
 @example("sslmode= ")  # found by hypothesis: the paste's trailing space is the URL's end

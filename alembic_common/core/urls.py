@@ -232,7 +232,46 @@ def _query(text: str) -> dict[str, str]:
     params = {key: _text(value, f"value of {key}") for key, value in values.items()}
     if "port" in params:
         _ports(params["port"])
+    for key, value in params.items():
+        _value(key, value)
     return params
+
+
+# The parameters whose values libpq checks itself, refusing the connection (a usage error
+# here, before anything connects; the value is never quoted back).
+CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": (
+        "any", "read-write", "read-only", "primary", "standby", "prefer-standby",
+    ),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslnegotiation": ("postgres", "direct"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+    "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
+}  # fmt: skip
+INTEGERS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
+
+
+def _value(key: str, value: str) -> None:
+    """Refuse a value libpq would refuse on connecting, naming the parameter only."""
+    if key not in KNOWN_PARAMS or (not value and key.endswith("_protocol_version")):
+        return  # an empty value is refused too, but for the TLS versions (no bound)
+    if key in CHOICES and value not in CHOICES[key]:
+        *rest, last = CHOICES[key]
+        raise _Bad(f"a {key} that libpq does not take (one of {', '.join(rest)} or {last})")
+    if key in INTEGERS and not (_INTEGER.fullmatch(value) and value.strip().isascii()):
+        raise _Bad(f"a {key} that is not a whole number")
 
 
 def _query_problem(text: str) -> str:
