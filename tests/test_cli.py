@@ -384,3 +384,12 @@ def test_no_service_folder_says_where_it_looked_and_names_migrate_root(tmp_path:
     assert done.returncode == 2, done.stderr
     assert str(tmp_path) in done.stderr and "MIGRATE_ROOT" in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_several_unreachable_hosts_are_each_named_in_the_order_tried() -> None:
+    url = "postgresql://postgres@127.0.0.1:1,127.0.0.1:2/nowhere"
+    result = run_cli("patient", "status", "--url", url)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "is unreachable: 127.0.0.1:1: Connection refused" in line, line
+    assert line.endswith("; 127.0.0.1:2: Connection refused"), line

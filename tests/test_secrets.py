@@ -34,6 +34,21 @@ def test_wrong_password_is_one_line_exit_1(auth_server: str) -> None:
     assert_clean(result.output)
 
 
+def test_a_wrong_password_on_one_of_several_hosts_names_that_host(auth_server: str) -> None:
+    """libpq's first line is its last attempt (a closed port here): the line says which
+    server refused the password instead."""
+    url = auth_server.format(password=quote(WRONG))
+    head, _, query = url.partition("?")
+    params = dict(item.split("=", 1) for item in query.split("&"))
+    several = f"{head}?host={params['host']},127.0.0.1&port={params['port']},1"
+    result = run_cli("patient", "status", "--url", several)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert f"authentication failed at {params['host']}/.s.PGSQL.{params['port']}" in line, line
+    assert "password authentication failed" in line and "Connection refused" not in line
+    assert_clean(result.output)
+
+
 def test_right_password_works_and_json_shows_it_masked(auth_server: str, tmp_path: Path) -> None:
     url = auth_server.format(password=quote(SECRET))
     result = run_cli("user", "up", "--json", "--url", url)

@@ -17,6 +17,7 @@ standby. Reads of another service's database (``direct=False``) may go through e
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from alembic_common.core.events import DbWait, Progress
 from alembic_common.core.settings import Settings, migration_var
 from alembic_common.errors import ConnectError, TopologyError
 from alembic_common.online.releases import OWN_APPLICATION
+from alembic_common.safety import redact
 from alembic_common.safety.redact import first_line
 
 if TYPE_CHECKING:
@@ -56,7 +58,12 @@ def connect_error(
     where = f"{settings.service}: database {settings.database!r} at {settings.host_port}"
     state = getattr(exc, "sqlstate", None)
     text = str(exc)
-    if state == "3D000" or ("database" in text and "does not exist" in text):
+    tried = _attempts(text)
+    refused = [(at, why) for at, why in tried if "authentication failed" in why]
+    if len(tried) > 1 and refused:  # several hosts: the one whose server said no
+        at, why = refused[0]
+        message = f"{where}: authentication failed at {at} ({why.split('FATAL:')[-1].strip()})"
+    elif state == "3D000" or ("database" in text and "does not exist" in text):
         message = (
             f"{where} does not exist; create it with: createdb -h {settings.host} "
             f"-p {settings.port} -U {settings.user} {settings.database}"
@@ -70,8 +77,26 @@ def connect_error(
         message = f"{where}: authentication failed ({first_line(exc).split('FATAL:')[-1].strip()})"
     else:
         after = f" after waiting {waited:g}s" if waited else ""
-        message = f"{where} is unreachable{after}: {first_line(exc)}"
+        said = "; ".join(f"{at}: {why}" for at, why in tried) if len(tried) > 1 else ""
+        message = f"{where} is unreachable{after}: {redact.one_line(said) or first_line(exc)}"
     return ConnectError(message, service=settings.service)
+
+
+# How libpq names each attempt of a connection to several hosts, and why it failed.
+_ATTEMPT = re.compile(
+    r'connection to server (?:at "(?P<host>[^"]*)"(?: \([^)]*\))?, port (?P<port>\d+)'
+    r'|on socket "(?P<socket>[^"]*)") failed: (?P<why>[^\n]*)'
+)
+
+
+def _attempts(text: str) -> list[tuple[str, str]]:
+    """Each host libpq tried (``host:port`` or the socket) with the first line of why it
+    failed, in the order tried, once each."""
+    found: dict[str, str] = {}
+    for match in _ATTEMPT.finditer(text.split("All failures were:", 1)[-1]):
+        at = match["socket"] or f"{match['host']}:{match['port']}"
+        found.setdefault(at, " ".join(match["why"].split()))
+    return list(found.items())
 
 
 def _transient(exc: psycopg.OperationalError) -> bool:
