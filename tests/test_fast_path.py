@@ -3,8 +3,11 @@ and hands every other run to the whole CLI."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,20 +18,24 @@ import pytest
 from conftest import (
     ROOT,
     SERVICES,
+    Spawned,
     add_step,
     applied_by_default,
     as_superuser,
     history,
     migrate_cmd,
     peer_env_for,
+    query,
     run_cli,
     run_script,
     up,
     versions,
+    wait_until,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg import sql
+from relay import SilentServer
 
 from alembic_common.cli import fast, render
 
@@ -287,3 +294,85 @@ def test_a_fleets_recheck_imports_neither_typer_nor_sqlalchemy_nor_alembic(
         assert "psycopg" in names, "the import report was read"
         assert not {n for n in names if n.split(".")[0] in heavy}, args
     assert '"at head": 1' in out and '"failed": 1' in out, out
+
+
+# --- what a user notices when things go wrong: once, and saying what it interrupted ----------
+
+
+@pytest.mark.slow
+def test_a_failure_is_tried_once(db: str) -> None:
+    """A server that never answers is given one connection attempt, not one by this path
+    and another by the whole CLI (a refused password would be sent twice)."""
+    with SilentServer() as silent:
+        url = f"postgresql://nobody@127.0.0.1:{silent.port}/none"
+        done = run_script("patient", "up", "--url", url, timeout=60)
+        assert done.returncode == 1 and "is unreachable" in done.stderr, done.stderr
+        silent._sock.setblocking(False)
+        attempts = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                silent._sock.accept()[0].close()
+                attempts += 1
+    assert attempts == 1
+
+
+def test_a_piped_targets_file_is_read_once(db: str) -> None:
+    """A pipe is read once: its problem is the one the user is told."""
+    done = subprocess.run(
+        migrate_cmd("patient", "up", "--targets-file", "/dev/stdin"),
+        input=f"{db}\n{db}\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 2 and "is listed twice" in done.stderr, done.stderr
+    assert history(db) == []
+
+
+def test_a_closed_stdout_is_no_error(db: str) -> None:
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *migrate_cmd("patient", "up", "--url", db)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr  # progress lines only
+    assert history(db) == applied_by_default("patient")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["up"], "patient: interrupted (SIGTERM) before any step ran; nothing was changed"),
+        (["status"], "interrupted (SIGTERM)"),
+        (["status", "--connect-timeout", "10"], "interrupted (SIGTERM)"),  # the whole CLI's
+    ],
+    ids=["up", "status", "the whole CLI's status"],
+)
+def test_a_signal_while_reading_says_so_in_one_line(args: list[str], says: str, db: str) -> None:
+    """Blocked reading the history (another session holds it), each path stops on SIGTERM
+    with exit 143, one line and the --json failure object, as during a step."""
+    up("patient", db, versions("patient")[0])
+    before = history(db)
+    with psycopg.connect(db) as holder:
+        holder.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        run = Spawned(migrate_cmd("patient", *args, "--url", db, "--json"))
+        wait_until(
+            lambda: query(
+                db,
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> %s",
+                [holder.info.backend_pid],
+            ),
+            "the run blocked on the history",
+        )
+        run.proc.send_signal(signal.SIGTERM)
+        code, out, err = run.finish()
+    assert code == 143, err
+    (line,) = err.strip().splitlines()
+    assert line == f"migrate: error: {says}"
+    assert json.loads(out)["error"]["exit_code"] == 143
+    assert history(db) == before

@@ -7,11 +7,12 @@ database (``--targets-file`` or ``<SERVICE>_DATABASE_URLS``), and monitoring run
 ``status``. They take the argv parsed here by hand, without building typer's app
 (``SERVICE up|status``, ``--url URL`` at most once, ``--json``; for ``up`` also
 ``--targets-file FILE``, ``--jobs N`` and ``--per-host N``), and import only what they use:
-the settings, the connections, the state and the plan. Until a run has found work,
-anything this path cannot answer (an error, held steps, a usage it does not know) goes to
-the whole CLI, which reads again and says what it says; once it has found work, it runs
-it here exactly as the whole CLI does (``outcomes.run_one``, ``outcomes.fleet_up``) and
-says how it ended as the whole CLI does (``shell.failed``).
+the settings, the connections, the state and the plan. What this path cannot answer
+(held steps, the embedded default, a targets file that is a pipe, a usage it does not
+know) goes to the whole CLI before anything is done twice; work it runs here exactly as
+the whole CLI does (``outcomes.run_one``, ``outcomes.fleet_up``), and an error, before the
+work or during it, it reports as the whole CLI does (``shell.failed``): once, so a refused
+password is tried once and a signal says what it interrupted.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def parse(argv: Sequence[str]) -> Asked | None:
         os.environ.get(name) for name in ("MIGRATE_POOLER_URLS", redact.DEBUG, redact.SHOW_DATA)
     ):
         return None  # the contract gate's poolers, a traceback, data shown: the whole CLI's
+    named = given.get("--targets-file")
+    if named is not None and not os.path.isfile(named):
+        return None  # a pipe is read once: the whole CLI reads it (and says what is wrong)
     upper = argv[0].upper()
     listed = any(f"{upper}_{kind}_URLS" in os.environ for kind in ("DATABASE", "MIGRATION"))
     if argv[1] == "status" and "--url" not in given and listed:
@@ -100,12 +104,12 @@ def run(argv: Sequence[str]) -> int | None:
         with shell.scrubbed(scrub), shell.signals():
             try:
                 return _answer(asked, argv, scrub)
-            except KeyboardInterrupt as exc:  # a signal while looking: nothing was changed
+            except redact.ReaderGone:
+                raise
+            except (Exception, KeyboardInterrupt) as exc:  # as the whole CLI says it, once
                 return shell.failed(exc, argv, debug=False)
     except redact.ReaderGone:
         return shell.stdout_gone()
-    except Exception:  # the whole CLI reads again and reports it its way
-        return None
 
 
 def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | None:

@@ -12,6 +12,7 @@ import copy
 import difflib
 import importlib
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from typer.core import TyperGroup
 from alembic_common.cli import shell
 from alembic_common.core import services, settings
 from alembic_common.core.project import Project
-from alembic_common.errors import ConfigError, UsageError
+from alembic_common.errors import ConfigError, Interrupted, UsageError
 from alembic_common.safety import redact
 
 PROG = shell.PROG
@@ -64,6 +65,17 @@ class Frame(TyperGroup):
                 else f"{name!r} is for '{PROG} {ALL if name in ALL_ONLY else EMBEDDED} {name}' only"
             )
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        """A signal inside a command ends it as one line with 128 + its number (typer
+        would return 130 for any signal, saying nothing)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            signum = int(getattr(exc, "signum", signal.SIGINT))
+            raise Interrupted(
+                f"interrupted ({signal.Signals(signum).name})", signum=signum
+            ) from None
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)

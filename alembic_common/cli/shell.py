@@ -65,10 +65,11 @@ def signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def scrubbed(scrub: redact.Scrubber) -> Iterator[None]:
-    """Route stdout and stderr through the scrubber; a closed stdout is not an error."""
+    """Route stdout and stderr through the scrubber; a closed stdout is not an error (one
+    closed before the run started, which Python leaves as None, writes nowhere)."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout = redact.ScrubbedStream(out, scrub)
-    sys.stderr = redact.ScrubbedStream(err, scrub)
+    sys.stdout = redact.ScrubbedStream(out or open(os.devnull, "w"), scrub)  # noqa: SIM115
+    sys.stderr = redact.ScrubbedStream(err or open(os.devnull, "w"), scrub)  # noqa: SIM115
     try:
         yield
     finally:

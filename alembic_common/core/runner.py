@@ -207,7 +207,7 @@ def first_look(
     """
     if target is not None:
         check_version(service, service.disk_versions(), target)
-    with db.connect(settings, wait=options.wait) as conn:
+    with interruptible(service), db.connect(settings, wait=options.wait) as conn:
         planned = plan_on(conn, service, target, options)
     refuse_unusable(service, planned.found)
     refuse_unseen(service, planned)
