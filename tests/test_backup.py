@@ -776,3 +776,25 @@ def test_a_dump_relabelled_as_another_service_is_refused_by_what_it_holds(
     finally:
         drop_database(server, source)
         drop_database(server, target)
+
+
+@pytest.mark.parametrize(
+    "through", ["link", "link/sub", "link/sub/deeper"], ids=["the folder", "a parent", "higher"]
+)
+@pytest.mark.parametrize("given", ["--to", "MIGRATE_BACKUP_DIR"])
+def test_a_backup_folder_reached_through_a_link_is_refused(
+    through: str, given: str, db: str, tmp_path: Path
+) -> None:
+    """Whoever could change a link anywhere on the way could move the dumps: nothing is
+    written, not even a folder, wherever the link is."""
+    up("patient", db)
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    folder = str(tmp_path / through)
+    args, env = (["--to", folder], {}) if given == "--to" else ([], {"MIGRATE_BACKUP_DIR": folder})
+    result = run_cli("patient", "backup", "--url", db, *args, env=env)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"is reached through a symbolic link ({tmp_path / 'link'})" in line
+    assert list(real.iterdir()) == []

@@ -396,7 +396,15 @@ def _private_dir(directory: Path) -> None:
     a folder another local user could write in (group or others may write and no sticky
     bit), or one owned by another user, is refused rather than worked around: a private
     subfolder made in it would still be theirs to rename, and the operator who named the
-    folder should learn it is shared."""
+    folder should learn it is shared. No part of its path may be a symbolic link either:
+    whoever could change the link could move the dumps."""
+    absolute = Path(os.path.abspath(directory))
+    linked = next((p for p in [*reversed(absolute.parents), absolute] if p.is_symlink()), None)
+    if linked is not None:
+        raise UsageError(
+            f"backup folder {directory} is reached through a symbolic link ({linked}): name "
+            "the folder by its own path"
+        )
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
     if directory.is_symlink() or not directory.is_dir():
