@@ -318,13 +318,18 @@ def test_on_failure_rollback_by_the_downgrades(db: str, project_copy: Path, fold
     failing = failing_step(project_copy)
     result = run_cli(
         "patient", "up", "--url", db, "--backup", "--backup-to", str(folder),
-        "--on-failure", "rollback", env={"MIGRATE_ROOT": str(project_copy)},
+        "--on-failure", "rollback", "--json", env={"MIGRATE_ROOT": str(project_copy)},
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert f"version {failing} failed" in result.stderr
     assert "by their downgrades" in result.stderr and "back at " + str(start) in result.stderr
     assert "restored the backup" not in result.stderr
     assert fingerprint(db) == before
+    said = json.loads(result.stdout)  # what the run applied, undid, and the backup it took
+    applied = [v for v in versions("patient", project_copy) if start < v < failing]
+    assert said["steps"] == applied and said["rolled_back"] == applied[::-1]
+    assert Path(said["backup"]).parent == folder and "restored" not in said
+    assert said["error"]["kind"] == "step"
 
 
 @pytest.mark.parametrize("at_head", [True, False], ids=["at head", "a new database"])
@@ -343,12 +348,16 @@ def test_on_failure_rollback_restores_the_backup_past_an_irreversible_step(
     failing = failing_step(project_copy)
     result = run_cli(
         "patient", "up", "--url", db, "--backup", "--backup-to", str(folder),
-        "--on-failure", "rollback", env={"MIGRATE_ROOT": str(project_copy)},
+        "--on-failure", "rollback", "--json", env={"MIGRATE_ROOT": str(project_copy)},
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     assert f"version {failing} failed" in result.stderr
     assert f"version(s) {irreversible} cannot be undone" in result.stderr
     assert "restored the backup" in result.stderr, result.stderr
+    said = json.loads(result.stdout)
+    applied = [v for v in versions("patient", project_copy) if (start or 0) < v < failing]
+    assert said["steps"] == applied and said["rolled_back"] == applied[::-1]
+    assert said["restored"] is True and said["backup"] in result.stderr
     assert says(result.stderr, f"back at {start if start is not None else 'no version'}")
     assert fingerprint(db) == before
     assert "scratch_made" not in {r[0] for r in query(db, "SELECT tablename FROM pg_tables")}

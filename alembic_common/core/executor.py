@@ -680,14 +680,24 @@ class Executor:
         state = self._turn(self.read(), "down")
         found = plan.assess_for(service, state)
         done = sorted((v for v in found.applied if before is None or v > before), reverse=True)
-        base = f"{failure}; --on-failure rollback: "
         at = before if before is not None else "no version"
-        if not done:
-            return StepError(
-                base + f"nothing else was applied by this run; the database stays at {at}",
+
+        def ended(how: str, undone: list[int] | None = None) -> MigrationError:
+            """The error to raise, with what the run did for --json: the steps it applied,
+            those it undid, and the backup it took (and whether it restored it)."""
+            error = type(failure)(  # the failure's own kind: step, lock_timeout, refused
+                f"{failure}; --on-failure rollback: {how}",
                 service=service.name,
                 version=failure.version,
             )
+            error.done.update(failure.done)
+            error.done["rolled_back"] = undone or []
+            if result.backup is not None:
+                error.done["backup"] = result.backup
+            return error
+
+        if not done:
+            return ended(f"nothing else was applied by this run; the database stays at {at}")
         stuck = service.irreversible(done)
         why = f"version(s) {', '.join(map(str, stuck))} cannot be undone (irreversible)"
         if not stuck:
@@ -700,31 +710,28 @@ class Executor:
             else:
                 result.after = before
                 self.report(events.Rollback(path="downgrade", versions=undone))
-                return StepError(
-                    base + f"rolled back version(s) {', '.join(map(str, undone))} by their "
+                return ended(
+                    f"rolled back version(s) {', '.join(map(str, undone))} by their "
                     f"downgrades; the database is back at {at}",
-                    service=service.name,
-                    version=failure.version,
+                    undone,
                 )
         if result.backup is None:
-            return StepError(
-                base
-                + f"{why} and this run took no backup; the database is left at {found.current}",
-                service=service.name,
-                version=failure.version,
+            return ended(
+                f"{why} and this run took no backup; the database is left at {found.current}"
             )
         restored = backup.restore_under_lock(
             service, self.settings, self.conn, Path(result.backup), self.progress
         )
         result.after = restored.after
         self.report(events.Rollback(path="restore", backup=result.backup))
-        return StepError(
-            base + f"{why}; restored the backup {result.backup} taken at the start of the run; "
+        error = ended(
+            f"{why}; restored the backup {result.backup} taken at the start of the run; "
             "the database is back at "
             f"{restored.after if restored.after is not None else 'no version'}",
-            service=service.name,
-            version=failure.version,
+            done,
         )
+        error.done["restored"] = True
+        return error
 
     def _backup_once(self, result: RunResult) -> None:
         """Before the run's first change: a backup, when asked for (or in production)."""
