@@ -281,6 +281,27 @@ def test_through_a_pool_every_command_refuses_and_leaves_nothing(
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
 
 
+@pytest.mark.parametrize("listed", ["--targets-file", "DATABASE_URLS"])
+def test_a_fleet_target_through_a_pool_is_told_where_to_fix_it(
+    listed: str, prod: Prod, tmp_path: Path
+) -> None:
+    """The way out is where the URL came from: the targets file, or the list of direct
+    URLs beside the application's (a single migration URL would make the run one database)."""
+    name = PLAIN
+    pooled = prod.pooled("transaction")
+    if listed == "--targets-file":
+        (tmp_path / "targets").write_text(f"{pooled}\n")
+        args, env, says = ["--targets-file", str(tmp_path / "targets")], {}, "in the targets file"
+    else:
+        args, env = [], {f"{name.upper()}_DATABASE_URLS": pooled}
+        says = f"set {migration_var(name)}S to the servers' own addresses"
+    result = run_cli(name, "up", *args, env=env)
+    assert result.exit_code == 1, result.output
+    assert "connection pooler" in result.output and says in result.output, result.output
+    assert f"set {migration_var(name)} " not in result.output
+    assert history(prod.superuser) == []
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_concurrent_runners_through_a_pool_refuse_and_leave_no_lock(mode: str, prod: Prod) -> None:
     name = PLAIN

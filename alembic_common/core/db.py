@@ -125,12 +125,27 @@ SELECT pg_catalog.pg_backend_pid(), pg_catalog.pg_is_in_recovery(),
 
 
 def refuse_pooler(settings: Settings) -> TopologyError:
-    """The one line for a connection that reached a pooler instead of the server."""
+    """The one line for a connection that reached a pooler instead of the server, with the
+    way out for where the URL came from."""
+    source = settings.source
+    if source == "--targets-file":
+        fix = "list the database by the server's own address in the targets file"
+    elif source == "registry":
+        fix = "have the registry query return the server's own address for it"
+    elif source.endswith("_URLS"):
+        fix = (
+            f"set {migration_var(settings.service)}S to the servers' own addresses (or give "
+            "them with --url) and keep the pooled URLs for the application"
+        )
+    else:
+        fix = (
+            f"set {migration_var(settings.service)} (or --url) to the server's own address "
+            "and keep the pooled URL for the application"
+        )
     return TopologyError(
         f"{settings.service}: {settings.label} is reached through a connection pooler (the "
         "server's backend pid is not the one the connection was given): migrate needs a "
-        f"direct connection to the primary; set {migration_var(settings.service)} (or --url) "
-        "to the server's own address and keep the pooled URL for the application",
+        f"direct connection to the primary; {fix}",
         service=settings.service,
     )
 
