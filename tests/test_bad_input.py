@@ -289,3 +289,29 @@ def test_no_usage_error_echoes_what_was_typed(args: list[str]) -> None:
         for fragment in {typed, *typed.replace("@", " ").replace(":", " ").split()}:
             if len(fragment) >= 4 and not fragment.startswith(("-", "postgresql")):
                 assert fragment not in result.output, (fragment, result.output)
+
+
+def test_an_empty_variable_naming_a_peer_is_a_usage_error(server: str) -> None:
+    """A service whose first step requires another's reads that one's variable: set but
+    empty (an unset shell variable), it is bad usage, as for the service's own."""
+    from conftest import SERVICES, services
+
+    needing = {
+        name: sorted(m.requires)
+        for name in SERVICES
+        for m in services.get(name).migrations[:1]
+        if m.requires
+    }
+    if not needing:
+        pytest.skip("no service's first step requires another's")
+    name, others = sorted(needing.items())[0]
+    url = create_database(server)
+    try:
+        empty = {f"{other.upper()}_DATABASE_URL": "" for other in others}
+        result = run_cli(name, "up", "--url", url, env=empty)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert f"{others[0].upper()}_DATABASE_URL is empty" in line
+        assert history(url) == []
+    finally:
+        drop_database(server, url)

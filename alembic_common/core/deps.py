@@ -16,7 +16,7 @@ from alembic_common.core import db
 from alembic_common.core.services import Service
 from alembic_common.core.settings import Settings
 from alembic_common.core.state import assess, read
-from alembic_common.errors import MigrationError, ScriptError, StateError
+from alembic_common.errors import ConfigError, MigrationError, ScriptError, StateError, UsageError
 
 Node = tuple[str, int]  # (service, version)
 
@@ -131,8 +131,9 @@ def unmet(
             if other not in cache:
                 try:
                     peer = peers(other)
-                except MigrationError as exc:
-                    raise StateError(
+                except MigrationError as exc:  # a bad setting stays a usage error (exit 2)
+                    kind = ConfigError if isinstance(exc, UsageError) else StateError
+                    raise kind(
                         f"{service.name} {version} requires {other} {needed}, which cannot be "
                         f"checked: {exc}",
                         service=service.name,
