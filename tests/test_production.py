@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,14 @@ def test_through_a_pool_every_command_refuses_and_leaves_nothing(
     # finds the database's own search_path.
     with psycopg.connect(pooled, autocommit=True) as conn:
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+def test_wait_through_a_pool_refuses_at_once(prod: Prod) -> None:
+    """A pooler is not a database still starting: waiting out --timeout cannot help."""
+    started = time.monotonic()
+    result = run_cli(PLAIN, "wait", "--url", prod.pooled("transaction"), "--timeout", "120")
+    assert result.exit_code == 1 and "connection pooler" in result.stderr, result.output
+    assert "not ready" not in result.stderr and time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize("listed", ["--targets-file", "DATABASE_URLS"])

@@ -255,7 +255,7 @@ def wait_for(
     step is part-way; StateError after ``timeout`` seconds, naming what was last seen. A
     database that cannot be reached yet is waited for too. ``say`` hears what is seen,
     each time it changes."""
-    from alembic_common.errors import ConnectError
+    from alembic_common.errors import ConnectError, TopologyError
 
     disk = service.disk_versions()
     check_version(service, disk, version)
@@ -279,6 +279,8 @@ def wait_for(
                 seen += f", version {state.in_progress.version} part-way"
             elif not found.consistent:
                 seen += f", {found.problem}"
+        except TopologyError:
+            raise  # a pooler or a standby is no database still starting: waiting cannot help
         except ConnectError as exc:
             seen = str(exc)
         if seen != last:
