@@ -426,3 +426,20 @@ def test_no_other_step_runs_while_one_is_part_way_not_even_through_plain_alembic
         )
     finally:
         drop_database(ladder.server, url)
+
+
+@pytest.mark.parametrize(
+    ("direction", "says"),
+    [
+        ("up", "while applying it: 2 of its parts had committed and stay; 'up' finishes it"),
+        ("down", "while undoing it: 2 of its parts had committed and stay; 'down' finishes undoing it, 'up' applies it again"),
+    ],
+)  # fmt: skip
+def test_the_way_out_follows_the_direction_it_stopped_in(direction: str, says: str) -> None:
+    """Stopped while being undone, it is the other way round (docs/reference.md)."""
+    from datetime import UTC, datetime
+
+    from alembic_common.online.partial import InProgress
+
+    now = datetime.now(UTC)
+    assert says in InProgress(6, direction, 2, now, now).describe()

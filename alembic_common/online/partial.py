@@ -60,11 +60,16 @@ class InProgress(NamedTuple):
 
     def describe(self) -> str:
         """One sentence on where the step stands and how to finish or undo it."""
-        going = "applying" if self.direction == "up" else "undoing"
+        if self.direction == "up":
+            going, ways = (
+                "applying",
+                "'up' finishes it from where it stopped, 'down' undoes what it did",
+            )
+        else:
+            going, ways = "undoing", "'down' finishes undoing it, 'up' applies it again"
         return (
             f"version {self.version} stopped part-way while {going} it: {self.parts} of its "
-            f"parts had committed and stay; 'up' finishes it from where it stopped, 'down' "
-            f"undoes what it did"
+            f"parts had committed and stay; {ways}"
         )
 
 
