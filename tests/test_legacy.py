@@ -48,6 +48,13 @@ def test_up_adopts_without_rerunning_and_keeps_applied_at(legacy_db: str) -> Non
     ]
     phones = [r[0] for r in query(legacy_db, "SELECT phone FROM patients ORDER BY id")]
     assert phones == ["+15145550143", "+12125550187", "+212661234567", "+33142685300"]
+    # Who applied the old rows is not known: nothing is made up for them; ours are signed.
+    signed = query(
+        legacy_db,
+        "SELECT version, applied_by, duration_ms, checksum IS NOT NULL, current_user FROM schema_migrations ORDER BY version",
+    )
+    assert [r[1:4] for r in signed if r[0] <= 2] == [(None, None, False)] * 2
+    assert all(r[1] == r[4] and r[2] is not None for r in signed if r[0] > 2)
     status = run_cli("patient", "status", "--json", "--url", legacy_db)
     assert json.loads(status.stdout)["legacy"] is False and status.exit_code == 0
     # The adopted history rolls back like any other, losslessly.

@@ -146,14 +146,23 @@ def claim(conn: psycopg.Connection[Any], service: str, schema: str) -> None:
 
 
 def add_extras(conn: psycopg.Connection[Any], schema: str, present: set[str]) -> None:
-    """Give a table made elsewhere (or by an older release) the extra columns we write."""
+    """Give a table made elsewhere (or by an older release) the extra columns we write. A
+    default is set after the column is added, so the rows already there keep NULL (not
+    known) rather than the adopting role or anything else that was never true of them."""
+    table = qualified(schema, TABLE)
     for name, ddl in EXTRAS.items():
         if name not in present:
+            kind, _, default = ddl.partition(" DEFAULT ")
+            column = sql.Identifier(name)
             conn.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                    qualified(schema, TABLE), sql.Identifier(name), sql.SQL(ddl)
-                )
+                sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(table, column, sql.SQL(kind))
             )
+            if default:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}").format(
+                        table, column, sql.SQL(default)
+                    )
+                )
 
 
 def ensure(
