@@ -376,3 +376,31 @@ def test_a_signal_while_reading_says_so_in_one_line(args: list[str], says: str, 
     assert line == f"migrate: error: {says}"
     assert json.loads(out)["error"]["exit_code"] == 143
     assert history(db) == before
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["fast path", "whole CLI"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_status_says_its_verdict_when_the_reader_is_gone(
+    whole: bool, as_json: bool, db: str
+) -> None:
+    """The reader of stdout went away before a word was read: the exit code still says
+    whether the database needs a look (0 at head, 1 ahead), every time."""
+    up("patient", db, contract=True)
+    extra = [*(["--connect-timeout", "10"] if whole else []), *(["--json"] if as_json else [])]
+
+    def code() -> int:
+        read, write = os.pipe()
+        os.close(read)  # gone before the run starts: every write fails
+        try:
+            return subprocess.run(
+                migrate_cmd("patient", "status", "--url", db, *extra),
+                stdout=write, stderr=subprocess.PIPE, cwd=ROOT, check=False,
+            ).returncode  # fmt: skip
+        finally:
+            os.close(write)
+
+    assert code() == 0
+    future = versions("patient")[-1] + 1
+    query(db, "INSERT INTO schema_migrations (version, description) VALUES (%s, 'later')", [future])
+    query(db, "UPDATE alembic_version SET version_num = %s", [f"{future:04d}"])
+    assert [code() for _ in range(3)] == [1, 1, 1]

@@ -115,7 +115,7 @@ def run(argv: Sequence[str]) -> int | None:
 def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | None:
     from pathlib import Path
 
-    from alembic_common.cli import render
+    from alembic_common.cli import render, shell
     from alembic_common.cli.connection import Connection, Selection
     from alembic_common.core import runner, settings
     from alembic_common.core.project import Project
@@ -133,10 +133,11 @@ def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | 
         return None  # the whole CLI says that it uses the embedded server
     if asked.command == "status":
         report = runner.status(service, targets[0])
-        if asked.as_json:
-            render.print_json(report.to_dict())
-        else:
-            render.show_status(report)
+        with shell.reader_may_go():  # the exit code says what was found, read or not
+            if asked.as_json:
+                render.print_json(report.to_dict())
+            else:
+                render.show_status(report)
         return 0 if report.ok else 1
     if not many:
         result = runner.first_look(service, targets[0])

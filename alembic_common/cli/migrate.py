@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from alembic_common.cli import options
+from alembic_common.cli import options, shell
 from alembic_common.cli.connection import Connection, Selection
 from alembic_common.cli.frame import app, is_all, is_embedded, project_of, service_of
 from alembic_common.cli.options import (
@@ -379,10 +379,11 @@ def status(
     if metrics_file is not None:
         outcome = fleet.Outcome(service.name, targets[0].display, "ok", report)
         write_metrics(project_of(ctx), metrics_file, [(targets[0], outcome)], run=False)
-    if as_json:
-        print_json(report.to_dict())
-    else:
-        show_status(report)
+    with shell.reader_may_go():  # the exit code says what was found, read or not
+        if as_json:
+            print_json(report.to_dict())
+        else:
+            show_status(report)
     if not report.ok or (strict and (report.changed or report.invalid or report.in_progress)):
         raise typer.Exit(1)
 

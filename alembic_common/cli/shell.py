@@ -149,6 +149,17 @@ def failure_json(
     }
 
 
+@contextlib.contextmanager
+def reader_may_go() -> Iterator[None]:
+    """Printing a report whose exit code is already known: a reader that goes away
+    (``| head -1``) ends the printing, not the verdict."""
+    try:
+        yield
+        sys.stdout.flush()
+    except redact.ReaderGone:
+        stdout_gone()
+
+
 def stdout_gone() -> int:
     """The reader of stdout went away (``| head -1``): stop quietly, exit 0."""
     with contextlib.suppress(OSError, ValueError):
