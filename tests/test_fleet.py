@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -703,3 +704,36 @@ def test_a_worker_killed_by_sigkill_fails_only_its_target(make: Any, tmp_path: P
     assert "worker died (signal 9)" in dead["error"]
     done = [history(u)[-1] for u in urls]
     assert sorted(done) == [head] + [head + 1] * 3
+
+
+def test_workers_are_kept_for_the_next_target(make: Any, tmp_path: Path) -> None:
+    """A fleet forks at most --jobs workers, each taking target after target (its imports
+    and history read once), not one process per target."""
+    import shutil
+
+    from conftest import ROOT, add_step
+
+    root = tmp_path / "project"
+    shutil.copytree(
+        ROOT / "services", root / "services", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    add_step(
+        root,
+        "user",
+        "    import os\n\n    op.execute(f'CREATE TABLE worker_pid AS SELECT {os.getpid()} AS pid')",
+    )
+    urls = make(6)
+    targets = write_targets(tmp_path / "targets.txt", urls)
+    run = ["user", "up", "--targets-file", str(targets), "--jobs", "2", "--per-host", "2", "--json"]
+    done = subprocess.run(
+        migrate_cmd(*run),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "MIGRATE_ROOT": str(root)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Counter(t["outcome"] for t in report(done)["targets"]) == Counter({"migrated": 6})
+    pids = {query(u, "SELECT pid FROM worker_pid")[0][0] for u in urls}
+    assert 1 <= len(pids) <= 2, pids

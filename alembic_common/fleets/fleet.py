@@ -1,7 +1,8 @@
 """Many runs at once (every service, or many databases of one service) and what became of each.
 
-Alembic's ``context`` is process-global, so parallel runs go to worker processes (one forked
-per target, so each starts with everything imported), bounded by ``jobs``. With ``jobs=1``
+Alembic's ``context`` is process-global, so parallel runs go to worker processes, bounded by
+``jobs``: forked as needed (so each starts with everything imported) and each kept for the
+next target, so a fleet of a thousand databases forks ``jobs`` workers, not a thousand. With ``jobs=1``
 everything runs in this process, in order. Jobs may wait on other jobs; a failure either
 stops new work (``all up``) or is simply reported beside the others (many targets). A worker
 that dies fails only its target; SIGTERM/SIGINT stops the run, goes to every worker, and
@@ -189,7 +190,7 @@ def run(
                 )
     else:
         _preload(loaded.values())
-        workers = _Workers()
+        workers = _Workers(task)
         try:
             while (todo and not stopped) or workers.running:
                 for index in [i for i in todo if ready(i) is not False]:
@@ -202,7 +203,7 @@ def run(
                         finish(index, _skipped(jobs[index]))
                         continue
                     busy[jobs[index].settings.host_port] += 1
-                    workers.start(index, task(index))
+                    workers.start(index, jobs[index])
                 if not workers.running:
                     break
                 for index, outcome in workers.ended():
@@ -215,6 +216,8 @@ def run(
             for index in todo:
                 outcomes[index] = _not_run(jobs[index], signum)
             raise Stopped([outcomes[i] for i in range(len(jobs))], signum) from None
+        finally:
+            workers.close()
     for index in todo:
         outcomes[index] = _skipped(jobs[index]) if ready(index) is None else _not_run(jobs[index])
         if on_outcome is not None:
@@ -487,24 +490,39 @@ class Stopped(Exception):
 
 
 class _Workers:
-    """One forked process per running target, its outcome coming back through a pipe. A
-    worker that dies (SIGKILL, the OOM killer) fails its own target and nothing else."""
+    """Worker processes, forked as needed up to the run's parallelism and each kept for the
+    next target (its imports, its history and its SQLAlchemy engine set up once, not once per
+    target); a target's index goes down a pipe and its outcome comes back. A worker that dies
+    (SIGKILL, the OOM killer) fails its own target and nothing else, and is not reused; nor
+    is one whose target a signal ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, task_of: Callable[[int], _Task]) -> None:
         import multiprocessing
 
         self.context = multiprocessing.get_context("fork")
+        self.task_of = task_of  # a worker builds its task from the index, as forked
+        self.idle: list[tuple[Any, Any]] = []  # (process, pipe)
         self.running: dict[int, tuple[Any, Any, Job]] = {}  # index -> (process, pipe, job)
 
-    def start(self, index: int, task: _Task) -> None:
-        receive, send = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=_work_in_child, args=(task, send))
+    def start(self, index: int, job: Job) -> None:
+        while self.idle:
+            process, pipe = self.idle.pop()
+            try:
+                pipe.send(index)
+            except OSError:  # it died idle: let it go, take another
+                self._retire(process, pipe)
+                continue
+            self.running[index] = (process, pipe, job)
+            return
+        pipe, theirs = self.context.Pipe()
+        process = self.context.Process(target=_serve, args=(self.task_of, theirs))
         process.start()
-        send.close()
-        self.running[index] = (process, receive, task.job)
+        theirs.close()
+        pipe.send(index)
+        self.running[index] = (process, pipe, job)
 
     def ended(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
-        """Wait until some worker ends; what became of each that did."""
+        """Wait until some worker's target ends; what became of each that did."""
         from multiprocessing.connection import wait
 
         pipes: dict[Any, int] = {pipe: index for index, (_, pipe, _) in self.running.items()}
@@ -516,13 +534,16 @@ class _Workers:
                 outcome: Outcome | None = pipe.recv()
             except (EOFError, OSError):
                 outcome = None  # it died before it could say
-            pipe.close()
-            process.join()
+            if outcome is None or outcome.exit_code in INTERRUPTED:
+                self._retire(process, pipe)
+            else:
+                self.idle.append((process, pipe))
             done.append((index, outcome or _died(job, process.exitcode)))
         return done
 
     def stop(self, signum: int) -> list[tuple[int, Outcome]]:
         """Forward the signal; wait a bounded time for each to roll back; kill the rest."""
+        self.close()
         for process, _, _ in self.running.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signum)
@@ -531,34 +552,59 @@ class _Workers:
         while self.running and time.monotonic() < deadline:
             with contextlib.suppress(KeyboardInterrupt):  # a second signal: keep waiting
                 done += self.ended(max(0.0, deadline - time.monotonic()))
+        self.close()
         for index, (process, pipe, job) in list(self.running.items()):
             process.kill()
-            process.join()
-            pipe.close()
+            self._retire(process, pipe)
             late = f"still running {STOP_WAIT_S:g}s after the signal"
             done.append((index, _died(job, process.exitcode, late)))
             del self.running[index]
         return done
 
+    def close(self) -> None:
+        """Let the idle workers go. Each is told to end: closing our end of its pipe would not
+        do, as workers forked after it hold a copy of that end."""
+        while self.idle:
+            process, pipe = self.idle.pop()
+            with contextlib.suppress(OSError):
+                pipe.send(None)
+            self._retire(process, pipe)
 
-def _work_in_child(task: _Task, send: Any) -> None:
-    """A worker's body: run the task (a signal ends it as it ends a single run), send back
-    what became of it."""
+    @staticmethod
+    def _retire(process: Any, pipe: Any) -> None:
+        pipe.close()
+        process.join()
+
+
+def _serve(task_of: Callable[[int], _Task], pipe: Any) -> None:
+    """A worker's body: run each target it is sent (a signal ends the target as it ends a
+    single run) and send back what became of it, until its pipe closes or a signal came."""
     _die_with_parent()
-    try:
-        outcome = task()
-    except KeyboardInterrupt as exc:  # before or after the run itself: nothing of it ran
-        signum = int(getattr(exc, "signum", signal.SIGINT))
-        outcome = Outcome(
-            task.job.service,
-            task.job.settings.display,
-            "failed",
-            error=f"interrupted ({signal.Signals(signum).name}) before any step ran",
-            exit_code=128 + signum,
-        )
-    with contextlib.suppress(OSError):
-        send.send(outcome)
-    send.close()
+    while True:
+        try:
+            index = pipe.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        if index is None:  # no more targets
+            return
+        task = task_of(index)
+        try:
+            outcome = task()
+        except KeyboardInterrupt as exc:  # before or after the run itself: nothing of it ran
+            signum = int(getattr(exc, "signum", signal.SIGINT))
+            outcome = Outcome(
+                task.job.service,
+                task.job.settings.display,
+                "failed",
+                error=f"interrupted ({signal.Signals(signum).name}) before any step ran",
+                exit_code=128 + signum,
+            )
+        try:
+            pipe.send(outcome)
+        except (OSError, KeyboardInterrupt):
+            return
+        if outcome.exit_code in INTERRUPTED:
+            return
 
 
 def _died(job: Job, exitcode: int | None, after: str = "") -> Outcome:
