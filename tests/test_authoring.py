@@ -130,6 +130,7 @@ def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
         "ends with a backslash\\",
         "Ajoute l\u2019index « patients » (été)",
         "إضافة فهرس للمرضى",
+        "\U0001f469\u200d\u2695\ufe0f add the doctor\ttoo",
     ],
     ids=[
         "closes the docstring",
@@ -138,6 +139,7 @@ def test_a_plain_revision_is_numbered_and_described(project_copy: Path) -> None:
         "backslash last",
         "accents",
         "arabic",
+        "an emoji with a joiner, a tab",
     ],
 )
 def test_a_revision_message_is_text_whatever_it_holds(
@@ -152,10 +154,13 @@ def test_a_revision_message_is_text_whatever_it_holds(
     assert services.VERSION_FILE.match(path.name), path.name  # a name the history accepts
     assert_passes_ruff(path)
     assert not (tmp_path / "ran").exists()
-    assert copied_service(project_copy, "user").migrations[-1].description == message
+    described = copied_service(project_copy, "user").migrations[-1].description
+    assert described == " ".join(message.split())  # as every description: one line
 
 
-@pytest.mark.parametrize("message", ["bell\x07", "nul\x00byte", "bidi\u202eoverride", "cr\rhere"])
+@pytest.mark.parametrize(
+    "message", ["bell\x07", "nul\x00byte", "bidi\u202eoverride", "cr\rhere", "bad \udcff bytes"]
+)
 def test_a_revision_message_with_a_control_character_is_refused(
     message: str, project_copy: Path
 ) -> None:

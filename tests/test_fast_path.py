@@ -404,3 +404,15 @@ def test_status_says_its_verdict_when_the_reader_is_gone(
     query(db, "INSERT INTO schema_migrations (version, description) VALUES (%s, 'later')", [future])
     query(db, "UPDATE alembic_version SET version_num = %s", [f"{future:04d}"])
     assert [code() for _ in range(3)] == [1, 1, 1]
+
+
+def test_an_unknown_service_is_named_before_any_setting() -> None:
+    """As the whole CLI does: the service first, then APP_ENV."""
+    quick = run_script(
+        "nosuch", "up", "--url", "postgresql://u@127.0.0.1:1/x", env={"APP_ENV": "prodd"}
+    )
+    whole = run_cli(
+        "nosuch", "up", "--url", "postgresql://u@127.0.0.1:1/x", env={"APP_ENV": "prodd"}
+    )
+    assert quick.returncode == whole.exit_code == 2
+    assert quick.stderr.strip() == whole.stderr.strip() and "nosuch" in quick.stderr

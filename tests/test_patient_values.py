@@ -209,3 +209,46 @@ def test_a_value_is_masked_whole_whatever_it_holds(
     assert head not in reduced and tail not in reduced, reduced
     assert '"held' in reduced or "enum mood" in reduced or "type integer" in reduced  # names stay
     assert "\n" not in redact.one_line(reduced) and "\x1b" not in redact.one_line(reduced)
+
+
+@pytest.mark.parametrize(
+    ("statement", "value", "kept"),
+    [
+        ("SELECT xmlparse(content '<a>Zyxwvu Tremblay')", "Zyxwvu", "invalid XML content"),
+        ("SELECT make_date(1987, 13, 31)", "1987-13-31", "date field value out of range"),
+        ("SELECT '31/12/1987'::date", "31/12/1987", "HINT:  Perhaps you need a different "),
+    ],
+    ids=["xml detail", "make_date", "a hint kept"],
+)  # fmt: skip
+def test_a_data_exception_shows_no_value_unquoted_either(
+    server: str, statement: str, value: str, kept: str
+) -> None:
+    """PostgreSQL's own messages that echo the input without quotes (an XML parser's detail,
+    make_date's value); the hint after a masked value stays whole."""
+    from alembic_common.safety import redact
+
+    with psycopg.connect(server) as conn, pytest.raises(psycopg.Error) as raised:
+        conn.execute(statement)
+    seen = redact.first_line(raised.value) + "\n" + redact.traceback_text(raised.value)
+    assert value not in seen, seen
+    assert kept in seen, seen
+
+
+def test_a_tool_s_messages_are_each_reduced_on_their_own() -> None:
+    """pg_restore's stderr: a value masked in one message runs into no other, unless it
+    holds what would end its message (then more is masked, never less)."""
+    from alembic_common.safety.backup import _scrubbed
+
+    two = (
+        'pg_restore: error: could not execute query: ERROR:  invalid input syntax for type integer: "Zyxwvu"\n'
+        'pg_restore: error: could not execute query: ERROR:  relation "visits" does not exist\n'
+    )
+    assert _scrubbed(two, None).endswith(
+        'integer: "***" / pg_restore: error: could not execute query: ERROR:  relation "visits" does not exist'
+    )
+    for hostile in (
+        '"Zyxwvu\npg_restore: Tremblay"',
+        "Key (v)=(Zyxwvu\npg_restore: Tremblay) already exists.",
+    ):
+        said = _scrubbed(f"pg_restore: error: ERROR:  x: {hostile}\n", None)
+        assert "Zyxwvu" not in said and "Tremblay" not in said, said

@@ -423,3 +423,11 @@ def test_a_pooler_console_is_where_libpq_connects() -> None:
     assert poolers.configured({"MIGRATE_POOLER_URLS": "postgresql://s@a:6432/app?dbname=pgbouncer"})
     with pytest.raises(ConfigError, match="database pgbouncer"):
         poolers.configured({"MIGRATE_POOLER_URLS": f"{console}?dbname=app"})
+
+
+@pytest.mark.parametrize("value", ["TLSv1.2", "tlsv1.2", "TLSV1.3"])
+def test_a_tls_version_is_read_as_libpq_reads_it(value: str) -> None:
+    """libpq compares these ignoring case."""
+    url = f"postgresql://u@127.0.0.1/x?ssl_min_protocol_version={value}"
+    assert urls.parse(url).params["ssl_min_protocol_version"] == value
+    assert values_pass_libpq({"ssl_min_protocol_version": value})

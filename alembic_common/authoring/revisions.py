@@ -289,7 +289,7 @@ def revision(
     """
     if not message.strip():
         raise UsageError(f"{service.name}: revision needs a message (-m 'what it does')")
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in message if ch != "\n"):
+    if any(_unwritable(ch) for ch in message):
         raise UsageError(
             f"{service.name}: the revision message holds a control character; write it as "
             "plain text (-m 'what it does')"
@@ -365,6 +365,17 @@ def _unwritten(before: set[Path], folder: Path, kind: type | None, *_: Any) -> b
             if made.is_file():
                 made.unlink(missing_ok=True)
     return False
+
+
+# Bidirectional overrides and isolates: they make a line read otherwise than it runs.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unwritable(ch: str) -> bool:
+    """A character a message may not hold: a control character (but a line break or a
+    tab), a line or paragraph separator, undecodable bytes, a bidirectional override."""
+    kind = unicodedata.category(ch)
+    return (kind == "Cc" and ch not in "\n\t") or kind in ("Cs", "Zl", "Zp") or ch in _BIDI
 
 
 def file_slug(message: str, longest: int = 40) -> str:

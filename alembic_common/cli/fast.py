@@ -120,10 +120,10 @@ def _answer(asked: Asked, argv: Sequence[str], scrub: redact.Scrubber) -> int | 
     from alembic_common.core import runner, settings
     from alembic_common.core.project import Project
 
-    environment = settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
     project = Project.find()
     if asked.service not in project.services:
-        return None
+        return None  # the whole CLI names it first, before any setting
+    environment = settings.environment(os.environ.get("APP_ENV"), "APP_ENV")
     service = project.service(asked.service)
     chosen = Selection(Path(asked.targets_file) if asked.targets_file is not None else None)
     connection = Connection((asked.url,) if asked.url is not None else ())

@@ -75,7 +75,7 @@ class Frame(TyperGroup):
             signum = int(getattr(exc, "signum", signal.SIGINT))
             raise Interrupted(
                 f"interrupted ({signal.Signals(signum).name})", signum=signum
-            ) from None
+            ) from exc  # --debug shows where it landed
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)

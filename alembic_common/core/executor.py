@@ -195,6 +195,10 @@ def refuse_rollback_without_backup(name: str, options: RunOptions) -> None:
         )
 
 
+# The failures --on-failure rollback answers (an interrupt or a lost connection is not one).
+ROLLED_BACK_ON = (StepError, LockTimeoutError, RefusedError)
+
+
 @contextmanager
 def interruptible(service: Service) -> Iterator[None]:
     """A signal outside any step: nothing was running, so nothing changed."""
@@ -354,7 +358,7 @@ class Executor:
                 state=state,
                 plain=self._plain(planned.run, False, state),
             )
-        except (StepError, LockTimeoutError, RefusedError) as exc:
+        except ROLLED_BACK_ON as exc:
             if self.options.on_failure != "rollback" or self.options.atomic:
                 raise
             raise self._roll_back(result, exc) from exc
@@ -685,7 +689,8 @@ class Executor:
         def ended(how: str, undone: list[int] | None = None) -> MigrationError:
             """The error to raise, with what the run did for --json: the steps it applied,
             those it undid, and the backup it took (and whether it restored it)."""
-            error = type(failure)(  # the failure's own kind: step, lock_timeout, refused
+            kind = type(failure) if type(failure) in ROLLED_BACK_ON else StepError
+            error = kind(  # the failure's own kind: step, lock_timeout, refused
                 f"{failure}; --on-failure rollback: {how}",
                 service=service.name,
                 version=failure.version,

@@ -267,7 +267,11 @@ def _value(key: str, value: str) -> None:
     """Refuse a value libpq would refuse on connecting, naming the parameter only."""
     if key not in KNOWN_PARAMS or (not value and key.endswith("_protocol_version")):
         return  # an empty value is refused too, but for the TLS versions (no bound)
-    if key in CHOICES and value not in CHOICES[key]:
+    if key.endswith("_protocol_version"):  # libpq reads these ignoring case
+        value = value.lower()
+    if key in CHOICES and value not in {
+        c.lower() if key.endswith("_version") else c for c in CHOICES[key]
+    }:
         *rest, last = CHOICES[key]
         raise _Bad(f"a {key} that libpq does not take (one of {', '.join(rest)} or {last})")
     if key in INTEGERS and not (_INTEGER.fullmatch(value) and value.strip().isascii()):

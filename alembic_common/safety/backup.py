@@ -200,11 +200,29 @@ def client(settings: Settings) -> Iterator[tuple[str, dict[str, str]]]:
         yield psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}), env
 
 
+# Where a client tool starts a message of its own ("pg_restore: error: ...", "psql:...").
+_TOOL_MESSAGE = re.compile(r"(?m)^(?=(?:pg_dump|pg_restore|psql)\b[^\n]*?: )")
+
+
 def _scrubbed(text: str, settings: Settings | None) -> str:
+    """A client tool's stderr without secrets or row values, each of its messages reduced on
+    its own (one masked whole would run a value's mask into the next message)."""
     secret = settings.password if settings is not None else None
-    scrubbed = without_values(Scrubber([secret] if secret else []).__call__(text))
+    plain = Scrubber([secret] if secret else [])(text)
+    messages: list[str] = []
+    for part in _TOOL_MESSAGE.split(plain):
+        if messages and _open(messages[-1]):  # a value ran on into what looks like a message
+            messages[-1] += part
+        else:
+            messages.append(part)
+    scrubbed = "".join(without_values(message) for message in messages)
     lines = [ln for ln in scrubbed.splitlines() if ln]
     return " / ".join(lines[-3:]) or "no message"
+
+
+def _open(message: str) -> bool:
+    """A quote, or a key's or a row's values, that the message does not close."""
+    return message.count('"') % 2 == 1 or message.count("(") > message.count(")")
 
 
 def _run(args: list[str], env: dict[str, str], settings: Settings, what: str) -> str:

@@ -319,8 +319,19 @@ def first_line(exc: BaseException) -> str:
         diag.datatype_name,
     )
     primary = (diag.message_primary or "").strip() or type(cause).__name__
-    reduced = without_values(urls.mask(primary), (n for n in names if n))
+    reduced = _primary(urls.mask(primary), diag.sqlstate, (n for n in names if n))
     return f"{one_line(reduced)} (SQLSTATE {diag.sqlstate})"
+
+
+def _primary(text: str, sqlstate: str | None, names: Iterable[str] = ()) -> str:
+    """A server error's primary message without values. A data exception (class 22) may
+    name its value unquoted after a colon (``date field value out of range: 2020-13-01``
+    from make_date): that is masked too."""
+    reduced = without_values(text, names)
+    if shows_data() or not (sqlstate or "").startswith("22"):
+        return reduced
+    head, colon, tail = reduced.partition(": ")
+    return f"{head}: ***" if colon and not tail.startswith('"') else reduced
 
 
 def _error_text(exc: BaseException) -> str:
@@ -331,14 +342,15 @@ def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "orig", None) or exc
     diag = getattr(cause, "diag", None)
     if diag is not None and diag.message_primary:
-        fields = [
-            diag.message_primary,
-            *(f"{label}:  {v}" for label, v in (("DETAIL", diag.message_detail),
-                                                ("HINT", diag.message_hint)) if v),
-        ]  # fmt: skip
-        return (
-            without_values("\n".join(fields)) + "\n(statement and context not shown: --show-data)"
-        )
+        fields = [_primary(diag.message_primary, diag.sqlstate)]
+        if diag.message_detail:  # a data exception's detail may echo its input, unquoted (XML)
+            data = (diag.sqlstate or "").startswith("22") and not _ROW_VALUES.search(
+                diag.message_detail
+            )
+            fields.append("DETAIL:  " + ("***" if data else without_values(diag.message_detail)))
+        if diag.message_hint:
+            fields.append("HINT:  " + without_values(diag.message_hint))
+        return "\n".join(fields) + "\n(statement and context not shown: --show-data)"
     lines = [ln for ln in str(exc).split("\n") if not _STATEMENT_LINE.match(ln)]
     left = "" if len(lines) == len(str(exc).split("\n")) else "\n(statement not shown: --show-data)"
     return without_values("\n".join(lines)) + left
