@@ -18,7 +18,7 @@ from typing import NamedTuple
 from alembic_common.core import embedded, paths, urls
 from alembic_common.core.embedded import default_database
 from alembic_common.core.urls import mask
-from alembic_common.errors import ConfigError
+from alembic_common.errors import ConfigError, StateError
 
 # The seed's defaults for the individual connection flags.
 SEED_HOST, SEED_PORT, SEED_USER, SEED_PASSWORD = "localhost", 5432, "postgres", "postgres"
@@ -267,7 +267,7 @@ def peer(
             return Settings(other, normalize_url(environ[var], var), var, target.connect_timeout)
     if target.source == "embedded":
         return embedded_settings(other, target.connect_timeout, root)
-    raise ConfigError(
+    raise StateError(  # nothing names it (an operational gap); a set but bad variable is usage
         f"set {env_var(other)} to the {other} service's database: it cannot be guessed when "
         f"{target.service}'s database comes from {target.source}"
     )
