@@ -79,9 +79,7 @@ class Frame(TyperGroup):
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        debug = "--debug" in argv or redact.SWITCH.get(
-            os.environ.get(redact.DEBUG, "").strip().lower(), False
-        )
+        debug = "--debug" in argv or redact.switched_on(redact.DEBUG)
         scrub = redact.Scrubber(redact.gather(argv, os.environ))
         code = 1
         with shell.scrubbed(scrub), shell.signals(), shell.showing_data("--show-data" in argv):

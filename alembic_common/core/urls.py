@@ -252,6 +252,7 @@ CHOICES = {
     "ssl_min_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
     "ssl_max_protocol_version": ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"),
 }  # fmt: skip
+CASELESS = frozenset({"ssl_min_protocol_version", "ssl_max_protocol_version"})  # as libpq
 INTEGERS = (
     "connect_timeout",
     "keepalives",
@@ -265,14 +266,13 @@ _INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
 
 def _value(key: str, value: str) -> None:
     """Refuse a value libpq would refuse on connecting, naming the parameter only."""
-    if key not in KNOWN_PARAMS or (not value and key.endswith("_protocol_version")):
+    caseless = key in CASELESS
+    if key not in KNOWN_PARAMS or (caseless and not value):
         return  # an empty value is refused too, but for the TLS versions (no bound)
-    if key.endswith("_protocol_version"):  # libpq reads these ignoring case
-        value = value.lower()
-    if key in CHOICES and value not in {
-        c.lower() if key.endswith("_version") else c for c in CHOICES[key]
-    }:
-        *rest, last = CHOICES[key]
+    choices = CHOICES.get(key, ())
+    same = (lambda c: c.lower() == value.lower()) if caseless else value.__eq__
+    if choices and not any(map(same, choices)):
+        *rest, last = choices
         raise _Bad(f"a {key} that libpq does not take (one of {', '.join(rest)} or {last})")
     if key in INTEGERS and not (_INTEGER.fullmatch(value) and value.strip().isascii()):
         raise _Bad(f"a {key} that is not a whole number")

@@ -425,8 +425,8 @@ def _private_dir(directory: Path) -> None:
         )
     if not directory.exists():
         directory.mkdir(parents=True, mode=0o700)
-    if directory.is_symlink() or not directory.is_dir():
-        raise UsageError(f"backup folder {directory} is not a folder (or is a symbolic link)")
+    if not directory.is_dir():  # a link was refused above, wherever it was on the path
+        raise UsageError(f"backup folder {directory} is not a folder")
     found = directory.stat()
     if found.st_uid != os.geteuid():
         raise UsageError(

@@ -253,10 +253,14 @@ def switch(name: str, environ: Mapping[str, str] = os.environ) -> bool:
     return found
 
 
+def switched_on(name: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a switch is on; a value the command line refuses (``switch``) is off."""
+    return SWITCH.get(environ.get(name, "").strip().lower(), False)
+
+
 def shows_data(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether --show-data (or MIGRATE_SHOW_DATA) is on; a value the command line refused
-    (``switch``) shows nothing."""
-    return SWITCH.get(environ.get(SHOW_DATA, "").strip().lower(), False)
+    """Whether --show-data (or MIGRATE_SHOW_DATA) is on."""
+    return switched_on(SHOW_DATA, environ)
 
 
 def _masked_rows(text: str) -> str:
